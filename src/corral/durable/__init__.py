@@ -1,1 +1,85 @@
-"""TODO"""
+"""Durable execution: runs whose every effect is a journaled step, resumable after any crash.
+
+>>> import asyncio
+>>> from corral.durable import MemoryJournal, RunContext, Runtime
+>>> async def greet(ctx: RunContext, name: str) -> str:
+...     text = await ctx.step("compose", lambda: f"hello {name}")
+...     return text
+>>> rt = Runtime(MemoryJournal())
+>>> asyncio.run(rt.run(greet, "ada", run_id="r1"))
+'hello ada'
+>>> [s.name for s in rt.steps("r1")]
+['compose']
+
+See ``docs/durability.md`` for the guarantees (exactly-once vs at-least-once, NORMAL vs FULL, determinism).
+"""
+
+from corral.durable._clock import Clock, FakeClock, SystemClock
+from corral.durable._context import RetryPolicy, RunContext, StepInfo, current_context, current_step
+from corral.durable._journal import Journal, MemoryJournal, RunRecord, RunStatus, StepRecord, StepStatus
+from corral.durable._runtime import Runtime
+from corral.durable._sqlite import SCHEMA_VERSION, SqliteJournal
+from corral.durable._worker import Worker
+from corral.durable.errors import (
+    Cancel,
+    DeterminismError,
+    DurableError,
+    FunctionNotFound,
+    JournalCorrupt,
+    JournalError,
+    JournalFull,
+    JournalTooNew,
+    LeaseLost,
+    NotSerializable,
+    Park,
+    RunBusy,
+    RunCancelled,
+    RunExists,
+    RunInterrupt,
+    RunNotFound,
+    RunSuspended,
+    StepError,
+    WaitTimeout,
+)
+from corral.durable.testing import check_journal
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Cancel",
+    "Clock",
+    "DeterminismError",
+    "DurableError",
+    "FakeClock",
+    "FunctionNotFound",
+    "Journal",
+    "JournalCorrupt",
+    "JournalError",
+    "JournalFull",
+    "JournalTooNew",
+    "LeaseLost",
+    "MemoryJournal",
+    "NotSerializable",
+    "Park",
+    "RetryPolicy",
+    "RunBusy",
+    "RunCancelled",
+    "RunContext",
+    "RunExists",
+    "RunInterrupt",
+    "RunNotFound",
+    "RunRecord",
+    "RunStatus",
+    "RunSuspended",
+    "Runtime",
+    "SqliteJournal",
+    "StepError",
+    "StepInfo",
+    "StepRecord",
+    "StepStatus",
+    "SystemClock",
+    "WaitTimeout",
+    "Worker",
+    "check_journal",
+    "current_context",
+    "current_step",
+]

@@ -1,1 +1,51 @@
-"""TODO"""
+"""Run model-written Python and SQL isolated, limited, clean and fast.
+
+>>> from corral.sandbox import run_python_sync
+>>> run_python_sync("print(6 * 7)").stdout
+'42\\n'
+
+The default backend is a pool of warm workers under Debian's bubblewrap, each its own unprivileged uid with the
+data libraries preloaded, forking a fresh namespaced, seccomp-filtered, cgroup-limited child per job. See
+``docs/sandbox.md`` for the design and :func:`check` for what this machine supports.
+"""
+
+from corral.sandbox._api import DEFAULT_MAX_ROWS, run_python, run_python_sync, run_sql, run_sql_sync
+from corral.sandbox._detect import CheckItem, SandboxReport, check
+from corral.sandbox._pool import DEFAULT_PRELOAD, SandboxPool, default_pool, shutdown_default_pool
+from corral.sandbox._sql import DuckDBSource, FilesSource, SQLiteSource, as_source
+from corral.sandbox._types import Limits, RunResult, SkippedFile, SqlResult
+from corral.sandbox.errors import (
+    SandboxBusy,
+    SandboxCrashed,
+    SandboxError,
+    SandboxUnavailable,
+    SandboxUsageError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "DEFAULT_PRELOAD",
+    "CheckItem",
+    "DuckDBSource",
+    "FilesSource",
+    "Limits",
+    "RunResult",
+    "SQLiteSource",
+    "SandboxBusy",
+    "SandboxCrashed",
+    "SandboxError",
+    "SandboxPool",
+    "SandboxReport",
+    "SandboxUnavailable",
+    "SandboxUsageError",
+    "SkippedFile",
+    "SqlResult",
+    "as_source",
+    "check",
+    "default_pool",
+    "run_python",
+    "run_python_sync",
+    "run_sql",
+    "run_sql_sync",
+    "shutdown_default_pool",
+]

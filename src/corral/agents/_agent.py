@@ -1,0 +1,616 @@
+"""The agent loop: the model picks the next action, every action is a durable step, guards bound the loop.
+
+One turn: the guards check the step count and the budgets; the model is asked (a durable step, so a
+resumed run never pays for the same call twice); each tool call it asks for is checked (known tool? valid
+arguments? the same call again and again? approved?) and run as a durable step of its own; whatever went
+wrong goes back to the model as a tool result or a message that says what was wrong and what is expected.
+A reply without tool calls is the final answer; it must validate against ``output_type``, or it is fed
+back too. The loop ends with a validated answer or with the :data:`~corral.guards.TerminalReason` of the
+guard that stopped it — never with a traceback for something a model or a tool did.
+
+>>> from corral.models import ScriptedModel
+>>> from corral.durable import MemoryJournal, Runtime
+>>> from corral.tools import tool
+>>> @tool
+... def add(a: int, b: int) -> int:
+...     '''Add two integers.'''
+...     return a + b
+>>> agent = Agent(ScriptedModel([("add", {"a": 2, "b": 3}), "It is 5."]), tools=[add])
+>>> result = agent.run_sync("What is 2 + 3?", runtime=Runtime(MemoryJournal()))
+>>> result.output, result.reason, result.turns, result.tool_calls
+('It is 5.', 'completed', 2, 1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, overload
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from corral._errors import UsageError
+from corral.agents._events import (
+    AgentEvent,
+    ApprovalDecided,
+    CorrectionSent,
+    GuardTripped,
+    ModelResponded,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    ToolCalled,
+    ToolOutcome,
+    ToolReturned,
+)
+from corral.agents.errors import AgentConfigError
+from corral.durable import RunContext, Runtime
+from corral.guards import (
+    ApprovalDecision,
+    ApprovalRequest,
+    Approver,
+    CorrectionKind,
+    Guards,
+    GuardState,
+    GuardTrip,
+    TerminalReason,
+    terminal_approver,
+)
+from corral.models import (
+    Message,
+    Model,
+    ModelResponse,
+    ModelSettings,
+    OutputSchema,
+    SystemMessage,
+    ToolCall,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+    durable_request,
+)
+from corral.models.errors import ModelError
+from corral.tools import Tool, ToolContext, ToolError, ToolRefusedError, as_tool, format_result
+
+T = TypeVar("T")
+
+#: Receives each :data:`~corral.agents.AgentEvent` as it happens (sync; keep it quick).
+EventCallback = Callable[[AgentEvent], None]
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+
+
+class RunSummary(BaseModel):
+    """What an agent run returns to the durable layer (its journaled result): enough to rebuild the result."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: RunStatus
+    reason: TerminalReason
+    detail: str = ""
+    output: Any = None
+    usage: Usage = Field(default_factory=Usage)
+    turns: int = 0
+    tool_calls: int = 0
+    elapsed_s: float = 0.0
+
+
+@dataclass(repr=False)
+class AgentResult(Generic[T]):
+    """How an agent run ended.
+
+    ``output`` is the validated answer (``None`` unless ``status == "completed"``); ``reason`` says why the
+    run ended (``"completed"`` or the guard that stopped it) and ``detail`` explains it in a sentence.
+    ``events`` are those seen by this process (a run that had already finished replays none).
+    """
+
+    output: T | None
+    status: RunStatus
+    reason: TerminalReason
+    detail: str
+    usage: Usage
+    turns: int
+    tool_calls: int
+    run_id: str
+    elapsed_s: float = 0.0
+    events: list[AgentEvent] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run produced a validated answer."""
+        return self.status == "completed"
+
+    def __repr__(self) -> str:
+        # Short on purpose: a result can hold thousands of events and messages, and asyncio formats the
+        # main task's result when ``asyncio.run`` ends (Python 3.11), which made a long run's repr cost
+        # milliseconds.
+        output = repr(self.output)
+        if len(output) > 80:
+            output = output[:79] + "…"
+        return (
+            f"AgentResult(status={self.status!r}, reason={self.reason!r}, output={output}, "
+            f"turns={self.turns}, tool_calls={self.tool_calls}, run_id={self.run_id!r})"
+        )
+
+
+def _strip_fence(text: str) -> str:
+    # Small models wrap JSON in a Markdown code fence even when told not to; the JSON inside is fine.
+    match = _FENCE.match(text)
+    return match.group(1) if match else text
+
+
+def _describe_output_error(exc: pydantic.ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(the whole answer)"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n… [cut: {len(text)} characters in all; ask for less]"
+
+
+class _Run:
+    """The state of one execution of the loop (rebuilt from the journal when a run resumes)."""
+
+    def __init__(self, agent: Agent[Any], ctx: RunContext, callbacks: Sequence[EventCallback]) -> None:
+        self.agent = agent
+        self.ctx = ctx
+        self.callbacks = callbacks
+        self.events: list[AgentEvent] = []
+        self.messages: list[Message] = []
+        # The run clock is read (and journaled) once at the start and once per turn: each read is a journal
+        # row, and per-event reads would double the loop's cost. Within a turn, time advances by the
+        # recorded durations of its tool calls, which replays identically.
+        self.started = ctx.now().timestamp()
+        self.clock = self.started
+        self.state = GuardState(agent.guards, started_at=self.started)
+        self.tool_calls = 0
+        self.turn = 0
+
+    def emit(self, event: AgentEvent) -> None:
+        self.events.append(event)
+        for callback in self.callbacks:
+            callback(event)
+
+    def at(self) -> float:
+        return self.clock - self.started
+
+    def finish(self, reason: TerminalReason, detail: str = "", output: Any = None) -> RunSummary:
+        status: RunStatus = (
+            "completed" if reason == "completed" else "failed" if reason == "model_error" else "stopped"
+        )
+        at = self.at()
+        run_id = self.ctx.run_id
+        if status != "completed":
+            self.emit(GuardTripped(run_id=run_id, at=at, reason=reason, detail=detail))
+        summary = RunSummary(
+            status=status,
+            reason=reason,
+            detail=detail,
+            output=output,
+            usage=self.state.usage,
+            turns=self.state.turns,
+            tool_calls=self.tool_calls,
+            elapsed_s=at,
+        )
+        self.emit(
+            RunFinished(
+                run_id=run_id,
+                at=at,
+                status=status,
+                reason=reason,
+                detail=detail,
+                output=output,
+                usage=summary.usage,
+                turns=summary.turns,
+                tool_calls=summary.tool_calls,
+            )
+        )
+        return summary
+
+    def stop(self, trip: GuardTrip) -> RunSummary:
+        return self.finish(trip.reason, trip.detail)
+
+    def correction(self, kind: str, detail: str, tool_call_id: str | None = None) -> None:
+        self.emit(
+            CorrectionSent(
+                run_id=self.ctx.run_id,
+                at=self.at(),
+                turn=self.turn,
+                kind=kind,
+                detail=detail,
+                tool_call_id=tool_call_id,
+            )
+        )
+
+    async def loop(self, prompt: str) -> RunSummary:
+        agent, ctx = self.agent, self.ctx
+        if agent.instructions:
+            self.messages.append(SystemMessage(content=agent.instructions))
+        self.messages.append(UserMessage(content=prompt))
+        self.emit(
+            RunStarted(run_id=ctx.run_id, prompt=prompt, model=agent.model.name, tools=list(agent.tools))
+        )
+        while True:
+            self.clock = ctx.now().timestamp()
+            trip = self.state.before_model(self.clock)
+            if trip is not None:
+                return self.stop(trip)
+            try:
+                response = await durable_request(
+                    ctx,
+                    agent.model,
+                    self.messages,
+                    tools=agent._definitions,
+                    output_schema=agent._output_schema,
+                    settings=agent.settings,
+                )
+            except ModelError as exc:
+                return self.finish("model_error", f"{type(exc).__name__}: {exc}")
+            self.turn += 1
+            self.state.record_response(response.usage)
+            message = response.message
+            self.messages.append(message)
+            self.emit(
+                ModelResponded(
+                    run_id=ctx.run_id,
+                    at=self.at(),
+                    turn=self.turn,
+                    text=message.content,
+                    tool_calls=message.tool_calls,
+                    usage=response.usage,
+                    total_usage=self.state.usage,
+                    finish_reason=response.finish_reason,
+                    problems=[p.detail for p in response.problems],
+                )
+            )
+            if message.tool_calls:
+                summary = await self.run_tools(response)
+            else:
+                summary = self.final_answer(response)
+            if summary is not None:
+                return summary
+
+    async def run_tools(self, response: ModelResponse) -> RunSummary | None:
+        kinds: set[CorrectionKind] = set()
+        details: list[str] = []
+        for call in response.message.tool_calls:
+            tool = self.agent.tools.get(call.name)
+            if tool is None:
+                names = ", ".join(sorted(self.agent.tools)) or "(none)"
+                detail = (
+                    f"There is no tool named {call.name!r}. The tools you can call are: {names}. "
+                    "Call one of them, or answer without a tool."
+                )
+                kinds.add("unknown_tool")
+                details.append(detail)
+                self.feedback(call, detail, "unknown_tool")
+                continue
+            try:
+                tool.validate(call.arguments, tool_call_id=call.id)
+            except ToolError as exc:
+                detail = str(exc)
+                if call.arguments is None and call.raw_arguments is not None:
+                    detail = f"{detail}\nYou wrote: {call.raw_arguments[:300]}"
+                kinds.add("invalid_arguments")
+                details.append(detail)
+                self.feedback(call, detail, "invalid_arguments")
+                continue
+            summary = await self.run_tool(tool, call)
+            if summary is not None:
+                return summary
+        trip = self.state.record_turn_problems(kinds, details)
+        return self.stop(trip) if trip is not None else None
+
+    def feedback(self, call: ToolCall, detail: str, kind: str) -> None:
+        self.correction(kind, detail, call.id)
+        self.messages.append(
+            ToolResultMessage(tool_call_id=call.id, name=call.name, content=detail, is_error=True)
+        )
+
+    async def run_tool(self, tool: Tool[..., Any], call: ToolCall) -> RunSummary | None:
+        ctx, agent = self.ctx, self.agent
+        arguments = call.arguments or {}
+        trip = self.state.before_tool(tool.name, arguments, self.clock)
+        if trip is not None:
+            return self.stop(trip)
+        key = f"{ctx.run_id}/{self.turn}/{call.id}"
+        self.emit(
+            ToolCalled(
+                run_id=ctx.run_id,
+                at=self.at(),
+                turn=self.turn,
+                tool_call_id=call.id,
+                tool=tool.name,
+                arguments=arguments,
+            )
+        )
+        if tool.needs_approval:
+            request = ApprovalRequest(
+                run_id=ctx.run_id, tool=tool.name, arguments=arguments, tool_call_id=call.id
+            )
+            decision: ApprovalDecision = await ctx.step(
+                f"approval:{tool.name}", agent._decide, request, returns=ApprovalDecision
+            )
+            self.emit(
+                ApprovalDecided(
+                    run_id=ctx.run_id,
+                    at=self.at(),
+                    turn=self.turn,
+                    tool_call_id=call.id,
+                    tool=tool.name,
+                    approved=decision.approved,
+                    reason=decision.reason,
+                    by=decision.by,
+                )
+            )
+            if not decision.approved:
+                if agent.guards.stop_on_denial:
+                    return self.finish("approval_denied", f"{tool.name!r} was refused: {decision.reason}")
+                refused = ToolRefusedError(
+                    f"The call of {tool.name!r} was not approved: {decision.reason}", tool=tool.name
+                )
+                outcome = ToolOutcome(content=str(refused), error_kind=refused.kind)
+                return self.tool_done(tool, call, outcome)
+        context = ToolContext(
+            run_id=ctx.run_id, tool_call_id=call.id, tool_name=tool.name, idempotency_key=key
+        )
+        outcome = await ctx.step(
+            f"tool:{tool.name}",
+            agent._call_tool,
+            tool,
+            arguments,
+            context,
+            returns=ToolOutcome,
+            key=key if tool.side_effects else None,
+        )
+        return self.tool_done(tool, call, outcome)
+
+    def tool_done(self, tool: Tool[..., Any], call: ToolCall, outcome: ToolOutcome) -> RunSummary | None:
+        self.tool_calls += 1
+        self.clock += outcome.duration_s
+        self.emit(
+            ToolReturned(
+                run_id=self.ctx.run_id,
+                at=self.at(),
+                turn=self.turn,
+                tool_call_id=call.id,
+                tool=tool.name,
+                content=outcome.content,
+                error_kind=outcome.error_kind,
+                duration_s=outcome.duration_s,
+            )
+        )
+        self.messages.append(
+            ToolResultMessage(
+                tool_call_id=call.id,
+                name=tool.name,
+                content=outcome.content,
+                is_error=outcome.error_kind is not None,
+            )
+        )
+        trip = self.state.record_tool(
+            tool.name,
+            error_kind=outcome.error_kind,
+            error=outcome.content if outcome.error_kind else None,
+        )
+        return self.stop(trip) if trip is not None else None
+
+    def final_answer(self, response: ModelResponse) -> RunSummary | None:
+        agent = self.agent
+        text = response.message.content or ""
+        detail: str | None = None
+        output: Any = None
+        blocking = [p for p in response.problems if p.kind in ("empty_reply", "truncated")]
+        if blocking:
+            detail = "; ".join(p.detail for p in blocking)
+        elif agent.output_type is str:
+            output = text
+        else:
+            try:
+                value = agent._output_adapter.validate_json(_strip_fence(text))
+            except pydantic.ValidationError as exc:
+                detail = f"the answer does not match the expected output: {_describe_output_error(exc)}"
+            else:
+                output = agent._output_adapter.dump_python(value, mode="json")
+        if detail is None:
+            self.state.record_turn_problems(set(), [])
+            return self.finish("completed", output=output)
+        trip = self.state.record_turn_problems({"invalid_output"}, [detail])
+        if trip is not None:
+            return self.stop(trip)
+        if agent._output_schema is not None:
+            expected = (
+                "Reply with only a JSON value (no prose, no code fence) matching this JSON schema: "
+                f"{json.dumps(agent._output_schema.json_schema, sort_keys=True)}"
+            )
+        else:
+            expected = "Answer the question in plain text, or call a tool."
+        self.correction("invalid_output", detail)
+        self.messages.append(UserMessage(content=f"Your reply could not be accepted: {detail}.\n{expected}"))
+        return None
+
+
+_default_runtime: Runtime | None = None
+
+
+def default_runtime() -> Runtime:
+    """The process's default runtime: a SQLite journal at :func:`corral._config.journal_path`."""
+    global _default_runtime
+    if _default_runtime is None:
+        _default_runtime = Runtime()
+    return _default_runtime
+
+
+class Agent(Generic[T]):
+    """A model, the tools it may call, and the guards that bound it.
+
+    ``tools`` are :class:`~corral.tools.Tool` objects or plain typed functions. ``instructions`` become the
+    system message. ``output_type`` is ``str`` (the reply's text) or anything pydantic validates (a model,
+    ``list[int]``...): the model is asked for JSON matching its schema and the reply is validated.
+    ``guards`` bound the run (:class:`~corral.guards.Guards` defaults otherwise). ``on_event`` receives
+    every event live (see :mod:`corral.apps.cli._progress` for a terminal renderer). ``approver`` decides
+    calls of tools with ``needs_approval=True`` (default: ask on the terminal, refuse without one).
+    """
+
+    @overload
+    def __init__(
+        self: Agent[str],
+        model: Model,
+        tools: Sequence[Tool[..., Any] | Callable[..., Any]] = (),
+        *,
+        instructions: str = "",
+        guards: Guards | None = None,
+        on_event: EventCallback | None = None,
+        approver: Approver = terminal_approver,
+        settings: ModelSettings | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Agent[T],
+        model: Model,
+        tools: Sequence[Tool[..., Any] | Callable[..., Any]] = (),
+        *,
+        instructions: str = "",
+        output_type: type[T],
+        guards: Guards | None = None,
+        on_event: EventCallback | None = None,
+        approver: Approver = terminal_approver,
+        settings: ModelSettings | None = None,
+    ) -> None: ...
+    def __init__(
+        self,
+        model: Model,
+        tools: Sequence[Tool[..., Any] | Callable[..., Any]] = (),
+        *,
+        instructions: str = "",
+        output_type: Any = str,
+        guards: Guards | None = None,
+        on_event: EventCallback | None = None,
+        approver: Approver = terminal_approver,
+        settings: ModelSettings | None = None,
+    ) -> None:
+        self.model = model
+        self.tools: dict[str, Tool[..., Any]] = {}
+        for item in tools:
+            made = as_tool(item)
+            if made.name in self.tools:
+                raise AgentConfigError(
+                    f"two tools are named {made.name!r}; give one another name with name=..."
+                )
+            self.tools[made.name] = made
+        self.instructions = instructions
+        self.output_type = output_type
+        self.guards = guards or Guards()
+        self.on_event = on_event
+        self.approver = approver
+        self.settings = settings
+        self._definitions = [t.definition for t in self.tools.values()]
+        self._output_schema: OutputSchema | None = None
+        try:
+            self._output_adapter: TypeAdapter[Any] = TypeAdapter(output_type)
+            if output_type is not str:
+                name = getattr(output_type, "__name__", "output")
+                self._output_schema = OutputSchema(name=name, json_schema=self._output_adapter.json_schema())
+        except pydantic.PydanticSchemaGenerationError as exc:
+            raise AgentConfigError(
+                f"output_type {output_type!r} cannot be validated by pydantic: {exc}"
+            ) from exc
+
+    async def _call_tool(
+        self, tool: Tool[..., Any], arguments: dict[str, Any], context: ToolContext
+    ) -> ToolOutcome:
+        started = time.perf_counter()
+        try:
+            value = await tool.call(arguments, context, default_timeout=self.guards.tool_timeout_s)
+        except ToolError as exc:
+            return ToolOutcome(
+                content=str(exc), error_kind=exc.kind, duration_s=time.perf_counter() - started
+            )
+        content = _truncate(format_result(value), self.guards.max_tool_output_chars)
+        return ToolOutcome(content=content, duration_s=time.perf_counter() - started)
+
+    async def _decide(self, request: ApprovalRequest) -> ApprovalDecision:
+        decided = self.approver(request)
+        if inspect.isawaitable(decided):
+            decided = await decided
+        return decided
+
+    def _result(self, summary: RunSummary, run: _Run | None, run_id: str) -> AgentResult[T]:
+        output = None
+        if summary.status == "completed" and summary.output is not None:
+            output = self._output_adapter.validate_python(summary.output)
+        return AgentResult(
+            output=output,
+            status=summary.status,
+            reason=summary.reason,
+            detail=summary.detail,
+            usage=summary.usage,
+            turns=summary.turns,
+            tool_calls=summary.tool_calls,
+            run_id=run_id,
+            elapsed_s=summary.elapsed_s,
+            events=run.events if run is not None else [],
+            messages=run.messages if run is not None else [],
+        )
+
+    async def run(
+        self,
+        prompt: str,
+        *,
+        ctx: RunContext | None = None,
+        runtime: Runtime | None = None,
+        run_id: str | None = None,
+        on_event: EventCallback | None = None,
+    ) -> AgentResult[T]:
+        """Run the agent on ``prompt`` to a validated answer or a guard's stop.
+
+        With ``ctx`` the loop's steps join that durable run. Otherwise the agent starts (or, given the
+        ``run_id`` of an unfinished run, resumes) a durable run of its own on ``runtime`` (default: the
+        SQLite journal of :func:`default_runtime`). ``on_event`` is called for each event, after the
+        agent's own ``on_event``.
+        """
+        callbacks = [cb for cb in (self.on_event, on_event) if cb is not None]
+        if ctx is not None:
+            run = _Run(self, ctx, callbacks)
+            return self._result(await run.loop(prompt), run, ctx.run_id)
+        holder: list[_Run] = []
+
+        async def agent_run(run_ctx: RunContext, prompt: str) -> RunSummary:
+            run = _Run(self, run_ctx, callbacks)
+            holder.append(run)
+            return await run.loop(prompt)
+
+        rt = runtime if runtime is not None else default_runtime()
+        handle = await rt.run(agent_run, prompt, run_id=run_id)
+        summary = RunSummary.model_validate(handle)
+        last = holder[-1] if holder else None
+        return self._result(summary, last, last.ctx.run_id if last is not None else (run_id or ""))
+
+    def run_sync(
+        self,
+        prompt: str,
+        *,
+        runtime: Runtime | None = None,
+        run_id: str | None = None,
+        on_event: EventCallback | None = None,
+    ) -> AgentResult[T]:
+        """:meth:`run` for scripts: starts an event loop (and fails inside one; use ``await agent.run``)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run(prompt, runtime=runtime, run_id=run_id, on_event=on_event))
+        raise UsageError(
+            "Agent.run_sync() was called inside a running event loop; use `await agent.run(...)`"
+        )

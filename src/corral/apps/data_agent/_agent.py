@@ -1,0 +1,390 @@
+"""The data agent: a fixed loop in which the model makes few, small choices and the system does the rest.
+
+::
+
+    schema (cached, narrowed) ─► write query ─► read-only check ─► run in sandbox ─┐
+                      ▲                                                            │
+                      └── error text + similar names │ sanity findings │ judge fail ◄┘   (bounded attempts)
+                                                          │
+                                    answer: prose written from the result, table, SQL, chart
+
+Each model call and each query is a step given to ``step`` (the durable run context's ``ctx.step`` in the
+product, so a resumed run repeats none of them). The model writes SQL and judges; it never writes the prose
+answer's numbers, which the system takes from the result.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from corral.apps.data_agent import _prompts as prompts
+from corral.apps.data_agent._answer import MAX_ROWS, Answer, prose_answer
+from corral.apps.data_agent._chart import vega_lite_spec
+from corral.apps.data_agent._checks import sanity_check
+from corral.apps.data_agent._runner import QueryResult, QueryRunner
+from corral.apps.data_agent._schema import Schema, load_schema, narrow
+from corral.apps.data_agent._sqlcheck import extract_sql, is_read_only, repair_qualifiers, statement_kind
+from corral.apps.data_agent._verified import VerifiedQuery, closest
+from corral.models import (
+    AssistantMessage,
+    Message,
+    Model,
+    ModelResponse,
+    ModelSettings,
+    OutputSchema,
+    SystemMessage,
+    Usage,
+    UserMessage,
+)
+
+T = TypeVar("T")
+
+#: ``step(name, fn)`` runs ``fn`` once as a named step and returns its result (durable in the product).
+StepFn = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+async def _run_now(name: str, fn: Callable[[], Awaitable[T]]) -> T:
+    """The non-durable step: just run it (tests and one-off calls)."""
+    return await fn()
+
+
+@dataclass(frozen=True)
+class DataEvent:
+    """One thing the agent did, for the live display: ``kind`` is schema, sql, query, check, judge, answer."""
+
+    kind: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataAgent:
+    """Answers questions over one source.
+
+    ``model`` writes queries; ``judge_model`` (default: the same model) judges results. ``runner`` runs
+    every query (the sandbox in the product). ``max_attempts`` bounds query rewrites after errors or
+    sanity findings; the judge gets ``judge_retries`` extra attempts. Writes are refused unless
+    ``allow_writes`` is set (and even then the sandboxed runner opens the source read-only).
+    """
+
+    model: Model
+    runner: QueryRunner
+    judge_model: Model | None = None
+    verified: Sequence[VerifiedQuery] = ()
+    allow_writes: bool = False
+    max_attempts: int = 3
+    judge: bool = True
+    judge_retries: int = 1
+    charts: bool = True
+    chart_dir: Path | None = None
+    on_event: Callable[[DataEvent], None] | None = None
+    settings: ModelSettings = field(default_factory=lambda: ModelSettings(temperature=0.0, max_tokens=400))
+
+    def _emit(self, kind: str, message: str, **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(DataEvent(kind, message, data))
+
+    async def ask(self, question: str, *, step: StepFn = _run_now, run_id: str = "") -> Answer:
+        """Answer ``question``; never raises for a bad query or a bad model reply (that is a status)."""
+        run = _Run(self, question, step, run_id)
+        return await run.go()
+
+
+def _similar_names(error: str, schema: Schema, sql: str) -> str:
+    """For "no such column/table X" errors, the schema's names closest to X, those of the tables the query
+    uses first (the system, not the model, finds them)."""
+    match = re.search(
+        r'(?:no such column|no such table|column|table)[:\s]+"?([\w. ]+?)"?(?:\s|$|,)', error, re.IGNORECASE
+    )
+    if match is None:
+        return ""
+    wrong = match.group(1).split(".")[-1].lower()
+    used = {w.lower() for w in re.findall(r"\w+", sql)}
+    candidates: dict[str, list[str]] = {}
+    for t in schema.tables:
+        candidates.setdefault(t.name.lower(), []).append(t.name)
+        for c in t.columns:
+            candidates.setdefault(c.name.lower(), []).append(f"{t.name}.{c.name}")
+    near = difflib.get_close_matches(wrong, list(candidates), n=3, cutoff=0.6)
+    if not near:
+        return ""
+    found = [name for n in near for name in candidates[n]]
+    found.sort(key=lambda name: name.split(".")[0].lower() not in used)
+    return "Names that exist: " + ", ".join(found[:6]) + "."
+
+
+class _Run:
+    """One question's run (state kept off the agent, so one agent can answer many questions)."""
+
+    def __init__(self, agent: DataAgent, question: str, step: StepFn, run_id: str) -> None:
+        self.agent = agent
+        self.question = question
+        self.step = step
+        self.run_id = run_id
+        self.usage = Usage()
+        self.n_model = 0
+        self.n_query = 0
+
+    async def _model(
+        self,
+        kind: str,
+        messages: list[Message],
+        schema: OutputSchema | None = None,
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> str:
+        self.n_model += 1
+        agent = self.agent
+        model = agent.judge_model if kind == "judge" and agent.judge_model is not None else agent.model
+        settings = agent.settings.model_copy(
+            update={
+                k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens)) if v is not None
+            }
+        )
+        snapshot = list(messages)
+
+        async def call() -> ModelResponse:
+            return await model.request(snapshot, output_schema=schema, settings=settings)
+
+        response: ModelResponse = await self.step(f"model.{kind}.{self.n_model}", call)
+        self.usage = self.usage + response.usage
+        return response.message.content or ""
+
+    async def _query(self, sql: str) -> QueryResult:
+        self.n_query += 1
+        runner = self.agent.runner
+
+        async def call() -> QueryResult:
+            return await runner.run(sql, max_rows=MAX_ROWS)
+
+        result: QueryResult = await self.step(f"query.{self.n_query}", call)
+        return result
+
+    async def go(self) -> Answer:
+        agent = self.agent
+        question = self.question
+
+        async def get_schema() -> Schema:
+            return await load_schema(agent.runner)
+
+        full: Schema = await self.step("schema", get_schema)
+        schema = narrow(full, question)
+        agent._emit(
+            "schema",
+            f"schema: {', '.join(schema.table_names()) or '(no table matched)'}",
+            tables=schema.table_names(),
+            brief=[t.name for t in schema.brief],
+        )
+        schema_text = schema.render()
+
+        if not schema.tables:
+            # Nothing in the schema matches the question's words: ask whether the data can answer at all.
+            verdict = await self._answerable(schema_text)
+            if verdict is not None:
+                return self._cannot(verdict)
+
+        examples = [vq for vq, _ in closest(list(agent.verified), question, k=2)]
+        if examples:
+            agent._emit(
+                "schema", f"verified examples: {len(examples)}", examples=[e.question for e in examples]
+            )
+        messages: list[Message] = [
+            SystemMessage(content=prompts.sql_system(full.dialect)),
+            UserMessage(content=prompts.sql_user(question, schema_text, examples)),
+        ]
+        best: tuple[str, QueryResult] | None = None
+        judge_note: str | None = None
+        judge_left = agent.judge_retries if agent.judge else 0
+        attempts = 0
+        # Errors and sanity findings share max_attempts; a judge's fail buys one more attempt (judge_retries).
+        limit = agent.max_attempts
+        last_error = "no query was written"
+        sql = ""
+        tried: set[str] = set()
+        columns = {t.name.lower(): {c.name.lower() for c in t.columns} for t in full.tables}
+        while attempts < limit:
+            attempts += 1
+            # A repeated mistake at temperature 0 repeats forever: later attempts sample a little.
+            reply = await self._model("sql", messages, temperature=0.0 if attempts == 1 else 0.5)
+            messages.append(AssistantMessage(content=reply))
+            sql = extract_sql(reply)
+            if not sql:
+                if prompts.CANNOT in reply.upper().replace(" ", "_"):
+                    reason = reply.split(":", 1)[-1].strip() or "the data has no such information"
+                    return self._cannot(reason)
+                last_error = "the reply contained no SQL query"
+                messages.append(UserMessage(content=prompts.fix_user(last_error, "")))
+                continue
+            if " ".join(sql.split()) in tried:
+                last_error = "this is the same query as before, which did not work"
+                messages.append(UserMessage(content=prompts.fix_user(last_error, "Write a different query.")))
+                continue
+            tried.add(" ".join(sql.split()))
+            agent._emit("sql", sql, attempt=attempts)
+            if not is_read_only(sql, dialect=full.dialect):
+                kind = statement_kind(sql, dialect=full.dialect).upper()
+                agent._emit("check", f"refused: a {kind} statement would change the data")
+                if not agent.allow_writes:
+                    return Answer(
+                        status="cannot_answer",
+                        answer=(
+                            f"Refused: answering needs a {kind} statement, which changes the data. The data "
+                            "agent is read-only; writes need explicit approval."
+                        ),
+                        sql=sql,
+                        run_id=self.run_id,
+                        usage=self.usage,
+                        attempts=attempts,
+                    )
+            sql, notes = repair_qualifiers(sql, columns, dialect=full.dialect)
+            for note in notes:
+                agent._emit("check", f"repaired column reference {note}")
+            result = await self._query(sql)
+            if not result.ok:
+                last_error = result.error or "the query failed"
+                agent._emit("query", f"error: {last_error}", ok=False)
+                messages.append(
+                    UserMessage(content=prompts.fix_user(last_error, _similar_names(last_error, full, sql)))
+                )
+                continue
+            agent._emit("query", f"{result.row_count} rows in {result.elapsed_s:.2f} s", ok=True)
+            best = (sql, result)
+            findings = sanity_check(question, sql, result, schema=schema)
+            blocking = [f for f in findings if f.blocking]
+            for f in findings:
+                agent._emit("check", f.message, finding=f.kind, blocking=f.blocking)
+            if blocking and attempts < agent.max_attempts:
+                last_error = "; ".join(f.message for f in blocking)
+                messages.append(UserMessage(content=prompts.fix_user(last_error, "")))
+                continue
+            if not agent.judge:
+                break
+            verdict, reason = await self._judge(sql, result)
+            agent._emit("judge", f"{verdict}: {reason}", verdict=verdict)
+            judge_note = f"{verdict}: {reason}"
+            if verdict == "pass" or judge_left <= 0:
+                break
+            judge_left -= 1
+            limit = max(limit, attempts + 1)
+            messages.append(UserMessage(content=prompts.fix_user(f"a reviewer says: {reason}", "")))
+        if best is None:
+            return Answer(
+                status="failed",
+                answer=f"No working query after {attempts} attempts; last problem: {last_error}",
+                sql=sql or None,
+                run_id=self.run_id,
+                usage=self.usage,
+                attempts=attempts,
+            )
+        return await self._answer(best[0], best[1], judge_note, attempts, examples)
+
+    async def _answerable(self, schema_text: str) -> str | None:
+        """The reason the data cannot answer, or ``None`` when the model thinks it can."""
+        import json
+
+        reply = await self._model(
+            "answerable",
+            [
+                SystemMessage(content=prompts.ANSWERABLE_SYSTEM),
+                UserMessage(content=f"Schema:\n{schema_text}\n\nQuestion: {self.question}"),
+            ],
+            OutputSchema(name="answerable", json_schema=prompts.ANSWERABLE_SCHEMA),
+            max_tokens=80,
+        )
+        try:
+            data = json.loads(reply)
+        except ValueError:
+            return None
+        if isinstance(data, dict) and data.get("answerable") is False:
+            return str(data.get("reason") or "no table or column holds this information")
+        return None
+
+    async def _judge(self, sql: str, result: QueryResult) -> tuple[str, str]:
+        import json
+
+        reply = await self._model(
+            "judge",
+            [
+                SystemMessage(content=prompts.JUDGE_SYSTEM),
+                UserMessage(
+                    content=prompts.judge_user(
+                        self.question, sql, result.columns, result.rows[:5], result.row_count
+                    )
+                ),
+            ],
+            OutputSchema(name="verdict", json_schema=prompts.JUDGE_SCHEMA),
+            max_tokens=80,
+        )
+        try:
+            data = json.loads(reply)
+        except ValueError:
+            # An unreadable verdict is not a failure of the query: let it pass, and say so.
+            return "pass", "the judge's reply was not readable"
+        if not isinstance(data, dict):
+            return "pass", "the judge's reply was not readable"
+        verdict = "fail" if data.get("verdict") == "fail" else "pass"
+        return verdict, str(data.get("reason") or "")[:300]
+
+    def _cannot(self, reason: str) -> Answer:
+        self.agent._emit("answer", f"cannot answer: {reason}")
+        return Answer(
+            status="cannot_answer",
+            answer=f"The data cannot answer this: {reason}",
+            run_id=self.run_id,
+            usage=self.usage,
+            attempts=self.n_model,
+        )
+
+    async def _answer(
+        self,
+        sql: str,
+        result: QueryResult,
+        judge_note: str | None,
+        attempts: int,
+        examples: list[VerifiedQuery],
+    ) -> Answer:
+        agent = self.agent
+        text = prose_answer(self.question, result.columns, result.rows, result.row_count)
+        reused = next((e.question for e in examples if _same_sql(e.sql, sql)), None)
+        if reused is not None:
+            text += f" (Reused the verified query for: {reused!r}.)"
+        if judge_note is not None and judge_note.startswith("fail"):
+            text += f" Caution, a check of the result said: {judge_note[6:]}"
+        spec = vega_lite_spec(result.columns, result.rows, title=self.question) if agent.charts else None
+        chart_path: str | None = None
+        if spec is not None and agent.chart_dir is not None:
+            render = getattr(agent.runner, "render_chart", None)
+            if render is not None:
+                out = agent.chart_dir / f"chart-{self.run_id or 'answer'}.png"
+
+                async def draw() -> str | None:
+                    path: Path | None = await render(spec, out)
+                    return str(path) if path is not None else None
+
+                chart_path = await self.step("chart", draw)
+        agent._emit("answer", text, rows=result.row_count, chart=chart_path)
+        return Answer(
+            status="answered",
+            answer=text,
+            sql=sql,
+            columns=result.columns,
+            rows=result.rows,
+            row_count=result.row_count,
+            chart=chart_path,
+            vega_lite=spec,
+            run_id=self.run_id,
+            usage=self.usage,
+            verified_query=reused,
+            judge=judge_note,
+            attempts=attempts,
+        )
+
+
+def _same_sql(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()).rstrip(";") == " ".join(b.lower().split()).rstrip(";")

@@ -1,0 +1,124 @@
+"""Running a question set: the agent, or the single-shot baseline, on each question, scored.
+
+The baseline is what the agent is measured against: the whole schema and the question, one model call, one
+query, no correction, no judge. Both use the same model, the same runner and the same prompt wording.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from corral.apps.data_agent import _prompts as prompts
+from corral.apps.data_agent import _run
+from corral.apps.data_agent._agent import DataAgent
+from corral.apps.data_agent._answer import MAX_ROWS, Answer, prose_answer
+from corral.apps.data_agent._eval import EvalQuestion, EvalReport, QuestionOutcome, load_eval_set, score
+from corral.apps.data_agent._runner import QueryRunner
+from corral.apps.data_agent._schema import load_schema
+from corral.apps.data_agent._sources import open_source
+from corral.apps.data_agent._sqlcheck import extract_sql, is_read_only
+from corral.models import Model, ModelSettings, SystemMessage, UserMessage
+
+Progress = Callable[[int, int, str], None]
+
+
+async def single_shot(model: Model, runner: QueryRunner, question: str) -> Answer:
+    """The baseline: full schema + question → one SQL query, run once."""
+    schema = await load_schema(runner)
+    response = await model.request(
+        [
+            SystemMessage(content=prompts.sql_system(schema.dialect)),
+            UserMessage(content=prompts.sql_user(question, schema.render(), [])),
+        ],
+        settings=ModelSettings(temperature=0.0, max_tokens=400),
+    )
+    text = response.message.content or ""
+    sql = extract_sql(text)
+    if not sql:
+        if prompts.CANNOT in text.upper().replace(" ", "_"):
+            return Answer(status="cannot_answer", answer=text, usage=response.usage)
+        return Answer(status="failed", answer="no SQL in the reply", usage=response.usage)
+    if not is_read_only(sql, dialect=schema.dialect):
+        return Answer(status="failed", answer="refused a write", sql=sql, usage=response.usage)
+    result = await runner.run(sql, max_rows=MAX_ROWS)
+    if not result.ok:
+        return Answer(status="failed", answer=result.error or "error", sql=sql, usage=response.usage)
+    return Answer(
+        status="answered",
+        answer=prose_answer(question, result.columns, result.rows, result.row_count),
+        sql=sql,
+        columns=result.columns,
+        rows=result.rows,
+        row_count=result.row_count,
+        usage=response.usage,
+    )
+
+
+async def run_eval(
+    path: str | Path,
+    *,
+    model: str | None = None,
+    limit: int | None = None,
+    system: str = "agent",
+    judge: bool = True,
+    progress: Progress | None = None,
+    model_instance: Model | None = None,
+) -> EvalReport:
+    """Run every question of the set at ``path`` through ``system`` (``agent`` or ``baseline``)."""
+    if system not in ("agent", "baseline"):
+        from corral.apps.data_agent.errors import EvalSetError
+
+        raise EvalSetError(f"unknown system {system!r}: use agent or baseline")
+    questions = load_eval_set(path, limit=limit)
+    llm = model_instance or _run._model(model)
+    report = EvalReport(system=system, model=llm.name)
+    runners: dict[tuple[str | None, tuple[str, ...]], QueryRunner] = {}
+    gold_cache: dict[str, list[list[Any]] | None] = {}
+
+    def runner_for(q: EvalQuestion) -> QueryRunner:
+        key = (q.db, tuple(q.files))
+        if key not in runners:
+            runners[key] = _run.make_runner(open_source(q.db, q.files))
+        return runners[key]
+
+    for i, q in enumerate(questions, 1):
+        runner = runner_for(q)
+        gold_rows: list[list[Any]] | None = None
+        if q.gold_sql is not None:
+            if q.id not in gold_cache:
+                gold = await runner.run(q.gold_sql, max_rows=MAX_ROWS)
+                gold_cache[q.id] = gold.rows if gold.ok else None
+            gold_rows = gold_cache[q.id]
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            if system == "agent":
+                answer = await DataAgent(model=llm, runner=runner, judge=judge, charts=False).ask(q.question)
+            else:
+                answer = await single_shot(llm, runner, q.question)
+        except Exception as exc:  # one broken question must not end the evaluation
+            answer = Answer(status="failed", answer=str(exc))
+            error = f"{type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - started
+        correct = score(q, answer, gold_rows)
+        report.outcomes.append(
+            QuestionOutcome(
+                id=q.id,
+                difficulty=q.difficulty,
+                correct=correct,
+                status=answer.status,
+                seconds=seconds,
+                cost_usd=answer.usage.cost_usd,
+                tokens=answer.usage.total_tokens,
+                sql=answer.sql,
+                gold_sql=q.gold_sql,
+                error=error,
+            )
+        )
+        if progress is not None:
+            mark = "ok " if correct else "BAD"
+            progress(i, len(questions), f"{mark} {seconds:5.1f}s {q.id} [{q.difficulty}] {answer.status}")
+    return report

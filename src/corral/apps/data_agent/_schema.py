@@ -1,0 +1,439 @@
+"""Schema linking: what is in the source, and the part of it a question needs.
+
+The full schema (tables, columns, types, keys, likely joins, sample values, row counts) is gathered once per
+source through the query runner and cached under ``cache_dir()/data_agent`` keyed by the source's fingerprint
+(path, size, mtime). :func:`narrow` keeps the tables a question mentions (by name, column name or sample
+value), the tables that connect them, and a short form of their neighbours, so a small model's context holds
+what matters and little else. :meth:`Schema.render` prints it as ``CREATE TABLE`` statements — the form code
+models were trained on — with sample values and row counts as comments.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from corral._config import cache_dir
+from corral.apps.data_agent._runner import QueryRunner
+from corral.apps.data_agent._sqlcheck import quote_identifier
+
+_CACHE_VERSION = 1
+_BRIEF_COLUMNS = 12
+
+
+class Column(BaseModel):
+    name: str
+    type: str = ""
+    pk: bool = False
+    samples: list[Any] = Field(default_factory=list)
+
+
+class ForeignKey(BaseModel):
+    column: str
+    ref_table: str
+    ref_column: str
+    declared: bool = True  # False: inferred from same-name ``*Id`` columns
+
+
+class Table(BaseModel):
+    name: str
+    view: bool = False
+    columns: list[Column] = Field(default_factory=list)
+    foreign_keys: list[ForeignKey] = Field(default_factory=list)
+    row_count: int | None = None
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name.lower() == name.lower()), None)
+
+
+class Schema(BaseModel):
+    """A source's schema, or the part of it selected for one question."""
+
+    dialect: str
+    tables: list[Table] = Field(default_factory=list)
+    #: Tables shown by name and key columns only (neighbours of the selected ones).
+    brief: list[Table] = Field(default_factory=list)
+
+    def table(self, name: str) -> Table | None:
+        return next((t for t in self.tables if t.name.lower() == name.lower()), None)
+
+    def render(self, *, samples: bool = True) -> str:
+        """``CREATE TABLE`` text with keys, references, samples and row counts."""
+        q = self._q
+        out: list[str] = []
+        for table in self.tables:
+            lines = []
+            refs = {fk.column.lower(): fk for fk in table.foreign_keys}
+            for col in table.columns:
+                line = f"  {q(col.name)} {col.type or 'ANY'}".rstrip()
+                if col.pk:
+                    line += " PRIMARY KEY"
+                fk = refs.get(col.name.lower())
+                if fk is not None:
+                    line += f" REFERENCES {q(fk.ref_table)}({q(fk.ref_column)})"
+                shown = _shown_samples(col) if samples else []
+                if shown:
+                    line += ", -- e.g. " + ", ".join(_sample_text(v) for v in shown)
+                lines.append(line)
+            # Commas must precede comments; rebuild each line as "definition, -- comment".
+            body = "\n".join(
+                _comma_before_comment(ln, last=i == len(lines) - 1) for i, ln in enumerate(lines)
+            )
+            rows = f" -- {table.row_count} rows" if table.row_count is not None else ""
+            out.append(f"CREATE TABLE {q(table.name)} (\n{body}\n);{rows}")
+        for table in self.brief:
+            cols = ", ".join(q(c.name) for c in table.columns[:_BRIEF_COLUMNS])
+            more = ", ..." if len(table.columns) > _BRIEF_COLUMNS else ""
+            out.append(f"-- also table {q(table.name)}({cols}{more})")
+        return "\n".join(out)
+
+    def _q(self, name: str) -> str:
+        return quote_identifier(name, dialect=self.dialect)
+
+    def table_names(self) -> list[str]:
+        return [t.name for t in self.tables]
+
+
+def _comma_before_comment(line: str, *, last: bool) -> str:
+    definition, sep, comment = line.partition(", -- ")
+    if last:
+        return f"{definition} -- {comment}" if sep else definition
+    return f"{definition}, -- {comment}" if sep else f"{definition},"
+
+
+def _shown_samples(col: Column) -> list[Any]:
+    """Samples worth their tokens: text values hint at spelling and content; for keys and numbers two
+    values show the scale, for dates one shows the format."""
+    if col.pk or _looks_like_key(col.name):
+        return []
+    if any(isinstance(v, str) for v in col.samples):
+        if all(isinstance(v, str) and re.match(r"^\d{4}-\d\d-\d\d", v) for v in col.samples):
+            return col.samples[:1]
+        return col.samples[:3]
+    return col.samples[:2]
+
+
+def _sample_text(value: Any) -> str:
+    if isinstance(value, str):
+        # Samples are data, never instructions: one line, quoted as an SQL literal.
+        flat = " ".join(value.split())
+        return "'" + flat.replace("'", "''") + "'"
+    return json.dumps(value)
+
+
+def _looks_like_key(name: str) -> bool:
+    return bool(re.search(r"(id|_key|code)$", name, re.IGNORECASE))
+
+
+def infer_joins(tables: list[Table]) -> None:
+    """Add undeclared joins: a column ``XId`` in one table that is the primary key (or the only ``XId``
+    column of a table named like ``X``) of another. Files and many databases declare no foreign keys."""
+    pk_owner: dict[str, Table] = {}
+    for table in tables:
+        pks = [c for c in table.columns if c.pk]
+        if len(pks) == 1:
+            pk_owner.setdefault(pks[0].name.lower(), table)
+    for table in tables:
+        for col in table.columns:
+            if not _looks_like_key(col.name):
+                continue
+            key = col.name.lower()
+            owner = pk_owner.get(key)
+            if owner is None:
+                # Undeclared keys: a table whose name is the column's name without its "id" suffix.
+                stem = re.sub(r"_?id$", "", key)
+                owner = next(
+                    (
+                        t
+                        for t in tables
+                        if _norm(t.name) in (stem, stem + "s") and t.column(col.name) is not None
+                    ),
+                    None,
+                )
+            if owner is None or owner is table:
+                continue
+            if col.pk and len([c for c in table.columns if c.pk]) == 1 and not owner.column(col.name):
+                continue
+            if any(fk.column.lower() == key for fk in table.foreign_keys):
+                continue
+            ref = owner.column(col.name)
+            if ref is None:
+                continue
+            table.foreign_keys.append(
+                ForeignKey(column=col.name, ref_table=owner.name, ref_column=ref.name, declared=False)
+            )
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def schema_from_driver(raw: dict[str, Any], dialect: str) -> Schema:
+    """Build a :class:`Schema` from the driver's description and add the likely joins."""
+    tables = [Table.model_validate(t) for t in raw.get("tables") or []]
+    infer_joins(tables)
+    return Schema(dialect=dialect, tables=tables)
+
+
+async def load_schema(runner: QueryRunner, *, use_cache: bool = True) -> Schema:
+    """The source's full schema, from the cache when the source has not changed since it was gathered."""
+    source = runner.source
+    path: Path | None = None
+    if use_cache and source.kind != "postgres":
+        path = cache_dir() / "data_agent" / f"schema-v{_CACHE_VERSION}-{source.fingerprint()}.json"
+        if path.is_file():
+            try:
+                return Schema.model_validate_json(path.read_text(encoding="utf-8"))
+            except ValueError:
+                pass  # a damaged cache entry is rebuilt below
+    raw = await runner.describe()
+    schema = schema_from_driver(raw, source.dialect)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(schema.model_dump_json(), encoding="utf-8")
+        tmp.replace(path)
+    return schema
+
+
+# --- narrowing ---------------------------------------------------------------------------------------------
+
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "by",
+        "with",
+        "from",
+        "and",
+        "or",
+        "not",
+        "no",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "do",
+        "does",
+        "did",
+        "how",
+        "many",
+        "much",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "where",
+        "when",
+        "why",
+        "list",
+        "show",
+        "give",
+        "find",
+        "get",
+        "me",
+        "all",
+        "each",
+        "every",
+        "per",
+        "than",
+        "that",
+        "this",
+        "these",
+        "those",
+        "there",
+        "their",
+        "its",
+        "it",
+        "as",
+        "into",
+        "most",
+        "least",
+        "top",
+        "highest",
+        "lowest",
+        "total",
+        "number",
+        "count",
+        "average",
+        "sum",
+        "max",
+        "min",
+        "between",
+        "over",
+        "under",
+        "more",
+        "less",
+        "only",
+        "also",
+        "have",
+        "has",
+        "had",
+        "any",
+        "some",
+        "one",
+        "two",
+        "three",
+        "first",
+        "last",
+        "name",
+        "names",
+    ]
+)
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word stems of ``text``; identifiers are split at camelCase and underscores."""
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", text)
+    out = []
+    for w in re.findall(r"[A-Za-z0-9]+", text.replace("_", " ")):
+        w = w.lower()
+        out.append(_stem(w))
+    return out
+
+
+def _stem(w: str) -> str:
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        return w[:-1]
+    return w
+
+
+# Generic business words and the column words they usually stand for. Kept small and domain-neutral: the
+# agent is tuned for schemas it has never seen, not for one sample database.
+_SYNONYMS: dict[str, set[str]] = {
+    "sale": {"total", "amount", "price", "invoice", "order", "revenue", "quantity"},
+    "revenue": {"total", "amount", "price", "invoice", "order", "sale"},
+    "spent": {"total", "amount", "price", "invoice", "order"},
+    "spend": {"total", "amount", "price", "invoice", "order"},
+    "earn": {"total", "amount", "salary", "revenue"},
+    "bought": {"invoice", "order", "purchase", "quantity"},
+    "purchase": {"invoice", "order", "quantity"},
+    "sold": {"invoice", "order", "quantity", "sale"},
+    "long": {"length", "duration", "millisecond", "second", "minute"},
+    "longest": {"length", "duration", "millisecond", "second", "minute"},
+    "shortest": {"length", "duration", "millisecond", "second", "minute"},
+    "expensive": {"price", "cost", "amount"},
+    "cheapest": {"price", "cost", "amount"},
+    "old": {"age", "birth", "date"},
+    "oldest": {"age", "birth", "date", "hire"},
+    "youngest": {"age", "birth", "date"},
+    "year": {"date", "year"},
+    "month": {"date", "month"},
+    "live": {"city", "country", "state", "address"},
+    "where": {"city", "country", "state", "address"},
+}
+
+
+def expand(qwords: set[str]) -> set[str]:
+    """Question words plus the schema words their generic synonyms point to."""
+    out = set(qwords)
+    for w in qwords:
+        out |= _SYNONYMS.get(w, set())
+    return out
+
+
+def _table_score(table: Table, qwords: set[str], question: str) -> float:
+    score = 0.0
+    tw = set(words(table.name))
+    if tw:
+        # A word naming the whole table counts more than one naming a part of it (Track vs PlaylistTrack).
+        score += 3.0 * len(tw & qwords) / len(tw)
+    for col in table.columns:
+        cw = set(words(col.name)) - {"id"}
+        hits = cw & qwords
+        if hits:
+            # Key columns repeat other tables' names, so they hint less at this table.
+            score += (0.5 if _looks_like_key(col.name) else 1.0) * len(hits) / len(cw)
+        for v in col.samples:
+            if (
+                isinstance(v, str)
+                and len(v) >= 3
+                and re.search(r"\b" + re.escape(v.lower()) + r"\b", question)
+            ):
+                score += 2.0
+    return score
+
+
+def _graph(tables: Iterable[Table]) -> dict[str, set[str]]:
+    g: dict[str, set[str]] = {}
+    for t in tables:
+        g.setdefault(t.name, set())
+        for fk in t.foreign_keys:
+            g[t.name].add(fk.ref_table)
+            g.setdefault(fk.ref_table, set()).add(t.name)
+    return g
+
+
+def _path(g: dict[str, set[str]], a: str, b: str) -> list[str]:
+    prev: dict[str, str | None] = {a: None}
+    todo = deque([a])
+    while todo:
+        cur = todo.popleft()
+        if cur == b:
+            path = []
+            node: str | None = cur
+            while node is not None:
+                path.append(node)
+                node = prev[node]
+            return path
+        for nxt in sorted(g.get(cur, ())):
+            if nxt not in prev:
+                prev[nxt] = cur
+                todo.append(nxt)
+    return []
+
+
+def narrow(
+    schema: Schema, question: str, *, max_tables: int = 5, keep_all_under: int = 4, brief_all_under: int = 16
+) -> Schema:
+    """The part of ``schema`` that ``question`` needs (see the module docstring)."""
+    if len(schema.tables) <= keep_all_under:
+        return schema
+    qwords = expand(set(words(question)) - _STOP)
+    qlower = question.lower()
+    scored = sorted(
+        ((s, t.name) for t in schema.tables if (s := _table_score(t, qwords, qlower)) > 0),
+        key=lambda x: (-x[0], x[1]),
+    )
+    if not scored:
+        # Nothing matched: the question may be unanswerable, or phrased with words the schema lacks. Show the
+        # tables briefly so the model can still link them (or say it cannot answer).
+        return Schema(dialect=schema.dialect, tables=[], brief=list(schema.tables))
+    chosen = [name for _, name in scored[:max_tables]]
+    top = scored[0][0]
+    # Keep tables close in score to the best, drop weak single-word coincidences when strong matches exist.
+    chosen = [name for s, name in scored[:max_tables] if s >= 0.5 * top]
+    g = _graph(schema.tables)
+    keep = list(chosen)
+    for other in chosen[1:]:
+        for node in _path(g, chosen[0], other):
+            if node not in keep:
+                keep.append(node)
+    if len(schema.tables) < brief_all_under:
+        brief_names = sorted((set(g) | {t.name for t in schema.tables}) - set(keep))
+    else:
+        brief_names = sorted({n for k in keep for n in g.get(k, ())} - set(keep))
+    by_name = {t.name: t for t in schema.tables}
+    return Schema(
+        dialect=schema.dialect,
+        tables=[by_name[n] for n in keep if n in by_name],
+        brief=[by_name[n] for n in brief_names if n in by_name],
+    )

@@ -1,0 +1,241 @@
+"""SQL handling on the host: pull a query out of a model's reply, refuse writes, quote awkward names.
+
+The host never runs a query; it only parses it (sqlglot) to decide whether it may be sent to the sandbox.
+
+>>> extract_sql("Here it is:\\n```sql\\nSELECT 1;\\n```")
+'SELECT 1'
+>>> check_read_only("SELECT * FROM \\"Order Details\\"", dialect="sqlite")
+>>> quote_identifier("Order Details", dialect="sqlite")
+'"Order Details"'
+>>> quote_identifier("Total", dialect="sqlite")
+'Total'
+"""
+
+from __future__ import annotations
+
+import re
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from corral.apps.data_agent.errors import WriteRefusedError
+
+_FENCE = re.compile(r"```(?:[a-zA-Z]+)?\s*\n?(.*?)```", re.DOTALL)
+_START = re.compile(
+    r"\b(SELECT|WITH|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|COPY|ATTACH|PRAGMA|REPLACE|MERGE)\b",
+    re.IGNORECASE,
+)
+_SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Statement types that only read. Anything else (DML, DDL, PRAGMA, ATTACH, COPY, SET...) is a write or a
+# change of the session and needs explicit approval.
+_READ_ONLY_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery, exp.Values)
+_WRITE_NODES = (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Merge, exp.Copy)
+
+
+def extract_sql(text: str) -> str:
+    """The SQL statement in a model's reply: the first fenced block that holds one, else the text from the
+    first statement keyword (SELECT, WITH, and the writing ones, so a write is seen and refused) on.
+
+    Small models wrap queries in fences, add prose before or after, or end with a semicolon; all of that is
+    removed. Returns ``""`` when no query is found.
+    """
+    fenced = _FENCE.findall(text)
+    candidate = next((block for block in fenced if _START.search(block)), None)
+    if candidate is None:
+        unfenced = text.replace("```", "")
+        match = _START.search(unfenced)
+        if match is None:
+            return ""
+        candidate = unfenced[match.start() :]
+        # Prose after the query usually starts after a blank line.
+        candidate = re.split(r"\n\s*\n", candidate, maxsplit=1)[0]
+    candidate = candidate.strip()
+    # Keep only the first statement.
+    candidate = candidate.split(";")[0].strip() if ";" in candidate else candidate
+    return candidate
+
+
+def statement_kind(sql: str, *, dialect: str) -> str:
+    """The kind of the first statement (``select``, ``delete``, ...) for messages."""
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except ParseError:
+        return "unparsable"
+    return tree.key if tree is not None else "empty"
+
+
+def is_read_only(sql: str, *, dialect: str) -> bool:
+    """True when ``sql`` is a single statement that only reads (SELECT, WITH ... SELECT, set operations)."""
+    try:
+        trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
+    except ParseError:
+        # Unparsable text is not a write we can see; the database will reject it and the error goes back to
+        # the model. The sandbox opens the source read-only regardless.
+        return not re.match(r"\s*(INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|ATTACH|PRAGMA|COPY)\b", sql, re.I)
+    if len(trees) != 1:
+        return False
+    tree = trees[0]
+    if not isinstance(tree, _READ_ONLY_ROOTS):
+        return False
+    return not any(isinstance(node, _WRITE_NODES) for node in tree.walk())
+
+
+def check_read_only(sql: str, *, dialect: str, allow_writes: bool = False) -> None:
+    """Raise :class:`WriteRefusedError` when ``sql`` would write and writes were not granted."""
+    if allow_writes or is_read_only(sql, dialect=dialect):
+        return
+    kind = statement_kind(sql, dialect=dialect).upper()
+    raise WriteRefusedError(
+        f"refused a {kind} statement: the data agent is read-only unless writes are explicitly approved. "
+        f"Statement: {sql[:200]}"
+    )
+
+
+def quote_identifier(name: str, *, dialect: str) -> str:
+    """``name`` as the dialect needs it: bare when simple and not reserved, quoted otherwise."""
+    if _SIMPLE.match(name) and not _is_reserved(name, dialect):
+        return name
+    return exp.to_identifier(name, quoted=True).sql(dialect=dialect)
+
+
+# Words every SQL dialect reserves; sqlglot's parser is lenient with some of them, so they are listed.
+_RESERVED = frozenset(
+    [
+        "all",
+        "alter",
+        "and",
+        "any",
+        "as",
+        "asc",
+        "between",
+        "by",
+        "case",
+        "cast",
+        "check",
+        "column",
+        "constraint",
+        "create",
+        "cross",
+        "current",
+        "default",
+        "delete",
+        "desc",
+        "distinct",
+        "drop",
+        "else",
+        "end",
+        "except",
+        "exists",
+        "false",
+        "fetch",
+        "for",
+        "foreign",
+        "from",
+        "full",
+        "group",
+        "having",
+        "in",
+        "index",
+        "inner",
+        "insert",
+        "intersect",
+        "into",
+        "is",
+        "join",
+        "key",
+        "left",
+        "like",
+        "limit",
+        "natural",
+        "not",
+        "null",
+        "offset",
+        "on",
+        "or",
+        "order",
+        "outer",
+        "primary",
+        "references",
+        "right",
+        "select",
+        "set",
+        "table",
+        "then",
+        "to",
+        "true",
+        "union",
+        "unique",
+        "update",
+        "user",
+        "using",
+        "values",
+        "view",
+        "when",
+        "where",
+        "window",
+        "with",
+    ]
+)
+
+
+def _is_reserved(name: str, dialect: str) -> bool:
+    if name.lower() in _RESERVED:
+        return True
+    try:
+        parsed = sqlglot.parse_one(f"SELECT {name} FROM t", read=dialect)
+    except ParseError:
+        return True
+    # A reserved word does not parse as a plain column named like itself.
+    col = parsed.expressions[0] if parsed.expressions else None
+    return not (isinstance(col, exp.Column) and col.name == name)
+
+
+def limit_rows(sql: str, limit: int) -> str:
+    """Wrap a query so at most ``limit`` rows come back (keeps the query's own ordering)."""
+    return f"SELECT * FROM ({sql}) AS corral_q LIMIT {int(limit)}"
+
+
+def repair_qualifiers(sql: str, tables: dict[str, set[str]], *, dialect: str) -> tuple[str, list[str]]:
+    """Fix ``alias.column`` references whose alias's table lacks the column when exactly one other table
+    of the query has it (``a.AlbumId`` with ``a`` = Artist, ``al`` = Album becomes ``al.AlbumId``).
+
+    ``tables`` maps lower-case table names to their lower-case column names. Returns the query (unchanged
+    when nothing needed fixing or it does not parse) and one note per fix, for the live display.
+
+    >>> cols = {"artist": {"artistid", "name"}, "album": {"albumid", "artistid", "title"}}
+    >>> repair_qualifiers("SELECT COUNT(a.AlbumId) FROM Artist a JOIN Album al ON a.ArtistId = al.ArtistId",
+    ...                   cols, dialect="sqlite")[1]
+    ['a.AlbumId -> al.AlbumId']
+    """
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except ParseError:
+        return sql, []
+    aliases: dict[str, str] = {}
+    for table in tree.find_all(exp.Table):
+        name = table.name.lower()
+        if name in tables:
+            aliases[(table.alias_or_name or name).lower()] = name
+    notes: list[str] = []
+    for column in tree.find_all(exp.Column):
+        qualifier = column.table
+        if not qualifier or qualifier.lower() not in aliases:
+            continue
+        col = column.name.lower()
+        if col in tables[aliases[qualifier.lower()]]:
+            continue
+        owners = sorted({a for a, t in aliases.items() if col in tables[t]})
+        if len(owners) != 1:
+            continue
+        # Keep the alias as the query wrote it (case), found among the tables' own spellings.
+        spelled = next(
+            (t.alias_or_name for t in tree.find_all(exp.Table) if t.alias_or_name.lower() == owners[0]),
+            owners[0],
+        )
+        notes.append(f"{qualifier}.{column.name} -> {spelled}.{column.name}")
+        column.set("table", exp.to_identifier(spelled))
+    if not notes:
+        return sql, []
+    return tree.sql(dialect=dialect), notes

@@ -1,0 +1,120 @@
+"""Turning step results, run inputs and exceptions into journal text and back.
+
+Values are JSON. Pydantic models are stored as their JSON plus their class's import path, so a replay
+rebuilds the
+same class (``returns=`` or the function's return annotation take precedence when given).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any
+
+import pydantic
+import pydantic_core
+
+from corral.durable.errors import NotSerializable, StepError
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_loads = json.loads
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def type_path(cls: type) -> str:
+    """``module:qualname`` of a class or function."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def import_path(path: str, *, only_loaded: bool = False) -> Any:
+    """The object at ``module:qualname``. With ``only_loaded``, do not import modules that are not loaded
+    yet."""
+    module_name, _, qualname = path.partition(":")
+    if only_loaded:
+        module = sys.modules.get(module_name)
+        if module is None:
+            raise ImportError(f"module {module_name!r} is not loaded")
+    else:
+        module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def encode(value: Any, what: str) -> tuple[str, str | None, Any]:
+    """(JSON text, model class path or None, the value as a replay will see it). ``what`` names it in
+    errors."""
+    if isinstance(value, pydantic.BaseModel):
+        try:
+            return value.model_dump_json(), type_path(type(value)), value
+        except pydantic_core.PydanticSerializationError as exc:
+            raise NotSerializable(
+                f"{what}: the pydantic model {type(value).__name__} cannot be dumped: {exc}"
+            ) from exc
+    try:
+        text = _dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise NotSerializable(
+            f"{what} returned a {type(value).__module__}.{type(value).__qualname__}, which the journal "
+            f"cannot "
+            f"store: return JSON-serialisable values (dict, list, str, int, float, bool, None) or a pydantic "
+            f"model ({exc})"
+        ) from exc
+    # Scalars come back identical; containers are round-tripped so the first run sees what a replay will see
+    # (tuples become lists, int keys become strings).
+    return text, None, value if isinstance(value, _SCALARS) else _loads(text)
+
+
+def decode(text: str | None, value_type: str | None, returns: Any = None) -> Any:
+    """The value stored by ``encode``; ``returns`` (a pydantic model class) overrides the stored class."""
+    if text is None:
+        return None
+    model: Any = returns
+    if model is None and value_type is not None:
+        try:
+            model = import_path(value_type)
+        except (ImportError, AttributeError):
+            model = None  # the class moved: give the plain JSON rather than fail the replay
+    if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+        return model.model_validate_json(text)
+    return _loads(text)
+
+
+def encode_error(exc: BaseException) -> str:
+    """An exception as JSON: its type's path, message and (when JSON-able) args."""
+    data: dict[str, Any] = {"type": type_path(type(exc)), "message": str(exc)}
+    try:
+        _dumps(list(exc.args))
+        data["args"] = list(exc.args)
+    except (TypeError, ValueError):
+        pass
+    return _dumps(data)
+
+
+def decode_error(text: str | None, *, run_id: str, position: int, where: str) -> BaseException:
+    """Rebuild the recorded exception: same type, same message; ``StepError`` when the type cannot be
+    rebuilt."""
+    data = _loads(text or "{}")
+    type_name = str(data.get("type", "builtins:Exception"))
+    message = str(data.get("message", ""))
+    try:
+        cls = import_path(type_name, only_loaded=True)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            exc = cls(*data["args"]) if "args" in data else cls(message)
+            if str(exc) == message:
+                return exc
+    except Exception:
+        pass
+    return StepError(
+        f"{where} failed with {type_name}: {message}", run_id=run_id, position=position, error_type=type_name
+    )
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON (no NaN)."""
+    return _dumps(value)
+
+
+loads = _loads

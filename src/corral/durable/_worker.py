@@ -1,0 +1,110 @@
+"""Workers: claim runnable runs with a lease, execute them, and take over runs whose worker died."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from corral.durable._journal import RunRecord, RunStatus
+from corral.durable._runtime import Runtime, holder_is_dead, new_worker_id
+from corral.durable.errors import DurableError, RunSuspended
+
+log = logging.getLogger("corral.durable")
+
+
+class Worker:
+    """Executes runnable runs from the runtime's journal: pending runs, parked runs whose signal arrived or
+    whose
+    timer is due, and running runs whose lease expired (their worker died).
+
+    Several workers (threads or processes, each with its own ``Runtime``/journal connection) may serve one
+    journal: a claim is one ``BEGIN IMMEDIATE`` transaction, so no run executes twice at once.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        concurrency: int = 16,
+        poll_interval: float = 0.5,
+        worker_id: str | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.worker_id = worker_id or new_worker_id()
+        self.executed = 0
+        self.failed = 0
+        self._stop = asyncio.Event()
+
+    def recover(self) -> int:
+        """Take over runs whose lease is held by a process of this host that no longer exists. Returns how
+        many
+        were made claimable at once (runs of dead workers elsewhere wait for their lease to expire)."""
+        freed = 0
+        for run in self.runtime.list_runs(status=RunStatus.RUNNING, limit=100_000):
+            if run.worker_id and holder_is_dead(run.worker_id):
+                self.runtime.journal.release(
+                    run.run_id, worker_id=run.worker_id, now=self.runtime.clock.time()
+                )
+                freed += 1
+        return freed
+
+    async def _execute(self, run: RunRecord) -> None:
+        rt = self.runtime
+        try:
+            await rt._execute(run, rt._resolve(run), self.worker_id, fresh=False)
+            self.executed += 1
+        except RunSuspended:
+            self.executed += 1
+        except (DurableError, Exception) as exc:  # a failed run is recorded; the worker goes on
+            self.executed += 1
+            self.failed += 1
+            log.info("run %s ended with %s: %s", run.run_id, type(exc).__name__, exc)
+
+    async def run_until_idle(self) -> int:
+        """Execute runnable runs until none is left; return how many executions ran."""
+        self.recover()
+        start = self.executed
+        while True:
+            claimed = self.runtime.journal.claim(
+                worker_id=self.worker_id,
+                now=self.runtime.clock.time(),
+                lease_seconds=self.runtime.lease_seconds,
+                limit=self.concurrency,
+            )
+            if not claimed:
+                return self.executed - start
+            await asyncio.gather(*(self._execute(run) for run in claimed))
+
+    async def serve(self) -> None:
+        """Execute runs as they become runnable until ``stop()`` is called."""
+        self.recover()
+        self._stop.clear()
+        running: set[asyncio.Task[None]] = set()
+        while not self._stop.is_set():
+            free = self.concurrency - len(running)
+            claimed = []
+            if free > 0:
+                claimed = self.runtime.journal.claim(
+                    worker_id=self.worker_id,
+                    now=self.runtime.clock.time(),
+                    lease_seconds=self.runtime.lease_seconds,
+                    limit=free,
+                )
+            for run in claimed:
+                task = asyncio.create_task(self._execute(run))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if not claimed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.poll_interval)
+            else:
+                await asyncio.sleep(0)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    def stop(self) -> None:
+        """Ask ``serve`` to return after the runs it is executing."""
+        self._stop.set()

@@ -1,0 +1,169 @@
+"""One cgroup per worker (memory + pids), on cgroup v1 or v2, created next to the host's own cgroup.
+
+The host moves nothing itself: the launcher joins the cgroup (it is still root then), so the worker, its
+bubblewrap parent and every job it forks are inside from their first instruction. Before each job the host sets
+the memory and pids limits to the worker's idle usage plus the run's limits, so one run's limits never depend on
+the previous run and a job cannot take the worker's share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_CGROOT = Path("/sys/fs/cgroup")
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="ascii").strip()
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value, encoding="ascii")
+
+
+def _own_cgroups() -> dict[str, str]:
+    """controller (or "" for v2) -> this process's cgroup path."""
+    out: dict[str, str] = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            out[""] = path
+        for name in controllers.split(","):
+            if name:
+                out[name] = path
+    return out
+
+
+def cgroup_version() -> int | None:
+    """2 when the unified hierarchy carries the memory controller, 1 when v1 memory+pids are mounted, else None."""
+    if (_CGROOT / "cgroup.controllers").exists():
+        return 2
+    if (_CGROOT / "memory" / "memory.limit_in_bytes").exists() and (_CGROOT / "pids").is_dir():
+        return 1
+    return None
+
+
+@dataclass
+class WorkerCgroup:
+    """The cgroup directories of one worker and the operations the pool needs on them."""
+
+    version: int
+    memory: Path
+    pids: Path
+
+    @classmethod
+    def create(cls, name: str) -> WorkerCgroup:
+        """Create ``name`` under the host's own cgroups. Raises ``OSError`` when cgroups are not writable."""
+        version = cgroup_version()
+        own = _own_cgroups()
+        if version == 1:
+            memory = _CGROOT / "memory" / own.get("memory", "/").lstrip("/") / name
+            pids = _CGROOT / "pids" / own.get("pids", "/").lstrip("/") / name
+            memory.mkdir()
+            try:
+                pids.mkdir()
+            except OSError:
+                memory.rmdir()
+                raise
+            # Swap would let a job's memory escape the limit; cap memory+swap together where the kernel has it.
+            return cls(1, memory, pids)
+        if version == 2:
+            parent = _CGROOT / own.get("", "/").lstrip("/")
+            # v2 forbids processes in a cgroup whose controllers are delegated; use a sibling subtree we own.
+            base = parent / "corral-sandbox"
+            base.mkdir(exist_ok=True)
+            with contextlib.suppress(OSError):
+                _write(base / "cgroup.subtree_control", "+memory +pids")
+            path = base / name
+            path.mkdir()
+            return cls(2, path, path)
+        raise OSError("no usable cgroup hierarchy (need v2 with memory+pids, or v1 memory and pids)")
+
+    @property
+    def procs_files(self) -> list[str]:
+        files = {str(self.memory / "cgroup.procs"), str(self.pids / "cgroup.procs")}
+        return sorted(files)
+
+    def memory_usage(self) -> int:
+        name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
+        return int(_read(self.memory / name))
+
+    def pids_current(self) -> int:
+        return int(_read(self.pids / "pids.current"))
+
+    def set_limits(self, *, memory_bytes: int, pids: int) -> None:
+        """Set absolute limits (the pool adds the worker's idle usage before calling)."""
+        if self.version == 1:
+            _write(self.memory / "memory.limit_in_bytes", str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(self.memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
+        else:
+            _write(self.memory / "memory.max", str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(self.memory / "memory.swap.max", "0")
+        _write(self.pids / "pids.max", str(pids))
+
+    def reset_peak(self) -> None:
+        """Start a new peak measurement for the next job (v1: max_usage; v2: memory.peak, kernel >= 6.12)."""
+        try:
+            if self.version == 1:
+                _write(self.memory / "memory.max_usage_in_bytes", "0")
+            else:
+                _write(self.memory / "memory.peak", "reset")
+        except OSError:
+            pass
+
+    def peak(self) -> int | None:
+        try:
+            name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+            return int(_read(self.memory / name))
+        except (OSError, ValueError):
+            return None
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel's OOM killer took in this cgroup so far."""
+        text = _read(self.memory / ("memory.oom_control" if self.version == 1 else "memory.events"))
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the cgroup (v2 has cgroup.kill; v1 is walked until empty)."""
+        if self.version == 2:
+            with contextlib.suppress(OSError):
+                _write(self.memory / "cgroup.kill", "1")
+        for _ in range(50):
+            pids = self._pids()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def _pids(self) -> list[int]:
+        found: set[int] = set()
+        for path in {self.memory, self.pids}:
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in _read(path / "cgroup.procs").split())
+        return sorted(found)
+
+    def remove(self) -> None:
+        """Kill what is left and remove the directories (retrying while the kernel finishes the exits)."""
+        self.kill_all()
+        for path in {self.memory, self.pids}:
+            for _ in range(100):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)

@@ -1,0 +1,675 @@
+"""The pool of warm workers and the host side of running one job.
+
+Threads, not asyncio, carry the host side: a job is a blocking exchange on one socket, the pool is shared by
+synchronous and asynchronous callers, and the async API wraps it with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import itertools
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corral.sandbox import _detect, _launcher, _worker
+from corral.sandbox._cgroup import WorkerCgroup
+from corral.sandbox._collect import collect
+from corral.sandbox._seccomp import build_filter
+from corral.sandbox._types import LimitName, Limits, RunResult, SkippedFile
+from corral.sandbox.errors import SandboxBusy, SandboxCrashed, SandboxError, SandboxUnavailable, SandboxUsageError
+
+#: Libraries every worker imports before it serves jobs.
+DEFAULT_PRELOAD = ("numpy", "pandas", "duckdb", "sqlite3", "matplotlib", "json", "csv", "math", "statistics")
+
+#: The environment a job sees: nothing of the host's.
+JOB_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "HOME": "/work",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "MPLBACKEND": "Agg",
+    "MPLCONFIGDIR": "/tmp/matplotlib",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+InputValue = bytes | str | os.PathLike[str]
+
+_UID_BASE = 200_000
+_uid_counter = itertools.count()
+_pool_counter = itertools.count()
+_WORKER_SLACK_BYTES = 48 * 1024 * 1024  # idle-memory growth after a job that still counts as normal
+_START_TIMEOUT = 120.0
+_BACKSTOP_SECONDS = 10.0  # the host kills a worker that overruns a job's wall limit by this much
+
+
+def _send(sock: socket.socket, obj: object, fds: list[int] | None = None) -> None:
+    payload = json.dumps(obj).encode()
+    head = struct.pack(">I", len(payload))
+    if fds:
+        socket.send_fds(sock, [head], fds)
+    else:
+        sock.sendall(head)
+    sock.sendall(payload)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("worker closed its socket")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    head, fds, _flags, _addr = socket.recv_fds(sock, 4, 4)
+    if not head:
+        raise EOFError("worker closed its socket")
+    if len(head) < 4:
+        head += _recv_exact(sock, 4 - len(head))
+    (size,) = struct.unpack(">I", head)
+    if size > 64 * 1024 * 1024:
+        for fd in fds:
+            os.close(fd)
+        raise SandboxCrashed(f"worker sent an oversized message ({size} bytes)")
+    message = json.loads(_recv_exact(sock, size))
+    if not isinstance(message, dict):
+        raise SandboxCrashed("worker sent a malformed message")
+    return message, fds
+
+
+def _runtime_dirs() -> tuple[str, list[tuple[str, str]], list[str]]:
+    """The interpreter's real path, (host dir, sandbox dir) pairs to bind read-only, and the worker's sys.path.
+
+    Discovered from ``sys`` at run time, never hard-coded: CI runs from another clone with its own venv. The
+    interpreter's prefix keeps its path (libpython is found through an absolute rpath); site-packages directories
+    move to neutral paths so that nothing of the repository's location (the venv often sits inside it) shows.
+    """
+    exe = os.path.realpath(sys.executable)
+    prefix = os.path.realpath(sys.base_prefix)
+    binds: list[tuple[str, str]] = [(prefix, prefix)]
+    site: list[str] = []
+    for entry in sys.path:
+        if os.path.basename(entry) not in ("site-packages", "dist-packages") or not os.path.isdir(entry):
+            continue
+        real = os.path.realpath(entry)
+        if real == prefix or real.startswith(prefix + "/"):
+            if real not in site:
+                site.append(real)
+            continue
+        target = f"/opt/corral/site-{len(binds)}"
+        if (real, target) not in binds and real not in {b[0] for b in binds}:
+            binds.append((real, target))
+            site.append(target)
+    if not exe.startswith(prefix + "/"):
+        binds.append((os.path.dirname(exe), os.path.dirname(exe)))
+    for host, inside in binds:
+        if inside.split("/")[1] in ("work", "data", "tmp", "dev", "proc"):
+            raise SandboxUnavailable(
+                f"the Python runtime at {host} lies under /{inside.split('/')[1]}, which the sandbox mounts over; "
+                "install Python (or the virtualenv) elsewhere"
+            )
+    # System directories are bound by bwrap itself.
+    return exe, [b for b in binds if not (b[0] == "/usr" or b[0].startswith("/usr/"))], site
+
+
+def _open_input(value: InputValue) -> int:
+    """An fd the job may read but not write: the file itself when that is safe, else a sealed in-memory copy."""
+    if isinstance(value, bytes):
+        return _sealed_memfd(value)
+    path = os.fspath(value)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise SandboxUsageError(f"sandbox input {path!r} is not a regular file")
+    # The job reopens its inputs by path (/proc/self/fd/N), which checks the file's mode bits against the job's
+    # uid: a world-writable file would be writable from inside. Give it a sealed copy instead.
+    if st.st_mode & stat.S_IWOTH:
+        with os.fdopen(fd, "rb") as f:
+            return _sealed_memfd(f.read())
+    return fd
+
+
+def _sealed_memfd(data: bytes) -> int:
+    import fcntl
+
+    fd = os.memfd_create("corral-input", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+    return fd
+
+
+def _check_input_name(name: str) -> None:
+    if not name or "/" in name or name in (".", "..") or "\0" in name or len(name) > 200:
+        raise SandboxUsageError(f"sandbox input name {name!r} must be a plain file name (no '/')")
+
+
+@dataclass(eq=False)
+class _Worker:
+    slot: int
+    uid: int
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket
+    cgroup: WorkerCgroup
+    log: Any
+    idle_memory: int = 0
+    idle_pids: int = 0
+    jobs: int = 0
+    broken: bool = False
+
+    def log_tail(self) -> str:
+        """The last lines the worker (or bwrap) printed, for error messages."""
+        try:
+            self.log.seek(0, os.SEEK_END)
+            size = self.log.tell()
+            self.log.seek(max(0, size - 6000))
+            text: str = self.log.read().decode(errors="replace").strip()
+            return text or "(no output)"
+        except (OSError, ValueError):
+            return "(output unavailable)"
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        self.cgroup.kill_all()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self.cgroup.remove()
+        with contextlib.suppress(OSError):
+            self.log.close()
+
+
+@dataclass
+class _Job:
+    kind: str
+    limits: Limits
+    code: str = ""
+    sql: dict[str, Any] | None = None
+    inputs: Mapping[str, InputValue] = field(default_factory=dict)
+
+
+class SandboxPool:
+    """Warm sandbox workers, one per core by default, each its own unprivileged uid, memory and pids cgroup.
+
+    Workers start lazily on the first job (or :meth:`start`); a worker is replaced after ``max_jobs_per_worker``
+    jobs or after anything unusual (a crash, a protocol error, leftover processes or memory). At most
+    ``max_queue`` callers wait for a worker; the next one, or one that waited ``queue_timeout`` seconds, gets
+    :class:`SandboxBusy`. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        size: int | None = None,
+        *,
+        max_queue: int | None = None,
+        queue_timeout: float = 30.0,
+        max_jobs_per_worker: int = 500,
+        preload: tuple[str, ...] = DEFAULT_PRELOAD,
+        limits: Limits | None = None,
+    ) -> None:
+        self.size = size or max(1, len(os.sched_getaffinity(0)))
+        if self.size < 1:
+            raise SandboxUsageError("a sandbox pool needs at least one worker")
+        self.max_queue = max_queue if max_queue is not None else 16 * self.size
+        self.queue_timeout = queue_timeout
+        self.max_jobs_per_worker = max_jobs_per_worker
+        self.preload = preload
+        self.default_limits = limits or Limits()
+        self._id = next(_pool_counter)
+        self._lock = threading.Lock()
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._all: set[_Worker] = set()
+        self._waiting = 0
+        self._starting = 0
+        self._started = False
+        self._closed = False
+        self._stage: str | None = None
+        self._start_error: BaseException | None = None
+        self._generation = itertools.count()
+        self._seccomp = b""
+        self._threads: list[threading.Thread] = []
+        self._spawner: threading.Thread | None = None
+        self._spawn_requests: queue.Queue[
+            tuple[list[str], dict[str, Any], concurrent.futures.Future[subprocess.Popen[bytes]]] | None
+        ] = queue.Queue()
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers now (and wait until they are ready) instead of on the first job."""
+        with self._lock:
+            if self._closed:
+                raise SandboxUsageError("this sandbox pool is closed; create a new one")
+            if self._started:
+                return
+            _detect.require()
+            self._seccomp = build_filter()
+            self._stage = tempfile.mkdtemp(prefix="corral-sandbox-stage-")
+            self._started = True
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=self._spawn, args=(slot, errors), daemon=True) for slot in range(self.size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors and self._idle.qsize() == 0:
+            self.close()
+            raise SandboxUnavailable(f"no sandbox worker could start: {errors[0]}") from errors[0]
+
+    def close(self) -> None:
+        """Stop every worker, remove their cgroups and the staging directory. Idempotent."""
+        with self._lock:
+            self._closed = True
+            workers = list(self._all)
+            self._all.clear()
+        for w in workers:
+            w.kill()
+        for t in self._threads:
+            t.join(timeout=_START_TIMEOUT)
+        with self._lock:
+            late = list(self._all)
+            self._all.clear()
+        for w in late:
+            w.kill()
+        if self._spawner is not None:
+            self._spawn_requests.put(None)
+            self._spawner.join(timeout=5)
+            self._spawner = None
+        if self._stage:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._stage)
+            self._stage = None
+
+    def __enter__(self) -> SandboxPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Host pids of the workers' bubblewrap processes (for diagnostics and tests)."""
+        with self._lock:
+            return sorted(w.proc.pid for w in self._all)
+
+    @property
+    def worker_uids(self) -> list[int]:
+        with self._lock:
+            return sorted(w.uid for w in self._all)
+
+    def _spawn(self, slot: int, errors: list[BaseException] | None = None) -> None:
+        try:
+            worker = self._start_worker(slot)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller of start() or the next job
+            self._start_error = exc
+            if errors is not None:
+                errors.append(exc)
+            return
+        finally:
+            with self._lock:
+                self._starting = max(0, self._starting - 1)
+        with self._lock:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._all.add(worker)
+        if closed:
+            worker.kill()
+        else:
+            self._idle.put(worker)
+
+    def _popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Popen on the pool's long-lived spawner thread.
+
+        bubblewrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the parent *thread* exits: a worker
+        started from a short-lived thread would be killed with it. One thread that lives as long as the pool
+        starts them all.
+        """
+        future: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+        with self._lock:
+            if self._spawner is None:
+                self._spawner = threading.Thread(target=self._spawner_loop, name="corral-sandbox-spawner",
+                                                 daemon=True)
+                self._spawner.start()
+        self._spawn_requests.put((argv, kwargs, future))
+        return future.result()
+
+    def _spawner_loop(self) -> None:
+        while True:
+            item = self._spawn_requests.get()
+            if item is None:
+                return
+            argv, kwargs, future = item
+            try:
+                future.set_result(subprocess.Popen(argv, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                future.set_exception(exc)
+
+    def _start_worker(self, slot: int) -> _Worker:
+        assert self._stage is not None
+        exe, binds, site = _runtime_dirs()
+        uid = _UID_BASE + (os.getpid() % 20_000) * 50 + next(_uid_counter) % 50
+        cgroup = WorkerCgroup.create(f"corral-{os.getpid()}-p{self._id}-w{slot}-g{next(self._generation)}")
+        host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        log = tempfile.TemporaryFile()
+        try:
+            worker_config = {
+                "fd": worker_sock.fileno(),
+                "sys_path": site,
+                "env": JOB_ENV,
+                "preload": list(self.preload),
+                "seccomp": base64.b64encode(self._seccomp).decode(),
+            }
+            argv = [shutil.which("bwrap") or "/usr/bin/bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+                    "--cap-drop", "ALL", "--clearenv", "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+            for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
+                if os.path.islink(top):
+                    argv += ["--symlink", os.readlink(top), top]
+                elif os.path.isdir(top):
+                    argv += ["--ro-bind", top, top]
+            for etc in ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime"):
+                if os.path.exists(etc):
+                    argv += ["--ro-bind", etc, etc]
+            argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(16 * 1024 * 1024), "--tmpfs", "/tmp",
+                     "--dir", "/work", "--dir", "/data"]
+            for index, (_host, inside) in enumerate(binds):
+                argv += ["--ro-bind", os.path.join(self._stage, str(index)), inside]
+            argv += ["--remount-ro", "/", "--chdir", "/"]
+            for key, value in JOB_ENV.items():
+                argv += ["--setenv", key, value]
+            argv += [exe, "-I", "-S", "-c", Path(_worker.__file__).read_text(), json.dumps(worker_config)]
+            launch_config = {
+                "stage": self._stage,
+                "binds": [host for host, _inside in binds],
+                "cgroup_procs": cgroup.procs_files,
+                "oom_score_adj": -900,
+                "uid": uid,
+                "argv": argv,
+            }
+            proc = self._popen(
+                [sys.executable, "-I", "-S", "-c", Path(_launcher.__file__).read_text(), json.dumps(launch_config)],
+                pass_fds=[worker_sock.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                start_new_session=True,
+            )
+        except BaseException:
+            host_sock.close()
+            worker_sock.close()
+            log.close()
+            cgroup.remove()
+            raise
+        worker_sock.close()
+        worker = _Worker(slot, uid, proc, host_sock, cgroup, log)
+        host_sock.settimeout(_START_TIMEOUT)
+        try:
+            hello, fds = _recv(host_sock)
+            for fd in fds:
+                os.close(fd)
+            if not hello.get("ready"):
+                raise SandboxCrashed(f"worker sent {hello!r} instead of ready")
+        except (OSError, EOFError, ValueError, SandboxError) as exc:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)
+            log.seek(0)
+            detail = log.read()[-2000:].decode(errors="replace").strip()
+            worker.kill()
+            raise SandboxUnavailable(f"sandbox worker failed to start ({exc}); its output: {detail or '(none)'}") from exc
+        worker.idle_memory = cgroup.memory_usage()
+        worker.idle_pids = cgroup.pids_current()
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        """Kill ``worker`` and start its replacement in the background."""
+        with self._lock:
+            self._all.discard(worker)
+            closed = self._closed
+            if not closed:
+                self._starting += 1
+        worker.kill()
+        if not closed:
+            t = threading.Thread(target=self._spawn, args=(worker.slot,), daemon=True)
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+            t.start()
+
+    # -- running jobs -------------------------------------------------------------------------------------------
+
+    def _acquire(self, queue_timeout: float | None) -> _Worker:
+        with self._lock:
+            if self._closed:
+                raise SandboxUsageError("this sandbox pool is closed; create a new one")
+            if self._waiting >= self.max_queue:
+                raise SandboxBusy(
+                    f"sandbox busy: all {self.size} workers are running jobs and {self._waiting} callers are "
+                    f"already queued (max_queue={self.max_queue}); retry later or enlarge the pool"
+                )
+            self._waiting += 1
+        timeout = self.queue_timeout if queue_timeout is None else queue_timeout
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    return self._idle.get(timeout=max(0.0, min(remaining, 0.5)))
+                except queue.Empty:
+                    pass
+                with self._lock:
+                    dead = not self._all and self._starting == 0
+                if dead and self._start_error is not None:
+                    raise SandboxUnavailable(f"no sandbox worker is running: {self._start_error}")
+                if remaining <= 0:
+                    raise SandboxBusy(
+                        f"sandbox busy: waited {timeout:.1f} s for one of {self.size} workers; "
+                        "retry later, raise queue_timeout or enlarge the pool"
+                    ) from None
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def _run(self, job: _Job, queue_timeout: float | None = None) -> RunResult:
+        for name in job.inputs:
+            _check_input_name(name)
+        self.start()
+        fds: list[int] = []
+        try:
+            for value in job.inputs.values():
+                fds.append(_open_input(value))
+            worker = self._acquire(queue_timeout)
+            try:
+                result = self._run_on(worker, job, fds)
+            except BaseException:
+                worker.broken = True
+                raise
+            finally:
+                if worker.broken or worker.jobs >= self.max_jobs_per_worker:
+                    self._retire(worker)
+                else:
+                    self._idle.put(worker)
+            return result
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _run_on(self, worker: _Worker, job: _Job, fds: list[int]) -> RunResult:
+        limits = job.limits
+        cg = worker.cgroup
+        worker.jobs += 1
+        cg.set_limits(memory_bytes=worker.idle_memory + limits.memory_bytes, pids=worker.idle_pids + limits.pids)
+        cg.reset_peak()
+        oom_before = cg.oom_kills()
+        message = {
+            "id": worker.jobs,
+            "kind": job.kind,
+            "code": job.code,
+            "sql": job.sql,
+            "inputs": list(job.inputs),
+            "limits": limits.to_wire(),
+            "env": JOB_ENV,
+        }
+        try:
+            worker.sock.settimeout(limits.wall_seconds + _BACKSTOP_SECONDS)
+            _send(worker.sock, message, fds)
+            reply, scratch = _recv(worker.sock)
+        except (OSError, EOFError, ValueError) as exc:
+            worker.broken = True
+            raise SandboxCrashed(
+                f"sandbox worker uid {worker.uid} failed during a job ({type(exc).__name__}: {exc}); "
+                f"it was replaced, the job may be retried. Worker output: {worker.log_tail()}"
+            ) from exc
+        try:
+            files: dict[str, bytes] = {}
+            skipped: list[SkippedFile] = []
+            if scratch:
+                files, skipped = collect(scratch[0], max_files=limits.result_files,
+                                         max_file_bytes=limits.result_file_bytes)
+        finally:
+            for fd in scratch:
+                os.close(fd)
+        if reply.get("setup_error"):
+            worker.broken = True
+            raise SandboxCrashed(f"sandbox job setup failed in worker uid {worker.uid}: {reply['setup_error']}")
+        peak = cg.peak()
+        oom = cg.oom_kills() > oom_before
+        wstatus = reply.get("wstatus")
+        exit_code: int | None = None
+        sig: int | None = None
+        if isinstance(wstatus, int):
+            if os.WIFEXITED(wstatus):
+                exit_code = os.WEXITSTATUS(wstatus)
+            elif os.WIFSIGNALED(wstatus):
+                sig = os.WTERMSIG(wstatus)
+        else:
+            sig = signal.SIGKILL  # C1 itself was killed (wall limit)
+        cpu = float(reply.get("cpu") or 0.0)
+        limit: LimitName | None = None
+        if reply.get("killed_for") == "wall":
+            limit = "wall"
+        elif oom and sig == signal.SIGKILL:
+            limit = "memory"
+        elif sig in (signal.SIGXCPU, signal.SIGKILL) and cpu >= limits.cpu_seconds * 0.95:
+            limit = "cpu"
+        elif sig == signal.SIGXFSZ:
+            limit = "file_size"
+        if oom:
+            worker.broken = True  # the OOM killer may have hit more than the job; start clean
+        self._check_health(worker)
+        stdout = base64.b64decode(reply.get("stdout", ""))
+        stderr = base64.b64decode(reply.get("stderr", ""))
+        return RunResult(
+            stdout=stdout.decode(errors="replace"),
+            stderr=stderr.decode(errors="replace"),
+            exit_code=exit_code,
+            signal=sig,
+            limit=limit,
+            files=files,
+            skipped=tuple(skipped),
+            stdout_truncated=int(reply.get("stdout_total", 0)) > len(stdout),
+            stderr_truncated=int(reply.get("stderr_total", 0)) > len(stderr),
+            cpu_seconds=cpu,
+            peak_memory_bytes=max(0, peak - worker.idle_memory) if peak is not None else None,
+            wall_seconds=float(reply.get("wall") or 0.0),
+        )
+
+    def _check_health(self, worker: _Worker) -> None:
+        """Mark the worker for recycling when the job left processes or memory behind."""
+        try:
+            for _ in range(20):
+                if worker.cgroup.pids_current() <= worker.idle_pids:
+                    break
+                time.sleep(0.005)
+            else:
+                worker.broken = True
+            if worker.cgroup.memory_usage() > worker.idle_memory + _WORKER_SLACK_BYTES:
+                worker.broken = True
+        except OSError:
+            worker.broken = True
+
+    # -- public job API -----------------------------------------------------------------------------------------
+
+    def run_python_sync(
+        self,
+        code: str,
+        *,
+        inputs: Mapping[str, InputValue] | None = None,
+        limits: Limits | None = None,
+        queue_timeout: float | None = None,
+    ) -> RunResult:
+        """Run ``code`` in a fresh sandboxed process and wait for it. See :func:`corral.sandbox.run_python`."""
+        if not isinstance(code, str):
+            raise SandboxUsageError(f"sandbox code must be a str, not {type(code).__name__}")
+        return self._run(_Job("python", limits or self.default_limits, code=code, inputs=dict(inputs or {})),
+                         queue_timeout)
+
+    async def run_python(
+        self,
+        code: str,
+        *,
+        inputs: Mapping[str, InputValue] | None = None,
+        limits: Limits | None = None,
+        queue_timeout: float | None = None,
+    ) -> RunResult:
+        """Async variant of :meth:`run_python_sync` (the wait happens in a thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.run_python_sync, code, inputs=inputs, limits=limits,
+                                       queue_timeout=queue_timeout)
+
+    def run_sql_job(self, sql: dict[str, Any], inputs: Mapping[str, InputValue], limits: Limits | None,
+                    queue_timeout: float | None = None) -> RunResult:
+        """Run a prepared SQL job (see ``corral.sandbox._sql``)."""
+        return self._run(_Job("sql", limits or self.default_limits, sql=sql, inputs=dict(inputs)), queue_timeout)
+
+
+_default: SandboxPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> SandboxPool:
+    """The process-wide pool, created on first use and closed when the interpreter exits."""
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed:
+            import atexit
+
+            _default = SandboxPool()
+            atexit.register(_default.close)
+        return _default
+
+
+def shutdown_default_pool() -> None:
+    """Close the process-wide pool now (it is recreated on next use)."""
+    global _default
+    with _default_lock:
+        pool, _default = _default, None
+    if pool is not None:
+        pool.close()

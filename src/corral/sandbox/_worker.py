@@ -1,0 +1,546 @@
+"""The warm worker: runs inside bubblewrap as an unprivileged uid and forks one fresh, namespaced child per job.
+
+This file is executed as a script (``python -I -S -c <source>``) inside the worker's sandbox; it imports nothing
+from corral (the repository is not visible in there) and only the standard library plus the preloaded data
+libraries. The host speaks to it over one AF_UNIX stream socket: 4-byte big-endian length + JSON, with file
+descriptors attached to the length prefix (input files host→worker, the job's scratch directory worker→host).
+
+Per job (see ``_run_job``): the worker forks C1, which unshares user/mount/PID/network/IPC/UTS/cgroup namespaces,
+maps its uid, mounts a size-capped tmpfs on /work (scratch), /tmp and /dev/shm, and a read-only /data of symlinks
+to the input fds; C1 forks C2, PID 1 of the new PID namespace, which mounts its own /proc, sets rlimits, drops
+every capability, sets no_new_privs and the seccomp filter, and executes the job's code. The worker enforces the
+wall clock (SIGKILL), drains stdout/stderr with a cap, and reports status and rusage.
+"""
+
+# ruff: noqa: E501
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+LIBC.syscall.restype = ctypes.c_long
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+SYS_CAPSET = 126
+JOB_UID = 1000
+
+
+class SetupError(Exception):
+    pass
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise SetupError(f"{what}: {os.strerror(err)}")
+
+
+def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    rc = LIBC.mount(
+        src.encode() if src else None,
+        target.encode(),
+        fstype.encode() if fstype else None,
+        flags,
+        data.encode() if data else None,
+    )
+    _check(rc, f"mount {fstype or src} on {target}")
+
+
+def _prctl(option: int, arg: int = 0) -> None:
+    _check(LIBC.prctl(option, arg, 0, 0, 0), f"prctl({option})")
+
+
+def _drop_capabilities() -> None:
+    for cap in range(64):
+        if LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break  # EINVAL past the last capability the kernel knows
+    LIBC.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    header = Header(0x20080522, 0)
+    data = (Data * 2)()
+    _check(LIBC.syscall(SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)), "capset")
+
+
+def _load_seccomp(program: bytes) -> None:
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _check(LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "seccomp")
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _send(sock: socket.socket, obj: object, fds: list[int] | None = None) -> None:
+    payload = json.dumps(obj).encode()
+    head = struct.pack(">I", len(payload))
+    if fds:
+        socket.send_fds(sock, [head], fds)
+    else:
+        sock.sendall(head)
+    sock.sendall(payload)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(sock: socket.socket) -> tuple[dict, list[int]]:
+    head, fds, _flags, _addr = socket.recv_fds(sock, 4, 64)
+    if not head:
+        raise EOFError
+    if len(head) < 4:
+        head += _recv_exact(sock, 4 - len(head))
+    (size,) = struct.unpack(">I", head)
+    return json.loads(_recv_exact(sock, size)), fds
+
+
+class Worker:
+    def __init__(self, sock: socket.socket, config: dict) -> None:
+        self.sock = sock
+        self.seccomp = base64.b64decode(config["seccomp"])
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+
+    # -- child side -------------------------------------------------------------------------------------------
+
+    def _child_c1(self, job: dict, status: socket.socket, out_w: int, err_w: int, input_fds: list[int]) -> None:
+        """Runs in C1: builds the job's namespaces and mounts, forks C2 (PID 1 of the new PID ns), relays status."""
+        limits = job["limits"]
+        try:
+            # Readable /proc/self/{uid,gid}_map need a dumpable process; C2 turns it off again.
+            _prctl(PR_SET_DUMPABLE, 1)
+            flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
+            _check(LIBC.unshare(flags), "unshare")
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{JOB_UID} {self.uid} 1")
+            _write("/proc/self/gid_map", f"{JOB_UID} {self.gid} 1")
+            _mount(None, "/", None, MS_REC | MS_PRIVATE)
+            common = MS_NOSUID | MS_NODEV
+            _mount("tmpfs", "/work", "tmpfs", common, f"size={limits['scratch_bytes']},nr_inodes={limits['scratch_inodes']},mode=0700,uid={JOB_UID},gid={JOB_UID}")
+            _mount("tmpfs", "/tmp", "tmpfs", common, f"size={limits['tmp_bytes']},nr_inodes={limits['scratch_inodes']},mode=1777")
+            _mount("tmpfs", "/dev/shm", "tmpfs", common | MS_NOEXEC, f"size={limits['tmp_bytes']},nr_inodes={limits['scratch_inodes']},mode=1777")
+            _mount("tmpfs", "/data", "tmpfs", common | MS_NOEXEC, "size=65536,nr_inodes=1024,mode=0755")
+            for name, fd in zip(job["inputs"], input_fds, strict=True):
+                os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
+            _mount(None, "/data", None, MS_REMOUNT | MS_RDONLY | common | MS_NOEXEC)
+            scratch = os.open("/work", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            socket.send_fds(status, [b"S"], [scratch])
+            os.close(scratch)
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                self._child_c2(job, w, out_w, err_w, input_fds)
+            os.close(w)
+            status.sendall(b"P" + struct.pack(">i", pid))
+            # C2 reports a setup failure through the pipe before it runs any job code.
+            setup_error = b""
+            while chunk := os.read(r, 65536):
+                setup_error += chunk
+            os.close(r)
+            _, wstatus, ru = os.wait4(pid, 0)
+            report = {
+                "wstatus": wstatus,
+                "utime": ru.ru_utime,
+                "stime": ru.ru_stime,
+                "maxrss_kib": ru.ru_maxrss,
+                "setup_error": setup_error.decode(errors="replace"),
+            }
+            payload = json.dumps(report).encode()
+            status.sendall(b"R" + struct.pack(">I", len(payload)) + payload)
+            os._exit(0)
+        except BaseException as exc:  # noqa: BLE001 - C1 must always report and exit, never return into the worker
+            try:
+                payload = json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode()
+                status.sendall(b"E" + struct.pack(">I", len(payload)) + payload)
+            finally:
+                os._exit(125)
+
+    def _child_c2(self, job: dict, setup_w: int, out_w: int, err_w: int, input_fds: list[int]) -> None:
+        """Runs in C2, PID 1 of the job's PID namespace: last mounts, limits, privilege drop, then the job."""
+        limits = job["limits"]
+        try:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            socket.sethostname("sandbox")
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            keep = {0, 1, 2, setup_w, *input_fds}
+            for name in os.listdir("/proc/self/fd"):
+                fd = int(name)
+                if fd not in keep:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            cpu = max(1, int(limits["cpu_seconds"] + 0.999))
+            # Soft limit: SIGXCPU (a job may catch it); hard limit one second later: SIGKILL from the kernel,
+            # which even PID 1 of a namespace cannot ignore.
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_size_bytes"], limits["file_size_bytes"]))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"], limits["open_files"]))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")  # when the memory cgroup overflows, the job dies, not the worker
+            os.chdir("/work")
+            os.environ.clear()
+            os.environ.update(job["env"])
+            _drop_capabilities()
+            _prctl(PR_SET_DUMPABLE, 0)
+            _load_seccomp(self.seccomp)
+            os.close(setup_w)
+        except BaseException as exc:  # noqa: BLE001
+            try:
+                os.write(setup_w, f"{type(exc).__name__}: {exc}".encode())
+            finally:
+                os._exit(125)
+        _execute(job)
+
+    # -- worker side ------------------------------------------------------------------------------------------
+
+    def run_job(self, job: dict, input_fds: list[int]) -> tuple[dict, list[int]]:
+        started = time.monotonic()
+        limits = job["limits"]
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        status_parent, status_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        c1 = os.fork()
+        if c1 == 0:
+            # Nothing of the worker's channel to the host may survive into the job.
+            try:
+                self.sock.close()
+                status_parent.close()
+                os.close(out_r)
+                os.close(err_r)
+                self._child_c1(job, status_child, out_w, err_w, input_fds)
+            finally:
+                os._exit(125)
+        status_child.close()
+        os.close(out_w)
+        os.close(err_w)
+        cap = limits["output_bytes"]
+        outputs = {out_r: bytearray(), err_r: bytearray()}
+        totals = {out_r: 0, err_r: 0}
+        sel = selectors.DefaultSelector()
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        status_parent.setblocking(False)
+        sel.register(status_parent, selectors.EVENT_READ)
+        status_buf = bytearray()
+        scratch_fds: list[int] = []
+        c2 = 0
+        report: dict | None = None
+        killed_for: str | None = None
+        deadline = started + limits["wall_seconds"]
+        open_streams = 3
+        while open_streams:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0 and killed_for is None:
+                killed_for = "wall"
+                for pid in (c2, c1):
+                    if pid:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+            events = sel.select(timeout=max(timeout, 0.05) if killed_for is None else 0.5)
+            if not events and killed_for is not None and time.monotonic() > deadline + 5:
+                break  # a stream held open by something unkillable: give up, the host recycles us
+            for key, _ in events:
+                if key.fileobj is status_parent:
+                    try:
+                        data, fds, _f, _a = socket.recv_fds(status_parent, 65536, 4)
+                    except BlockingIOError:
+                        continue
+                    scratch_fds.extend(fds)
+                    if not data:
+                        sel.unregister(status_parent)
+                        open_streams -= 1
+                        continue
+                    status_buf += data
+                    continue
+                fd = key.fd
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(fd)
+                    open_streams -= 1
+                    continue
+                room = cap - len(outputs[fd])
+                if room > 0:
+                    outputs[fd] += chunk[:room]
+                totals[fd] += len(chunk)
+        sel.close()
+        status_parent.close()
+        os.close(out_r)
+        os.close(err_r)
+        try:
+            os.kill(c1, signal.SIGKILL) if killed_for else None
+        except ProcessLookupError:
+            pass
+        _, c1_status, _ru = os.wait4(c1, 0)
+        wall = time.monotonic() - started
+        # Parse C1's status stream: S (scratch fd sent), P<pid>, R<len><json> or E<len><json>.
+        buf = bytes(status_buf)
+        setup_error = None
+        while buf:
+            tag, buf = buf[:1], buf[1:]
+            if tag == b"S":
+                continue
+            if tag == b"P":
+                (c2,) = struct.unpack(">i", buf[:4])
+                buf = buf[4:]
+            elif tag in (b"R", b"E"):
+                (n,) = struct.unpack(">I", buf[:4])
+                report = json.loads(buf[4 : 4 + n])
+                buf = buf[4 + n :]
+            else:
+                break
+        if report is not None and report.get("setup_error"):
+            setup_error = report["setup_error"]
+        result = {
+            "id": job["id"],
+            "stdout": base64.b64encode(bytes(outputs[out_r])).decode(),
+            "stderr": base64.b64encode(bytes(outputs[err_r])).decode(),
+            "stdout_total": totals[out_r],
+            "stderr_total": totals[err_r],
+            "wall": wall,
+            "killed_for": killed_for,
+            "setup_error": setup_error,
+            "c1_status": c1_status,
+        }
+        if report is not None and "wstatus" in report:
+            result.update(wstatus=report["wstatus"], cpu=report["utime"] + report["stime"])
+        return result, scratch_fds[:1]
+
+    def serve(self) -> None:
+        _prctl(PR_SET_DUMPABLE, 0)
+        _send(self.sock, {"ready": True, "pid": os.getpid()})
+        while True:
+            try:
+                job, fds = _recv(self.sock)
+            except EOFError:
+                return
+            try:
+                result, out_fds = self.run_job(job, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            _send(self.sock, result, out_fds)
+            for fd in out_fds:
+                os.close(fd)
+
+
+def _execute(job: dict) -> None:
+    """C2 after the privilege drop: run the job's code as ``__main__`` and exit with its status."""
+    import io
+
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    code = 0
+    try:
+        if job["kind"] == "sql":
+            _run_sql(job["sql"])
+        else:
+            namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+            exec(compile(job["code"], "<job>", "exec"), namespace)
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code & 0xFF
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:  # noqa: BLE001 - the job's exception is its result
+        traceback.print_exc()
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        code = code or 1
+    os._exit(code)
+
+
+def _jsonable(value: object) -> object:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "0x" + bytes(value).hex()
+    return str(value)
+
+
+def _run_sql(spec: dict) -> None:
+    """Runs a query inside the job, after the privilege drop, writing ``/work/.sql-result.json``."""
+    out: dict = {"columns": [], "types": [], "rows": [], "row_count": 0, "error": None}
+    max_rows = spec["max_rows"]
+    try:
+        if spec.get("copy_to"):
+            # A read-write grant works on a private copy; the host writes it back after the job.
+            src_name = "/data/" + spec["copy_to"].rsplit("/", 1)[1]
+            with open(src_name, "rb") as src, open(spec["copy_to"], "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+        if spec["engine"] == "sqlite":
+            import sqlite3
+
+            path = spec["path"]
+            if spec["read_only"]:
+                uri = f"file:{path}?mode=ro&immutable=1"
+            else:
+                uri = f"file:{path}?mode=rw"
+            con = sqlite3.connect(uri, uri=True, isolation_level=None)
+            con.enable_load_extension(False)
+            try:
+                cur = con.execute(spec["query"])
+                out["columns"] = [d[0] for d in cur.description] if cur.description else []
+                rows = []
+                total = 0
+                for row in cur:
+                    total += 1
+                    if len(rows) < max_rows:
+                        rows.append(row)
+                out["row_count"] = total
+                out["types"] = _sqlite_types(rows, len(out["columns"]))
+                out["rows"] = [[_jsonable(v) for v in row] for row in rows]
+            finally:
+                con.close()
+        else:
+            import duckdb
+
+            config = {"threads": 1, "enable_external_access": False, "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+            files = spec.get("files") or []
+            if files:
+                config["allowed_paths"] = [f["path"] for f in files]
+            if spec["engine"] == "duckdb":
+                con = duckdb.connect(spec["path"], read_only=spec["read_only"], config=config)
+            else:
+                con = duckdb.connect(":memory:", config=config)
+            for f in files:
+                reader = "read_parquet" if f["format"] == "parquet" else "read_csv_auto"
+                name = f["name"].replace('"', '""')
+                con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM {reader}('{f['path']}')")
+            con.execute("SET lock_configuration = true")
+            try:
+                cur = con.execute(spec["query"])
+                desc = cur.description or []
+                out["columns"] = [d[0] for d in desc]
+                out["types"] = [str(d[1]) for d in desc]
+                rows = cur.fetchmany(max_rows) if desc else []
+                total = len(rows)
+                if desc and len(rows) == max_rows:
+                    while batch := cur.fetchmany(10000):
+                        total += len(batch)
+                out["row_count"] = total
+                out["rows"] = [[_jsonable(v) for v in row] for row in rows]
+            finally:
+                con.close()
+    except Exception as exc:  # noqa: BLE001 - the database's own message goes back to the model
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    with open("/work/.sql-result.json", "w", encoding="utf-8") as f:
+        json.dump(out, f)
+
+
+def _sqlite_types(rows: list, width: int) -> list[str]:
+    names = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", type(None): "NULL"}
+    types = []
+    for i in range(width):
+        seen = "NULL"
+        for row in rows:
+            if row[i] is not None:
+                seen = names.get(type(row[i]), type(row[i]).__name__)
+                break
+        types.append(seen)
+    return types
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    sys.path[:0] = config["sys_path"]
+    os.environ.update(config["env"])
+    sock = socket.socket(fileno=int(config["fd"]))
+    # Preload what jobs use, so a job's fork starts with them imported (the point of a warm worker).
+    for name in config["preload"]:
+        try:
+            __import__(name)
+        except Exception:  # noqa: BLE001 - a missing optional library must not stop the worker
+            pass
+    if "matplotlib" in sys.modules:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        try:
+            import matplotlib.pyplot  # noqa: F401
+        except Exception:  # noqa: BLE001
+            pass
+    Worker(sock, config).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Project-wide checks: lint, types, layering and the runnable examples in docstrings."""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import importlib
+import pkgutil
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import corral
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "corral"
+
+# Lower number = lower layer. A module may import only from its own layer or a lower one.
+LAYERS = {
+    "_errors": 0,
+    "_config": 0,
+    "durable": 1,
+    "models": 2,
+    "tools": 3,
+    "guards": 3,
+    "sandbox": 3,
+    "agents": 4,
+    "apps": 5,
+}
+
+
+def _layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "corral" or len(parts) < 2:
+        return None
+    return LAYERS.get(parts[1])
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+    return found
+
+
+def test_imports_point_down_the_layers() -> None:
+    violations = []
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        own = _layer_of(".".join(rel.parts))
+        if own is None:
+            continue
+        for imported in _imports(path):
+            other = _layer_of(imported)
+            if other is not None and other > own:
+                violations.append(f"{rel} imports {imported}")
+    assert not violations, "imports must point down the layers:\n" + "\n".join(violations)
+
+
+def _all_modules() -> list[str]:
+    return [m.name for m in pkgutil.walk_packages(corral.__path__, "corral.")]
+
+
+@pytest.mark.parametrize("name", _all_modules())
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
+
+
+def _tool(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: install the dev extra (pip install -e '.[dev]')")
+    return found
+
+
+def test_ruff_lint_is_clean() -> None:
+    proc = subprocess.run(
+        [_tool("ruff"), "check", "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_format_is_clean() -> None:
+    proc = subprocess.run(
+        [_tool("ruff"), "format", "--check", "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_mypy_strict_is_clean() -> None:
+    proc = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
