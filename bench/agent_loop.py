@@ -10,8 +10,8 @@ tool call, and that tool call. The model is scripted (no LLM cost) and the journ
 
 and, for each anchor installed in ``/work/anchors-venv``, its ``us_per_step`` from ``steps.py``.
 
-Usage: ``python bench/agent_loop.py [N ...]`` (default: 50 200). Target: loop <= 250 us per step and at least
-10x below Pydantic AI and LangGraph with their SQLite durability.
+Usage: ``python bench/agent_loop.py [N ...] [--no-anchors]`` (default: 50 200). Target: loop <= 250 us per
+step and at least 10x below Pydantic AI and LangGraph with their SQLite durability.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from corral.agents import Agent
-from corral.durable import Runtime, SqliteJournal
+from corral.durable import RunContext, Runtime, SqliteJournal
 from corral.guards import Guards
 from corral.models import (
     AssistantMessage,
@@ -56,10 +57,10 @@ class TimedModel(Model):
         self.name = model.name
         self.seconds = 0.0
 
-    async def request(self, messages: Sequence[Message], **options: object) -> ModelResponse:  # type: ignore[override]
+    async def request(self, messages: Sequence[Message], **options: Any) -> ModelResponse:
         started = time.perf_counter()
         try:
-            return await self.model.request(messages, **options)  # type: ignore[arg-type]
+            return await self.model.request(messages, **options)
         finally:
             self.seconds += time.perf_counter() - started
 
@@ -76,7 +77,7 @@ class BenchModel(Model):
         self.n = n
         self.name = "bench"
 
-    async def request(self, messages: Sequence[Message], **options: object) -> ModelResponse:  # type: ignore[override]
+    async def request(self, messages: Sequence[Message], **options: Any) -> ModelResponse:
         done = sum(1 for m in messages if isinstance(m, ToolResultMessage))
         if done < self.n:
             call = ToolCall(id=f"c{done}", name="step", arguments={"i": done})
@@ -97,7 +98,7 @@ async def step_async(i: int) -> int:
 def measure(n: int, journal_dir: str, tool: object, *, scripted: bool = False) -> tuple[float, float]:
     """(total seconds, seconds inside the model) of one run of n steps."""
 
-    def script(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> object:
+    def script(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> Any:
         done = sum(1 for m in messages if isinstance(m, ToolResultMessage))
         return ("step", {"i": done}) if done < n else "done"
 
@@ -112,6 +113,25 @@ def measure(n: int, journal_dir: str, tool: object, *, scripted: bool = False) -
     journal.close()
     assert result.output == "done" and result.tool_calls == n, result
     return total, model.seconds
+
+
+async def _journal_only(ctx: RunContext, n: int) -> int:
+    # What the loop journals per step, and nothing else: the run clock, a model step, a tool step.
+    for i in range(n):
+        ctx.now()
+        await ctx.step("model:bench", dict, turn=i)
+        await ctx.step("tool:step", dict, content=str(i))
+    return n
+
+
+def measure_floor(n: int, journal_dir: str) -> float:
+    """Seconds for n steps' worth of journal rows alone (the durable layer's share of a step)."""
+    journal = SqliteJournal(os.path.join(journal_dir, f"floor-{n}-{time.monotonic_ns()}.sqlite"))
+    started = time.perf_counter()
+    Runtime(journal).run_sync(_journal_only, n)
+    total = time.perf_counter() - started
+    journal.close()
+    return total
 
 
 def anchor(system: str, n: int) -> str:
@@ -132,19 +152,23 @@ def anchor(system: str, n: int) -> str:
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [50, 200]
+    sizes = [int(a) for a in sys.argv[1:] if a.isdigit()] or [50, 200]
+    skip_anchors = "--no-anchors" in sys.argv
     print(f"corral agent loop: one model turn + one tool call per step; median of {REPEATS} runs")
-    print(f"{'N':>5}  {'tool':<6} {'total us/step':>14} {'loop us/step':>13}")
-    loops: dict[tuple[int, str], float] = {}
+    print("(loop = total minus the time inside the model; journal = the same journal rows written alone)")
+    print(f"{'N':>5}  {'tool':<7} {'total us/step':>14} {'loop us/step':>13}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             for label, tool in (("sync", step), ("async", Tool(step_async, name="step"))):
                 runs = [measure(n, tmp, tool) for _ in range(REPEATS)]
                 total = statistics.median(t for t, _ in runs) / n * 1e6
                 loop = statistics.median(t - m for t, m in runs) / n * 1e6
-                loops[(n, label)] = loop
-                print(f"{n:>5}  {label:<6} {total:>14.0f} {loop:>13.0f}")
+                print(f"{n:>5}  {label:<7} {total:>14.0f} {loop:>13.0f}")
+            floor = statistics.median(measure_floor(n, tmp) for _ in range(REPEATS)) / n * 1e6
+            print(f"{n:>5}  {'journal':<7} {floor:>14.0f} {floor:>13.0f}")
     print()
+    if skip_anchors:
+        return
     print("anchors (same machine, same run; ../shared/bench/anchors/steps.py):")
     for n in sizes:
         for system in ANCHORS:

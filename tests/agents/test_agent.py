@@ -15,18 +15,21 @@ import corral.agents
 from corral.agents import (
     Agent,
     AgentConfigError,
+    AgentNotFound,
     ApprovalDecided,
     CorrectionSent,
     GuardTripped,
     ModelResponded,
     RunFinished,
     RunStarted,
+    RunSummary,
     ToolCalled,
     ToolOutcome,
     ToolReturned,
     event_adapter,
+    run_agent,
 )
-from corral.durable import FakeClock, MemoryJournal, RunContext, Runtime
+from corral.durable import FakeClock, MemoryJournal, RunContext, Runtime, Worker
 from corral.guards import ApprovalDecision, ApprovalRequest, Guards, approve_all, deny_all
 from corral.models import (
     AssistantMessage,
@@ -258,7 +261,7 @@ async def test_cost_budget(rt: Runtime) -> None:
 
 async def test_time_budget_uses_the_run_clock() -> None:
     clock = FakeClock()
-    rt = Runtime(MemoryJournal(), clock=clock)
+    rt = Runtime(MemoryJournal(), clock=clock, lease_seconds=86_400)
 
     def script(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> object:
         clock.advance(40)  # each model call takes 40 s of run time
@@ -409,7 +412,17 @@ async def test_the_agent_can_join_an_existing_run(rt: Runtime) -> None:
         return f"{before}:{result.output}"
 
     assert await rt.run(workflow, "1+2", run_id="wf") == "ready:3"
-    assert [s.name for s in rt.steps("wf")][:3] == ["prepare", "now", "now"]
+    names = [s.name for s in rt.steps("wf")]
+    assert names[:3] == ["prepare", "now", "now"] and names[-1] == "agent:finish"
+    assert '"reason":"completed"' in (rt.steps("wf")[-1].value or "")
+
+    async def implicit(ctx: RunContext, question: str) -> str:
+        result = await agent.run(question)  # no ctx: joins the run it is called in
+        return str(result.output)
+
+    agent.model = ScriptedModel([("add", {"a": 1, "b": 2}), "3"])
+    assert await rt.run(implicit, "1+2", run_id="wf2") == "3"
+    assert "tool:add" in [s.name for s in rt.steps("wf2")]
 
 
 async def test_a_finished_run_is_not_run_again(rt: Runtime) -> None:
@@ -469,10 +482,12 @@ async def test_the_time_budget_is_kept_across_a_resume() -> None:
 
     agent = Agent(ScriptedModel(script), tools=[slow], guards=Guards(max_wall_s=100))
     with pytest.raises(Crash):
-        await agent.run("go", runtime=Runtime(journal, clock=clock), run_id="budget")
+        await agent.run("go", runtime=Runtime(journal, clock=clock, lease_seconds=86_400), run_id="budget")
     clock.advance(50)  # the run was down for 50 s
     crash = False
-    result = await agent.run("go", runtime=Runtime(journal, clock=clock), run_id="budget")
+    result = await agent.run(
+        "go", runtime=Runtime(journal, clock=clock, lease_seconds=86_400), run_id="budget"
+    )
     # Started at 0; turn 1 at 0, turn 2 at 30, crash; resumed at 110 >= 100: the old budget, not a new one.
     assert (result.reason, result.turns) == ("time_budget", 2)
 
@@ -513,3 +528,113 @@ async def test_long_tool_output_is_cut(rt: Runtime) -> None:
     await Agent(model, tools=[dump], guards=Guards(max_tool_output_chars=100)).run("?", runtime=rt)
     content = last_feedback(model).content  # type: ignore[union-attr]
     assert content.startswith("x" * 100) and "5000 characters in all" in content and len(content) < 200
+
+
+async def test_a_failing_event_callback_does_not_fail_the_run(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    def broken(event: object) -> None:
+        seen.append(type(event).__name__)
+        raise RuntimeError("display crashed")
+
+    result = await Agent(ScriptedModel([("add", {"a": 1, "b": 2}), "3"]), tools=[add], on_event=broken).run(
+        "1+2", runtime=rt
+    )
+    assert result.output == "3" and len(result.events) == 6
+    assert seen == ["RunStarted"]  # called once, then dropped
+    assert "on_event callback" in caplog.text and "display crashed" in caplog.text
+
+
+# -- tool calls of one turn ----------------------------------------------------------------------------
+
+
+@tool
+async def nap(seconds: float, label: str) -> str:
+    """Sleep, then say which call this was."""
+    await asyncio.sleep(seconds)
+    calls.append(("nap", label))
+    return label
+
+
+def two_naps(first: float, second: float) -> ScriptedModel:
+    return ScriptedModel(
+        [[("nap", {"seconds": first, "label": "A"}), ("nap", {"seconds": second, "label": "B"})], "both done"]
+    )
+
+
+async def test_calls_of_one_turn_run_side_by_side_and_are_recorded_in_call_order(rt: Runtime) -> None:
+    model = two_naps(0.4, 0.05)
+    started = asyncio.get_running_loop().time()
+    result = await Agent(model, tools=[nap]).run("nap twice", runtime=rt, run_id="par")
+    took = asyncio.get_running_loop().time() - started
+    assert result.output == "both done" and took < 0.7
+    assert calls == [("nap", "B"), ("nap", "A")]  # B finished first...
+    assert [m.content for m in tool_results(model.calls[1].messages)] == ["A", "B"]  # ...recorded in order
+    # Journal positions follow the call order too, so a replay matches each record to its call.
+    steps = [s for s in rt.steps("par") if s.name == "tool:nap"]
+    assert [ToolOutcome.model_validate_json(s.value or "").content for s in steps] == ["A", "B"]
+    assert steps[0].position < steps[1].position
+
+
+async def test_calls_of_one_turn_can_run_one_after_another(rt: Runtime) -> None:
+    started = asyncio.get_running_loop().time()
+    result = await Agent(two_naps(0.3, 0.05), tools=[nap], parallel_tool_calls=False).run("nap", runtime=rt)
+    assert result.output == "both done"
+    assert calls == [("nap", "A"), ("nap", "B")]
+    assert asyncio.get_running_loop().time() - started >= 0.35
+
+
+async def test_a_crash_during_parallel_calls_resumes_without_repeating_the_finished_one() -> None:
+    class Crash(BaseException):
+        pass
+
+    journal = MemoryJournal()
+    crash = True
+
+    @tool
+    async def job(label: str) -> str:
+        calls.append(("job", label))
+        if label == "slow":
+            await asyncio.sleep(0.05)
+            if crash:
+                raise Crash
+        return label
+
+    model = ScriptedModel(
+        lambda messages, tools: (
+            "done"
+            if tool_results(messages)
+            else [
+                ("job", {"label": "fast"}),
+                ("job", {"label": "slow"}),
+            ]
+        )
+    )
+    agent = Agent(model, tools=[job])
+    with pytest.raises(Crash):
+        await agent.run("go", runtime=Runtime(journal), run_id="par-crash")
+    crash = False
+    result = await agent.run("go", runtime=Runtime(journal), run_id="par-crash")
+    assert result.output == "done" and result.tool_calls == 2
+    assert calls == [("job", "fast"), ("job", "slow"), ("job", "slow")]
+
+
+async def test_a_named_agents_runs_can_be_queued_and_executed_by_a_worker(rt: Runtime) -> None:
+    seen: list[object] = []
+    model = ScriptedModel([("add", {"a": 1, "b": 2}), "3"])
+    agent = Agent(model, tools=[add], name="calc-test", on_event=seen.append)
+    run_id = rt.start(run_agent, "calc-test", "1+2")
+    assert await Worker(rt).run_until_idle() == 1
+    summary = rt.outcome(rt.get_run(run_id))
+    assert isinstance(summary, RunSummary) and (summary.output, summary.reason) == ("3", "completed")
+    assert calls == [("add", (1, 2))] and isinstance(seen[-1], RunFinished)
+    # The agent's own API sees the same run.
+    result = await agent.run("1+2", runtime=rt, run_id=run_id)
+    assert (result.output, result.turns) == ("3", 2) and model.call_count == 2
+
+
+async def test_a_run_of_an_agent_this_process_has_not_built_is_refused(rt: Runtime) -> None:
+    with pytest.raises(AgentNotFound, match="'nobody'"):
+        await rt.run(run_agent, "nobody", "hello")

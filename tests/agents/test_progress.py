@@ -73,3 +73,9 @@ def test_quiet_mode_prints_nothing() -> None:
     console = Console(file=out)
     run(Progress("quiet", console=console, file=out), [("lookup", {"city": "Oslo"}), "Done."])
     assert out.getvalue() == ""
+
+
+def test_modes_from_command_flags() -> None:
+    assert Progress.from_flags().mode == "live"
+    assert Progress.from_flags(quiet=True).mode == "quiet"
+    assert Progress.from_flags(json=True, quiet=True).mode == "json"

@@ -178,3 +178,15 @@ async def test_the_event_loop_stays_free_during_inference(local: LocalModel) -> 
     task.cancel()
     # If inference blocked the loop the ticker could not have run in the meantime.
     assert ticks >= max(3, int(elapsed / 0.01 * 0.3))
+
+
+async def test_in_process_timeout_is_a_typed_error_and_the_model_still_works(local: LocalModel) -> None:
+    from corral.models.errors import ModelTimeoutError
+
+    hurried = ModelSettings(temperature=0.0, seed=7, max_tokens=48, timeout_s=0.05)
+    with pytest.raises(ModelTimeoutError, match="timeout"):
+        await local.request([UserMessage(content="Write a long poem about the sea.")], settings=hurried)
+    after = await local.request(
+        [UserMessage(content="Name the capital of France.")], output_schema=CITY, settings=EXACT
+    )
+    assert after.ok, after.problems

@@ -245,3 +245,25 @@ def test_format_result() -> None:
     assert format_result({"rows": [1, 2]}) == '{"rows":[1,2]}'
     assert format_result(None) == "null"
     assert format_result({"when": object}).startswith('{"when":"<class')
+
+
+async def test_a_hung_sync_tool_does_not_block_the_next_calls() -> None:
+    release = threading.Event()
+
+    @tool(timeout=0.1)
+    def hang() -> None:
+        release.wait(30)
+
+    @tool
+    def slow_square(n: int) -> int:
+        time.sleep(0.05)
+        return n * n
+
+    for _ in range(3):  # three worker threads stay stuck in hang()
+        with pytest.raises(ToolTimeoutError):
+            await hang.call({})
+    started = time.perf_counter()
+    squares = await asyncio.gather(*(slow_square.call({"n": n}) for n in range(8)))
+    assert squares == [n * n for n in range(8)]
+    assert time.perf_counter() - started < 0.4  # ran side by side in fresh workers, not behind the hung ones
+    release.set()

@@ -1,6 +1,6 @@
 """Agents: a loop in which the model picks each next action, a durable step (see ``docs/agents.md``)."""
 
-from corral.agents._agent import Agent, AgentResult, EventCallback, RunSummary, default_runtime
+from corral.agents._agent import Agent, AgentResult, EventCallback, RunSummary, default_runtime, run_agent
 from corral.agents._events import (
     AgentEvent,
     ApprovalDecided,
@@ -15,12 +15,13 @@ from corral.agents._events import (
     ToolReturned,
     event_adapter,
 )
-from corral.agents.errors import AgentConfigError
+from corral.agents.errors import AgentConfigError, AgentNotFound
 
 __all__ = [
     "Agent",
     "AgentConfigError",
     "AgentEvent",
+    "AgentNotFound",
     "AgentResult",
     "ApprovalDecided",
     "CorrectionSent",
@@ -36,4 +37,5 @@ __all__ = [
     "ToolReturned",
     "default_runtime",
     "event_adapter",
+    "run_agent",
 ]

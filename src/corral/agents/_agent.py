@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
@@ -49,8 +51,8 @@ from corral.agents._events import (
     ToolOutcome,
     ToolReturned,
 )
-from corral.agents.errors import AgentConfigError
-from corral.durable import RunContext, Runtime
+from corral.agents.errors import AgentConfigError, AgentNotFound
+from corral.durable import RunContext, Runtime, current_context
 from corral.guards import (
     ApprovalDecision,
     ApprovalRequest,
@@ -79,6 +81,7 @@ from corral.models.errors import ModelError
 from corral.tools import Tool, ToolContext, ToolError, ToolRefusedError, as_tool, format_result
 
 T = TypeVar("T")
+_log = logging.getLogger("corral.agents")
 
 #: Receives each :data:`~corral.agents.AgentEvent` as it happens (sync; keep it quick).
 EventCallback = Callable[[AgentEvent], None]
@@ -127,6 +130,11 @@ class AgentResult(Generic[T]):
         """Whether the run produced a validated answer."""
         return self.status == "completed"
 
+    @property
+    def steps(self) -> int:
+        """Steps of the loop: model turns (each followed by the tool calls it asked for)."""
+        return self.turns
+
     def __repr__(self) -> str:
         # Short on purpose: a result can hold thousands of events and messages, and asyncio formats the
         # main task's result when ``asyncio.run`` ends (Python 3.11), which made a long run's repr cost
@@ -166,7 +174,7 @@ class _Run:
     def __init__(self, agent: Agent[Any], ctx: RunContext, callbacks: Sequence[EventCallback]) -> None:
         self.agent = agent
         self.ctx = ctx
-        self.callbacks = callbacks
+        self.callbacks = list(callbacks)
         self.events: list[AgentEvent] = []
         self.messages: list[Message] = []
         # The run clock is read (and journaled) once at the start and once per turn: each read is a journal
@@ -180,8 +188,16 @@ class _Run:
 
     def emit(self, event: AgentEvent) -> None:
         self.events.append(event)
-        for callback in self.callbacks:
-            callback(event)
+        for callback in list(self.callbacks):
+            try:
+                callback(event)
+            except Exception:
+                # A broken display must not fail a durable run (the failure would be journaled for good):
+                # log it once and stop calling that callback for this run.
+                _log.exception(
+                    "run %s: on_event callback %r failed; it is not called again", self.ctx.run_id, callback
+                )
+                self.callbacks.remove(callback)
 
     def at(self) -> float:
         return self.clock - self.started
@@ -283,8 +299,15 @@ class _Run:
                 return summary
 
     async def run_tools(self, response: ModelResponse) -> RunSummary | None:
+        """One turn's tool calls: check them all in order, run the good ones, record outcomes in order.
+
+        Checks, guards and approvals go call by call; the calls then run side by side (each in its own
+        step, positions taken in call order) unless the agent says otherwise; outcomes are recorded in call
+        order whatever order they finished in, so a replay rebuilds the same conversation and guard state.
+        """
         kinds: set[CorrectionKind] = set()
         details: list[str] = []
+        planned: list[tuple[Tool[..., Any], ToolCall, ToolOutcome | None]] = []
         for call in response.message.tool_calls:
             tool = self.agent.tools.get(call.name)
             if tool is None:
@@ -307,7 +330,13 @@ class _Run:
                 details.append(detail)
                 self.feedback(call, detail, "invalid_arguments")
                 continue
-            summary = await self.run_tool(tool, call)
+            prepared = await self.prepare(tool, call)
+            if isinstance(prepared, RunSummary):
+                return prepared
+            planned.append((tool, call, prepared))
+        outcomes = await self.execute([(tool, call) for tool, call, refused in planned if refused is None])
+        for tool, call, refused in planned:
+            summary = self.tool_done(tool, call, refused or outcomes.pop(0))
             if summary is not None:
                 return summary
         trip = self.state.record_turn_problems(kinds, details)
@@ -319,13 +348,13 @@ class _Run:
             ToolResultMessage(tool_call_id=call.id, name=call.name, content=detail, is_error=True)
         )
 
-    async def run_tool(self, tool: Tool[..., Any], call: ToolCall) -> RunSummary | None:
+    async def prepare(self, tool: Tool[..., Any], call: ToolCall) -> RunSummary | ToolOutcome | None:
+        """Guards and approval for one call: a summary to stop, a refusal to feed back, or None to run it."""
         ctx, agent = self.ctx, self.agent
         arguments = call.arguments or {}
         trip = self.state.before_tool(tool.name, arguments, self.clock)
         if trip is not None:
             return self.stop(trip)
-        key = f"{ctx.run_id}/{self.turn}/{call.id}"
         self.emit(
             ToolCalled(
                 run_id=ctx.run_id,
@@ -334,48 +363,66 @@ class _Run:
                 tool_call_id=call.id,
                 tool=tool.name,
                 arguments=arguments,
+                needs_approval=tool.needs_approval,
             )
         )
-        if tool.needs_approval:
-            request = ApprovalRequest(
-                run_id=ctx.run_id, tool=tool.name, arguments=arguments, tool_call_id=call.id
+        if not tool.needs_approval:
+            return None
+        request = ApprovalRequest(
+            run_id=ctx.run_id, tool=tool.name, arguments=arguments, tool_call_id=call.id
+        )
+        decision: ApprovalDecision = await ctx.step(
+            f"approval:{tool.name}", agent._decide, request, returns=ApprovalDecision
+        )
+        self.emit(
+            ApprovalDecided(
+                run_id=ctx.run_id,
+                at=self.at(),
+                turn=self.turn,
+                tool_call_id=call.id,
+                tool=tool.name,
+                approved=decision.approved,
+                reason=decision.reason,
+                by=decision.by,
             )
-            decision: ApprovalDecision = await ctx.step(
-                f"approval:{tool.name}", agent._decide, request, returns=ApprovalDecision
-            )
-            self.emit(
-                ApprovalDecided(
-                    run_id=ctx.run_id,
-                    at=self.at(),
-                    turn=self.turn,
-                    tool_call_id=call.id,
-                    tool=tool.name,
-                    approved=decision.approved,
-                    reason=decision.reason,
-                    by=decision.by,
-                )
-            )
-            if not decision.approved:
-                if agent.guards.stop_on_denial:
-                    return self.finish("approval_denied", f"{tool.name!r} was refused: {decision.reason}")
-                refused = ToolRefusedError(
-                    f"The call of {tool.name!r} was not approved: {decision.reason}", tool=tool.name
-                )
-                outcome = ToolOutcome(content=str(refused), error_kind=refused.kind)
-                return self.tool_done(tool, call, outcome)
+        )
+        if decision.approved:
+            return None
+        if agent.guards.stop_on_denial:
+            return self.finish("approval_denied", f"{tool.name!r} was refused: {decision.reason}")
+        refused = ToolRefusedError(
+            f"The call of {tool.name!r} was not approved: {decision.reason}", tool=tool.name
+        )
+        return ToolOutcome(content=str(refused), error_kind=refused.kind)
+
+    def tool_step(self, tool: Tool[..., Any], call: ToolCall) -> Awaitable[ToolOutcome]:
+        """The durable step of one tool call; a side-effect tool's step carries the call's idempotency key."""
+        ctx = self.ctx
+        key = f"{ctx.run_id}/{self.turn}/{call.id}"
         context = ToolContext(
             run_id=ctx.run_id, tool_call_id=call.id, tool_name=tool.name, idempotency_key=key
         )
-        outcome = await ctx.step(
+        return ctx.step(
             f"tool:{tool.name}",
-            agent._call_tool,
+            self.agent._call_tool,
             tool,
-            arguments,
+            call.arguments or {},
             context,
             returns=ToolOutcome,
             key=key if tool.side_effects else None,
         )
-        return self.tool_done(tool, call, outcome)
+
+    async def execute(self, calls: list[tuple[Tool[..., Any], ToolCall]]) -> list[ToolOutcome]:
+        if len(calls) <= 1 or not self.agent.parallel_tool_calls:
+            return [await self.tool_step(tool, call) for tool, call in calls]
+        # Tasks start in creation order, so each step takes the same journal position on every replay.
+        tasks = [asyncio.ensure_future(self.tool_step(tool, call)) for tool, call in calls]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:  # a crash or a lost lease: do not leave siblings running unjournaled
+                task.cancel()
+            raise
 
     def tool_done(self, tool: Tool[..., Any], call: ToolCall, outcome: ToolOutcome) -> RunSummary | None:
         self.tool_calls += 1
@@ -442,6 +489,38 @@ class _Run:
         return None
 
 
+def _same(summary: RunSummary) -> RunSummary:
+    return summary
+
+
+#: Named agents of this process, for :func:`run_agent` (a worker finds an agent's runs by its name).
+_AGENTS: dict[str, Agent[Any]] = {}
+#: The live callbacks and the run holder of the ``Agent.run`` call executing now (absent under a worker).
+_CALL: ContextVar[tuple[list[EventCallback], list[_Run]] | None] = ContextVar(
+    "corral_agent_call", default=None
+)
+
+
+async def run_agent(ctx: RunContext, agent: str, prompt: str) -> RunSummary:
+    """The run function of every named agent's runs: importable, so a :class:`~corral.durable.Worker` can
+    execute or resume them (``runtime.start(run_agent, "name", prompt)`` queues one). The process must have
+    built the ``Agent(name=...)`` first, e.g. by importing the module that defines it.
+    """
+    found = _AGENTS.get(agent)
+    if found is None:
+        known = ", ".join(sorted(_AGENTS)) or "none"
+        raise AgentNotFound(
+            f"run {ctx.run_id!r} is a run of the agent {agent!r}, which this process has not built (agents "
+            f"here: {known}); import the module that defines Agent(name={agent!r}) before running workers"
+        )
+    call = _CALL.get()
+    callbacks = call[0] if call is not None else [cb for cb in (found.on_event,) if cb is not None]
+    run = _Run(found, ctx, callbacks)
+    if call is not None:
+        call[1].append(run)
+    return await run.loop(prompt)
+
+
 _default_runtime: Runtime | None = None
 
 
@@ -462,6 +541,10 @@ class Agent(Generic[T]):
     ``guards`` bound the run (:class:`~corral.guards.Guards` defaults otherwise). ``on_event`` receives
     every event live (see :mod:`corral.apps.cli._progress` for a terminal renderer). ``approver`` decides
     calls of tools with ``needs_approval=True`` (default: ask on the terminal, refuse without one).
+    ``parallel_tool_calls``: the calls of one turn run side by side (each its own durable step); their
+    outcomes are still recorded in call order. ``name`` makes the agent's runs executable by a
+    :class:`~corral.durable.Worker` (see :func:`run_agent`); unnamed agents' runs resume only through
+    ``agent.run(..., run_id=...)``.
     """
 
     @overload
@@ -475,6 +558,8 @@ class Agent(Generic[T]):
         on_event: EventCallback | None = None,
         approver: Approver = terminal_approver,
         settings: ModelSettings | None = None,
+        parallel_tool_calls: bool = True,
+        name: str | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -488,6 +573,8 @@ class Agent(Generic[T]):
         on_event: EventCallback | None = None,
         approver: Approver = terminal_approver,
         settings: ModelSettings | None = None,
+        parallel_tool_calls: bool = True,
+        name: str | None = None,
     ) -> None: ...
     def __init__(
         self,
@@ -500,8 +587,12 @@ class Agent(Generic[T]):
         on_event: EventCallback | None = None,
         approver: Approver = terminal_approver,
         settings: ModelSettings | None = None,
+        parallel_tool_calls: bool = True,
+        name: str | None = None,
     ) -> None:
         self.model = model
+        self.name = name
+        self.parallel_tool_calls = parallel_tool_calls
         self.tools: dict[str, Tool[..., Any]] = {}
         for item in tools:
             made = as_tool(item)
@@ -527,6 +618,9 @@ class Agent(Generic[T]):
             raise AgentConfigError(
                 f"output_type {output_type!r} cannot be validated by pydantic: {exc}"
             ) from exc
+        if name is not None:
+            # The newest agent of a name wins: a module reloaded (or a test) builds it again.
+            _AGENTS[name] = self
 
     async def _call_tool(
         self, tool: Tool[..., Any], arguments: dict[str, Any], context: ToolContext
@@ -542,10 +636,15 @@ class Agent(Generic[T]):
         return ToolOutcome(content=content, duration_s=time.perf_counter() - started)
 
     async def _decide(self, request: ApprovalRequest) -> ApprovalDecision:
-        decided = self.approver(request)
-        if inspect.isawaitable(decided):
-            decided = await decided
-        return decided
+        if inspect.iscoroutinefunction(self.approver):
+            decided: ApprovalDecision = await self.approver(request)
+            return decided
+        # A sync approver may block for minutes (a human at a terminal): keep the event loop, and with it
+        # the lease renewals and other runs, going meanwhile.
+        result = await asyncio.to_thread(self.approver, request)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
 
     def _result(self, summary: RunSummary, run: _Run | None, run_id: str) -> AgentResult[T]:
         output = None
@@ -576,15 +675,24 @@ class Agent(Generic[T]):
     ) -> AgentResult[T]:
         """Run the agent on ``prompt`` to a validated answer or a guard's stop.
 
-        With ``ctx`` the loop's steps join that durable run. Otherwise the agent starts (or, given the
-        ``run_id`` of an unfinished run, resumes) a durable run of its own on ``runtime`` (default: the
-        SQLite journal of :func:`default_runtime`). ``on_event`` is called for each event, after the
+        With ``ctx`` — or, when called inside a durable run with neither ``runtime`` nor ``run_id``, that
+        run's context — the loop's steps join that run. Otherwise the agent starts (or, given the ``run_id``
+        of an unfinished run, resumes) a durable run of its own on ``runtime`` (default: the SQLite journal
+        of :func:`default_runtime`). ``on_event`` is called for each event, after the
         agent's own ``on_event``.
         """
         callbacks = [cb for cb in (self.on_event, on_event) if cb is not None]
+        if ctx is None and runtime is None and run_id is None:
+            # Called from inside a durable run without its ctx: join that run. Starting a second run from
+            # run code would be an effect outside the journal, and a replay would start it again.
+            ctx = current_context()
         if ctx is not None:
             run = _Run(self, ctx, callbacks)
-            return self._result(await run.loop(prompt), run, ctx.run_id)
+            summary = await run.loop(prompt)
+            # Inside someone else's run the summary is not the run's result, so journal it as a step of
+            # its own: how the agent ended (and which guard stopped it) stays visible in the journal.
+            summary = await ctx.step("agent:finish", _same, summary, returns=RunSummary)
+            return self._result(summary, run, ctx.run_id)
         holder: list[_Run] = []
 
         async def agent_run(run_ctx: RunContext, prompt: str) -> RunSummary:
@@ -593,7 +701,15 @@ class Agent(Generic[T]):
             return await run.loop(prompt)
 
         rt = runtime if runtime is not None else default_runtime()
-        handle = await rt.run(agent_run, prompt, run_id=run_id)
+        if self.name is not None:
+            _AGENTS[self.name] = self
+            token = _CALL.set((callbacks, holder))
+            try:
+                handle = await rt.run(run_agent, self.name, prompt, run_id=run_id)
+            finally:
+                _CALL.reset(token)
+        else:
+            handle = await rt.run(agent_run, prompt, run_id=run_id)
         summary = RunSummary.model_validate(handle)
         last = holder[-1] if holder else None
         return self._result(summary, last, last.ctx.run_id if last is not None else (run_id or ""))

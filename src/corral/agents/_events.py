@@ -56,13 +56,14 @@ class ModelResponded(_Event):
 
 
 class ToolCalled(_Event):
-    """A tool call about to run, with its validated arguments."""
+    """A tool call about to run (after an approval, when ``needs_approval``), with its arguments."""
 
     type: Literal["tool_called"] = "tool_called"
     turn: int
     tool_call_id: str
     tool: str
     arguments: dict[str, Any]
+    needs_approval: bool = False
 
 
 class ToolReturned(_Event):

@@ -9,7 +9,8 @@ Exception tree::
 
     CorralError
     └── UsageError
-        └── AgentConfigError    an agent that can never work: two tools with one name, a bad output type
+        ├── AgentConfigError    an agent that can never work: two tools with one name, a bad output type
+        └── AgentNotFound       a worker got a run of a named agent this process has not built
 """
 
 from __future__ import annotations
@@ -19,3 +20,7 @@ from corral._errors import UsageError
 
 class AgentConfigError(UsageError):
     """An agent that can never work: two tools sharing a name, an output type pydantic cannot validate."""
+
+
+class AgentNotFound(UsageError):
+    """A run of a named agent reached a process that has not built that ``Agent(name=...)``."""

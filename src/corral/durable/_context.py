@@ -99,10 +99,30 @@ class RunContext:
     ``random()``, and do I/O only inside ``step``.
     """
 
-    __slots__ = ("_clock", "_interrupt", "_journal", "_position", "_records", "broken", "run_id")
+    __slots__ = (
+        "_clock",
+        "_interrupt",
+        "_journal",
+        "_position",
+        "_records",
+        "broken",
+        "lease_expires_at",
+        "run_id",
+    )
 
-    def __init__(self, run_id: str, journal: Journal, clock: Clock, records: list[StepRecord]) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        journal: Journal,
+        clock: Clock,
+        records: list[StepRecord],
+        *,
+        lease_expires_at: float = float("inf"),
+    ) -> None:
         self.run_id = run_id
+        #: When this process's lease on the run ends unless renewed. Past it, the run stops itself before its
+        #: next step, because another worker may have taken it over (self-fencing, no journal read needed).
+        self.lease_expires_at = lease_expires_at
         self._journal = journal
         self._clock = clock
         self._records: dict[int, StepRecord] = {r.position: r for r in records}
@@ -126,6 +146,9 @@ class RunContext:
             raise self._interrupt
         if self.broken is not None:
             raise self.broken
+        if self._clock.time() >= self.lease_expires_at:
+            self._interrupt = Cancel("lease expired")
+            raise self._interrupt
         position = self._position
         self._position = position + 1
         record = self._records.pop(position, None)

@@ -257,7 +257,14 @@ class Runtime:
     async def _execute(self, run: RunRecord, fn: Callable[..., Any], worker_id: str, *, fresh: bool) -> Any:
         journal = self.journal
         run_id = run.run_id
-        ctx = RunContext(run_id, journal, self.clock, [] if fresh else journal.load_steps(run_id))
+        lease_end = run.lease_expires_at or self.clock.time() + self.lease_seconds
+        ctx = RunContext(
+            run_id,
+            journal,
+            self.clock,
+            [] if fresh else journal.load_steps(run_id),
+            lease_expires_at=lease_end,
+        )
         data = _serde.loads(run.input)
         self._active[run_id] = (ctx, worker_id)
         self._ensure_renewer()
@@ -268,6 +275,10 @@ class Runtime:
             finally:
                 _current_context.reset(token)
                 self._active.pop(run_id, None)
+                if not self._active and self._renewer is not None:
+                    # Nothing left to renew: do not leave a sleeping task behind on the loop.
+                    self._renewer.cancel()
+                    self._renewer = None
         except Park as park:
             status = journal.park_run(
                 run_id, signal=park.signal, wake_at=park.wake_at, worker_id=worker_id, now=self.clock.time()
@@ -341,18 +352,24 @@ class Runtime:
             for run_id, (_, worker_id) in list(self._active.items()):
                 by_worker.setdefault(worker_id, []).append(run_id)
             for worker_id, run_ids in by_worker.items():
+                now = self.clock.time()
                 try:
                     held = self.journal.renew(
                         worker_id=worker_id,
                         run_ids=run_ids,
-                        now=self.clock.time(),
+                        now=now,
                         lease_seconds=self.lease_seconds,
                     )
                 except JournalError:
                     continue  # try again next period; the lease has two more periods to go
+                renewed_until = now + self.lease_seconds
                 for run_id in run_ids:
                     entry = self._active.get(run_id)
-                    if run_id not in held and entry is not None:
+                    if entry is None:
+                        continue
+                    if run_id in held:
+                        entry[0].lease_expires_at = renewed_until
+                    else:
                         entry[0].interrupt(Cancel("lease lost or run cancelled"))
 
     # -- control and inspection ------------------------------------------------------------------------------

@@ -162,6 +162,9 @@ class SqliteJournal(Journal):
             if check:
                 self._quick_check()
             self._migrate()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise self._translate(exc) from exc
         except BaseException:
             self._conn.close()
             raise

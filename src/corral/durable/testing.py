@@ -13,17 +13,27 @@ Checks raise ``AssertionError`` with a message naming the check; they need no te
 
 from __future__ import annotations
 
+import asyncio
+import os
+import random
+import signal
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from corral.durable._context import RunContext
 from corral.durable._journal import Journal, RunRecord, RunStatus, StepRecord, StepStatus
 from corral.durable.errors import RunNotFound
 
 T0 = 1_000.0
 
 
-def _run(run_id: str, status: RunStatus = RunStatus.PENDING, *, at: float = T0, worker: str | None = None) -> RunRecord:
+def _run(
+    run_id: str, status: RunStatus = RunStatus.PENDING, *, at: float = T0, worker: str | None = None
+) -> RunRecord:
     return RunRecord(
         run_id=run_id,
         function="tests:fn",
@@ -71,7 +81,7 @@ def check_steps(j: Journal) -> None:
 
 
 def check_signals(j: Journal) -> None:
-    """Signals queue in order; a matching signal wakes a waiting run; consumption writes the step atomically."""
+    """Signals queue; a matching signal wakes a waiting run; taking one writes its step atomically."""
     try:
         j.send_signal("missing", "go", "1", now=T0)
     except RunNotFound:
@@ -147,7 +157,9 @@ def check_cancel(j: Journal) -> None:
     j.create_run(_run("c"))
     assert _claim(j, "w", run_id="c") == ["c"]
     assert j.cancel_run("c", now=T0).status is RunStatus.CANCELLED
-    assert j.renew(worker_id="w", run_ids=["c"], now=T0, lease_seconds=10) == set(), "cancelled runs lose leases"
+    assert j.renew(worker_id="w", run_ids=["c"], now=T0, lease_seconds=10) == set(), (
+        "cancelled runs lose leases"
+    )
     assert not j.finish_run("c", RunStatus.COMPLETED, "1", None, worker_id="w", now=T0)
     assert "c" not in _claim(j, "w2", now=T0 + 100, limit=5), "a cancelled run is not runnable"
     j.create_run(_run("d"))
@@ -197,8 +209,9 @@ CHECKS: tuple[Callable[[Journal], None], ...] = (
 
 
 def check_journal(make_journal: Callable[[], Journal]) -> None:
-    """Run every check in ``CHECKS`` on a fresh journal from ``make_journal``; raise ``AssertionError`` naming the
-    first check that fails."""
+    """Run every check in ``CHECKS`` on a fresh journal from ``make_journal``.
+
+    Raises ``AssertionError`` naming the first check that fails."""
     for check in CHECKS:
         journal = make_journal()
         try:
@@ -207,3 +220,166 @@ def check_journal(make_journal: Callable[[], Journal]) -> None:
             raise AssertionError(f"{check.__name__}: {exc}") from exc
         finally:
             journal.close()
+
+
+# -- crash test with real processes --------------------------------------------------------------------------
+
+
+@dataclass
+class CrashReport:
+    """What ``crash_test`` did and found."""
+
+    runs: int
+    kills: int
+    steps_per_run: int
+    reexecuted_steps: int
+    counter: int
+    distinct_keys: int
+    seconds: float
+
+
+# One connection per (process, file): a forked child must not use its parent's connection.
+_counter_conns: dict[tuple[int, str], sqlite3.Connection] = {}
+
+
+def _counter(path: str) -> sqlite3.Connection:
+    key = (os.getpid(), path)
+    conn = _counter_conns.get(key)
+    if conn is None:
+        conn = _counter_conns[key] = sqlite3.connect(path, isolation_level=None, timeout=30)
+    return conn
+
+
+def _effect(path: str, run_id: str, position: int, key: str | None) -> int:
+    """An external effect: log this execution and, for a new idempotency key, increment the counter — one
+    transaction in a separate SQLite file, so the effect and its log line commit together."""
+    conn = _counter(path)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        "INSERT INTO executions (pid, run_id, position, key) VALUES (?, ?, ?, ?)",
+        (os.getpid(), run_id, position, key),
+    )
+    if (
+        key is not None
+        and conn.execute("INSERT OR IGNORE INTO applied (key) VALUES (?)", (key,)).rowcount == 1
+    ):
+        conn.execute("UPDATE counter SET n = n + 1")
+    conn.execute("COMMIT")
+    return position
+
+
+async def crash_flow(ctx: RunContext, steps: int, counter_path: str) -> int:
+    """The crash test's run: each step is a plain "model" step and a keyed "tool" step, both with effects."""
+    total = 0
+    for i in range(steps):
+        total += await ctx.step("model", _effect, counter_path, ctx.run_id, ctx.position, None)
+        key = f"{ctx.run_id}/tool/{i}"
+        total += await ctx.step("tool", _effect, counter_path, ctx.run_id, ctx.position, key, key=key)
+    return total
+
+
+def _expected(steps: int) -> int:
+    return sum(range(2 * steps))
+
+
+def crash_test(
+    directory: str | os.PathLike[str],
+    *,
+    kills: int,
+    steps: int = 200,
+    max_delay: float = 0.02,
+    seed: int = 0,
+    synchronous: str = "normal",
+) -> CrashReport:
+    """SIGKILL real processes running ``crash_flow`` at random moments, resume, and check the promises.
+
+    A forked child runs (or resumes) a ``steps``-step run; the parent kills it after a random delay up to
+    ``max_delay`` seconds, ``kills`` times in all, starting a new run when one completes. Then every run is
+    finished and checked: each completes with the right result; the counter equals the number of distinct
+    keys; and no step with a recorded result ran again — a step ran twice only when the process executing it
+    was killed during it (before its result was journaled). Raises ``AssertionError`` otherwise.
+    """
+    from corral.durable._runtime import Runtime
+    from corral.durable._sqlite import SqliteJournal
+
+    rng = random.Random(seed)
+    base = Path(directory)
+    journal_path = base / "journal.sqlite"
+    counter_path = str(base / "counter.sqlite")
+    setup = sqlite3.connect(counter_path)
+    setup.executescript(
+        "CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY);"
+        "CREATE TABLE IF NOT EXISTS executions "
+        "(id INTEGER PRIMARY KEY, pid INT, run_id TEXT, position INT, key TEXT);"
+        "CREATE TABLE IF NOT EXISTS counter (n INT);"
+        "INSERT INTO counter SELECT 0 WHERE NOT EXISTS (SELECT * FROM counter);"
+        "PRAGMA journal_mode=WAL;"
+    )
+    setup.close()
+    started = time.perf_counter()
+    runs = [f"crash-{seed}-0"]
+    killed: list[int] = []
+    while len(killed) < kills:
+        pid = os.fork()
+        if pid == 0:  # the child: resume (or start) the current run, then exit without any parent cleanup
+            code = 0
+            try:
+                rt = Runtime(SqliteJournal(journal_path, synchronous=synchronous))  # type: ignore[arg-type]
+                asyncio.run(rt.run(crash_flow, steps, counter_path, run_id=runs[-1]))
+            except BaseException:
+                code = 1
+            os._exit(code)
+        time.sleep(rng.uniform(0, max_delay))
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise AssertionError(f"crash test child {pid} failed (exit status {status})")
+            runs.append(f"crash-{seed}-{len(runs)}")
+            continue
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        killed.append(pid)
+    rt = Runtime(SqliteJournal(journal_path))
+    rt.register(crash_flow)
+    for run_id in runs:
+        try:
+            result = asyncio.run(rt.resume(run_id))
+        except RunNotFound:  # killed before its run row was written
+            result = asyncio.run(rt.run(crash_flow, steps, counter_path, run_id=run_id))
+        if result != _expected(steps):
+            raise AssertionError(f"run {run_id} returned {result}, expected {_expected(steps)}")
+    rt.close()
+    own = _counter_conns.pop((os.getpid(), counter_path), None)
+    if own is not None:
+        own.close()
+    conn = sqlite3.connect(counter_path)
+    counter = conn.execute("SELECT n FROM counter").fetchone()[0]
+    distinct = conn.execute("SELECT count(*) FROM applied").fetchone()[0]
+    if counter != distinct or distinct != steps * len(runs):
+        raise AssertionError(f"counter {counter}, distinct keys {distinct}, expected {steps * len(runs)}")
+    last_of_pid = dict(conn.execute("SELECT pid, max(id) FROM executions GROUP BY pid").fetchall())
+    killed_set = set(killed)
+    reexecuted = 0
+    rows = conn.execute(
+        "SELECT run_id, position, group_concat(id), group_concat(pid) FROM executions "
+        "GROUP BY run_id, position HAVING count(*) > 1"
+    ).fetchall()
+    for run_id, position, ids, pids in rows:
+        pairs = sorted(zip((int(i) for i in ids.split(",")), (int(p) for p in pids.split(",")), strict=True))
+        for exec_id, pid in pairs[:-1]:
+            if pid not in killed_set or last_of_pid[pid] != exec_id:
+                raise AssertionError(
+                    f"run {run_id} step {position} ran again after execution {exec_id} by pid {pid}, which "
+                    f"was not killed during it: a recorded step ran twice"
+                )
+            reexecuted += 1
+    conn.close()
+    return CrashReport(
+        runs=len(runs),
+        kills=len(killed),
+        steps_per_run=steps,
+        reexecuted_steps=reexecuted,
+        counter=counter,
+        distinct_keys=distinct,
+        seconds=time.perf_counter() - started,
+    )

@@ -40,7 +40,7 @@ from corral.models._messages import (
     UserMessage,
 )
 from corral.models._weights import install_weights
-from corral.models.errors import ModelNotInstalledError
+from corral.models.errors import ModelNotInstalledError, ModelTimeoutError
 
 _DEFAULT_MAX_TOKENS = 512
 _DEFAULT_CTX = 8192
@@ -278,7 +278,18 @@ class LocalModel(Model):
         elif output_schema is not None:
             schema = _plain(output_schema.json_schema)
         started = time.perf_counter()
-        result = await asyncio.to_thread(self._complete, chat, schema, settings)
+        work = asyncio.to_thread(self._complete, chat, schema, settings)
+        try:
+            result = await asyncio.wait_for(work, settings.timeout_s)
+        except TimeoutError:
+            # llama.cpp cannot be interrupted from outside (an exception raised in a logits processor is
+            # swallowed by its C callback), so the caller gets its error on time while the generation
+            # finishes in the worker thread, bounded by max_tokens; the next call waits for it.
+            raise ModelTimeoutError(
+                f"model {self.name}: no answer within the request timeout of {settings.timeout_s} s; raise "
+                "ModelSettings.timeout_s or lower max_tokens",
+                model=self.name,
+            ) from None
         latency = time.perf_counter() - started
         choice = result["choices"][0]
         text = choice["message"].get("content") or ""

@@ -1,7 +1,8 @@
 """Run model-written Python and SQL isolated, limited, clean and fast.
 
->>> from corral.sandbox import run_python_sync
->>> run_python_sync("print(6 * 7)").stdout
+>>> from corral.sandbox import SandboxPool, run_python_sync
+>>> with SandboxPool(1) as pool:
+...     run_python_sync("print(6 * 7)", pool=pool).stdout
 '42\\n'
 
 The default backend is a pool of warm workers under Debian's bubblewrap, each its own unprivileged uid with the
@@ -23,9 +24,9 @@ from corral.sandbox.errors import (
 )
 
 __all__ = [
+    "CheckItem",
     "DEFAULT_MAX_ROWS",
     "DEFAULT_PRELOAD",
-    "CheckItem",
     "DuckDBSource",
     "FilesSource",
     "Limits",

@@ -33,7 +33,13 @@ from corral.sandbox._cgroup import WorkerCgroup
 from corral.sandbox._collect import collect
 from corral.sandbox._seccomp import build_filter
 from corral.sandbox._types import LimitName, Limits, RunResult, SkippedFile
-from corral.sandbox.errors import SandboxBusy, SandboxCrashed, SandboxError, SandboxUnavailable, SandboxUsageError
+from corral.sandbox.errors import (
+    SandboxBusy,
+    SandboxCrashed,
+    SandboxError,
+    SandboxUnavailable,
+    SandboxUsageError,
+)
 
 #: Libraries every worker imports before it serves jobs.
 DEFAULT_PRELOAD = ("numpy", "pandas", "duckdb", "sqlite3", "matplotlib", "json", "csv", "math", "statistics")
@@ -56,6 +62,7 @@ InputValue = bytes | str | os.PathLike[str]
 _UID_BASE = 200_000
 _uid_counter = itertools.count()
 _pool_counter = itertools.count()
+_used_uids: set[int] = set()
 _WORKER_SLACK_BYTES = 48 * 1024 * 1024  # idle-memory growth after a job that still counts as normal
 _START_TIMEOUT = 120.0
 _BACKSTOP_SECONDS = 10.0  # the host kills a worker that overruns a job's wall limit by this much
@@ -156,10 +163,15 @@ def _sealed_memfd(data: bytes) -> int:
     import fcntl
 
     fd = os.memfd_create("corral-input", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.fchmod(fd, 0o444)  # a job reopening /proc/self/fd/N for writing gets EACCES, not just a sealed file
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+    fcntl.fcntl(
+        fd,
+        fcntl.F_ADD_SEALS,
+        fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL,
+    )
     return fd
 
 
@@ -201,6 +213,10 @@ class _Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self.cgroup.remove()
+        # Killed processes leave zombies until their new parent reaps them; wait so that "closed" means gone.
+        deadline = time.monotonic() + 5
+        while _processes_of(self.uid) and time.monotonic() < deadline:
+            time.sleep(0.01)
         with contextlib.suppress(OSError):
             self.log.close()
 
@@ -273,7 +289,10 @@ class SandboxPool:
             self._stage = tempfile.mkdtemp(prefix="corral-sandbox-stage-")
             self._started = True
         errors: list[BaseException] = []
-        threads = [threading.Thread(target=self._spawn, args=(slot, errors), daemon=True) for slot in range(self.size)]
+        threads = [
+            threading.Thread(target=self._spawn, args=(slot, errors), daemon=True)
+            for slot in range(self.size)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -356,8 +375,9 @@ class SandboxPool:
         future: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
         with self._lock:
             if self._spawner is None:
-                self._spawner = threading.Thread(target=self._spawner_loop, name="corral-sandbox-spawner",
-                                                 daemon=True)
+                self._spawner = threading.Thread(
+                    target=self._spawner_loop, name="corral-sandbox-spawner", daemon=True
+                )
                 self._spawner.start()
         self._spawn_requests.put((argv, kwargs, future))
         return future.result()
@@ -377,6 +397,7 @@ class SandboxPool:
         assert self._stage is not None
         exe, binds, site = _runtime_dirs()
         uid = _UID_BASE + (os.getpid() % 20_000) * 50 + next(_uid_counter) % 50
+        _used_uids.add(uid)
         cgroup = WorkerCgroup.create(f"corral-{os.getpid()}-p{self._id}-w{slot}-g{next(self._generation)}")
         host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log = tempfile.TemporaryFile()
@@ -388,8 +409,20 @@ class SandboxPool:
                 "preload": list(self.preload),
                 "seccomp": base64.b64encode(self._seccomp).decode(),
             }
-            argv = [shutil.which("bwrap") or "/usr/bin/bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-                    "--cap-drop", "ALL", "--clearenv", "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+            argv = [
+                shutil.which("bwrap") or "/usr/bin/bwrap",
+                "--unshare-all",
+                "--die-with-parent",
+                "--new-session",
+                "--cap-drop",
+                "ALL",
+                "--clearenv",
+                "--hostname",
+                "sandbox",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+            ]
             for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
                 if os.path.islink(top):
                     argv += ["--symlink", os.readlink(top), top]
@@ -398,8 +431,20 @@ class SandboxPool:
             for etc in ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime"):
                 if os.path.exists(etc):
                     argv += ["--ro-bind", etc, etc]
-            argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(16 * 1024 * 1024), "--tmpfs", "/tmp",
-                     "--dir", "/work", "--dir", "/data"]
+            argv += [
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--size",
+                str(16 * 1024 * 1024),
+                "--tmpfs",
+                "/tmp",
+                "--dir",
+                "/work",
+                "--dir",
+                "/data",
+            ]
             for index, (_host, inside) in enumerate(binds):
                 argv += ["--ro-bind", os.path.join(self._stage, str(index)), inside]
             argv += ["--remount-ro", "/", "--chdir", "/"]
@@ -415,7 +460,14 @@ class SandboxPool:
                 "argv": argv,
             }
             proc = self._popen(
-                [sys.executable, "-I", "-S", "-c", Path(_launcher.__file__).read_text(), json.dumps(launch_config)],
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    "-c",
+                    Path(_launcher.__file__).read_text(),
+                    json.dumps(launch_config),
+                ],
                 pass_fds=[worker_sock.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -444,7 +496,9 @@ class SandboxPool:
             log.seek(0)
             detail = log.read()[-2000:].decode(errors="replace").strip()
             worker.kill()
-            raise SandboxUnavailable(f"sandbox worker failed to start ({exc}); its output: {detail or '(none)'}") from exc
+            raise SandboxUnavailable(
+                f"sandbox worker failed to start ({exc}); its output: {detail or '(none)'}"
+            ) from exc
         worker.idle_memory = cgroup.memory_usage()
         worker.idle_pids = cgroup.pids_current()
         return worker
@@ -505,6 +559,9 @@ class SandboxPool:
             for value in job.inputs.values():
                 fds.append(_open_input(value))
             worker = self._acquire(queue_timeout)
+            while not self._healthy(worker):
+                self._retire(worker)
+                worker = self._acquire(queue_timeout)
             try:
                 result = self._run_on(worker, job, fds)
             except BaseException:
@@ -524,7 +581,9 @@ class SandboxPool:
         limits = job.limits
         cg = worker.cgroup
         worker.jobs += 1
-        cg.set_limits(memory_bytes=worker.idle_memory + limits.memory_bytes, pids=worker.idle_pids + limits.pids)
+        cg.set_limits(
+            memory_bytes=worker.idle_memory + limits.memory_bytes, pids=worker.idle_pids + limits.pids
+        )
         cg.reset_peak()
         oom_before = cg.oom_kills()
         message = {
@@ -550,14 +609,17 @@ class SandboxPool:
             files: dict[str, bytes] = {}
             skipped: list[SkippedFile] = []
             if scratch:
-                files, skipped = collect(scratch[0], max_files=limits.result_files,
-                                         max_file_bytes=limits.result_file_bytes)
+                files, skipped = collect(
+                    scratch[0], max_files=limits.result_files, max_file_bytes=limits.result_file_bytes
+                )
         finally:
             for fd in scratch:
                 os.close(fd)
         if reply.get("setup_error"):
             worker.broken = True
-            raise SandboxCrashed(f"sandbox job setup failed in worker uid {worker.uid}: {reply['setup_error']}")
+            raise SandboxCrashed(
+                f"sandbox job setup failed in worker uid {worker.uid}: {reply['setup_error']}"
+            )
         peak = cg.peak()
         oom = cg.oom_kills() > oom_before
         wstatus = reply.get("wstatus")
@@ -582,7 +644,6 @@ class SandboxPool:
             limit = "file_size"
         if oom:
             worker.broken = True  # the OOM killer may have hit more than the job; start clean
-        self._check_health(worker)
         stdout = base64.b64decode(reply.get("stdout", ""))
         stderr = base64.b64decode(reply.get("stderr", ""))
         return RunResult(
@@ -600,19 +661,26 @@ class SandboxPool:
             wall_seconds=float(reply.get("wall") or 0.0),
         )
 
-    def _check_health(self, worker: _Worker) -> None:
-        """Mark the worker for recycling when the job left processes or memory behind."""
+    def _healthy(self, worker: _Worker) -> bool:
+        """Whether the worker is as clean as when it started: no processes or memory left by earlier jobs.
+
+        Checked before a job rather than after the previous one, because the worker tears a finished job's
+        namespaces down (and the kernel frees their tmpfs memory) after replying, off the caller's critical path.
+        """
         try:
-            for _ in range(20):
-                if worker.cgroup.pids_current() <= worker.idle_pids:
-                    break
-                time.sleep(0.005)
-            else:
-                worker.broken = True
-            if worker.cgroup.memory_usage() > worker.idle_memory + _WORKER_SLACK_BYTES:
-                worker.broken = True
+            deadline = time.monotonic() + 0.5
+            while True:
+                # +1: the previous job's first process may still be exiting; the worker reaps it before it reads
+                # the next job, so it never overlaps a job.
+                pids_ok = worker.cgroup.pids_current() <= worker.idle_pids + 1
+                memory_ok = worker.cgroup.memory_usage() <= worker.idle_memory + _WORKER_SLACK_BYTES
+                if pids_ok and memory_ok:
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.01)
         except OSError:
-            worker.broken = True
+            return False
 
     # -- public job API -----------------------------------------------------------------------------------------
 
@@ -627,8 +695,9 @@ class SandboxPool:
         """Run ``code`` in a fresh sandboxed process and wait for it. See :func:`corral.sandbox.run_python`."""
         if not isinstance(code, str):
             raise SandboxUsageError(f"sandbox code must be a str, not {type(code).__name__}")
-        return self._run(_Job("python", limits or self.default_limits, code=code, inputs=dict(inputs or {})),
-                         queue_timeout)
+        return self._run(
+            _Job("python", limits or self.default_limits, code=code, inputs=dict(inputs or {})), queue_timeout
+        )
 
     async def run_python(
         self,
@@ -641,13 +710,57 @@ class SandboxPool:
         """Async variant of :meth:`run_python_sync` (the wait happens in a thread)."""
         import asyncio
 
-        return await asyncio.to_thread(self.run_python_sync, code, inputs=inputs, limits=limits,
-                                       queue_timeout=queue_timeout)
+        return await asyncio.to_thread(
+            self.run_python_sync, code, inputs=inputs, limits=limits, queue_timeout=queue_timeout
+        )
 
-    def run_sql_job(self, sql: dict[str, Any], inputs: Mapping[str, InputValue], limits: Limits | None,
-                    queue_timeout: float | None = None) -> RunResult:
+    def run_sql_job(
+        self,
+        sql: dict[str, Any],
+        inputs: Mapping[str, InputValue],
+        limits: Limits | None,
+        queue_timeout: float | None = None,
+    ) -> RunResult:
         """Run a prepared SQL job (see ``corral.sandbox._sql``)."""
-        return self._run(_Job("sql", limits or self.default_limits, sql=sql, inputs=dict(inputs)), queue_timeout)
+        return self._run(
+            _Job("sql", limits or self.default_limits, sql=sql, inputs=dict(inputs)), queue_timeout
+        )
+
+
+def _processes_by_uid() -> dict[int, list[int]]:
+    """Real uid -> pids, read from /proc/*/status (a non-dumpable process's /proc dir is owned by root)."""
+    found: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        found.setdefault(int(line.split()[1]), []).append(int(entry))
+                        break
+        except OSError:
+            continue
+    return found
+
+
+def _processes_of(uid: int) -> list[int]:
+    return _processes_by_uid().get(uid, [])
+
+
+def leftovers() -> list[str]:
+    """Processes and cgroups this process's pools started that still exist (empty after every pool closed)."""
+    found: list[str] = []
+    for uid, pids in _processes_by_uid().items():
+        if uid in _used_uids:
+            found.extend(f"process {pid} (uid {uid})" for pid in pids)
+    prefix = f"corral-{os.getpid()}-"
+    cgroot = Path("/sys/fs/cgroup")
+    roots = [cgroot] if (cgroot / "cgroup.controllers").exists() else [cgroot / "memory", cgroot / "pids"]
+    for root in roots:
+        if root.is_dir():
+            found.extend(f"cgroup {p}" for p in root.rglob(prefix + "*") if p.is_dir())
+    return found
 
 
 _default: SandboxPool | None = None

@@ -95,7 +95,11 @@ def _drop_capabilities() -> None:
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
     class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+        _fields_ = [
+            ("effective", ctypes.c_uint32),
+            ("permitted", ctypes.c_uint32),
+            ("inheritable", ctypes.c_uint32),
+        ]
 
     header = Header(0x20080522, 0)
     data = (Data * 2)()
@@ -160,26 +164,59 @@ class Worker:
 
     # -- child side -------------------------------------------------------------------------------------------
 
-    def _child_c1(self, job: dict, status: socket.socket, out_w: int, err_w: int, input_fds: list[int]) -> None:
+    def _child_c1(
+        self, job: dict, status: socket.socket, out_w: int, err_w: int, input_fds: list[int]
+    ) -> None:
         """Runs in C1: builds the job's namespaces and mounts, forks C2 (PID 1 of the new PID ns), relays status."""
         limits = job["limits"]
+        t0 = time.monotonic()
+        marks: dict[str, float] = {}
         try:
             # Readable /proc/self/{uid,gid}_map need a dumpable process; C2 turns it off again.
             _prctl(PR_SET_DUMPABLE, 1)
-            flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
+            flags = (
+                CLONE_NEWUSER
+                | CLONE_NEWNS
+                | CLONE_NEWPID
+                | CLONE_NEWNET
+                | CLONE_NEWIPC
+                | CLONE_NEWUTS
+                | CLONE_NEWCGROUP
+            )
             _check(LIBC.unshare(flags), "unshare")
+            marks["unshare"] = time.monotonic() - t0
             _write("/proc/self/setgroups", "deny")
             _write("/proc/self/uid_map", f"{JOB_UID} {self.uid} 1")
             _write("/proc/self/gid_map", f"{JOB_UID} {self.gid} 1")
+            marks["maps"] = time.monotonic() - t0
             _mount(None, "/", None, MS_REC | MS_PRIVATE)
             common = MS_NOSUID | MS_NODEV
-            _mount("tmpfs", "/work", "tmpfs", common, f"size={limits['scratch_bytes']},nr_inodes={limits['scratch_inodes']},mode=0700,uid={JOB_UID},gid={JOB_UID}")
-            _mount("tmpfs", "/tmp", "tmpfs", common, f"size={limits['tmp_bytes']},nr_inodes={limits['scratch_inodes']},mode=1777")
-            _mount("tmpfs", "/dev/shm", "tmpfs", common | MS_NOEXEC, f"size={limits['tmp_bytes']},nr_inodes={limits['scratch_inodes']},mode=1777")
+            _mount(
+                "tmpfs",
+                "/work",
+                "tmpfs",
+                common,
+                f"size={limits['scratch_bytes']},nr_inodes={limits['scratch_inodes']},mode=0700,uid={JOB_UID},gid={JOB_UID}",
+            )
+            _mount(
+                "tmpfs",
+                "/tmp",
+                "tmpfs",
+                common,
+                f"size={limits['tmp_bytes']},nr_inodes={limits['scratch_inodes']},mode=1777",
+            )
+            _mount(
+                "tmpfs",
+                "/dev/shm",
+                "tmpfs",
+                common | MS_NOEXEC,
+                f"size={limits['tmp_bytes']},nr_inodes={limits['scratch_inodes']},mode=1777",
+            )
             _mount("tmpfs", "/data", "tmpfs", common | MS_NOEXEC, "size=65536,nr_inodes=1024,mode=0755")
             for name, fd in zip(job["inputs"], input_fds, strict=True):
                 os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
             _mount(None, "/data", None, MS_REMOUNT | MS_RDONLY | common | MS_NOEXEC)
+            marks["mounts"] = time.monotonic() - t0
             scratch = os.open("/work", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             socket.send_fds(status, [b"S"], [scratch])
             os.close(scratch)
@@ -189,14 +226,21 @@ class Worker:
                 os.close(r)
                 self._child_c2(job, w, out_w, err_w, input_fds)
             os.close(w)
+            # Only C2 and its descendants may hold the output pipes: their EOF then means the job is over.
+            os.close(out_w)
+            os.close(err_w)
+            marks["forked"] = time.monotonic() - t0
             status.sendall(b"P" + struct.pack(">i", pid))
             # C2 reports a setup failure through the pipe before it runs any job code.
             setup_error = b""
             while chunk := os.read(r, 65536):
                 setup_error += chunk
             os.close(r)
+            marks["c2_ready"] = time.monotonic() - t0
             _, wstatus, ru = os.wait4(pid, 0)
+            marks["c2_reaped"] = time.monotonic() - t0
             report = {
+                "marks": marks,
                 "wstatus": wstatus,
                 "utime": ru.ru_utime,
                 "stime": ru.ru_stime,
@@ -286,18 +330,19 @@ class Worker:
             sel.register(fd, selectors.EVENT_READ)
         status_parent.setblocking(False)
         sel.register(status_parent, selectors.EVENT_READ)
-        status_buf = bytearray()
+        status = _Status()
         scratch_fds: list[int] = []
-        c2 = 0
-        report: dict | None = None
         killed_for: str | None = None
         deadline = started + limits["wall_seconds"]
-        open_streams = 3
-        while open_streams:
+        pipes_open = 2
+        status_open = True
+        # Done when the job's output pipes are closed (C2 and everything it started are gone) and C1 has
+        # reported; C1's own exit (namespace teardown, which is slow) is not waited for here.
+        while pipes_open or (status_open and not status.final):
             timeout = deadline - time.monotonic()
             if timeout <= 0 and killed_for is None:
                 killed_for = "wall"
-                for pid in (c2, c1):
+                for pid in (status.c2, c1):
                     if pid:
                         try:
                             os.kill(pid, signal.SIGKILL)
@@ -315,9 +360,9 @@ class Worker:
                     scratch_fds.extend(fds)
                     if not data:
                         sel.unregister(status_parent)
-                        open_streams -= 1
+                        status_open = False
                         continue
-                    status_buf += data
+                    status.feed(data)
                     continue
                 fd = key.fd
                 try:
@@ -326,40 +371,24 @@ class Worker:
                     continue
                 if not chunk:
                     sel.unregister(fd)
-                    open_streams -= 1
+                    pipes_open -= 1
                     continue
                 room = cap - len(outputs[fd])
                 if room > 0:
                     outputs[fd] += chunk[:room]
                 totals[fd] += len(chunk)
+        wall = time.monotonic() - started
         sel.close()
         status_parent.close()
         os.close(out_r)
         os.close(err_r)
-        try:
-            os.kill(c1, signal.SIGKILL) if killed_for else None
-        except ProcessLookupError:
-            pass
-        _, c1_status, _ru = os.wait4(c1, 0)
-        wall = time.monotonic() - started
-        # Parse C1's status stream: S (scratch fd sent), P<pid>, R<len><json> or E<len><json>.
-        buf = bytes(status_buf)
-        setup_error = None
-        while buf:
-            tag, buf = buf[:1], buf[1:]
-            if tag == b"S":
-                continue
-            if tag == b"P":
-                (c2,) = struct.unpack(">i", buf[:4])
-                buf = buf[4:]
-            elif tag in (b"R", b"E"):
-                (n,) = struct.unpack(">I", buf[:4])
-                report = json.loads(buf[4 : 4 + n])
-                buf = buf[4 + n :]
-            else:
-                break
-        if report is not None and report.get("setup_error"):
-            setup_error = report["setup_error"]
+        if killed_for or not status.final:
+            try:
+                os.kill(c1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.pending_c1 = c1
+        report = status.report or {}
         result = {
             "id": job["id"],
             "stdout": base64.b64encode(bytes(outputs[out_r])).decode(),
@@ -368,16 +397,19 @@ class Worker:
             "stderr_total": totals[err_r],
             "wall": wall,
             "killed_for": killed_for,
-            "setup_error": setup_error,
-            "c1_status": c1_status,
+            "setup_error": report.get("setup_error") or None,
+            "marks": report.get("marks"),
         }
-        if report is not None and "wstatus" in report:
+        if "wstatus" in report:
             result.update(wstatus=report["wstatus"], cpu=report["utime"] + report["stime"])
+        for extra in scratch_fds[1:]:
+            os.close(extra)
         return result, scratch_fds[:1]
 
     def serve(self) -> None:
         _prctl(PR_SET_DUMPABLE, 0)
         _send(self.sock, {"ready": True, "pid": os.getpid()})
+        self.pending_c1 = 0
         while True:
             try:
                 job, fds = _recv(self.sock)
@@ -391,6 +423,45 @@ class Worker:
             _send(self.sock, result, out_fds)
             for fd in out_fds:
                 os.close(fd)
+            # Reap C1 while the host reads the result: the job's namespaces are torn down off the critical path,
+            # and before the next job starts.
+            if self.pending_c1:
+                os.waitpid(self.pending_c1, 0)
+                self.pending_c1 = 0
+
+
+class _Status:
+    """C1's status stream: S (scratch fd attached), P<pid of C2>, then R<len><json> (report) or E<len><json>."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.c2 = 0
+        self.report: dict | None = None
+        self.final = False
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        while self.buf:
+            tag = self.buf[:1]
+            if tag == b"S":
+                self.buf = self.buf[1:]
+            elif tag == b"P":
+                if len(self.buf) < 5:
+                    return
+                (self.c2,) = struct.unpack(">i", self.buf[1:5])
+                self.buf = self.buf[5:]
+            elif tag in (b"R", b"E"):
+                if len(self.buf) < 5:
+                    return
+                (n,) = struct.unpack(">I", self.buf[1:5])
+                if len(self.buf) < 5 + n:
+                    return
+                self.report = json.loads(self.buf[5 : 5 + n])
+                self.buf = self.buf[5 + n :]
+                self.final = True
+            else:
+                self.final = True  # garbage: treat as over; the missing report makes the host recycle us
+                self.buf = b""
 
 
 def _execute(job: dict) -> None:
@@ -398,8 +469,12 @@ def _execute(job: dict) -> None:
     import io
 
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    sys.stdout = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace"
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+    )
     code = 0
     try:
         if job["kind"] == "sql":
@@ -452,11 +527,21 @@ def _run_sql(spec: dict) -> None:
 
             path = spec["path"]
             if spec["read_only"]:
-                uri = f"file:{path}?mode=ro&immutable=1"
+                # SQLite resolves symlinks itself, and /data entries are links to descriptors whose host path
+                # does not exist in here; so a read-only query runs on an in-memory image of the file, with
+                # query_only on (nothing the query does can reach the file anyway).
+                with open(path, "rb") as f:
+                    image = f.read()
+                con = sqlite3.connect(":memory:", isolation_level=None)
+                if image:
+                    con.deserialize(image)
+                con.execute("PRAGMA query_only = ON")
             else:
-                uri = f"file:{path}?mode=rw"
-            con = sqlite3.connect(uri, uri=True, isolation_level=None)
-            con.enable_load_extension(False)
+                con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+            # No ATTACH of any other file; no extensions (this interpreter's sqlite3 may not even offer them).
+            con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+            if hasattr(con, "enable_load_extension"):
+                con.enable_load_extension(False)
             try:
                 cur = con.execute(spec["query"])
                 out["columns"] = [d[0] for d in cur.description] if cur.description else []
@@ -474,18 +559,22 @@ def _run_sql(spec: dict) -> None:
         else:
             import duckdb
 
-            config = {"threads": 1, "enable_external_access": False, "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+            config = {"threads": 1, "autoinstall_known_extensions": False, "autoload_known_extensions": False}
             files = spec.get("files") or []
-            if files:
-                config["allowed_paths"] = [f["path"] for f in files]
             if spec["engine"] == "duckdb":
                 con = duckdb.connect(spec["path"], read_only=spec["read_only"], config=config)
             else:
                 con = duckdb.connect(":memory:", config=config)
+            if files:
+                allowed = ", ".join("'" + f["path"].replace("'", "''") + "'" for f in files)
+                con.execute(f"SET allowed_paths = [{allowed}]")
+            # Only the source files stay reachable; then the configuration is frozen for the query.
+            con.execute("SET enable_external_access = false")
             for f in files:
                 reader = "read_parquet" if f["format"] == "parquet" else "read_csv_auto"
                 name = f["name"].replace('"', '""')
-                con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM {reader}('{f['path']}')")
+                path = f["path"].replace("'", "''")
+                con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM {reader}('{path}')")
             con.execute("SET lock_configuration = true")
             try:
                 cur = con.execute(spec["query"])

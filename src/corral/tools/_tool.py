@@ -35,6 +35,7 @@ import contextvars
 import functools
 import inspect
 import json
+import os
 import queue
 import re
 import threading
@@ -264,6 +265,16 @@ class _DaemonPool:
 
 
 _POOL = _DaemonPool()
+
+
+def _reset_pool_after_fork() -> None:
+    # A forked child has none of the parent's threads: a pool that counted idle workers would hand jobs to
+    # threads that do not exist there.
+    global _POOL
+    _POOL = _DaemonPool()
+
+
+os.register_at_fork(after_in_child=_reset_pool_after_fork)
 
 
 async def _run_in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:

@@ -104,3 +104,19 @@ def routed_model(
         return sql_left.pop(0)
 
     return ScriptedModel(reply)
+
+
+class WritableRunner(InProcessRunner):
+    """Adds the write path (plain sqlite3 on the file) for the approval tests."""
+
+    async def write(self, sql: str) -> QueryResult:
+        assert self.source.path is not None
+        conn = sqlite3.connect(self.source.path)
+        try:
+            cur = conn.execute(sql)
+            conn.commit()
+            return QueryResult(ok=True, row_count=max(cur.rowcount, 0))
+        except sqlite3.Error as exc:
+            return QueryResult(ok=False, error=str(exc))
+        finally:
+            conn.close()

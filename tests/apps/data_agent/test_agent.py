@@ -189,10 +189,15 @@ async def test_an_empty_result_is_sent_back_once(chinook_runner: InProcessRunner
 
 
 async def test_no_working_query_is_a_failed_status(chinook_runner: InProcessRunner) -> None:
-    model = routed_model([_fence(f"SELECT nope FROM nowhere{i}") for i in range(3)])
+    broken = [
+        "SELECT COUNT(*) FROM Album WHERE",
+        "SELECT COUNT(*) FROM Album GROUP",
+        "SELECT COUNT(*) FROM Album (",
+    ]
+    model = routed_model([_fence(q) for q in broken])
     answer = await DataAgent(model=model, runner=chinook_runner, max_attempts=3).ask("How many albums?")
     assert answer.status == "failed"
-    assert "no such table: nowhere2" in answer.answer
+    assert "incomplete input" in answer.answer
     assert len(chinook_runner.queries) == 3
 
 
@@ -266,3 +271,72 @@ async def test_a_reused_verified_query_is_announced(chinook_runner: InProcessRun
     assert "Reused the verified query" in answer.answer
     prompt = model.calls[0].messages[1].content
     assert "Verified examples" in prompt and "SELECT COUNT(*) FROM Customer" in prompt
+
+
+async def test_a_join_on_a_column_with_itself_is_sent_back_before_it_runs(
+    chinook_runner: InProcessRunner,
+) -> None:
+    model = routed_model(
+        [
+            _fence(
+                "SELECT m.Name, COUNT(*) FROM MediaType m JOIN Track t ON m.MediaTypeId = m.MediaTypeId "
+                "GROUP BY m.Name"
+            ),
+            _fence(
+                "SELECT m.Name, COUNT(*) FROM MediaType m JOIN Track t ON m.MediaTypeId = t.MediaTypeId "
+                "GROUP BY m.Name"
+            ),
+        ]
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("How many tracks per media type?")
+    assert len(chinook_runner.queries) == 1 and "t.MediaTypeId" in chinook_runner.queries[0]
+    assert sorted(answer.rows)[0] == ["AAC audio file", 11]
+    feedback = [m.content for m in model.calls[1].messages if isinstance(m, UserMessage)][-1]
+    assert "compares a column with itself" in feedback
+
+
+async def test_reaching_for_a_name_the_data_lacks_is_cannot_answer(chinook_runner: InProcessRunner) -> None:
+    model = routed_model(
+        [
+            _fence("SELECT AVG(Salary) FROM Employee"),
+            _fence("SELECT AVG(e.Salary) FROM Employee e"),
+            _fence("SELECT AVG(Employee.Salary) FROM Employee"),
+        ]
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("What is the average employee salary?")
+    assert answer.status == "cannot_answer"
+    assert "'Salary'" in answer.answer
+
+
+async def test_a_write_runs_only_when_approved(chinook: Path) -> None:
+    from corral.guards import ApprovalRequest, approve_all, deny_all
+
+    from .conftest import WritableRunner
+
+    delete = _fence("DELETE FROM Customer WHERE Country = 'Canada'")
+
+    def canadians() -> int:
+        conn = sqlite3.connect(chinook)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM Customer WHERE Country = 'Canada'").fetchone()[0])
+        finally:
+            conn.close()
+
+    runner = WritableRunner(open_source(str(chinook)))
+    refused = await DataAgent(model=routed_model([delete]), runner=runner, approver=deny_all).ask(
+        "Delete the customers from Canada"
+    )
+    assert refused.status == "cannot_answer" and "refused by policy" in refused.answer
+    assert canadians() == 8
+    seen: list[ApprovalRequest] = []
+
+    def approve(request: ApprovalRequest):  # type: ignore[no-untyped-def]
+        seen.append(request)
+        return approve_all(request)
+
+    done = await DataAgent(model=routed_model([delete]), runner=runner, approver=approve).ask(
+        "Delete the customers from Canada"
+    )
+    assert done.status == "answered" and "approved by approve_all" in done.answer
+    assert seen[0].arguments == {"sql": "DELETE FROM Customer WHERE Country = 'Canada'"}
+    assert canadians() == 0

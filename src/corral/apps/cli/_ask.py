@@ -109,6 +109,12 @@ def register(app: typer.Typer) -> None:
         no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip the LLM-as-a-judge check.")] = False,
         chart_dir: Annotated[Path, typer.Option("--chart-dir", help="Where the PNG chart goes.")] = _HERE,
         quiet: Annotated[bool, typer.Option("--quiet", help="Do not show the steps.")] = False,
+        allow_writes: Annotated[
+            bool,
+            typer.Option(
+                "--allow-writes", help="Let a write be proposed; each one is asked on the terminal."
+            ),
+        ] = False,
     ) -> None:
         """Answer a question over a database or data files, with the SQL it ran and a chart when it helps."""
         from corral.apps.data_agent._run import ask
@@ -116,7 +122,11 @@ def register(app: typer.Typer) -> None:
         all_files = [*(files or []), *(Path(a) for a in ctx.args)]
         err = Console(stderr=True)
         display = _Display(err, quiet=quiet)
-        options: dict[str, Any] = {"judge": not no_judge, "chart_dir": str(chart_dir.resolve())}
+        options: dict[str, Any] = {
+            "judge": not no_judge,
+            "chart_dir": str(chart_dir.resolve()),
+            "allow_writes": allow_writes,
+        }
         if verified is not None:
             options["verified"] = str(verified)
         try:

@@ -88,6 +88,12 @@ class Progress:
         self._started = time.monotonic()
         self._status: Status | None = None
 
+    @classmethod
+    def from_flags(cls, *, json: bool = False, quiet: bool = False, **options: Any) -> Progress:
+        """The renderer for a command's ``--json`` / ``--quiet`` flags (``--json`` wins)."""
+        mode: ProgressMode = "json" if json else "quiet" if quiet else "live"
+        return cls(mode, **options)
+
     def __call__(self, event: AgentEvent) -> None:
         """Show one event."""
         if self.mode == "quiet":
@@ -103,7 +109,8 @@ class Progress:
             self.console.print(line, highlight=False, soft_wrap=True)
         if isinstance(event, RunStarted | ToolReturned | CorrectionSent | ApprovalDecided):
             self._spin("waiting for the model…")
-        elif isinstance(event, ToolCalled):
+        elif isinstance(event, ToolCalled) and not event.needs_approval:
+            # No spinner over an approval prompt: the terminal approver asks on this terminal.
             self._spin(f"running {event.tool}…")
 
     def close(self) -> None:

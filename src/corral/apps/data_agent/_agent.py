@@ -16,6 +16,7 @@ answer's numbers, which the system takes from the result.
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,15 @@ from corral.apps.data_agent._chart import vega_lite_spec
 from corral.apps.data_agent._checks import sanity_check
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
 from corral.apps.data_agent._schema import Schema, load_schema, narrow
-from corral.apps.data_agent._sqlcheck import extract_sql, is_read_only, repair_qualifiers, statement_kind
+from corral.apps.data_agent._sqlcheck import (
+    extract_sql,
+    is_read_only,
+    lint,
+    repair_qualifiers,
+    statement_kind,
+)
 from corral.apps.data_agent._verified import VerifiedQuery, closest
+from corral.guards import ApprovalDecision, ApprovalRequest, Approver
 from corral.models import (
     AssistantMessage,
     Message,
@@ -68,15 +76,16 @@ class DataAgent:
 
     ``model`` writes queries; ``judge_model`` (default: the same model) judges results. ``runner`` runs
     every query (the sandbox in the product). ``max_attempts`` bounds query rewrites after errors or
-    sanity findings; the judge gets ``judge_retries`` extra attempts. Writes are refused unless
-    ``allow_writes`` is set (and even then the sandboxed runner opens the source read-only).
+    sanity findings; the judge gets ``judge_retries`` extra attempts. A statement that changes data is
+    refused unless ``approver`` (see :mod:`corral.guards`) approves it, as a durable step; it then runs
+    through the runner's separate ``write`` path.
     """
 
     model: Model
     runner: QueryRunner
     judge_model: Model | None = None
     verified: Sequence[VerifiedQuery] = ()
-    allow_writes: bool = False
+    approver: Approver | None = None
     max_attempts: int = 3
     judge: bool = True
     judge_retries: int = 1
@@ -116,6 +125,18 @@ def _similar_names(error: str, schema: Schema, sql: str) -> str:
     found = [name for n in near for name in candidates[n]]
     found.sort(key=lambda name: name.split(".")[0].lower() not in used)
     return "Names that exist: " + ", ".join(found[:6]) + "."
+
+
+def _missing_name(error: str, schema: Schema) -> str | None:
+    """The name in a "no such column/table X" error when the schema has nothing spelled like it."""
+    match = re.search(r"(?:no such column|no such table)[:\s]+\"?([\w.]+)", error, re.IGNORECASE)
+    if match is None:
+        match = re.search(r'(?:column|table) (?:with name )?"?([\w.]+)"? (?:not found|does not exist)', error)
+    if match is None:
+        return None
+    if _similar_names(error, schema, ""):
+        return None
+    return match.group(1).split(".")[-1]
 
 
 class _Run:
@@ -228,23 +249,19 @@ class _Run:
             tried.add(" ".join(sql.split()))
             agent._emit("sql", sql, attempt=attempts)
             if not is_read_only(sql, dialect=full.dialect):
-                kind = statement_kind(sql, dialect=full.dialect).upper()
-                agent._emit("check", f"refused: a {kind} statement would change the data")
-                if not agent.allow_writes:
-                    return Answer(
-                        status="cannot_answer",
-                        answer=(
-                            f"Refused: answering needs a {kind} statement, which changes the data. The data "
-                            "agent is read-only; writes need explicit approval."
-                        ),
-                        sql=sql,
-                        run_id=self.run_id,
-                        usage=self.usage,
-                        attempts=attempts,
-                    )
-            sql, notes = repair_qualifiers(sql, columns, dialect=full.dialect)
-            for note in notes:
-                agent._emit("check", f"repaired column reference {note}")
+                return await self._write(sql, statement_kind(sql, dialect=full.dialect).upper(), attempts)
+            repaired, notes = repair_qualifiers(sql, columns, dialect=full.dialect)
+            # A repair must not create the mistake lint looks for (a join of a column with itself).
+            if notes and len(lint(repaired, dialect=full.dialect)) <= len(lint(sql, dialect=full.dialect)):
+                sql = repaired
+                for note in notes:
+                    agent._emit("check", f"repaired column reference {note}")
+            mistakes = lint(sql, dialect=full.dialect)
+            if mistakes and attempts < limit:
+                last_error = "; ".join(mistakes)
+                agent._emit("check", last_error, finding="lint", blocking=True)
+                messages.append(UserMessage(content=prompts.fix_user(last_error, "")))
+                continue
             result = await self._query(sql)
             if not result.ok:
                 last_error = result.error or "the query failed"
@@ -274,6 +291,11 @@ class _Run:
             limit = max(limit, attempts + 1)
             messages.append(UserMessage(content=prompts.fix_user(f"a reviewer says: {reason}", "")))
         if best is None:
+            missing = _missing_name(last_error, full)
+            if missing is not None:
+                # Every attempt reached for a name the data does not have, and nothing in the schema is
+                # spelled like it: the data lacks the concept, which is an answer, not a failure.
+                return self._cannot(f"the data has no {missing!r} (no table or column like it)")
             return Answer(
                 status="failed",
                 answer=f"No working query after {attempts} attempts; last problem: {last_error}",
@@ -330,6 +352,66 @@ class _Run:
             return "pass", "the judge's reply was not readable"
         verdict = "fail" if data.get("verdict") == "fail" else "pass"
         return verdict, str(data.get("reason") or "")[:300]
+
+    async def _write(self, sql: str, kind: str, attempts: int) -> Answer:
+        """A statement that changes data: refused unless an approver says yes (a durable step, so a resumed
+        run does not ask twice), and then run by the runner's write path."""
+        agent = self.agent
+        decision: ApprovalDecision | None = None
+        if agent.approver is not None:
+            approver = agent.approver
+            request = ApprovalRequest(
+                run_id=self.run_id, tool="sql_write", arguments={"sql": sql}, tool_call_id=f"write.{attempts}"
+            )
+
+            async def decide() -> ApprovalDecision:
+                out = approver(request)
+                return await out if inspect.isawaitable(out) else out
+
+            decision = await self.step("approval", decide)
+        write = getattr(agent.runner, "write", None)
+        if decision is None or not decision.approved or write is None:
+            why = f" ({decision.reason})" if decision is not None and decision.reason else ""
+            agent._emit("check", f"refused: a {kind} statement would change the data{why}")
+            return Answer(
+                status="cannot_answer",
+                answer=(
+                    f"Refused: answering needs a {kind} statement, which changes the data. The data agent is "
+                    f"read-only; writes need explicit approval{why}."
+                ),
+                sql=sql,
+                run_id=self.run_id,
+                usage=self.usage,
+                attempts=attempts,
+            )
+        agent._emit("check", f"approved by {decision.by or 'a person'}: {kind}")
+
+        async def run_write() -> QueryResult:
+            result: QueryResult = await write(sql)
+            return result
+
+        result: QueryResult = await self.step("write", run_write)
+        if not result.ok:
+            return Answer(
+                status="failed",
+                answer=f"The approved {kind} failed: {result.error}",
+                sql=sql,
+                run_id=self.run_id,
+                usage=self.usage,
+                attempts=attempts,
+            )
+        agent._emit("answer", f"{kind} applied")
+        return Answer(
+            status="answered",
+            answer=f"Applied the {kind} statement (approved by {decision.by or 'a person'}).",
+            sql=sql,
+            columns=result.columns,
+            rows=result.rows,
+            row_count=result.row_count,
+            run_id=self.run_id,
+            usage=self.usage,
+            attempts=attempts,
+        )
 
     def _cannot(self, reason: str) -> Answer:
         self.agent._emit("answer", f"cannot answer: {reason}")

@@ -72,15 +72,15 @@ def vega_lite_spec(columns: list[str], rows: list[list[Any]], *, title: str = ""
     return spec
 
 
-#: Python run in the sandbox to draw the PNG. It reads ``chart.json`` (written by the host, data only) and
-#: writes ``chart.png``; nothing from the data is ever formatted into this code.
+#: Python run in the sandbox to draw the PNG. It reads ``/data/chart.json`` (written by the host, data only)
+#: and writes ``chart.png``; nothing from the data is ever formatted into this code.
 RENDER_CODE = """
 import json
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-with open("chart.json", encoding="utf-8") as f:
+with open("/data/chart.json", encoding="utf-8") as f:
     spec = json.load(f)
 enc = spec["encoding"]
 xf, yf = enc["x"]["field"], enc["y"]["field"]

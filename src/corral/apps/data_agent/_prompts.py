@@ -53,17 +53,20 @@ def fix_user(error: str, hints: str) -> str:
 
 JUDGE_SYSTEM = (
     "You check whether an SQL query and its result answer a question. Reply with JSON: "
-    '{"verdict": "pass" or "fail", "reason": "<one short sentence>"}. Say fail only when the query '
-    "clearly answers a different question (wrong filter, wrong measure, missing grouping)."
+    '{"reason": "<one short sentence>", "verdict": "pass" or "fail"}. Say fail when the result clearly '
+    "answers a different question (wrong filter, wrong measure, missing grouping) or lacks what the question "
+    "asks for; otherwise pass."
 )
 
+# The reason comes first: the grammar makes the model write keys in this order, and a small model that
+# states its reason before its verdict contradicts itself less.
 JUDGE_SCHEMA = {
     "type": "object",
     "properties": {
-        "verdict": {"type": "string", "enum": ["pass", "fail"]},
         "reason": {"type": "string"},
+        "verdict": {"type": "string", "enum": ["pass", "fail"]},
     },
-    "required": ["verdict", "reason"],
+    "required": ["reason", "verdict"],
     "additionalProperties": False,
 }
 

@@ -19,6 +19,7 @@ from corral.apps.data_agent._sandbox_runner import SandboxQueryRunner
 from corral.apps.data_agent._sources import Source, open_source
 from corral.apps.data_agent._verified import load_verified
 from corral.durable import RunContext, Runtime
+from corral.guards import terminal_approver
 from corral.models import Model, resolve_model
 
 #: Builds the query runner of a source. The product's is the sandbox; tests replace it (and only tests).
@@ -59,6 +60,8 @@ async def ask_run(
         charts=bool(opts.get("charts", True)),
         chart_dir=Path(opts["chart_dir"]) if opts.get("chart_dir") else None,
         on_event=_on_event.get(),
+        # Writes need a person: asked on the terminal when there is one, refused otherwise.
+        approver=terminal_approver if opts.get("allow_writes") else None,
     )
     answer = await agent.ask(question, step=ctx.step, run_id=ctx.run_id)
     return answer.model_dump(mode="json")

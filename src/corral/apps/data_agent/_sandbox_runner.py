@@ -1,8 +1,9 @@
 """The product's query runner: every query, schema scan and chart runs in corral's sandbox.
 
-Queries go through ``corral.sandbox.run_sql`` (read-only). The schema scan and the chart are Python run by
-``corral.sandbox.run_python``: the code is :mod:`._driver`'s / :mod:`._chart`'s own source, and the request
-(paths, the spec) travels as an input file, never formatted into the code.
+SQLite and DuckDB queries go through ``corral.sandbox.run_sql`` (read-only). CSV/Parquet queries, the schema
+scan and the chart are Python run by ``corral.sandbox.run_python``: the code is :mod:`._driver`'s (or
+:mod:`._chart`'s) own source text, and the request (the query, the spec) travels as an input file, never
+formatted into the code. The data files are mounted read-only under ``/data``.
 """
 
 from __future__ import annotations
@@ -19,17 +20,15 @@ from corral.apps.data_agent._runner import QueryResult, Stopwatch
 from corral.apps.data_agent._sources import Source
 from corral.apps.data_agent.errors import QueryRunnerError
 
+#: The driver as a sandbox job: its own source, then its entry point on the request input.
+_DRIVER_CODE = inspect.getsource(_driver) + '\nmain(["driver", "/data/request.json", "result.json"])\n'
+
 
 def _sandbox() -> Any:
     try:
         import corral.sandbox as sandbox
     except ImportError as exc:  # pragma: no cover - the package always ships it
         raise QueryRunnerError(f"corral.sandbox cannot be imported: {exc}") from exc
-    if not hasattr(sandbox, "run_sql") or not hasattr(sandbox, "run_python"):
-        raise QueryRunnerError(
-            "the sandbox (corral.sandbox.run_sql/run_python) is not available in this build; the data agent "
-            "never runs model-written queries outside it"
-        )
     return sandbox
 
 
@@ -39,76 +38,98 @@ def _write(path: Path, data: bytes) -> None:
 
 
 class SandboxQueryRunner:
-    """Runs one source's queries in the sandbox, read-only."""
+    """Runs one source's queries in the sandbox, read-only.
 
-    def __init__(self, source: Source, *, timeout_s: float = 30.0) -> None:
+    A machine that cannot isolate code raises ``corral.sandbox.SandboxUnavailable`` (with what to install)
+    on the first query; there is no fallback to running the query in this process.
+    """
+
+    def __init__(self, source: Source) -> None:
         self.source = source
-        self.timeout_s = timeout_s
         self._sandbox = _sandbox()
+        if source.kind == "postgres":
+            raise QueryRunnerError(
+                f"{source.describe()}: PostgreSQL needs network access from the sandbox, which it does not "
+                "give; this version cannot query PostgreSQL (export the tables to Parquet and use --files)"
+            )
 
     async def run(self, sql: str, *, max_rows: int = 1000) -> QueryResult:
         """Run ``sql`` in the sandbox; the database's error comes back in the result."""
         sandbox = self._sandbox
+        src = self.source
         with Stopwatch() as watch:
-            result = await sandbox.run_sql(sql, self._sql_source(), read_only=True, max_rows=max_rows)
+            if src.kind == "files" or src.path is None:
+                # Our table names (sanitised stems) are defined by the driver, so files go through it.
+                out = await self._driver({"op": "query", "sql": sql, "max_rows": max_rows})
+            else:
+                db = (
+                    sandbox.SQLiteSource(src.path) if src.kind == "sqlite" else sandbox.DuckDBSource(src.path)
+                )
+                res = await sandbox.run_sql(sql, db, read_only=True, max_rows=max_rows)
+                out = {
+                    "ok": res.error is None,
+                    "columns": res.columns,
+                    "rows": [list(r) for r in res.rows],
+                    "row_count": res.row_count,
+                    "error": res.error,
+                }
+        return QueryResult.from_driver(out, watch.elapsed)
+
+    async def write(self, sql: str) -> QueryResult:
+        """Run an *approved* statement that changes data: the sandbox works on a copy of the database file
+        and writes it back only if the file did not change meanwhile. CSV/Parquet files are never written."""
+        src = self.source
+        if src.kind == "files" or src.path is None:
+            return QueryResult(ok=False, error="CSV/Parquet sources are read-only; load them into a database")
+        sandbox = self._sandbox
+        db = sandbox.SQLiteSource(src.path) if src.kind == "sqlite" else sandbox.DuckDBSource(src.path)
+        with Stopwatch() as watch:
+            res = await sandbox.run_sql(sql, db, read_only=False)
         return QueryResult(
-            ok=result.error is None,
-            columns=[str(c) for c in result.columns],
-            rows=[list(r) for r in result.rows],
-            row_count=int(result.row_count),
-            error=None if result.error is None else str(result.error)[:2000],
+            ok=res.error is None,
+            columns=res.columns,
+            rows=[list(r) for r in res.rows],
+            row_count=res.row_count,
+            error=res.error,
             elapsed_s=watch.elapsed,
         )
 
-    def _sql_source(self) -> Any:
-        return self._sandbox_source()
-
-    def _sandbox_source(self) -> Any:
-        """The sandbox's description of this source."""
-        sandbox = self._sandbox
-        src = self.source
-        if src.kind == "files":
-            files = [(t.name, t.path, t.format) for t in src.tables]
-            return sandbox.SqlSource.files(files) if hasattr(sandbox, "SqlSource") else files
-        if src.kind == "postgres":
-            raise QueryRunnerError(
-                "PostgreSQL sources need network access, which the sandbox does not give; this build cannot "
-                "query them"
-            )
-        return str(src.path)
-
-    async def _python(self, code: str, inputs: dict[str, Path | bytes]) -> Any:
-        return await self._sandbox.run_python(code, inputs=inputs)
-
-    async def describe(self) -> dict[str, Any]:
-        """Scan the schema in the sandbox with the driver's own code."""
+    async def _driver(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run :mod:`._driver` in the sandbox on this source (files mounted read-only under /data)."""
         spec = self.source.spec()
         inputs: dict[str, Path | bytes] = {}
         if self.source.kind == "files":
             for i, table in enumerate(spec["tables"]):
-                name = f"t{i}{Path(table['path']).suffix}"
+                name = f"t{i}{Path(table['path']).suffix.lower()}"
                 inputs[name] = Path(table["path"])
                 table["path"] = f"/data/{name}"
         elif self.source.path is not None:
-            name = "db" + self.source.path.suffix
+            name = "db" + self.source.path.suffix.lower()
             inputs[name] = self.source.path
             spec["path"] = f"/data/{name}"
-        inputs["request.json"] = json.dumps({"op": "describe", "spec": spec}).encode()
-        code = inspect.getsource(_driver) + '\nmain(["driver", "/data/request.json", "result.json"])\n'
-        result = await self._python(code, inputs)
+        inputs["request.json"] = json.dumps({**request, "spec": spec}).encode()
+        result = await self._sandbox.run_python(_DRIVER_CODE, inputs=inputs)
         raw = result.files.get("result.json")
         if raw is None:
             raise QueryRunnerError(
-                f"the schema scan of {self.source.describe()} failed in the sandbox: {result.stderr[-500:]}"
+                f"the sandboxed driver for {self.source.describe()} produced no result "
+                f"(exit {result.exit_code}, limit {result.limit}): {result.stderr[-500:]}"
             )
-        out: dict[str, Any] = json.loads(raw)
+        loaded = json.loads(raw)
+        if not isinstance(loaded, dict):
+            raise QueryRunnerError("the sandboxed driver returned something other than a JSON object")
+        return loaded
+
+    async def describe(self) -> dict[str, Any]:
+        """Scan the schema in the sandbox with the driver's own code."""
+        out = await self._driver({"op": "describe"})
         if not out.get("ok"):
             raise QueryRunnerError(f"cannot read the schema of {self.source.describe()}: {out.get('error')}")
         return out
 
     async def render_chart(self, spec: dict[str, Any], out: Path) -> Path | None:
         """Draw ``spec`` as a PNG with matplotlib in the sandbox; ``None`` when the sandbox could not."""
-        result = await self._python(RENDER_CODE, {"chart.json": json.dumps(spec).encode()})
+        result = await self._sandbox.run_python(RENDER_CODE, inputs={"chart.json": json.dumps(spec).encode()})
         png = result.files.get("chart.png")
         if png is None or not png.startswith(b"\x89PNG"):
             return None

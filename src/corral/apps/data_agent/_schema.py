@@ -355,7 +355,8 @@ def _table_score(table: Table, qwords: set[str], question: str) -> float:
     tw = set(words(table.name))
     if tw:
         # A word naming the whole table counts more than one naming a part of it (Track vs PlaylistTrack).
-        score += 3.0 * len(tw & qwords) / len(tw)
+        # Squared: a word naming half of a two-word table name (Track in PlaylistTrack) is a weak hint.
+        score += 3.0 * (len(tw & qwords) / len(tw)) ** 2
     for col in table.columns:
         cw = set(words(col.name)) - {"id"}
         hits = cw & qwords

@@ -51,6 +51,11 @@ def extract_sql(text: str) -> str:
         candidate = unfenced[match.start() :]
         # Prose after the query usually starts after a blank line.
         candidate = re.split(r"\n\s*\n", candidate, maxsplit=1)[0]
+        # Without a fence, "select" may be an English word: keep the text only if it parses as SQL.
+        try:
+            sqlglot.parse_one(candidate.split(";")[0])
+        except ParseError:
+            return ""
     candidate = candidate.strip()
     # Keep only the first statement.
     candidate = candidate.split(";")[0].strip() if ";" in candidate else candidate
@@ -239,3 +244,25 @@ def repair_qualifiers(sql: str, tables: dict[str, set[str]], *, dialect: str) ->
     if not notes:
         return sql, []
     return tree.sql(dialect=dialect), notes
+
+
+def lint(sql: str, *, dialect: str) -> list[str]:
+    """Mistakes a small model makes that the database accepts silently, found before the query runs:
+    a join condition that compares a column with itself (a cross join in disguise).
+
+    >>> lint("SELECT * FROM a JOIN b ON a.id = a.id", dialect="sqlite")
+    ['the condition a.id = a.id compares a column with itself; join on a column of each table']
+    """
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except ParseError:
+        return []
+    problems = []
+    for eq in tree.find_all(exp.EQ):
+        left, right = eq.left, eq.right
+        if isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.sql() == right.sql():
+            problems.append(
+                f"the condition {eq.sql(dialect=dialect)} compares a column with itself; "
+                "join on a column of each table"
+            )
+    return problems

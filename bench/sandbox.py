@@ -1,0 +1,131 @@
+"""Sandbox start-up cost side by side: a bare process, one bubblewrap sandbox per job, and corral's warm pool.
+
+Run as root from the repository: ``.venv/bin/python bench/sandbox.py`` (``--quick`` for fewer repetitions).
+Prints medians (p50) and p90 in milliseconds, throughput in jobs/s, and the published figures of other
+sandboxes for reference (not measured here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from corral.sandbox import Limits, SandboxPool
+
+PANDAS_JOB = """
+import numpy as np
+import pandas as pd
+rng = np.random.default_rng(0)
+df = pd.DataFrame({"k": rng.integers(0, 100, 100_000), "v": rng.random(100_000)})
+print(df.groupby("k")["v"].agg(["sum", "mean"]).shape)
+"""
+
+REFERENCES = [
+    ("Docker container start (published)", 195.0),
+    ("Firecracker microVM boot (published)", 125.0),
+    ("E2B sandbox from a snapshot (published)", 80.0),
+]
+
+
+def timed(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def drop_to(uid: int) -> Callable[[], None]:
+    def fn() -> None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+    return fn
+
+
+def bwrap_per_job(python: str, code: str) -> None:
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
+            "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
+            "--tmpfs", "/tmp", "--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache", "--clearenv", python, "-c", code]
+    subprocess.run(argv, check=True, preexec_fn=drop_to(65534) if os.geteuid() == 0 else None)  # noqa: PLW1509
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    n_small = 10 if args.quick else 30
+    n_jobs = 50 if args.quick else 300
+    rows: list[tuple[str, float, float]] = []
+
+    bare = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), n_small)
+    rows.append(("python -c pass, bare process (our interpreter)", p(bare, 50), p(bare, 90)))
+    system_python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else None
+    if system_python:
+        bare_sys = timed(lambda: subprocess.run([system_python, "-c", "pass"], check=True), n_small)
+        rows.append(("python3 -c pass, bare process (/usr/bin/python3)", p(bare_sys, 50), p(bare_sys, 90)))
+    pandas_bare = timed(lambda: subprocess.run([sys.executable, "-c", PANDAS_JOB], check=True, capture_output=True),
+                        max(5, n_small // 3))
+    rows.append(("pandas group-by, bare fresh process", p(pandas_bare, 50), p(pandas_bare, 90)))
+    if shutil.which("bwrap") and system_python:
+        per_job = timed(lambda: bwrap_per_job(system_python, "pass"), n_small)
+        rows.append(("python3 -c pass, one bwrap sandbox per job", p(per_job, 50), p(per_job, 90)))
+
+    def fresh_worker_job() -> None:
+        with SandboxPool(1, preload=("pandas", "numpy")) as one:
+            one.run_python_sync(PANDAS_JOB)
+
+    per_run_pandas = timed(fresh_worker_job, max(3, n_small // 6))
+    rows.append(("pandas group-by, fresh corral worker per job", p(per_run_pandas, 50), p(per_run_pandas, 90)))
+
+    with SandboxPool() as pool:
+        for _ in range(10):
+            pool.run_python_sync("pass")
+        trivial = timed(lambda: pool.run_python_sync("pass"), n_jobs)
+        rows.append(("trivial job, corral warm pool", p(trivial, 50), p(trivial, 90)))
+        pandas_pool = timed(lambda: pool.run_python_sync(PANDAS_JOB), max(20, n_jobs // 10))
+        rows.append(("pandas group-by 100k rows, corral warm pool", p(pandas_pool, 50), p(pandas_pool, 90)))
+
+        done = 0
+        lock = threading.Lock()
+        stop = time.perf_counter() + (3.0 if args.quick else 6.0)
+
+        def client() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                pool.run_python_sync("pass", limits=Limits())
+                with lock:
+                    done += 1
+
+        started = time.perf_counter()
+        clients = [threading.Thread(target=client) for _ in range(pool.size * 2)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        throughput = done / (time.perf_counter() - started)
+
+    print(f"{'what':58} {'p50 ms':>8} {'p90 ms':>8}")
+    for name, p50, p90 in rows:
+        print(f"{name:58} {p50:8.1f} {p90:8.1f}")
+    for name, ms in REFERENCES:
+        print(f"{name:58} {ms:8.1f} {'':>8}")
+    print(f"throughput, trivial jobs on {os.cpu_count()} cores ({pool.size} workers): {throughput:.0f} jobs/s")
+    print("targets: trivial p50 <= 10 ms, pandas p50 <= 60 ms, >= 100 jobs/s")
+
+
+if __name__ == "__main__":
+    main()
