@@ -44,7 +44,9 @@ def timed(fn: Callable[[], object], n: int) -> list[float]:
 
 
 def p(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    )
 
 
 def drop_to(uid: int) -> Callable[[], None]:
@@ -57,10 +59,37 @@ def drop_to(uid: int) -> Callable[[], None]:
 
 
 def bwrap_per_job(python: str, code: str) -> None:
-    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
-            "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
-            "--tmpfs", "/tmp", "--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache", "--clearenv", python, "-c", code]
-    subprocess.run(argv, check=True, preexec_fn=drop_to(65534) if os.geteuid() == 0 else None)  # noqa: PLW1509
+    argv = [
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--ro-bind",
+        "/etc/ld.so.cache",
+        "/etc/ld.so.cache",
+        "--clearenv",
+        python,
+        "-c",
+        code,
+    ]
+    subprocess.run(argv, check=True, preexec_fn=drop_to(65534) if os.geteuid() == 0 else None)
 
 
 def main() -> None:
@@ -77,8 +106,10 @@ def main() -> None:
     if system_python:
         bare_sys = timed(lambda: subprocess.run([system_python, "-c", "pass"], check=True), n_small)
         rows.append(("python3 -c pass, bare process (/usr/bin/python3)", p(bare_sys, 50), p(bare_sys, 90)))
-    pandas_bare = timed(lambda: subprocess.run([sys.executable, "-c", PANDAS_JOB], check=True, capture_output=True),
-                        max(5, n_small // 3))
+    pandas_bare = timed(
+        lambda: subprocess.run([sys.executable, "-c", PANDAS_JOB], check=True, capture_output=True),
+        max(5, n_small // 3),
+    )
     rows.append(("pandas group-by, bare fresh process", p(pandas_bare, 50), p(pandas_bare, 90)))
     if shutil.which("bwrap") and system_python:
         per_job = timed(lambda: bwrap_per_job(system_python, "pass"), n_small)
@@ -89,7 +120,9 @@ def main() -> None:
             one.run_python_sync(PANDAS_JOB)
 
     per_run_pandas = timed(fresh_worker_job, max(3, n_small // 6))
-    rows.append(("pandas group-by, fresh corral worker per job", p(per_run_pandas, 50), p(per_run_pandas, 90)))
+    rows.append(
+        ("pandas group-by, fresh corral worker per job", p(per_run_pandas, 50), p(per_run_pandas, 90))
+    )
 
     with SandboxPool() as pool:
         for _ in range(10):
@@ -123,7 +156,9 @@ def main() -> None:
         print(f"{name:58} {p50:8.1f} {p90:8.1f}")
     for name, ms in REFERENCES:
         print(f"{name:58} {ms:8.1f} {'':>8}")
-    print(f"throughput, trivial jobs on {os.cpu_count()} cores ({pool.size} workers): {throughput:.0f} jobs/s")
+    print(
+        f"throughput, trivial jobs on {os.cpu_count()} cores ({pool.size} workers): {throughput:.0f} jobs/s"
+    )
     print("targets: trivial p50 <= 10 ms, pandas p50 <= 60 ms, >= 100 jobs/s")
 
 

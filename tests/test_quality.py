@@ -101,3 +101,27 @@ def test_ruff_format_is_clean() -> None:
 def test_mypy_strict_is_clean() -> None:
     proc = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+PUBLIC_PACKAGES = [
+    "corral",
+    "corral.durable",
+    "corral.models",
+    "corral.tools",
+    "corral.guards",
+    "corral.sandbox",
+    "corral.agents",
+    "corral.apps.data_agent",
+]
+
+
+@pytest.mark.parametrize("name", PUBLIC_PACKAGES)
+def test_public_names_are_exported_once_and_resolve(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = list(module.__all__)
+    assert len(exported) == len(set(exported)), f"{name}.__all__ lists a name twice"
+    missing = [n for n in exported if not hasattr(module, n)]
+    assert not missing, f"{name}.__all__ names what the module does not define: {missing}"
+    public = {n for n in vars(module) if not n.startswith("_") and not isinstance(getattr(module, n), type(ast))}
+    unlisted = sorted(public - set(exported) - {"annotations"})
+    assert not unlisted, f"{name} has public names missing from __all__: {unlisted}"

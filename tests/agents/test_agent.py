@@ -108,13 +108,12 @@ async def test_success_with_a_tool_call(rt: Runtime) -> None:
     # Each effect is one journaled step: the run clock (start, each turn), the model, the tool.
     assert [s.name for s in rt.steps("ok-1")] == [
         "now",
-        "now",
         "model:scripted",
         "tool:add",
         "now",
         "model:scripted",
     ]
-    tool_step = rt.steps("ok-1")[3]
+    tool_step = rt.steps("ok-1")[2]
     assert ToolOutcome.model_validate_json(tool_step.value or "").content == "5"
 
 
@@ -413,7 +412,7 @@ async def test_the_agent_can_join_an_existing_run(rt: Runtime) -> None:
 
     assert await rt.run(workflow, "1+2", run_id="wf") == "ready:3"
     names = [s.name for s in rt.steps("wf")]
-    assert names[:3] == ["prepare", "now", "now"] and names[-1] == "agent:finish"
+    assert names[:3] == ["prepare", "now", "model:scripted"] and names[-1] == "agent:finish"
     assert '"reason":"completed"' in (rt.steps("wf")[-1].value or "")
 
     async def implicit(ctx: RunContext, question: str) -> str:
@@ -458,8 +457,14 @@ async def test_a_resumed_run_replays_recorded_steps_without_calling_anything() -
     # The tool call that completed before the crash is not made again; the one it crashed in is.
     assert calls == [("fragile", 0), ("fragile", 1), ("fragile", 1), ("fragile", 2)]
     assert model.call_count == 3  # two before the crash, one after; the recorded ones are replayed
-    # The replay re-emits the whole run's events, in the same order as a run without a crash.
-    assert [type(e).__name__ for e in result.events].count("ToolReturned") == 3
+    # The replay re-emits the whole run's events: the same as a run without a crash, timings aside.
+    uninterrupted = await Agent(
+        ScriptedModel(counting("fragile")), tools=[fragile], guards=Guards(max_steps=3)
+    ).run("go", runtime=Runtime(MemoryJournal()), run_id="crashy")
+    untimed = {"at", "duration_s"}
+    assert [e.model_dump(exclude=untimed) for e in result.events] == [
+        e.model_dump(exclude=untimed) for e in uninterrupted.events
+    ]
 
 
 async def test_the_time_budget_is_kept_across_a_resume() -> None:

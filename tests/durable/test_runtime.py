@@ -531,3 +531,26 @@ async def test_lost_lease_stops_the_execution(tmp_path: Path) -> None:
     with pytest.raises(corral.durable.LeaseLost):
         await task
     assert executed == ["first", "second by l"]
+
+
+async def test_run_that_now_ends_before_its_recorded_steps_is_a_determinism_error(rt: Runtime) -> None:
+    crash = [True]
+
+    async def v1(ctx: RunContext) -> str:
+        await ctx.step("a", lambda: 1)
+        if crash[0]:
+            raise Crash
+        await ctx.step("b", lambda: 2)
+        return "v1"
+
+    with pytest.raises(Crash):
+        await rt.run(v1, run_id="short")
+
+    async def v2(ctx: RunContext) -> str:
+        return "v2 skips every step"
+
+    v2.__qualname__ = v1.__qualname__
+    rt2 = Runtime(rt.journal, clock=rt.clock)
+    rt2.register(v2)
+    with pytest.raises(DeterminismError, match=r"step 0: the journal recorded step 'a' here but the code now asks"):
+        await rt2.resume("short")

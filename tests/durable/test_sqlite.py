@@ -153,3 +153,26 @@ def test_full_synchronous_mode_runs(tmp_path: Path) -> None:
     rt = Runtime(j)
     assert rt.run_sync(flow, 2) == 3
     rt.close()
+
+
+async def test_run_code_cannot_swallow_a_journal_failure(tmp_path: Path) -> None:
+    journal = SqliteJournal(tmp_path / "j.sqlite")
+    rt = Runtime(journal)
+    pages = journal._conn.execute("PRAGMA page_count").fetchone()[0]
+    journal._conn.execute(f"PRAGMA max_page_count = {pages + 4}")
+
+    async def stubborn(ctx: RunContext) -> str:
+        for i in range(1000):
+            try:
+                await ctx.step("blob", lambda i=i: "x" * 2000)
+            except Exception:  # a careless agent loop
+                await ctx.step("after", lambda: "carried on")
+                return "completed anyway"
+        return "never"
+
+    with pytest.raises(JournalFull):
+        await rt.run(stubborn, run_id="s")
+    run = rt.get_run("s")
+    assert run.status is RunStatus.RUNNING and run.worker_id is None  # left for a resume, lease released
+    assert all(s.name == "blob" for s in rt.steps("s"))
+    journal.close()

@@ -10,7 +10,9 @@ import pytest
 from corral.sandbox import SandboxPool
 from corral.sandbox._pool import leftovers
 
-needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install -y bubblewrap)")
+needs_bwrap = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install -y bubblewrap)"
+)
 
 
 @pytest.fixture(scope="session")

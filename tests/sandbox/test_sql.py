@@ -41,7 +41,9 @@ def shop(tmp_path: Path) -> Path:
 def warehouse(tmp_path: Path) -> Path:
     path = tmp_path / "warehouse.duckdb"
     con = duckdb.connect(str(path))
-    con.execute("create table sales as select range as id, range % 3 as region, range * 2 as amount from range(100)")
+    con.execute(
+        "create table sales as select range as id, range % 3 as region, range * 2 as amount from range(100)"
+    )
     con.close()
     return path
 
@@ -105,7 +107,9 @@ def test_file_list_source(pool: SandboxPool, files: Path) -> None:
 def test_read_write_needs_an_explicit_grant_sqlite(pool: SandboxPool, shop: Path) -> None:
     denied = run_sql_sync("delete from orders where id < 100", shop, pool=pool)
     assert denied.error is not None
-    granted = run_sql_sync("delete from orders where id < 100", SQLiteSource(shop), pool=pool, read_only=False)
+    granted = run_sql_sync(
+        "delete from orders where id < 100", SQLiteSource(shop), pool=pool, read_only=False
+    )
     assert granted.ok, granted.error
     with sqlite3.connect(shop) as con:
         assert con.execute("select count(*) from orders").fetchone() == (2400,)

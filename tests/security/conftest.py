@@ -76,7 +76,9 @@ class Sandbox:
     def run(self, code: str, **limits: float) -> RunResult:
         result = self.pool.run_python_sync(code, limits=Limits(**limits) if limits else None)
         canary = self.pool.run_python_sync("print('alive', 6 * 7)")
-        assert canary.ok and canary.stdout == "alive 42\n", f"the pool stopped serving after the attack: {canary}"
+        assert canary.ok and canary.stdout == "alive 42\n", (
+            f"the pool stopped serving after the attack: {canary}"
+        )
         return result
 
 

@@ -58,7 +58,9 @@ def test_dangerous_syscalls_are_denied(sandbox: Sandbox, name: str, nr: int, arg
 
 
 def test_clone3_falls_back_and_forking_still_works(sandbox: Sandbox) -> None:
-    result = sandbox.run(syscall(435, 0, 0) + "import os\npid = os.fork()\nos._exit(0) if pid == 0 else print('forked')")
+    result = sandbox.run(
+        syscall(435, 0, 0) + "import os\npid = os.fork()\nos._exit(0) if pid == 0 else print('forked')"
+    )
     assert "ENOSYS" in result.stdout and "forked" in result.stdout
 
 
@@ -90,13 +92,19 @@ def test_ctypes_system_cannot_start_a_shell(sandbox: Sandbox) -> None:
 
 
 def test_execve_of_a_shell_is_denied(sandbox: Sandbox) -> None:
-    code = "import os\ntry:\n    os.execv('/bin/sh', ['sh', '-c', 'id'])\nexcept OSError as exc:\n    print('BLOCKED', exc.errno)"
+    code = (
+        "import os\ntry:\n    os.execv('/bin/sh', ['sh', '-c', 'id'])\n"
+        "except OSError as exc:\n    print('BLOCKED', exc.errno)"
+    )
     result = sandbox.run(code)
     assert result.stdout.strip() == "BLOCKED 1"
 
 
 def test_subprocess_cannot_run_programs(sandbox: Sandbox) -> None:
-    code = "import subprocess\ntry:\n    subprocess.run(['id'])\nexcept OSError as exc:\n    print('BLOCKED', exc.errno)"
+    code = (
+        "import subprocess\ntry:\n    subprocess.run(['id'])\n"
+        "except OSError as exc:\n    print('BLOCKED', exc.errno)"
+    )
     result = sandbox.run(code)
     assert result.stdout.strip() == "BLOCKED 1"
 
@@ -173,7 +181,8 @@ def test_tiocsti_is_denied(sandbox: Sandbox) -> None:
 
 def test_no_capabilities_and_no_new_privileges(sandbox: Sandbox) -> None:
     result = sandbox.run(
-        "print(''.join(l for l in open('/proc/self/status') if l.startswith(('Cap', 'NoNewPrivs', 'Seccomp:'))))"
+        "wanted = ('Cap', 'NoNewPrivs', 'Seccomp:')\n"
+        "print(''.join(line for line in open('/proc/self/status') if line.startswith(wanted)))"
     )
     fields = dict(line.split(":\t") for line in result.stdout.split("\n") if ":\t" in line)
     assert fields["CapEff"] == fields["CapPrm"] == fields["CapBnd"] == "0000000000000000"
@@ -208,7 +217,9 @@ def test_nothing_survives_into_the_next_job(pool: SandboxPool) -> None:
         assert result.stdout == "[] [] []\n[3] [1] False False\n", result
 
 
-def test_sqlite_attach_and_load_extension_are_refused(pool: SandboxPool, tmp_path: Path, planted: Secrets) -> None:
+def test_sqlite_attach_and_load_extension_are_refused(
+    pool: SandboxPool, tmp_path: Path, planted: Secrets
+) -> None:
     db = tmp_path / "shop.sqlite"
     with sqlite3.connect(db) as con:
         con.execute("create table t(a)")
@@ -251,7 +262,9 @@ def test_duckdb_copy_url_and_install_are_refused(pool: SandboxPool, tmp_path: Pa
 
 def test_csv_source_cannot_reach_other_files(pool: SandboxPool, tmp_path: Path, planted: Secrets) -> None:
     (tmp_path / "sales.csv").write_text("a,b\n1,2\n")
-    result = run_sql_sync(f"SELECT * FROM read_csv('{planted.world_file}')", tmp_path / "sales.csv", pool=pool)
+    result = run_sql_sync(
+        f"SELECT * FROM read_csv('{planted.world_file}')", tmp_path / "sales.csv", pool=pool
+    )
     assert result.error is not None and planted.value not in result.error
     ok = run_sql_sync("SELECT a + b AS s FROM sales", tmp_path / "sales.csv", pool=pool)
     assert ok.rows == [(3,)]

@@ -17,8 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def attempt(body: str) -> str:
     """Wrap an attack: print ESCAPED if the body completes, BLOCKED and the error if it raises."""
-    return "try:\n" + textwrap.indent(textwrap.dedent(body), "    ") + (
-        "\n    print('ESCAPED')\nexcept Exception as exc:\n    print('BLOCKED', type(exc).__name__, exc)\n"
+    return (
+        "try:\n"
+        + textwrap.indent(textwrap.dedent(body), "    ")
+        + "\n    print('ESCAPED')\nexcept Exception as exc:\n"
+        + "    print('BLOCKED', type(exc).__name__, exc)\n"
     )
 
 
@@ -27,12 +30,17 @@ def attempt(body: str) -> str:
     [
         pytest.param("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)", id="tcp-connect"),
         pytest.param(
-            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('8.8.8.8', 53))",
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.sendto(b'x', ('8.8.8.8', 53))",
             id="udp-send",
         ),
         pytest.param("import socket\nsocket.getaddrinfo('example.com', 443)", id="dns-lookup"),
-        pytest.param("import socket\nsocket.create_connection(('169.254.169.254', 80), timeout=2)", id="metadata"),
-        pytest.param("import socket\nsocket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)", id="raw"),
+        pytest.param(
+            "import socket\nsocket.create_connection(('169.254.169.254', 80), timeout=2)", id="metadata"
+        ),
+        pytest.param(
+            "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)", id="raw"
+        ),
         pytest.param("import socket\nsocket.socket(socket.AF_PACKET, socket.SOCK_RAW)", id="packet-socket"),
         pytest.param("import socket\nsocket.socket(socket.AF_INET6, socket.SOCK_STREAM)", id="ipv6"),
     ],
@@ -47,7 +55,9 @@ def test_host_loopback_service_is_unreachable(sandbox: Sandbox) -> None:
     port = server.getsockname()[1]
     server.settimeout(0.5)
     try:
-        result = sandbox.run(attempt(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)"))
+        result = sandbox.run(
+            attempt(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")
+        )
         assert result.stdout.startswith("BLOCKED"), result.stdout
         with pytest.raises(TimeoutError):
             server.accept()  # nothing ever connected
@@ -114,10 +124,7 @@ def test_cannot_write_into_the_runtime(sandbox: Sandbox) -> None:
 
     host_init = Path(pandas.__file__)
     before = host_init.read_bytes()
-    code = attempt(
-        "import pandas, os\n"
-        "open(pandas.__file__, 'a').write('# pwned')\n"
-    )
+    code = attempt("import pandas, os\nopen(pandas.__file__, 'a').write('# pwned')\n")
     result = sandbox.run(code)
     assert result.stdout.startswith("BLOCKED"), result.stdout
     assert host_init.read_bytes() == before
@@ -134,7 +141,11 @@ def test_symlink_to_a_secret_is_not_collected(sandbox: Sandbox, planted: Secrets
     result = sandbox.run(code)
     assert result.files == {"ok.txt": b"fine"}
     reasons = {s.name: s.reason for s in result.skipped}
-    assert reasons == {"env.txt": "symbolic link", "result.csv": "symbolic link", "shadow.txt": "symbolic link"}
+    assert reasons == {
+        "env.txt": "symbolic link",
+        "result.csv": "symbolic link",
+        "shadow.txt": "symbolic link",
+    }
 
 
 def test_fifo_does_not_block_the_collector(sandbox: Sandbox) -> None:
@@ -170,7 +181,8 @@ def test_unix_socket_and_device_files_are_skipped(sandbox: Sandbox) -> None:
 
 
 def test_class_walking_reaches_nothing_new(sandbox: Sandbox, planted: Secrets) -> None:
-    """The smolagents escape: walk object's subclasses to reach os/subprocess. Here it only finds the sandbox."""
+    """The smolagents escape: walk object's subclasses to reach os/subprocess. Here it only finds the
+    sandbox."""
     code = textwrap.dedent(
         f"""
         found = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == '_wrap_close']

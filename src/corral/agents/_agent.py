@@ -259,7 +259,8 @@ class _Run:
             RunStarted(run_id=ctx.run_id, prompt=prompt, model=agent.model.name, tools=list(agent.tools))
         )
         while True:
-            self.clock = ctx.now().timestamp()
+            if self.turn:  # the first turn starts at the run's start, read just above
+                self.clock = ctx.now().timestamp()
             trip = self.state.before_model(self.clock)
             if trip is not None:
                 return self.stop(trip)

@@ -25,6 +25,7 @@ from corral.durable._journal import StepRecord, StepStatus
 from corral.durable.errors import (
     Cancel,
     DeterminismError,
+    JournalError,
     NotSerializable,
     Park,
     RunInterrupt,
@@ -106,6 +107,7 @@ class RunContext:
         "_position",
         "_records",
         "broken",
+        "journal_failure",
         "lease_expires_at",
         "run_id",
     )
@@ -130,11 +132,18 @@ class RunContext:
         self._interrupt: RunInterrupt | None = None
         #: A DeterminismError raised here; the run fails with it even if run code caught it.
         self.broken: DeterminismError | None = None
+        #: A journal failure (disk full, corruption) met here; every later call re-raises it, so run code that
+        #: catches it cannot go on with steps the journal did not record.
+        self.journal_failure: JournalError | None = None
 
     @property
     def position(self) -> int:
         """The position the next step will take."""
         return self._position
+
+    def unreplayed(self) -> StepRecord | None:
+        """The first recorded step the run function never asked for (it returned early: the code changed)."""
+        return self._records[min(self._records)] if self._records else None
 
     def interrupt(self, exc: RunInterrupt) -> None:
         """Make the run's next context call raise ``exc`` (cancellation, lost lease)."""
@@ -146,6 +155,8 @@ class RunContext:
             raise self._interrupt
         if self.broken is not None:
             raise self.broken
+        if self.journal_failure is not None:
+            raise self.journal_failure
         if self._clock.time() >= self.lease_expires_at:
             self._interrupt = Cancel("lease expired")
             raise self._interrupt
@@ -158,7 +169,12 @@ class RunContext:
         return position, record
 
     def _write(self, step: StepRecord) -> None:
-        if not self._journal.write_step(step):
+        try:
+            written = self._journal.write_step(step)
+        except JournalError as exc:
+            self.journal_failure = exc
+            raise
+        if not written:
             # A final row already holds this position: another worker executes this run now.
             self._interrupt = Cancel("lease lost")
             raise self._interrupt
@@ -384,9 +400,13 @@ class RunContext:
                     record.value, run_id=self.run_id, position=position, where=f"wait for {signal!r}"
                 )
         now = self._clock.time()
-        taken = self._journal.consume_signal(
-            self.run_id, signal, StepRecord(self.run_id, position, name, _OK, None, None, None, now, now)
-        )
+        try:
+            taken = self._journal.consume_signal(
+                self.run_id, signal, StepRecord(self.run_id, position, name, _OK, None, None, None, now, now)
+            )
+        except JournalError as exc:
+            self.journal_failure = exc
+            raise
         if taken is not None:
             return _serde.decode(taken.value, None, returns)
         if record is not None:
@@ -406,9 +426,10 @@ class RunContext:
                 )
             )
         if deadline is not None and now >= deadline:
-            exc = WaitTimeout(f"run {self.run_id!r}: no signal {signal!r} within {timeout or 0:g} s")
-            if timeout is None:
-                exc = WaitTimeout(f"run {self.run_id!r}: no signal {signal!r} before its deadline")
-            self._fail(position, name, None, now, exc)
-            raise exc
+            timed_out = WaitTimeout(
+                f"run {self.run_id!r}: no signal {signal!r} arrived before the wait's deadline "
+                f"(timeout {timeout if timeout is not None else '?'} s)"
+            )
+            self._fail(position, name, None, now, timed_out)
+            raise timed_out
         raise Park("signal", signal, deadline)

@@ -19,6 +19,7 @@ from corral.durable._context import RunContext, _current_context
 from corral.durable._journal import Journal, RunRecord, RunStatus, StepRecord
 from corral.durable.errors import (
     Cancel,
+    DeterminismError,
     FunctionNotFound,
     JournalError,
     LeaseLost,
@@ -174,6 +175,7 @@ class Runtime:
             created_at=now,
             updated_at=now,
             worker_id=self.worker_id if status is RunStatus.RUNNING else None,
+            lease_expires_at=now + self.lease_seconds if status is RunStatus.RUNNING else None,
         )
 
     def start(self, fn: RunFunction[P, Any], *args: Any, run_id: str | None = None, **kwargs: Any) -> str:
@@ -292,6 +294,11 @@ class Runtime:
             self._release_quietly(run_id, worker_id)
             raise
         except Exception as exc:
+            if ctx.journal_failure is not None:
+                # The journal failed under this run (even if run code caught it): leave the run as it is, to
+                # be resumed once the journal works again.
+                self._release_quietly(run_id, worker_id)
+                raise ctx.journal_failure from (None if exc is ctx.journal_failure else exc)
             error: BaseException = ctx.broken or exc
             self._finish(run_id, RunStatus.FAILED, _serde.encode_error(error), None, worker_id)
             if error is exc:
@@ -303,6 +310,12 @@ class Runtime:
             # later resume) take it at once.
             self._release_quietly(run_id, worker_id)
             raise
+        if ctx.journal_failure is not None:
+            self._release_quietly(run_id, worker_id)
+            raise ctx.journal_failure
+        left = ctx.unreplayed()
+        if ctx.broken is None and left is not None:
+            ctx.broken = DeterminismError(run_id, left.position, left.name, "the end of the run")
         if ctx.broken is not None:
             self._finish(run_id, RunStatus.FAILED, _serde.encode_error(ctx.broken), None, worker_id)
             raise ctx.broken

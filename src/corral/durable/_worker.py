@@ -8,7 +8,7 @@ import logging
 
 from corral.durable._journal import RunRecord, RunStatus
 from corral.durable._runtime import Runtime, holder_is_dead, new_worker_id
-from corral.durable.errors import DurableError, RunSuspended
+from corral.durable.errors import JournalError, RunSuspended
 
 log = logging.getLogger("corral.durable")
 
@@ -58,7 +58,7 @@ class Worker:
             self.executed += 1
         except RunSuspended:
             self.executed += 1
-        except (DurableError, Exception) as exc:  # a failed run is recorded; the worker goes on
+        except Exception as exc:  # a failed run is recorded (or left for a later resume); the worker goes on
             self.executed += 1
             self.failed += 1
             log.info("run %s ended with %s: %s", run.run_id, type(exc).__name__, exc)
@@ -87,12 +87,15 @@ class Worker:
             free = self.concurrency - len(running)
             claimed = []
             if free > 0:
-                claimed = self.runtime.journal.claim(
-                    worker_id=self.worker_id,
-                    now=self.runtime.clock.time(),
-                    lease_seconds=self.runtime.lease_seconds,
-                    limit=free,
-                )
+                try:
+                    claimed = self.runtime.journal.claim(
+                        worker_id=self.worker_id,
+                        now=self.runtime.clock.time(),
+                        lease_seconds=self.runtime.lease_seconds,
+                        limit=free,
+                    )
+                except JournalError as exc:  # e.g. locked for longer than the busy timeout: try again later
+                    log.warning("worker %s could not claim runs: %s", self.worker_id, exc)
             for run in claimed:
                 task = asyncio.create_task(self._execute(run))
                 running.add(task)

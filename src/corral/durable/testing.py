@@ -247,6 +247,9 @@ def _counter(path: str) -> sqlite3.Connection:
     conn = _counter_conns.get(key)
     if conn is None:
         conn = _counter_conns[key] = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn.execute(
+            "PRAGMA synchronous=NORMAL"
+        )  # survives the SIGKILLs this test sends; no fsync per effect
     return conn
 
 

@@ -5,7 +5,8 @@
 ...     run_python_sync("print(6 * 7)", pool=pool).stdout
 '42\\n'
 
-The default backend is a pool of warm workers under Debian's bubblewrap, each its own unprivileged uid with the
+The default backend is a pool of warm workers under Debian's bubblewrap, each its own unprivileged uid with
+the
 data libraries preloaded, forking a fresh namespaced, seccomp-filtered, cgroup-limited child per job. See
 ``docs/sandbox.md`` for the design and :func:`check` for what this machine supports.
 """
@@ -24,9 +25,9 @@ from corral.sandbox.errors import (
 )
 
 __all__ = [
-    "CheckItem",
     "DEFAULT_MAX_ROWS",
     "DEFAULT_PRELOAD",
+    "CheckItem",
     "DuckDBSource",
     "FilesSource",
     "Limits",

@@ -24,14 +24,17 @@ def run_python_sync(
     """Run model-written Python in the sandbox and wait for the result.
 
     ``inputs`` maps file names to host paths or bytes; the job reads them (read-only) as ``/data/<name>``. The
-    job's working directory is an empty scratch directory, ``/work``; regular files it leaves there come back in
+    job's working directory is an empty scratch directory, ``/work``; regular files it leaves there come back
+    in
     :attr:`RunResult.files`. The job cannot reach the network, the host's files or environment, or other jobs.
 
     Raises :class:`~corral.sandbox.errors.SandboxBusy` when no worker frees up in time and
     :class:`~corral.sandbox.errors.SandboxUnavailable` when this machine cannot isolate code (it never runs it
     unisolated). The job's own failure is not an exception: see :attr:`RunResult.exit_code` and ``limit``.
     """
-    return (pool or default_pool()).run_python_sync(code, inputs=inputs, limits=limits, queue_timeout=queue_timeout)
+    return (pool or default_pool()).run_python_sync(
+        code, inputs=inputs, limits=limits, queue_timeout=queue_timeout
+    )
 
 
 async def run_python(
@@ -60,10 +63,12 @@ def run_sql_sync(
 ) -> SqlResult:
     """Run one SQL statement against ``source`` inside the sandbox.
 
-    ``source`` is a SQLite file, a DuckDB file, or CSV/Parquet files (a path, a directory, a list, or an explicit
+    ``source`` is a SQLite file, a DuckDB file, or CSV/Parquet files (a path, a directory, a list, or an
+    explicit
     :class:`SQLiteSource` / :class:`DuckDBSource` / :class:`FilesSource`); CSV/Parquet files are views named
     after their stems, queried through DuckDB. The database is opened read-only unless ``read_only=False`` is
-    passed — an explicit write grant (which the guards layer ties to a human approval). A failing query returns
+    passed — an explicit write grant (which the guards layer ties to a human approval). A failing query
+    returns
     :attr:`SqlResult.error` with the database's own message, for the model to correct itself.
     """
     src = _sql.as_source(source)
@@ -87,6 +92,12 @@ async def run_sql(
 ) -> SqlResult:
     """Async :func:`run_sql_sync`."""
     return await asyncio.to_thread(
-        run_sql_sync, query, source, read_only=read_only, max_rows=max_rows, limits=limits, pool=pool,
+        run_sql_sync,
+        query,
+        source,
+        read_only=read_only,
+        max_rows=max_rows,
+        limits=limits,
+        pool=pool,
         queue_timeout=queue_timeout,
     )

@@ -1,8 +1,10 @@
 """One cgroup per worker (memory + pids), on cgroup v1 or v2, created next to the host's own cgroup.
 
 The host moves nothing itself: the launcher joins the cgroup (it is still root then), so the worker, its
-bubblewrap parent and every job it forks are inside from their first instruction. Before each job the host sets
-the memory and pids limits to the worker's idle usage plus the run's limits, so one run's limits never depend on
+bubblewrap parent and every job it forks are inside from their first instruction. Before each job the host
+sets
+the memory and pids limits to the worker's idle usage plus the run's limits, so one run's limits never depend
+on
 the previous run and a job cannot take the worker's share.
 """
 
@@ -40,7 +42,8 @@ def _own_cgroups() -> dict[str, str]:
 
 
 def cgroup_version() -> int | None:
-    """2 when the unified hierarchy carries the memory controller, 1 when v1 memory+pids are mounted, else None."""
+    """2 when the unified hierarchy carries the memory controller, 1 when v1 memory+pids are mounted, else
+    None."""
     if (_CGROOT / "cgroup.controllers").exists():
         return 2
     if (_CGROOT / "memory" / "memory.limit_in_bytes").exists() and (_CGROOT / "pids").is_dir():
@@ -70,7 +73,8 @@ class WorkerCgroup:
             except OSError:
                 memory.rmdir()
                 raise
-            # Swap would let a job's memory escape the limit; cap memory+swap together where the kernel has it.
+            # Swap would let a job's memory escape the limit; cap memory+swap together where the kernel has
+            # it.
             return cls(1, memory, pids)
         if version == 2:
             parent = _CGROOT / own.get("", "/").lstrip("/")

@@ -1,9 +1,12 @@
 """Reading result files out of a job's scratch directory without trusting anything the job left there.
 
 The host is root; the job is hostile. A naive ``open("scratch/result.csv")`` follows a planted symlink to
-``/etc/shadow``, blocks forever on a FIFO, or reads a hard link to a file the job could not read itself. So every
-open is relative to a directory fd, with ``O_NOFOLLOW | O_NONBLOCK``, and only regular files with one link and a
-bounded size are read (checked with ``fstat`` on the opened fd, so there is no check-then-open race). Everything
+``/etc/shadow``, blocks forever on a FIFO, or reads a hard link to a file the job could not read itself. So
+every
+open is relative to a directory fd, with ``O_NOFOLLOW | O_NONBLOCK``, and only regular files with one link
+and a
+bounded size are read (checked with ``fstat`` on the opened fd, so there is no check-then-open race).
+Everything
 else is skipped and reported.
 """
 
@@ -19,7 +22,9 @@ _MAX_DEPTH = 4
 _MAX_ENTRIES = 1000
 
 
-def collect(dir_fd: int, *, max_files: int, max_file_bytes: int) -> tuple[dict[str, bytes], list[SkippedFile]]:
+def collect(
+    dir_fd: int, *, max_files: int, max_file_bytes: int
+) -> tuple[dict[str, bytes], list[SkippedFile]]:
     """Collect regular files under the directory ``dir_fd`` refers to (an ``O_PATH`` fd is fine)."""
     files: dict[str, bytes] = {}
     skipped: list[SkippedFile] = []

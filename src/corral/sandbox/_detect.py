@@ -41,7 +41,11 @@ class SandboxReport:
 
     def missing(self) -> str:
         """The failed required probes as one sentence each, with their fixes."""
-        return "; ".join(f"{i.name}: {i.detail}" + (f" (fix: {i.fix})" if i.fix else "") for i in self.items if i.required and not i.ok)
+        return "; ".join(
+            f"{i.name}: {i.detail}" + (f" (fix: {i.fix})" if i.fix else "")
+            for i in self.items
+            if i.required and not i.ok
+        )
 
 
 def _landlock_abi() -> int | None:
@@ -62,9 +66,25 @@ def _userns_works(bwrap: str) -> tuple[bool, str]:
 
     try:
         proc = subprocess.run(
-            [bwrap, "--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink",
-             "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--", "/usr/bin/true"],
-            preexec_fn=drop if os.geteuid() == 0 else None,  # noqa: PLW1509 - a short probe, before any threads matter
+            [
+                bwrap,
+                "--unshare-all",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/bin",
+                "/bin",
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+                "--",
+                "/usr/bin/true",
+            ],
+            preexec_fn=drop if os.geteuid() == 0 else None,
             capture_output=True,
             timeout=10,
             check=False,
@@ -80,48 +100,105 @@ def check() -> SandboxReport:
     """Probe the machine and pick a backend. Never raises; see :func:`require` for the failing variant."""
     items: list[CheckItem] = []
     arch = platform.machine()
-    items.append(CheckItem("platform", platform.system() == "Linux" and arch == "x86_64", f"{platform.system()} {arch}",
-                           "the sandbox supports Linux on x86_64 only (its seccomp filter carries x86_64 numbers)"))
-    items.append(CheckItem("root", os.geteuid() == 0,
-                           "running as root: each worker gets its own unprivileged uid" if os.geteuid() == 0
-                           else "not root: workers cannot get their own uids or cgroups",
-                           "run the host process as root (the worker uid switch and the cgroups need it)"))
+    items.append(
+        CheckItem(
+            "platform",
+            platform.system() == "Linux" and arch == "x86_64",
+            f"{platform.system()} {arch}",
+            "the sandbox supports Linux on x86_64 only (its seccomp filter carries x86_64 numbers)",
+        )
+    )
+    items.append(
+        CheckItem(
+            "root",
+            os.geteuid() == 0,
+            "running as root: each worker gets its own unprivileged uid"
+            if os.geteuid() == 0
+            else "not root: workers cannot get their own uids or cgroups",
+            "run the host process as root (the worker uid switch and the cgroups need it)",
+        )
+    )
     bwrap = shutil.which("bwrap")
     version = ""
     if bwrap:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, check=False).stdout.strip()
-    items.append(CheckItem("bubblewrap", bwrap is not None, version or "bwrap not found on PATH",
-                           "apt-get install -y bubblewrap"))
+            version = subprocess.run(
+                [bwrap, "--version"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+    items.append(
+        CheckItem(
+            "bubblewrap",
+            bwrap is not None,
+            version or "bwrap not found on PATH",
+            "apt-get install -y bubblewrap",
+        )
+    )
     userns_ok = False
     if bwrap and os.geteuid() == 0:
         userns_ok, detail = _userns_works(bwrap)
-        items.append(CheckItem("user namespaces", userns_ok, detail,
-                               "sysctl -w kernel.unprivileged_userns_clone=1 (Debian) or "
-                               "user.max_user_namespaces > 0; or install gVisor's runsc"))
+        items.append(
+            CheckItem(
+                "user namespaces",
+                userns_ok,
+                detail,
+                "sysctl -w kernel.unprivileged_userns_clone=1 (Debian) or "
+                "user.max_user_namespaces > 0; or install gVisor's runsc",
+            )
+        )
     cg = cgroup_version()
-    items.append(CheckItem("cgroups", cg is not None,
-                           f"cgroup v{cg} with memory and pids" if cg else "no memory+pids cgroup hierarchy",
-                           "mount cgroup v2 (or v1 memory and pids) writable by root"))
+    items.append(
+        CheckItem(
+            "cgroups",
+            cg is not None,
+            f"cgroup v{cg} with memory and pids" if cg else "no memory+pids cgroup hierarchy",
+            "mount cgroup v2 (or v1 memory and pids) writable by root",
+        )
+    )
     landlock = None
     with contextlib.suppress(OSError):
         landlock = _landlock_abi()
-    items.append(CheckItem("landlock", landlock is not None, f"ABI {landlock}" if landlock else "not available",
-                           "", required=False))
+    items.append(
+        CheckItem(
+            "landlock",
+            landlock is not None,
+            f"ABI {landlock}" if landlock else "not available",
+            "",
+            required=False,
+        )
+    )
     runsc = shutil.which("runsc")
-    items.append(CheckItem("gvisor", runsc is not None,
-                           f"runsc at {runsc} (not used yet: the bubblewrap backend is the only one implemented)"
-                           if runsc else "runsc not installed", "", required=False))
-    items.append(CheckItem("seccomp", Path("/proc/self/status").read_text().find("Seccomp:") >= 0,
-                           "the kernel supports seccomp filters", "a kernel built with CONFIG_SECCOMP_FILTER"))
+    items.append(
+        CheckItem(
+            "gvisor",
+            runsc is not None,
+            f"runsc at {runsc} (not used yet: only the bubblewrap backend is implemented)"
+            if runsc
+            else "runsc not installed",
+            "",
+            required=False,
+        )
+    )
+    items.append(
+        CheckItem(
+            "seccomp",
+            Path("/proc/self/status").read_text().find("Seccomp:") >= 0,
+            "the kernel supports seccomp filters",
+            "a kernel built with CONFIG_SECCOMP_FILTER",
+        )
+    )
     required_ok = all(i.ok for i in items if i.required)
     backend = "bubblewrap" if required_ok and userns_ok else None
     if backend is None and bwrap and not userns_ok and os.geteuid() == 0:
-        items.append(CheckItem(
-            "fallback", False,
-            "without user namespaces the Landlock + seccomp + uid + cgroup fallback would be next, and gVisor "
-            "after it; neither is implemented yet, so the sandbox refuses to run code (fail closed)",
-            "enable unprivileged user namespaces"))
+        items.append(
+            CheckItem(
+                "fallback",
+                False,
+                "without user namespaces the Landlock + seccomp + uid + cgroup fallback would be next, "
+                "and gVisor after it; neither is implemented yet, so the sandbox refuses to run code "
+                "(fail closed)",
+                "enable unprivileged user namespaces",
+            )
+        )
     return SandboxReport(backend, items)
 
 

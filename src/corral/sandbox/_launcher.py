@@ -33,7 +33,13 @@ def main() -> None:
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
     def mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-        rc = libc.mount(src.encode() if src else None, target.encode(), fstype.encode() if fstype else None, flags, data.encode() if data else None)
+        rc = libc.mount(
+            src.encode() if src else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        )
         if rc != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"mount {src or fstype} on {target}: {os.strerror(err)}")

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ JOB_ENV = {
     "MPLCONFIGDIR": "/tmp/matplotlib",
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
+    # pyarrow's jemalloc starts a background thread; a worker must stay single-threaded (see _worker.serve).
+    "JE_ARROW_MALLOC_CONF": "background_thread:false",
     "MKL_NUM_THREADS": "1",
 }
 
@@ -63,6 +66,7 @@ _UID_BASE = 200_000
 _uid_counter = itertools.count()
 _pool_counter = itertools.count()
 _used_uids: set[int] = set()
+_live_pools: weakref.WeakSet[SandboxPool] = weakref.WeakSet()
 _WORKER_SLACK_BYTES = 48 * 1024 * 1024  # idle-memory growth after a job that still counts as normal
 _START_TIMEOUT = 120.0
 _BACKSTOP_SECONDS = 10.0  # the host kills a worker that overruns a job's wall limit by this much
@@ -107,10 +111,12 @@ def _recv(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 
 def _runtime_dirs() -> tuple[str, list[tuple[str, str]], list[str]]:
-    """The interpreter's real path, (host dir, sandbox dir) pairs to bind read-only, and the worker's sys.path.
+    """The interpreter's real path, (host dir, sandbox dir) pairs to bind read-only, and the worker's
+    sys.path.
 
     Discovered from ``sys`` at run time, never hard-coded: CI runs from another clone with its own venv. The
-    interpreter's prefix keeps its path (libpython is found through an absolute rpath); site-packages directories
+    interpreter's prefix keeps its path (libpython is found through an absolute rpath); site-packages
+    directories
     move to neutral paths so that nothing of the repository's location (the venv often sits inside it) shows.
     """
     exe = os.path.realpath(sys.executable)
@@ -134,15 +140,16 @@ def _runtime_dirs() -> tuple[str, list[tuple[str, str]], list[str]]:
     for host, inside in binds:
         if inside.split("/")[1] in ("work", "data", "tmp", "dev", "proc"):
             raise SandboxUnavailable(
-                f"the Python runtime at {host} lies under /{inside.split('/')[1]}, which the sandbox mounts over; "
-                "install Python (or the virtualenv) elsewhere"
+                f"the Python runtime at {host} lies under /{inside.split('/')[1]}, which the sandbox "
+                "mounts over; install Python (or the virtualenv) elsewhere"
             )
     # System directories are bound by bwrap itself.
     return exe, [b for b in binds if not (b[0] == "/usr" or b[0].startswith("/usr/"))], site
 
 
 def _open_input(value: InputValue) -> int:
-    """An fd the job may read but not write: the file itself when that is safe, else a sealed in-memory copy."""
+    """An fd the job may read but not write: the file itself when that is safe, else a sealed in-memory
+    copy."""
     if isinstance(value, bytes):
         return _sealed_memfd(value)
     path = os.fspath(value)
@@ -151,7 +158,8 @@ def _open_input(value: InputValue) -> int:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise SandboxUsageError(f"sandbox input {path!r} is not a regular file")
-    # The job reopens its inputs by path (/proc/self/fd/N), which checks the file's mode bits against the job's
+    # The job reopens its inputs by path (/proc/self/fd/N), which checks the file's mode bits against the
+    # job's
     # uid: a world-writable file would be writable from inside. Give it a sealed copy instead.
     if st.st_mode & stat.S_IWOTH:
         with os.fdopen(fd, "rb") as f:
@@ -204,12 +212,17 @@ class _Worker:
         except (OSError, ValueError):
             return "(output unavailable)"
 
-    def kill(self) -> None:
+    def kill(self, *, graceful: float = 1.0) -> None:
+        """Stop the worker: first by closing its socket (it exits, and bubblewrap reaps it), then by force."""
         with contextlib.suppress(OSError):
             self.sock.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            # An orderly exit lets each bwrap process reap its child; killing first would leave zombies for
+            # the host's init to collect, which can take a second.
+            self.proc.wait(timeout=graceful)
+        self.cgroup.kill_all()
         with contextlib.suppress(OSError):
             self.proc.kill()
-        self.cgroup.kill_all()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self.cgroup.remove()
@@ -233,7 +246,8 @@ class _Job:
 class SandboxPool:
     """Warm sandbox workers, one per core by default, each its own unprivileged uid, memory and pids cgroup.
 
-    Workers start lazily on the first job (or :meth:`start`); a worker is replaced after ``max_jobs_per_worker``
+    Workers start lazily on the first job (or :meth:`start`); a worker is replaced after
+    ``max_jobs_per_worker``
     jobs or after anything unusual (a crash, a protocol error, leftover processes or memory). At most
     ``max_queue`` callers wait for a worker; the next one, or one that waited ``queue_timeout`` seconds, gets
     :class:`SandboxBusy`. Use as a context manager, or call :meth:`close`.
@@ -271,11 +285,12 @@ class SandboxPool:
         self._seccomp = b""
         self._threads: list[threading.Thread] = []
         self._spawner: threading.Thread | None = None
+        _live_pools.add(self)
         self._spawn_requests: queue.Queue[
             tuple[list[str], dict[str, Any], concurrent.futures.Future[subprocess.Popen[bytes]]] | None
         ] = queue.Queue()
 
-    # -- lifecycle ----------------------------------------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the workers now (and wait until they are ready) instead of on the first job."""
@@ -307,8 +322,11 @@ class SandboxPool:
             self._closed = True
             workers = list(self._all)
             self._all.clear()
-        for w in workers:
-            w.kill()
+        killers = [threading.Thread(target=w.kill) for w in workers]
+        for t in killers:
+            t.start()
+        for t in killers:
+            t.join()
         for t in self._threads:
             t.join(timeout=_START_TIMEOUT)
         with self._lock:
@@ -346,7 +364,7 @@ class SandboxPool:
     def _spawn(self, slot: int, errors: list[BaseException] | None = None) -> None:
         try:
             worker = self._start_worker(slot)
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller of start() or the next job
+        except BaseException as exc:
             self._start_error = exc
             if errors is not None:
                 errors.append(exc)
@@ -368,7 +386,8 @@ class SandboxPool:
     def _popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Popen on the pool's long-lived spawner thread.
 
-        bubblewrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the parent *thread* exits: a worker
+        bubblewrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the parent *thread* exits: a
+        worker
         started from a short-lived thread would be killed with it. One thread that lives as long as the pool
         starts them all.
         """
@@ -390,7 +409,7 @@ class SandboxPool:
             argv, kwargs, future = item
             try:
                 future.set_result(subprocess.Popen(argv, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            except BaseException as exc:
                 future.set_exception(exc)
 
     def _start_worker(self, slot: int) -> _Worker:
@@ -400,7 +419,7 @@ class SandboxPool:
         _used_uids.add(uid)
         cgroup = WorkerCgroup.create(f"corral-{os.getpid()}-p{self._id}-w{slot}-g{next(self._generation)}")
         host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        log = tempfile.TemporaryFile()
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker, closed in _Worker.kill
         try:
             worker_config = {
                 "fd": worker_sock.fileno(),
@@ -489,7 +508,7 @@ class SandboxPool:
             for fd in fds:
                 os.close(fd)
             if not hello.get("ready"):
-                raise SandboxCrashed(f"worker sent {hello!r} instead of ready")
+                raise SandboxCrashed(f"worker refused to serve: {hello.get('error') or hello!r}")
         except (OSError, EOFError, ValueError, SandboxError) as exc:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=2)
@@ -516,7 +535,7 @@ class SandboxPool:
             self._threads = [x for x in self._threads if x.is_alive()] + [t]
             t.start()
 
-    # -- running jobs -------------------------------------------------------------------------------------------
+    # -- running jobs ---------------------------------------------------------------------------------------
 
     def _acquire(self, queue_timeout: float | None) -> _Worker:
         with self._lock:
@@ -625,7 +644,9 @@ class SandboxPool:
         wstatus = reply.get("wstatus")
         exit_code: int | None = None
         sig: int | None = None
-        if isinstance(wstatus, int):
+        if isinstance(reply.get("exit"), int) and reply.get("killed_for") is None:
+            exit_code = int(reply["exit"]) & 0xFF
+        elif isinstance(wstatus, int):
             if os.WIFEXITED(wstatus):
                 exit_code = os.WEXITSTATUS(wstatus)
             elif os.WIFSIGNALED(wstatus):
@@ -665,12 +686,14 @@ class SandboxPool:
         """Whether the worker is as clean as when it started: no processes or memory left by earlier jobs.
 
         Checked before a job rather than after the previous one, because the worker tears a finished job's
-        namespaces down (and the kernel frees their tmpfs memory) after replying, off the caller's critical path.
+        namespaces down (and the kernel frees their tmpfs memory) after replying, off the caller's critical
+        path.
         """
         try:
             deadline = time.monotonic() + 0.5
             while True:
-                # +1: the previous job's first process may still be exiting; the worker reaps it before it reads
+                # +1: the previous job's first process may still be exiting; the worker reaps it before it
+                # reads
                 # the next job, so it never overlaps a job.
                 pids_ok = worker.cgroup.pids_current() <= worker.idle_pids + 1
                 memory_ok = worker.cgroup.memory_usage() <= worker.idle_memory + _WORKER_SLACK_BYTES
@@ -682,7 +705,7 @@ class SandboxPool:
         except OSError:
             return False
 
-    # -- public job API -----------------------------------------------------------------------------------------
+    # -- public job API -------------------------------------------------------------------------------------
 
     def run_python_sync(
         self,
@@ -692,7 +715,8 @@ class SandboxPool:
         limits: Limits | None = None,
         queue_timeout: float | None = None,
     ) -> RunResult:
-        """Run ``code`` in a fresh sandboxed process and wait for it. See :func:`corral.sandbox.run_python`."""
+        """Run ``code`` in a fresh sandboxed process and wait for it. See
+        :func:`corral.sandbox.run_python`."""
         if not isinstance(code, str):
             raise SandboxUsageError(f"sandbox code must be a str, not {type(code).__name__}")
         return self._run(
@@ -728,16 +752,25 @@ class SandboxPool:
 
 
 def _processes_by_uid() -> dict[int, list[int]]:
-    """Real uid -> pids, read from /proc/*/status (a non-dumpable process's /proc dir is owned by root)."""
+    """Real uid -> pids of live (non-zombie) processes, from /proc/*/status.
+
+    Zombies are skipped: bubblewrap's monitor exits without reaping its PID-1 helper, which the host's init
+    then
+    reaps within about a second; a zombie runs nothing and holds no resources but its pid.
+    """
     found: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as f:
+                zombie = False
                 for line in f:
-                    if line.startswith("Uid:"):
-                        found.setdefault(int(line.split()[1]), []).append(int(entry))
+                    if line.startswith("State:"):
+                        zombie = line.split()[1] == "Z"
+                    elif line.startswith("Uid:"):
+                        if not zombie:
+                            found.setdefault(int(line.split()[1]), []).append(int(entry))
                         break
         except OSError:
             continue
@@ -749,17 +782,27 @@ def _processes_of(uid: int) -> list[int]:
 
 
 def leftovers() -> list[str]:
-    """Processes and cgroups this process's pools started that still exist (empty after every pool closed)."""
+    """Processes and cgroups of this process's pools that outlived their worker (pools still open
+    excepted)."""
+    live_uids: set[int] = set()
+    live_cgroups: set[Path] = set()
+    for pool in list(_live_pools):
+        with pool._lock:
+            for w in pool._all:
+                live_uids.add(w.uid)
+                live_cgroups.update({w.cgroup.memory, w.cgroup.pids})
     found: list[str] = []
     for uid, pids in _processes_by_uid().items():
-        if uid in _used_uids:
+        if uid in _used_uids and uid not in live_uids:
             found.extend(f"process {pid} (uid {uid})" for pid in pids)
     prefix = f"corral-{os.getpid()}-"
     cgroot = Path("/sys/fs/cgroup")
     roots = [cgroot] if (cgroot / "cgroup.controllers").exists() else [cgroot / "memory", cgroot / "pids"]
     for root in roots:
         if root.is_dir():
-            found.extend(f"cgroup {p}" for p in root.rglob(prefix + "*") if p.is_dir())
+            found.extend(
+                f"cgroup {p}" for p in root.rglob(prefix + "*") if p.is_dir() and p not in live_cgroups
+            )
     return found
 
 

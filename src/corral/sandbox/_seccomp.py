@@ -1,14 +1,18 @@
 """The seccomp filter every job runs under, assembled as classic BPF by hand.
 
-Built here (no libseccomp binding needed in our interpreter) and handed to the worker as bytes; the worker loads it
+Built here (no libseccomp binding needed in our interpreter) and handed to the worker as bytes; the worker
+loads it
 in each job's process right before the model's code runs. The filter is a deny list on top of the namespaces,
 dropped capabilities and cgroups: each entry closes a kernel surface a job has no business touching.
 
 Denied with ``EPERM``: ptrace and cross-process memory access, bpf, perf_event_open, userfaultfd, the keyring,
-mount/umount/pivot_root/chroot and the new mount API, unshare/setns and ``clone`` with namespace flags, io_uring,
-kexec, kernel modules, execve (a job has no reason to start programs: ``os.system`` and ctypes ``system()`` fail),
+mount/umount/pivot_root/chroot and the new mount API, unshare/setns and ``clone`` with namespace flags,
+io_uring,
+kexec, kernel modules, execve (a job has no reason to start programs: ``os.system`` and ctypes ``system()``
+fail),
 sockets of any family but ``AF_UNIX``, the ``TIOCSTI``/``TIOCLINUX`` ioctls, and a few admin calls. ``clone3``
-gets ``ENOSYS`` so the C library falls back to ``clone``, whose flags a classic filter can inspect. System calls of
+gets ``ENOSYS`` so the C library falls back to ``clone``, whose flags a classic filter can inspect. System
+calls of
 another ABI (x32, or a foreign architecture) kill the process.
 """
 
@@ -40,7 +44,9 @@ _AF_UNIX = 1
 _TIOCSTI = 0x5412
 _TIOCLINUX = 0x541C
 # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET | NEWTIME
-_CLONE_NS_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x80
+_CLONE_NS_FLAGS = (
+    0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x80
+)
 
 #: x86_64 numbers of the system calls denied outright, by name (the names are what tests and docs refer to).
 DENIED_X86_64: dict[str, int] = {
@@ -108,7 +114,8 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> tuple[int, int, int, i
 def build_filter(machine: str | None = None) -> bytes:
     """The filter as packed ``struct sock_filter`` records, ready for ``PR_SET_SECCOMP``.
 
-    Raises :class:`SandboxUnavailable` on an architecture whose system call numbers this module does not carry:
+    Raises :class:`SandboxUnavailable` on an architecture whose system call numbers this module does not
+    carry:
     a wrong table would silently let calls through, so it refuses instead.
     """
     machine = machine or platform.machine()
@@ -117,7 +124,8 @@ def build_filter(machine: str | None = None) -> bytes:
             f"the sandbox's seccomp filter knows x86_64 system call numbers only, not {machine!r}; "
             "running model-written code without it would be unsafe, so the sandbox refuses"
         )
-    # Symbolic program: ("jeq"/"jset"/"jge", k, true_label, false_label) or ("ld", offset) or ("ret", value) or
+    # Symbolic program: ("jeq"/"jset"/"jge", k, true_label, false_label) or ("ld", offset) or ("ret", value)
+    # or
     # ("label", name). Resolved to relative jumps below; every jump goes forward, as BPF requires.
     prog: list[tuple[object, ...]] = [
         ("ld", _ARCH),

@@ -3,7 +3,8 @@
 The database engine runs in the job process, after the privilege drop, like any model-written code: a crafted
 query that finds an engine bug lands in the sandbox, not in the host. Inputs are passed as read-only file
 descriptors and appear as ``/data/<file name>``. Read-only is the default and is enforced twice: by the files
-(read-only descriptors, a read-only ``/data``) and by the engines (SQLite ``mode=ro`` with extension loading off;
+(read-only descriptors, a read-only ``/data``) and by the engines (SQLite ``mode=ro`` with extension loading
+off;
 DuckDB with ``enable_external_access=false``, only the source files allowed, and ``lock_configuration=true``).
 
 A read-write grant never gives the job the host file: the job works on a copy in its scratch directory and the
@@ -86,7 +87,9 @@ def as_source(source: SourceLike) -> Source:
     return FilesSource(paths)
 
 
-def prepare(query: str, source: Source, *, read_only: bool, max_rows: int) -> tuple[dict[str, Any], dict[str, Path]]:
+def prepare(
+    query: str, source: Source, *, read_only: bool, max_rows: int
+) -> tuple[dict[str, Any], dict[str, Path]]:
     """The job spec the worker's SQL runner executes, and the input files it needs (name -> host path)."""
     if not isinstance(query, str) or not query.strip():
         raise SandboxUsageError("run_sql needs a non-empty SQL string")
@@ -95,7 +98,9 @@ def prepare(query: str, source: Source, *, read_only: bool, max_rows: int) -> tu
     spec: dict[str, Any] = {"query": query, "read_only": read_only, "max_rows": max_rows}
     if isinstance(source, FilesSource):
         if not read_only:
-            raise SandboxUsageError("CSV/Parquet sources are read-only; load them into a database to change them")
+            raise SandboxUsageError(
+                "CSV/Parquet sources are read-only; load them into a database to change them"
+            )
         inputs: dict[str, Path] = {}
         files = []
         for path in source.paths:
@@ -159,11 +164,14 @@ def _write_back(run: RunResult, source: Source, spec: dict[str, Any], before: os
     if data is None:
         raise SandboxUsageError(
             f"the changed database {source.path} could not be collected from the sandbox "
-            f"({[s.reason for s in run.skipped if s.name == name] or 'missing'}); raise Limits.result_file_bytes"
+            f"({[s.reason for s in run.skipped if s.name == name] or 'missing'}); "
+            "raise Limits.result_file_bytes"
         )
     now = os.stat(source.path)
     if before is not None and (now.st_mtime_ns, now.st_size) != (before.st_mtime_ns, before.st_size):
-        raise SandboxUsageError(f"{source.path} changed while the query ran; its write was not applied, run it again")
+        raise SandboxUsageError(
+            f"{source.path} changed while the query ran; its write was not applied, run it again"
+        )
     fd, tmp = tempfile.mkstemp(dir=source.path.parent, prefix=f".{source.path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -58,7 +58,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file in the scratch directory the host refused to collect, and why (symlink, FIFO, hard link, size...)."""
+    """A file in the scratch directory the host refused to collect, and why (symlink, FIFO, hard link,
+    size...)."""
 
     name: str
     reason: str
@@ -94,7 +95,8 @@ class RunResult:
 
 @dataclass(frozen=True, kw_only=True)
 class SqlResult:
-    """A query's answer: columns, the first ``max_rows`` rows, the total row count, or the database's error text."""
+    """A query's answer: columns, the first ``max_rows`` rows, the total row count, or the database's error
+    text."""
 
     columns: list[str]
     types: list[str]

@@ -16,6 +16,7 @@ wall clock (SIGKILL), drains stdout/stderr with a cap, and reports status and ru
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import json
 import os
@@ -27,11 +28,23 @@ import struct
 import sys
 import time
 import traceback
+from typing import Any
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 LIBC.syscall.restype = ctypes.c_long
+# The same C library through PyDLL: calls keep holding the GIL, which the clone below needs (like os.fork).
+PYLIBC = ctypes.PyDLL(None, use_errno=True)
+PYLIBC.syscall.restype = ctypes.c_long
+PYLIBC.syscall.argtypes = [
+    ctypes.c_long,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -57,6 +70,7 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_MODE_FILTER = 2
 SYS_CAPSET = 126
+SYS_CLONE = 56
 JOB_UID = 1000
 
 
@@ -145,7 +159,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _recv(sock: socket.socket) -> tuple[dict, list[int]]:
+def _recv(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     head, fds, _flags, _addr = socket.recv_fds(sock, 4, 64)
     if not head:
         raise EOFError
@@ -155,127 +169,80 @@ def _recv(sock: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(_recv_exact(sock, size)), fds
 
 
+def _clone(flags: int) -> int:
+    """fork(2) into new namespaces in one step: the child is PID 1 of its PID namespace, no middle process.
+
+    Done like ``os.fork`` (Python's before/after-fork hooks around the call) but with the raw clone system
+    call, which takes namespace flags. Safe because the worker is single-threaded when it calls this.
+    """
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = PYLIBC.syscall(SYS_CLONE, flags | signal.SIGCHLD, 0, 0, 0, 0)
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"clone: {os.strerror(err)}")
+    return int(pid)
+
+
 class Worker:
-    def __init__(self, sock: socket.socket, config: dict) -> None:
+    def __init__(self, sock: socket.socket, config: dict[str, Any]) -> None:
         self.sock = sock
         self.seccomp = base64.b64decode(config["seccomp"])
         self.uid = os.getuid()
         self.gid = os.getgid()
+        self.pending = 0
 
-    # -- child side -------------------------------------------------------------------------------------------
+    # -- the job's side ---------------------------------------------------------------------------------------
 
-    def _child_c1(
-        self, job: dict, status: socket.socket, out_w: int, err_w: int, input_fds: list[int]
+    def _child(
+        self, job: dict[str, Any], status: socket.socket, out_w: int, err_w: int, input_fds: list[int]
     ) -> None:
-        """Runs in C1: builds the job's namespaces and mounts, forks C2 (PID 1 of the new PID ns), relays status."""
+        """The job process, PID 1 of fresh namespaces: mounts, limits, privilege drop, then the job's code."""
         limits = job["limits"]
-        t0 = time.monotonic()
-        marks: dict[str, float] = {}
         try:
-            # Readable /proc/self/{uid,gid}_map need a dumpable process; C2 turns it off again.
+            # Writing /proc/self/{uid,gid}_map needs a dumpable process; it is turned off again below.
             _prctl(PR_SET_DUMPABLE, 1)
-            flags = (
-                CLONE_NEWUSER
-                | CLONE_NEWNS
-                | CLONE_NEWPID
-                | CLONE_NEWNET
-                | CLONE_NEWIPC
-                | CLONE_NEWUTS
-                | CLONE_NEWCGROUP
-            )
-            _check(LIBC.unshare(flags), "unshare")
-            marks["unshare"] = time.monotonic() - t0
             _write("/proc/self/setgroups", "deny")
             _write("/proc/self/uid_map", f"{JOB_UID} {self.uid} 1")
             _write("/proc/self/gid_map", f"{JOB_UID} {self.gid} 1")
-            marks["maps"] = time.monotonic() - t0
             _mount(None, "/", None, MS_REC | MS_PRIVATE)
             common = MS_NOSUID | MS_NODEV
-            _mount(
-                "tmpfs",
-                "/work",
-                "tmpfs",
-                common,
-                f"size={limits['scratch_bytes']},nr_inodes={limits['scratch_inodes']},mode=0700,uid={JOB_UID},gid={JOB_UID}",
+            inodes = limits["scratch_inodes"]
+            scratch_opts = (
+                f"size={limits['scratch_bytes']},nr_inodes={inodes},mode=0700,uid={JOB_UID},gid={JOB_UID}"
             )
+            _mount("tmpfs", "/work", "tmpfs", common, scratch_opts)
             _mount(
-                "tmpfs",
-                "/tmp",
-                "tmpfs",
-                common,
-                f"size={limits['tmp_bytes']},nr_inodes={limits['scratch_inodes']},mode=1777",
+                "tmpfs", "/tmp", "tmpfs", common, f"size={limits['tmp_bytes']},nr_inodes={inodes},mode=1777"
             )
             _mount(
                 "tmpfs",
                 "/dev/shm",
                 "tmpfs",
                 common | MS_NOEXEC,
-                f"size={limits['tmp_bytes']},nr_inodes={limits['scratch_inodes']},mode=1777",
+                f"size={limits['tmp_bytes']},nr_inodes={inodes},mode=1777",
             )
             _mount("tmpfs", "/data", "tmpfs", common | MS_NOEXEC, "size=65536,nr_inodes=1024,mode=0755")
             for name, fd in zip(job["inputs"], input_fds, strict=True):
                 os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
             _mount(None, "/data", None, MS_REMOUNT | MS_RDONLY | common | MS_NOEXEC)
-            marks["mounts"] = time.monotonic() - t0
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             scratch = os.open("/work", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             socket.send_fds(status, [b"S"], [scratch])
             os.close(scratch)
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(r)
-                self._child_c2(job, w, out_w, err_w, input_fds)
-            os.close(w)
-            # Only C2 and its descendants may hold the output pipes: their EOF then means the job is over.
-            os.close(out_w)
-            os.close(err_w)
-            marks["forked"] = time.monotonic() - t0
-            status.sendall(b"P" + struct.pack(">i", pid))
-            # C2 reports a setup failure through the pipe before it runs any job code.
-            setup_error = b""
-            while chunk := os.read(r, 65536):
-                setup_error += chunk
-            os.close(r)
-            marks["c2_ready"] = time.monotonic() - t0
-            _, wstatus, ru = os.wait4(pid, 0)
-            marks["c2_reaped"] = time.monotonic() - t0
-            report = {
-                "marks": marks,
-                "wstatus": wstatus,
-                "utime": ru.ru_utime,
-                "stime": ru.ru_stime,
-                "maxrss_kib": ru.ru_maxrss,
-                "setup_error": setup_error.decode(errors="replace"),
-            }
-            payload = json.dumps(report).encode()
-            status.sendall(b"R" + struct.pack(">I", len(payload)) + payload)
-            os._exit(0)
-        except BaseException as exc:  # noqa: BLE001 - C1 must always report and exit, never return into the worker
-            try:
-                payload = json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode()
-                status.sendall(b"E" + struct.pack(">I", len(payload)) + payload)
-            finally:
-                os._exit(125)
-
-    def _child_c2(self, job: dict, setup_w: int, out_w: int, err_w: int, input_fds: list[int]) -> None:
-        """Runs in C2, PID 1 of the job's PID namespace: last mounts, limits, privilege drop, then the job."""
-        limits = job["limits"]
-        try:
-            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             socket.sethostname("sandbox")
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            keep = {0, 1, 2, setup_w, *input_fds}
+            keep = {0, 1, 2, status.fileno(), *input_fds}
             for name in os.listdir("/proc/self/fd"):
-                fd = int(name)
-                if fd not in keep:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+                if int(name) not in keep:
+                    with contextlib.suppress(OSError):
+                        os.close(int(name))
             cpu = max(1, int(limits["cpu_seconds"] + 0.999))
             # Soft limit: SIGXCPU (a job may catch it); hard limit one second later: SIGKILL from the kernel,
             # which even PID 1 of a namespace cannot ignore.
@@ -291,33 +258,43 @@ class Worker:
             _drop_capabilities()
             _prctl(PR_SET_DUMPABLE, 0)
             _load_seccomp(self.seccomp)
-            os.close(setup_w)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             try:
-                os.write(setup_w, f"{type(exc).__name__}: {exc}".encode())
+                payload = json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode()
+                status.sendall(b"E" + struct.pack(">I", len(payload)) + payload)
             finally:
                 os._exit(125)
-        _execute(job)
+        _execute(job, status)
 
-    # -- worker side ------------------------------------------------------------------------------------------
+    # -- the worker's side ------------------------------------------------------------------------------------
 
-    def run_job(self, job: dict, input_fds: list[int]) -> tuple[dict, list[int]]:
+    def run_job(self, job: dict[str, Any], input_fds: list[int]) -> tuple[dict[str, Any], list[int]]:
         started = time.monotonic()
         limits = job["limits"]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         status_parent, status_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        c1 = os.fork()
-        if c1 == 0:
-            # Nothing of the worker's channel to the host may survive into the job.
+        flags = (
+            CLONE_NEWUSER
+            | CLONE_NEWNS
+            | CLONE_NEWPID
+            | CLONE_NEWNET
+            | CLONE_NEWIPC
+            | CLONE_NEWUTS
+            | CLONE_NEWCGROUP
+        )
+        pid = _clone(flags)
+        if pid == 0:
             try:
+                # Nothing of the worker's channel to the host may survive into the job.
                 self.sock.close()
                 status_parent.close()
                 os.close(out_r)
                 os.close(err_r)
-                self._child_c1(job, status_child, out_w, err_w, input_fds)
+                self._child(job, status_child, out_w, err_w, input_fds)
             finally:
                 os._exit(125)
+        self.pending = pid
         status_child.close()
         os.close(out_w)
         os.close(err_w)
@@ -334,20 +311,32 @@ class Worker:
         scratch_fds: list[int] = []
         killed_for: str | None = None
         deadline = started + limits["wall_seconds"]
-        pipes_open = 2
-        status_open = True
-        # Done when the job's output pipes are closed (C2 and everything it started are gone) and C1 has
-        # reported; C1's own exit (namespace teardown, which is slow) is not waited for here.
-        while pipes_open or (status_open and not status.final):
+        open_streams = 3
+
+        def drain(fd: int) -> bool:
+            """Read what is available; False at EOF."""
+            while True:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    return True
+                if not chunk:
+                    return False
+                room = cap - len(outputs[fd])
+                if room > 0:
+                    outputs[fd] += chunk[:room]
+                totals[fd] += len(chunk)
+                if len(chunk) < (1 << 16):
+                    return True
+
+        # The job is over when it reports "done" (normal end; its teardown then happens off the critical
+        # path), or when all its streams are closed (it died: a signal, a limit).
+        while open_streams and not status.final:
             timeout = deadline - time.monotonic()
             if timeout <= 0 and killed_for is None:
                 killed_for = "wall"
-                for pid in (status.c2, c1):
-                    if pid:
-                        try:
-                            os.kill(pid, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             events = sel.select(timeout=max(timeout, 0.05) if killed_for is None else 0.5)
             if not events and killed_for is not None and time.monotonic() > deadline + 5:
                 break  # a stream held open by something unkillable: give up, the host recycles us
@@ -357,37 +346,36 @@ class Worker:
                         data, fds, _f, _a = socket.recv_fds(status_parent, 65536, 4)
                     except BlockingIOError:
                         continue
-                    scratch_fds.extend(fds)
+                    # Only the very first message (sent before the job's code ran) may carry the scratch fd;
+                    # anything the job's code sends later is not trusted with a descriptor.
+                    if (
+                        fds
+                        and status.buf == b""
+                        and status.count == 0
+                        and data[:1] == b"S"
+                        and not scratch_fds
+                    ):
+                        scratch_fds.append(fds[0])
+                        fds = fds[1:]
+                    for fd in fds:
+                        os.close(fd)
                     if not data:
                         sel.unregister(status_parent)
-                        status_open = False
+                        open_streams -= 1
                         continue
                     status.feed(data)
                     continue
-                fd = key.fd
-                try:
-                    chunk = os.read(fd, 1 << 16)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    sel.unregister(fd)
-                    pipes_open -= 1
-                    continue
-                room = cap - len(outputs[fd])
-                if room > 0:
-                    outputs[fd] += chunk[:room]
-                totals[fd] += len(chunk)
+                if not drain(key.fd):
+                    sel.unregister(key.fd)
+                    open_streams -= 1
+        if status.final:
+            for fd in (out_r, err_r):
+                drain(fd)
         wall = time.monotonic() - started
         sel.close()
         status_parent.close()
         os.close(out_r)
         os.close(err_r)
-        if killed_for or not status.final:
-            try:
-                os.kill(c1, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.pending_c1 = c1
         report = status.report or {}
         result = {
             "id": job["id"],
@@ -398,23 +386,41 @@ class Worker:
             "wall": wall,
             "killed_for": killed_for,
             "setup_error": report.get("setup_error") or None,
-            "marks": report.get("marks"),
         }
-        if "wstatus" in report:
-            result.update(wstatus=report["wstatus"], cpu=report["utime"] + report["stime"])
-        for extra in scratch_fds[1:]:
-            os.close(extra)
-        return result, scratch_fds[:1]
+        if status.final and "exit" in report and killed_for is None:
+            # Normal end: the job said how it ended; make sure it does (a lying job is simply killed).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            result.update(exit=report["exit"], cpu=report.get("cpu", 0.0))
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _, wstatus, ru = os.wait4(pid, 0)
+            self.pending = 0
+            result.update(wstatus=wstatus, cpu=ru.ru_utime + ru.ru_stime)
+        return result, scratch_fds
 
     def serve(self) -> None:
         _prctl(PR_SET_DUMPABLE, 0)
+        # Jobs are cloned without the C library's fork handlers, which is only safe single-threaded: refuse to
+        # serve rather than risk a job deadlocking on a lock another thread held at the clone.
+        threads = sorted(os.listdir("/proc/self/task"))
+        if len(threads) != 1:
+            names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in threads]
+            _send(self.sock, {"ready": False, "error": f"worker has {len(threads)} threads after preload: {names}"})
+            os._exit(1)
+        # Move every object the preload created to the permanent generation: a job's garbage collection then
+        # never walks (and so never copies-on-write) the worker's pages.
+        import gc
+
+        gc.collect()
+        gc.freeze()
         _send(self.sock, {"ready": True, "pid": os.getpid()})
-        self.pending_c1 = 0
         while True:
             try:
                 job, fds = _recv(self.sock)
             except EOFError:
-                return
+                os._exit(0)  # the host is done with us; skip the interpreter's slow finalization
             try:
                 result, out_fds = self.run_job(job, fds)
             finally:
@@ -423,49 +429,64 @@ class Worker:
             _send(self.sock, result, out_fds)
             for fd in out_fds:
                 os.close(fd)
-            # Reap C1 while the host reads the result: the job's namespaces are torn down off the critical path,
-            # and before the next job starts.
-            if self.pending_c1:
-                os.waitpid(self.pending_c1, 0)
-                self.pending_c1 = 0
+            # Reap the job while the host reads the result: its teardown (address space, namespaces) happens
+            # off the caller's critical path, and always before the next job starts.
+            if self.pending:
+                os.waitpid(self.pending, 0)
+                self.pending = 0
 
 
 class _Status:
-    """C1's status stream: S (scratch fd attached), P<pid of C2>, then R<len><json> (report) or E<len><json>."""
+    """The job's status stream: S (scratch fd attached), then D<len><json> (done) or E<len><json> (setup error)."""
 
     def __init__(self) -> None:
         self.buf = b""
-        self.c2 = 0
-        self.report: dict | None = None
+        self.count = 0
+        self.report: dict[str, Any] | None = None
         self.final = False
 
     def feed(self, data: bytes) -> None:
+        self.count += 1
         self.buf += data
-        while self.buf:
+        if len(self.buf) > 1 << 16:
+            self.final, self.buf = True, b""  # a job flooding its status channel gets killed and reaped
+            return
+        while self.buf and not self.final:
             tag = self.buf[:1]
             if tag == b"S":
                 self.buf = self.buf[1:]
-            elif tag == b"P":
-                if len(self.buf) < 5:
+            elif tag == b"D":
+                if len(self.buf) < _DONE.size:
                     return
-                (self.c2,) = struct.unpack(">i", self.buf[1:5])
-                self.buf = self.buf[5:]
-            elif tag in (b"R", b"E"):
+                _tag, _n, code, cpu = _DONE.unpack(self.buf[: _DONE.size])
+                self.report = {"exit": code, "cpu": cpu}
+                self.final = True
+            elif tag == b"E":
                 if len(self.buf) < 5:
                     return
                 (n,) = struct.unpack(">I", self.buf[1:5])
                 if len(self.buf) < 5 + n:
                     return
-                self.report = json.loads(self.buf[5 : 5 + n])
-                self.buf = self.buf[5 + n :]
+                try:
+                    report = json.loads(self.buf[5 : 5 + n])
+                except ValueError:
+                    report = {}
+                self.report = report if isinstance(report, dict) else {}
                 self.final = True
             else:
-                self.final = True  # garbage: treat as over; the missing report makes the host recycle us
-                self.buf = b""
+                self.final, self.buf = True, b""
 
 
-def _execute(job: dict) -> None:
-    """C2 after the privilege drop: run the job's code as ``__main__`` and exit with its status."""
+# Bound before any job code runs: a job that monkey-patches os, struct or json cannot break its own report
+# (and if it breaks it anyway, the worker falls back to waiting for the exit status).
+_DONE = struct.Struct(">cIid")
+_os_write = os.write
+_os_exit = os._exit
+_getrusage = resource.getrusage
+
+
+def _execute(job: dict[str, Any], status: socket.socket) -> None:
+    """The job after the privilege drop: run its code as ``__main__``, report "done", exit."""
     import io
 
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
@@ -475,6 +496,8 @@ def _execute(job: dict) -> None:
     sys.stderr = io.TextIOWrapper(
         io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
     )
+    status_fd = os.dup(status.fileno())
+    status.detach()
     code = 0
     try:
         if job["kind"] == "sql":
@@ -490,15 +513,22 @@ def _execute(job: dict) -> None:
         else:
             print(exc.code, file=sys.stderr)
             code = 1
-    except BaseException:  # noqa: BLE001 - the job's exception is its result
+    except BaseException:
         traceback.print_exc()
         code = 1
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         code = code or 1
-    os._exit(code)
+    try:
+        own = _getrusage(resource.RUSAGE_SELF)
+        kids = _getrusage(resource.RUSAGE_CHILDREN)
+        cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+        _os_write(status_fd, _DONE.pack(b"D", 12, code, cpu))
+    except BaseException:
+        pass
+    _os_exit(code)
 
 
 def _jsonable(value: object) -> object:
@@ -511,9 +541,9 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
-def _run_sql(spec: dict) -> None:
+def _run_sql(spec: dict[str, Any]) -> None:
     """Runs a query inside the job, after the privilege drop, writing ``/work/.sql-result.json``."""
-    out: dict = {"columns": [], "types": [], "rows": [], "row_count": 0, "error": None}
+    out: dict[str, Any] = {"columns": [], "types": [], "rows": [], "row_count": 0, "error": None}
     max_rows = spec["max_rows"]
     try:
         if spec.get("copy_to"):
@@ -545,7 +575,7 @@ def _run_sql(spec: dict) -> None:
             try:
                 cur = con.execute(spec["query"])
                 out["columns"] = [d[0] for d in cur.description] if cur.description else []
-                rows = []
+                rows: list[Any] = []
                 total = 0
                 for row in cur:
                     total += 1
@@ -559,44 +589,48 @@ def _run_sql(spec: dict) -> None:
         else:
             import duckdb
 
-            config = {"threads": 1, "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+            config: dict[str, str | bool | int | float | list[str]] = {
+                "threads": 1,
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+            }
             files = spec.get("files") or []
             if spec["engine"] == "duckdb":
-                con = duckdb.connect(spec["path"], read_only=spec["read_only"], config=config)
+                dcon = duckdb.connect(spec["path"], read_only=spec["read_only"], config=config)
             else:
-                con = duckdb.connect(":memory:", config=config)
+                dcon = duckdb.connect(":memory:", config=config)
             if files:
                 allowed = ", ".join("'" + f["path"].replace("'", "''") + "'" for f in files)
-                con.execute(f"SET allowed_paths = [{allowed}]")
+                dcon.execute(f"SET allowed_paths = [{allowed}]")
             # Only the source files stay reachable; then the configuration is frozen for the query.
-            con.execute("SET enable_external_access = false")
+            dcon.execute("SET enable_external_access = false")
             for f in files:
                 reader = "read_parquet" if f["format"] == "parquet" else "read_csv_auto"
                 name = f["name"].replace('"', '""')
                 path = f["path"].replace("'", "''")
-                con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM {reader}('{path}')")
-            con.execute("SET lock_configuration = true")
+                dcon.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM {reader}('{path}')")
+            dcon.execute("SET lock_configuration = true")
             try:
-                cur = con.execute(spec["query"])
-                desc = cur.description or []
+                dcur = dcon.execute(spec["query"])
+                desc = dcur.description or []
                 out["columns"] = [d[0] for d in desc]
                 out["types"] = [str(d[1]) for d in desc]
-                rows = cur.fetchmany(max_rows) if desc else []
-                total = len(rows)
-                if desc and len(rows) == max_rows:
-                    while batch := cur.fetchmany(10000):
+                drows = dcur.fetchmany(max_rows) if desc else []
+                total = len(drows)
+                if desc and len(drows) == max_rows:
+                    while batch := dcur.fetchmany(10000):
                         total += len(batch)
                 out["row_count"] = total
-                out["rows"] = [[_jsonable(v) for v in row] for row in rows]
+                out["rows"] = [[_jsonable(v) for v in row] for row in drows]
             finally:
-                con.close()
-    except Exception as exc:  # noqa: BLE001 - the database's own message goes back to the model
+                dcon.close()
+    except Exception as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
-    with open("/work/.sql-result.json", "w", encoding="utf-8") as f:
-        json.dump(out, f)
+    with open("/work/.sql-result.json", "w", encoding="utf-8") as result_file:
+        json.dump(out, result_file)
 
 
-def _sqlite_types(rows: list, width: int) -> list[str]:
+def _sqlite_types(rows: list[Any], width: int) -> list[str]:
     names = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", type(None): "NULL"}
     types = []
     for i in range(width):
@@ -616,18 +650,14 @@ def main() -> None:
     sock = socket.socket(fileno=int(config["fd"]))
     # Preload what jobs use, so a job's fork starts with them imported (the point of a warm worker).
     for name in config["preload"]:
-        try:
+        with contextlib.suppress(Exception):
             __import__(name)
-        except Exception:  # noqa: BLE001 - a missing optional library must not stop the worker
-            pass
     if "matplotlib" in sys.modules:
         import matplotlib
 
         matplotlib.use("Agg")
-        try:
-            import matplotlib.pyplot  # noqa: F401
-        except Exception:  # noqa: BLE001
-            pass
+        with contextlib.suppress(Exception):
+            import matplotlib.pyplot
     Worker(sock, config).serve()
 
 

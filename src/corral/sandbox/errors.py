@@ -11,7 +11,8 @@ Exception tree::
         └── SandboxUsageError         bad limits, unknown source kind, ... (fix the calling code)
 
 A job that fails — an exception, a non-zero exit, a limit hit — is *not* an error: it comes back as a
-:class:`~corral.sandbox.RunResult` with ``exit_code``, ``limit`` and ``stderr`` set, because model-written code
+:class:`~corral.sandbox.RunResult` with ``exit_code``, ``limit`` and ``stderr`` set, because model-written
+code
 failing is the normal case the caller feeds back to the model.
 """
 
@@ -29,7 +30,8 @@ class SandboxUnavailable(SandboxError):
 
 
 class SandboxBusy(SandboxError):
-    """All workers are busy and the bounded queue is full, or a caller waited longer than its queue timeout."""
+    """All workers are busy and the bounded queue is full, or a caller waited longer than its queue
+    timeout."""
 
 
 class SandboxCrashed(SandboxError):

@@ -526,7 +526,7 @@ def tool(
     """Make a typed function (sync or async) a :class:`Tool`. Use bare (``@tool``) or with options.
 
     ``name``/``description`` override the function's name and docstring. ``timeout`` (seconds) bounds each
-    call, waiting in the queue included; a sync function runs in a thread of its own so a hung one cannot
+    call, waiting in the queue included; a sync function runs in a daemon worker thread so a hung one cannot
     hang the run. ``max_concurrency`` bounds calls running at once (a bulkhead) with at most ``max_queue``
     more waiting; a call beyond that fails fast. ``side_effects=True`` makes the agent journal the call with
     an idempotency key (declare an ``idempotency_key: str`` or a :class:`ToolContext` parameter to receive

@@ -340,3 +340,30 @@ async def test_a_write_runs_only_when_approved(chinook: Path) -> None:
     assert done.status == "answered" and "approved by approve_all" in done.answer
     assert seen[0].arguments == {"sql": "DELETE FROM Customer WHERE Country = 'Canada'"}
     assert canadians() == 0
+
+
+async def test_a_token_budget_stops_the_question_with_a_failed_status(
+    chinook_runner: InProcessRunner,
+) -> None:
+    from corral.guards import Guards
+
+    model = routed_model([_fence(f"SELECT nope{i} FROM Album") for i in range(3)])
+    agent = DataAgent(model=model, runner=chinook_runner, guards=Guards(max_tokens=300, max_wall_s=None))
+    answer = await agent.ask("How many albums?")
+    assert answer.status == "failed" and "token_budget" in answer.answer
+    assert model.call_count == 1
+
+
+async def test_awkward_identifiers_reach_the_model_quoted_and_work(awkward_db: Path) -> None:
+    runner = InProcessRunner(open_source(str(awkward_db)))
+    sql = (
+        'SELECT SUM(d."Unit Price" * d."Quantity") AS revenue FROM "Order Details" d '
+        "WHERE d.\"Product\" = 'tea'"
+    )
+    model = routed_model([_fence(sql)])
+    answer = await DataAgent(model=model, runner=runner).ask(
+        "What is the revenue from tea in the order details?"
+    )
+    assert answer.status == "answered" and answer.rows == [[15.0]]
+    prompt = model.calls[0].messages[1].content
+    assert 'CREATE TABLE "Order Details"' in prompt and '"Unit Price" REAL' in prompt

@@ -166,7 +166,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
         system: Annotated[
-            str, typer.Option("--system", help="agent, or baseline (single-shot SQL).")
+            str, typer.Option("--system", help="agent, baseline or baseline-rich (single-shot SQL).")
         ] = "agent",
         out: Annotated[Path | None, typer.Option("--out", help="Where the JSON report goes.")] = None,
         no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip the judge step.")] = False,

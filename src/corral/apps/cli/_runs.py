@@ -246,7 +246,7 @@ def signal(
     journal: JournalOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Send a signal to a run; a run waiting for it becomes runnable (a worker or `runs resume` continues it)."""
+    """Send a signal to a run; a run waiting for it becomes runnable (a worker or `runs resume` goes on)."""
     try:
         value = json.loads(payload)
     except json.JSONDecodeError as exc:

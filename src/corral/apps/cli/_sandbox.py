@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -31,12 +32,14 @@ def check_command() -> None:
 
 @sandbox_app.command("run")
 def run_command(
-    file: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, readable=True, help="A Python file to run."
-    ),
-    wall: float = typer.Option(30.0, "--wall", help="Wall-clock limit in seconds."),
-    memory_mb: int = typer.Option(512, "--memory-mb", help="Memory limit in MiB."),
-    out: Path | None = typer.Option(None, "--out", help="Directory to write the job's result files into."),
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A Python file to run.")
+    ],
+    wall: Annotated[float, typer.Option("--wall", help="Wall-clock limit in seconds.")] = 30.0,
+    memory_mb: Annotated[int, typer.Option("--memory-mb", help="Memory limit in MiB.")] = 512,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Directory to write the job's result files into.")
+    ] = None,
 ) -> None:
     """Run FILE in the sandbox; print its output, resource use and result files."""
     from corral.sandbox import Limits, SandboxPool

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from corral.apps.data_agent._sqlcheck import (
     statement_kind,
 )
 from corral.apps.data_agent._verified import VerifiedQuery, closest
-from corral.guards import ApprovalDecision, ApprovalRequest, Approver
+from corral.guards import ApprovalDecision, ApprovalRequest, Approver, Guards, GuardState
 from corral.models import (
     AssistantMessage,
     Message,
@@ -86,6 +87,9 @@ class DataAgent:
     judge_model: Model | None = None
     verified: Sequence[VerifiedQuery] = ()
     approver: Approver | None = None
+    #: Token and cost budgets of one question (checked before each model call; time is not, so a resumed
+    #: run replays the same path).
+    guards: Guards = field(default_factory=lambda: Guards(max_steps=12, max_wall_s=None))
     max_attempts: int = 3
     judge: bool = True
     judge_retries: int = 1
@@ -99,9 +103,20 @@ class DataAgent:
             self.on_event(DataEvent(kind, message, data))
 
     async def ask(self, question: str, *, step: StepFn = _run_now, run_id: str = "") -> Answer:
-        """Answer ``question``; never raises for a bad query or a bad model reply (that is a status)."""
+        """Answer ``question``; never raises for a bad query, a bad model reply or a spent budget (those are
+        a status)."""
         run = _Run(self, question, step, run_id)
-        return await run.go()
+        try:
+            return await run.go()
+        except _BudgetSpent as exc:
+            self._emit("answer", f"stopped: {exc}")
+            return Answer(
+                status="failed", answer=f"Stopped by a budget: {exc}", run_id=run_id, usage=run.usage
+            )
+
+
+class _BudgetSpent(Exception):
+    """A guard's budget ran out (internal: turned into a ``failed`` answer)."""
 
 
 def _similar_names(error: str, schema: Schema, sql: str) -> str:
@@ -148,6 +163,7 @@ class _Run:
         self.step = step
         self.run_id = run_id
         self.usage = Usage()
+        self.guard = GuardState(agent.guards, started_at=0.0)
         self.n_model = 0
         self.n_query = 0
 
@@ -160,6 +176,9 @@ class _Run:
         temperature: float | None = None,
         max_tokens: int | None = None,
     ) -> str:
+        trip = self.guard.before_model(now=0.0)
+        if trip is not None:
+            raise _BudgetSpent(f"{trip.reason}: {trip.detail}")
         self.n_model += 1
         agent = self.agent
         model = agent.judge_model if kind == "judge" and agent.judge_model is not None else agent.model
@@ -175,6 +194,7 @@ class _Run:
 
         response: ModelResponse = await self.step(f"model.{kind}.{self.n_model}", call)
         self.usage = self.usage + response.usage
+        self.guard.record_response(response.usage)
         return response.message.content or ""
 
     async def _query(self, sql: str) -> QueryResult:
@@ -308,8 +328,6 @@ class _Run:
 
     async def _answerable(self, schema_text: str) -> str | None:
         """The reason the data cannot answer, or ``None`` when the model thinks it can."""
-        import json
-
         reply = await self._model(
             "answerable",
             [
@@ -328,8 +346,6 @@ class _Run:
         return None
 
     async def _judge(self, sql: str, result: QueryResult) -> tuple[str, str]:
-        import json
-
         reply = await self._model(
             "judge",
             [

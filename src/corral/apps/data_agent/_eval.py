@@ -233,6 +233,8 @@ class QuestionOutcome(BaseModel):
     seconds: float
     cost_usd: float = 0.0
     tokens: int = 0
+    model_calls: int = 0
+    model_seconds: float = 0.0
     sql: str | None = None
     gold_sql: str | None = None
     error: str | None = None

@@ -1,7 +1,11 @@
-"""Running a question set: the agent, or the single-shot baseline, on each question, scored.
+"""Running a question set: the agent, or a single-shot baseline, on each question, scored.
 
-The baseline is what the agent is measured against: the whole schema and the question, one model call, one
-query, no correction, no judge. Both use the same model, the same runner and the same prompt wording.
+Two single-shot baselines (one model call, one query, no correction, no judge; same model, same runner):
+
+- ``baseline``: the classic text-to-SQL prompt — the schema as ``CREATE TABLE`` statements (keys included,
+  no sample values) and the question, "reply with the SQL query only";
+- ``baseline-rich``: the agent's own first prompt (dialect hints, the way to decline) over the *whole*
+  schema with sample values and row counts — what the agent's loop adds beyond its prompt and schema text.
 """
 
 from __future__ import annotations
@@ -25,14 +29,20 @@ from corral.models import Model, ModelSettings, SystemMessage, UserMessage
 Progress = Callable[[int, int, str], None]
 
 
-async def single_shot(model: Model, runner: QueryRunner, question: str) -> Answer:
-    """The baseline: full schema + question → one SQL query, run once."""
+PLAIN_SYSTEM = "Write one {dialect} SQL query that answers the question. Reply with the SQL query only."
+
+
+async def single_shot(model: Model, runner: QueryRunner, question: str, *, rich: bool = False) -> Answer:
+    """A baseline: full schema + question → one SQL query, run once (see the module docstring)."""
     schema = await load_schema(runner)
+    if rich:
+        system = prompts.sql_system(schema.dialect)
+        user = prompts.sql_user(question, schema.render(), [])
+    else:
+        system = PLAIN_SYSTEM.format(dialect=schema.dialect)
+        user = f"{schema.render(samples=False)}\n\nQuestion: {question}"
     response = await model.request(
-        [
-            SystemMessage(content=prompts.sql_system(schema.dialect)),
-            UserMessage(content=prompts.sql_user(question, schema.render(), [])),
-        ],
+        [SystemMessage(content=system), UserMessage(content=user)],
         settings=ModelSettings(temperature=0.0, max_tokens=400),
     )
     text = response.message.content or ""
@@ -68,10 +78,10 @@ async def run_eval(
     model_instance: Model | None = None,
 ) -> EvalReport:
     """Run every question of the set at ``path`` through ``system`` (``agent`` or ``baseline``)."""
-    if system not in ("agent", "baseline"):
+    if system not in ("agent", "baseline", "baseline-rich"):
         from corral.apps.data_agent.errors import EvalSetError
 
-        raise EvalSetError(f"unknown system {system!r}: use agent or baseline")
+        raise EvalSetError(f"unknown system {system!r}: use agent, baseline or baseline-rich")
     questions = load_eval_set(path, limit=limit)
     llm = model_instance or _run._model(model)
     report = EvalReport(system=system, model=llm.name)
@@ -98,7 +108,7 @@ async def run_eval(
             if system == "agent":
                 answer = await DataAgent(model=llm, runner=runner, judge=judge, charts=False).ask(q.question)
             else:
-                answer = await single_shot(llm, runner, q.question)
+                answer = await single_shot(llm, runner, q.question, rich=system == "baseline-rich")
         except Exception as exc:  # one broken question must not end the evaluation
             answer = Answer(status="failed", answer=str(exc))
             error = f"{type(exc).__name__}: {exc}"
@@ -113,6 +123,8 @@ async def run_eval(
                 seconds=seconds,
                 cost_usd=answer.usage.cost_usd,
                 tokens=answer.usage.total_tokens,
+                model_calls=answer.usage.requests,
+                model_seconds=answer.usage.latency_s,
                 sql=answer.sql,
                 gold_sql=q.gold_sql,
                 error=error,

@@ -85,7 +85,7 @@ class Schema(BaseModel):
             body = "\n".join(
                 _comma_before_comment(ln, last=i == len(lines) - 1) for i, ln in enumerate(lines)
             )
-            rows = f" -- {table.row_count} rows" if table.row_count is not None else ""
+            rows = f" -- {table.row_count} rows" if table.row_count is not None and samples else ""
             out.append(f"CREATE TABLE {q(table.name)} (\n{body}\n);{rows}")
         for table in self.brief:
             cols = ", ".join(q(c.name) for c in table.columns[:_BRIEF_COLUMNS])

@@ -1,0 +1,77 @@
+"""Question sets and execution accuracy: the scoring rules, the Chinook set, the DABench loader."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from corral.apps.data_agent import Answer, EvalSetError
+from corral.apps.data_agent._eval import dabench_match, load_dabench, load_eval_set, results_match, score
+
+from .conftest import ROOT
+
+DABENCH = ROOT.parent / "shared" / "data" / "dabench-dev"
+
+
+def test_result_sets_compare_as_multisets_with_float_tolerance_and_no_column_names() -> None:
+    gold = [["Rock", 1297], ["Jazz", 130]]
+    assert results_match(gold, [["Jazz", 130.0], ["Rock", 1297]], ordered=False)
+    assert results_match(gold, [[1297, "Rock", 1], [130, "Jazz", 6]], ordered=False)  # permuted, extra column
+    assert not results_match(gold, [["Rock", 1297]], ordered=False)  # a row missing
+    assert not results_match(gold, [["Rock", 1297], ["Jazz", 131]], ordered=False)  # a wrong value
+    assert not results_match(gold, [["Jazz", 130], ["Rock", 1297]], ordered=True)  # order asked for
+    assert results_match([[2328.600000000004]], [[2328.6]], ordered=False)
+    assert not results_match([[1, 2]], [[1]], ordered=False)  # a gold column missing
+
+
+def test_the_chinook_set_is_well_formed_and_its_gold_sql_runs() -> None:
+    questions = load_eval_set(ROOT / "evals" / "chinook.jsonl")
+    assert len(questions) == 40
+    levels = {q.difficulty for q in questions}
+    assert levels == {"easy", "medium", "hard"}
+    assert sum(q.unanswerable for q in questions) == 5
+    conn = sqlite3.connect(ROOT / "examples" / "chinook" / "chinook.sqlite")
+    try:
+        for q in questions:
+            assert q.db is not None and Path(q.db).is_file()
+            if q.gold_sql is not None:
+                assert conn.execute(q.gold_sql).fetchall(), f"{q.id}: gold SQL returns nothing"
+    finally:
+        conn.close()
+
+
+def test_a_malformed_set_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"id": "x", "question": "?"}) + "\n")
+    with pytest.raises(EvalSetError, match=r"bad.jsonl:1: x needs gold_sql"):
+        load_eval_set(path)
+
+
+def test_unanswerable_questions_count_only_when_declined() -> None:
+    from corral.apps.data_agent._eval import EvalQuestion
+
+    q = EvalQuestion(id="u", question="salary?", gold="cannot_answer")
+    assert score(q, Answer(status="cannot_answer", answer="no salary data"), None)
+    assert not score(q, Answer(status="answered", answer="42", rows=[[42]]), None)
+
+
+@pytest.mark.skipif(not DABENCH.is_dir(), reason="the shared DABench dev set is not here")
+def test_dabench_loads_with_gold_answers_and_files() -> None:
+    questions = load_dabench(DABENCH)
+    assert len(questions) == 257
+    first = questions[0]
+    assert first.id == "dabench-0" and first.gold_answers == [["mean_fare", "34.65"]]
+    assert "@mean_fare" in first.question and Path(first.files[0]).is_file()
+    assert all(q.gold_answers for q in questions)
+
+
+def test_dabench_answers_match_at_the_gold_precision() -> None:
+    gold = [["mean_fare", "34.65"]]
+    assert dabench_match(gold, Answer(status="answered", answer="x", rows=[[34.6542]]))
+    assert dabench_match(gold, Answer(status="answered", answer="@mean_fare[34.65]"))
+    assert not dabench_match(gold, Answer(status="answered", answer="x", rows=[[34.7]]))
+    two = [["a", "1.5"], ["b", "male"]]
+    assert dabench_match(two, Answer(status="answered", answer="", rows=[["Male", 1.52]]))
