@@ -552,5 +552,34 @@ async def test_run_that_now_ends_before_its_recorded_steps_is_a_determinism_erro
     v2.__qualname__ = v1.__qualname__
     rt2 = Runtime(rt.journal, clock=rt.clock)
     rt2.register(v2)
-    with pytest.raises(DeterminismError, match=r"step 0: the journal recorded step 'a' here but the code now asks"):
+    with pytest.raises(
+        DeterminismError, match=r"step 0: the journal recorded step 'a' here but the code now asks"
+    ):
         await rt2.resume("short")
+
+
+async def test_concurrent_steps_in_one_run_replay(rt: Runtime) -> None:
+    calls: list[str] = []
+    crash = [True]
+
+    async def slow(name: str, delay: float) -> str:
+        calls.append(name)
+        await asyncio.sleep(delay)
+        return name.upper()
+
+    async def parallel(ctx: RunContext) -> list[str]:
+        results = await asyncio.gather(
+            ctx.step("tool:a", slow, "a", 0.02),
+            ctx.step("tool:b", slow, "b", 0.0),
+            ctx.step("tool:c", slow, "c", 0.01),
+        )
+        if crash[0]:
+            crash[0] = False
+            raise Crash
+        return list(results)
+
+    with pytest.raises(Crash):
+        await rt.run(parallel, run_id="par")
+    assert [s.name for s in rt.steps("par")] == ["tool:a", "tool:b", "tool:c"]
+    assert await rt.resume("par") == ["A", "B", "C"]
+    assert sorted(calls) == ["a", "b", "c"]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from corral.durable import FakeClock, RunContext, RunStatus, Runtime, SqliteJournal, Worker
+from corral.durable import FakeClock, RunCancelled, RunContext, RunStatus, Runtime, SqliteJournal, Worker
 from corral.durable._runtime import _HOST, holder_is_dead
+from corral.durable.testing import crash_flow, make_counter
 
 EXECUTED: Counter[tuple[str, int]] = Counter()
 _LOCK = threading.Lock()
@@ -158,3 +160,92 @@ async def test_serve_until_stopped(tmp_path: Path) -> None:
     assert rt.get_run(run_id).status is RunStatus.WAITING
     worker.stop()
     await asyncio.wait_for(task, 5)
+
+
+async def square(ctx: RunContext, x: int) -> int:
+    return await ctx.step("square", lambda: x * x)
+
+
+async def broken_child(ctx: RunContext) -> None:
+    await ctx.step("explode", _explode)
+
+
+def _explode() -> None:
+    raise ArithmeticError("child blew up")
+
+
+async def fan_out(ctx: RunContext, xs: list[int]) -> dict[str, object]:
+    ids = [await ctx.spawn(square, x) for x in xs]
+    results = [await ctx.join(i) for i in ids]
+    bad = await ctx.spawn(broken_child, run_id=f"{ctx.run_id}/bad")
+    try:
+        await ctx.join(bad)
+    except ArithmeticError as exc:
+        error = str(exc)
+    waits = await ctx.spawn(approve, "never")
+    rt_cancel_marker = await ctx.step("cancel-child", lambda: waits)
+    try:
+        await ctx.join(rt_cancel_marker)
+    except RunCancelled:
+        cancelled = True
+    return {"ids": ids, "results": results, "error": error, "cancelled": cancelled}
+
+
+async def test_spawn_and_join_child_runs(tmp_path: Path) -> None:
+    rt = Runtime(SqliteJournal(tmp_path / "j.sqlite"))
+    parent = rt.start(fan_out, [2, 3], run_id="parent")
+    worker = Worker(rt)
+    await worker.run_until_idle()
+    # The third child waits for an approval that never comes: cancelling it wakes the parent.
+    child = "parent.6"
+    assert rt.get_run(child).status is RunStatus.WAITING
+    rt.cancel(child)
+    await worker.run_until_idle()
+    assert rt.result(parent) == {
+        "ids": ["parent.0", "parent.1"],
+        "results": [4, 9],
+        "error": "child blew up",
+        "cancelled": True,
+    }
+    # Each child ran once and was started once, although the parent replayed several times.
+    assert [r.run_id for r in rt.list_runs(limit=10)][::-1] == [
+        "parent",
+        "parent.0",
+        "parent.1",
+        "parent/bad",
+        "parent.6",
+    ]
+    rt.close()
+
+
+def test_two_worker_processes_never_execute_a_run_twice(tmp_path: Path) -> None:
+    journal_path, counter_path = tmp_path / "j.sqlite", str(tmp_path / "counter.sqlite")
+    make_counter(counter_path)
+    starter = Runtime(SqliteJournal(journal_path))
+    ids = [starter.start(crash_flow, 10, counter_path) for _ in range(60)]
+    starter.close()
+    pids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                rt = Runtime(SqliteJournal(journal_path))
+                asyncio.run(Worker(rt, concurrency=4).run_until_idle())
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    rt = Runtime(SqliteJournal(journal_path))
+    assert all(rt.result(i) == sum(range(20)) for i in ids)
+    rt.close()
+    conn = sqlite3.connect(counter_path)
+    per_step = conn.execute(
+        "SELECT count(*), count(DISTINCT run_id || '/' || position) FROM executions"
+    ).fetchone()
+    assert per_step == (60 * 20, 60 * 20), "a step was executed twice"
+    assert conn.execute("SELECT n FROM counter").fetchone() == (600,)
+    conn.close()

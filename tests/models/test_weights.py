@@ -109,3 +109,16 @@ def test_resolve_model_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     (tmp_path / "c.toml").write_text('model = "local:qwen2.5-coder-1.5b"\n')
     monkeypatch.setenv("CORRAL_CONFIG", str(tmp_path / "c.toml"))
     assert resolve_model(None).name == "local:qwen2.5-coder-1.5b"
+
+
+def test_local_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corral import UsageError
+    from corral.models._local import default_threads
+
+    monkeypatch.setenv("CORRAL_LOCAL_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("CORRAL_LOCAL_THREADS", "many")
+    with pytest.raises(UsageError, match="local_threads"):
+        default_threads()
+    monkeypatch.delenv("CORRAL_LOCAL_THREADS")
+    assert default_threads() >= 1

@@ -146,6 +146,17 @@ def test_workers_are_recycled_after_n_jobs() -> None:
         assert len(uids) >= 2
 
 
+def test_normal_jobs_keep_the_warm_worker(pool: SandboxPool, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (64 << 20))  # reading it fills page cache, which is reclaimable: no recycling
+    before = pool.worker_uids
+    for _ in range(2 * pool.size):
+        assert pool.run_python_sync(
+            "print(len(open('/data/big.bin', 'rb').read()))", inputs={"big.bin": big}
+        ).ok
+    assert pool.worker_uids == before
+
+
 def test_closed_pool_refuses_work() -> None:
     pool = SandboxPool(1)
     pool.close()

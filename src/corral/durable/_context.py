@@ -11,7 +11,7 @@ import inspect
 import random as _random
 import typing
 import uuid as _uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import pydantic
 import stamina
 
+from corral._errors import UsageError
 from corral.durable import _serde
 from corral.durable._journal import StepRecord, StepStatus
 from corral.durable.errors import (
@@ -28,6 +29,7 @@ from corral.durable.errors import (
     JournalError,
     NotSerializable,
     Park,
+    RunCancelled,
     RunInterrupt,
     WaitTimeout,
 )
@@ -106,6 +108,7 @@ class RunContext:
         "_journal",
         "_position",
         "_records",
+        "_start_child",
         "broken",
         "journal_failure",
         "lease_expires_at",
@@ -120,8 +123,11 @@ class RunContext:
         records: list[StepRecord],
         *,
         lease_expires_at: float = float("inf"),
+        start_child: Callable[[str, str, Callable[..., Any], Sequence[Any], dict[str, Any]], str]
+        | None = None,
     ) -> None:
         self.run_id = run_id
+        self._start_child = start_child
         #: When this process's lease on the run ends unless renewed. Past it, the run stops itself before its
         #: next step, because another worker may have taken it over (self-fencing, no journal read needed).
         self.lease_expires_at = lease_expires_at
@@ -341,6 +347,41 @@ class RunContext:
         value = _random.random()
         self._record_value(position, "random", value)
         return value
+
+    # -- child runs -------------------------------------------------------------------------------------
+    async def spawn(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> str:
+        """Start a child run of ``fn(ctx, *args, **kwargs)`` (recorded: a replay does not start it again) and
+        return its id (default ``<this run id>.<position>``). A worker, or ``Runtime.resume``, executes it;
+        ``join`` waits for it."""
+        if self._start_child is None:
+            raise UsageError(f"run {self.run_id!r}: this context cannot start child runs (no runtime)")
+        child_id = run_id or f"{self.run_id}.{self._position}"
+        start = self._start_child
+        parent = self.run_id
+        return await self.step(
+            f"spawn:{fn.__module__}:{fn.__qualname__}", lambda: start(parent, child_id, fn, args, kwargs)
+        )
+
+    async def join(
+        self,
+        child_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a durable deadline, as in ``wait``
+        returns: type[Any] | None = None,
+    ) -> Any:
+        """Wait (parked, like ``wait``) until the child run ends; return its result, or raise its error
+        (``RunCancelled`` if it was cancelled). ``timeout`` as in ``wait``."""
+        outcome = await self.wait(f"child:{child_id}", timeout=timeout)
+        status = outcome["status"]
+        if status == "completed":
+            return _serde.decode(outcome["output"], outcome["output_type"], returns)
+        if status == "cancelled":
+            raise RunCancelled(child_id)
+        raise _serde.decode_error(
+            outcome["output"], run_id=child_id, position=-1, where=f"child run {child_id!r}"
+        )
 
     # -- parking ---------------------------------------------------------------------------------------------
     async def sleep(self, seconds: float) -> None:

@@ -156,12 +156,16 @@ class Runtime:
         kwargs: dict[str, Any],
         run_id: str | None,
         status: RunStatus,
+        parent: str | None = None,
     ) -> RunRecord:
         self._check_function(fn)
         path = function_path(fn)
         self._functions[path] = fn
+        data: dict[str, Any] = {"args": list(args), "kwargs": kwargs}
+        if parent is not None:
+            data["parent"] = parent
         try:
-            text = _serde.dumps({"args": list(args), "kwargs": kwargs})
+            text = _serde.dumps(data)
         except (TypeError, ValueError) as exc:
             raise NotSerializable(
                 f"the arguments of a run of {path} must be JSON-serialisable (they are journaled): {exc}"
@@ -187,6 +191,27 @@ class Runtime:
         if not self.journal.create_run(record):
             self._same_function(record)
         return record.run_id
+
+    def _start_child(
+        self, parent: str, run_id: str, fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> str:
+        record = self._new_record(fn, args, kwargs, run_id, RunStatus.PENDING, parent=parent)
+        if not self.journal.create_run(record):
+            self._same_function(record)
+        return record.run_id
+
+    def _notify_parent(
+        self, run: RunRecord, status: RunStatus, output: str | None, output_type: str | None
+    ) -> None:
+        """Tell a child's parent (``ctx.join``) how the child ended. Sent *before* the child's final status is
+        written: if the process dies in between, the child runs again and sends the same payload again, which
+        is harmless (``join`` takes one), whereas the other order could lose the notification."""
+        parent = _serde.loads(run.input).get("parent")
+        if parent is None:
+            return
+        payload = _serde.dumps({"status": status.value, "output": output, "output_type": output_type})
+        with contextlib.suppress(RunNotFound):
+            self.journal.send_signal(parent, f"child:{run.run_id}", payload, now=self.clock.time())
 
     def _same_function(self, record: RunRecord) -> RunRecord:
         existing = self.journal.get_run(record.run_id)
@@ -266,6 +291,7 @@ class Runtime:
             self.clock,
             [] if fresh else journal.load_steps(run_id),
             lease_expires_at=lease_end,
+            start_child=self._start_child,
         )
         data = _serde.loads(run.input)
         self._active[run_id] = (ctx, worker_id)
@@ -300,7 +326,7 @@ class Runtime:
                 self._release_quietly(run_id, worker_id)
                 raise ctx.journal_failure from (None if exc is ctx.journal_failure else exc)
             error: BaseException = ctx.broken or exc
-            self._finish(run_id, RunStatus.FAILED, _serde.encode_error(error), None, worker_id)
+            self._finish(run, RunStatus.FAILED, _serde.encode_error(error), None, worker_id)
             if error is exc:
                 raise
             raise error from exc
@@ -317,23 +343,24 @@ class Runtime:
         if ctx.broken is None and left is not None:
             ctx.broken = DeterminismError(run_id, left.position, left.name, "the end of the run")
         if ctx.broken is not None:
-            self._finish(run_id, RunStatus.FAILED, _serde.encode_error(ctx.broken), None, worker_id)
+            self._finish(run, RunStatus.FAILED, _serde.encode_error(ctx.broken), None, worker_id)
             raise ctx.broken
         try:
             text, value_type, value = _serde.encode(result, f"run {run_id!r} (the result of {run.function})")
         except NotSerializable as exc:
-            self._finish(run_id, RunStatus.FAILED, _serde.encode_error(exc), None, worker_id)
+            self._finish(run, RunStatus.FAILED, _serde.encode_error(exc), None, worker_id)
             raise
-        self._finish(run_id, RunStatus.COMPLETED, text, value_type, worker_id)
+        self._finish(run, RunStatus.COMPLETED, text, value_type, worker_id)
         return value
 
     def _finish(
-        self, run_id: str, status: RunStatus, output: str, output_type: str | None, worker_id: str
+        self, run: RunRecord, status: RunStatus, output: str, output_type: str | None, worker_id: str
     ) -> None:
+        self._notify_parent(run, status, output, output_type)
         if not self.journal.finish_run(
-            run_id, status, output, output_type, worker_id=worker_id, now=self.clock.time()
+            run.run_id, status, output, output_type, worker_id=worker_id, now=self.clock.time()
         ):
-            raise self._lost(run_id)
+            raise self._lost(run.run_id)
 
     def _lost(self, run_id: str) -> RunCancelled | LeaseLost:
         run = self.journal.get_run(run_id)
@@ -388,7 +415,10 @@ class Runtime:
     # -- control and inspection ------------------------------------------------------------------------------
     def cancel(self, run_id: str) -> RunRecord:
         """Cancel a run that is not final. A parked run stops at once; an executing one at its next step."""
+        before = self.get_run(run_id)
         record = self.journal.cancel_run(run_id, now=self.clock.time())
+        if not before.status.is_final and record.status is RunStatus.CANCELLED:
+            self._notify_parent(record, RunStatus.CANCELLED, None, None)
         entry = self._active.get(run_id)
         if entry is not None:
             entry[0].interrupt(Cancel("cancelled"))

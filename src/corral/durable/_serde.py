@@ -12,8 +12,11 @@ import json
 import sys
 from typing import Any
 
-import pydantic
 import pydantic_core
+
+# Imported here, not looked up as ``BaseModel``: pydantic loads it lazily (~30 ms), which would land on
+# a run's first step instead of on import.
+from pydantic import BaseModel
 
 from corral.durable.errors import NotSerializable, StepError
 
@@ -46,7 +49,7 @@ def import_path(path: str, *, only_loaded: bool = False) -> Any:
 def encode(value: Any, what: str) -> tuple[str, str | None, Any]:
     """(JSON text, model class path or None, the value as a replay will see it). ``what`` names it in
     errors."""
-    if isinstance(value, pydantic.BaseModel):
+    if isinstance(value, BaseModel):
         try:
             return value.model_dump_json(), type_path(type(value)), value
         except pydantic_core.PydanticSerializationError as exc:
@@ -77,7 +80,7 @@ def decode(text: str | None, value_type: str | None, returns: Any = None) -> Any
             model = import_path(value_type)
         except (ImportError, AttributeError):
             model = None  # the class moved: give the plain JSON rather than fail the replay
-    if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+    if isinstance(model, type) and issubclass(model, BaseModel):
         return model.model_validate_json(text)
     return _loads(text)
 

@@ -271,6 +271,21 @@ def _effect(path: str, run_id: str, position: int, key: str | None) -> int:
     return position
 
 
+def make_counter(path: str | os.PathLike[str]) -> None:
+    """Create the external counter database that ``crash_flow``'s steps write to (tables ``applied``,
+    ``executions``, ``counter``)."""
+    setup = sqlite3.connect(path)
+    setup.executescript(
+        "CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY);"
+        "CREATE TABLE IF NOT EXISTS executions "
+        "(id INTEGER PRIMARY KEY, pid INT, run_id TEXT, position INT, key TEXT);"
+        "CREATE TABLE IF NOT EXISTS counter (n INT);"
+        "INSERT INTO counter SELECT 0 WHERE NOT EXISTS (SELECT * FROM counter);"
+        "PRAGMA journal_mode=WAL;"
+    )
+    setup.close()
+
+
 async def crash_flow(ctx: RunContext, steps: int, counter_path: str) -> int:
     """The crash test's run: each step is a plain "model" step and a keyed "tool" step, both with effects."""
     total = 0
@@ -309,16 +324,7 @@ def crash_test(
     base = Path(directory)
     journal_path = base / "journal.sqlite"
     counter_path = str(base / "counter.sqlite")
-    setup = sqlite3.connect(counter_path)
-    setup.executescript(
-        "CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY);"
-        "CREATE TABLE IF NOT EXISTS executions "
-        "(id INTEGER PRIMARY KEY, pid INT, run_id TEXT, position INT, key TEXT);"
-        "CREATE TABLE IF NOT EXISTS counter (n INT);"
-        "INSERT INTO counter SELECT 0 WHERE NOT EXISTS (SELECT * FROM counter);"
-        "PRAGMA journal_mode=WAL;"
-    )
-    setup.close()
+    make_counter(counter_path)
     started = time.perf_counter()
     runs = [f"crash-{seed}-0"]
     killed: list[int] = []

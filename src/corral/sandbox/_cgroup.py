@@ -97,6 +97,19 @@ class WorkerCgroup:
         name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
         return int(_read(self.memory / name))
 
+    def resident(self) -> int:
+        """Memory that cannot be reclaimed: anonymous pages and tmpfs/shm (page cache of read files excluded).
+
+        What a leak would grow; page cache from reading inputs is reclaimable and is not a reason to recycle.
+        """
+        keys = ("total_rss", "total_shmem") if self.version == 1 else ("anon", "shmem")
+        total = 0
+        for line in _read(self.memory / "memory.stat").splitlines():
+            key, _, value = line.partition(" ")
+            if key in keys:
+                total += int(value)
+        return total
+
     def pids_current(self) -> int:
         return int(_read(self.pids / "pids.current"))
 

@@ -198,6 +198,7 @@ class _Worker:
     log: Any
     idle_memory: int = 0
     idle_pids: int = 0
+    idle_resident: int = 0
     jobs: int = 0
     broken: bool = False
 
@@ -520,6 +521,7 @@ class SandboxPool:
             ) from exc
         worker.idle_memory = cgroup.memory_usage()
         worker.idle_pids = cgroup.pids_current()
+        worker.idle_resident = cgroup.resident()
         return worker
 
     def _retire(self, worker: _Worker) -> None:
@@ -696,7 +698,7 @@ class SandboxPool:
                 # reads
                 # the next job, so it never overlaps a job.
                 pids_ok = worker.cgroup.pids_current() <= worker.idle_pids + 1
-                memory_ok = worker.cgroup.memory_usage() <= worker.idle_memory + _WORKER_SLACK_BYTES
+                memory_ok = worker.cgroup.resident() <= worker.idle_resident + _WORKER_SLACK_BYTES
                 if pids_ok and memory_ok:
                     return True
                 if time.monotonic() > deadline:

@@ -71,6 +71,9 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_MODE_FILTER = 2
 SYS_CAPSET = 126
 SYS_CLONE = 56
+JOB_NAMESPACES = (
+    CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
+)
 JOB_UID = 1000
 
 
@@ -194,21 +197,16 @@ class Worker:
         self.uid = os.getuid()
         self.gid = os.getgid()
         self.pending = 0
+        self.spare: tuple[int, socket.socket] | None = None
 
     # -- the job's side ---------------------------------------------------------------------------------------
 
     def _child(
         self, job: dict[str, Any], status: socket.socket, out_w: int, err_w: int, input_fds: list[int]
     ) -> None:
-        """The job process, PID 1 of fresh namespaces: mounts, limits, privilege drop, then the job's code."""
+        """The job's half of the job process: per-job mounts, limits, privilege drop, then the job's code."""
         limits = job["limits"]
         try:
-            # Writing /proc/self/{uid,gid}_map needs a dumpable process; it is turned off again below.
-            _prctl(PR_SET_DUMPABLE, 1)
-            _write("/proc/self/setgroups", "deny")
-            _write("/proc/self/uid_map", f"{JOB_UID} {self.uid} 1")
-            _write("/proc/self/gid_map", f"{JOB_UID} {self.gid} 1")
-            _mount(None, "/", None, MS_REC | MS_PRIVATE)
             common = MS_NOSUID | MS_NODEV
             inodes = limits["scratch_inodes"]
             scratch_opts = (
@@ -229,15 +227,15 @@ class Worker:
             for name, fd in zip(job["inputs"], input_fds, strict=True):
                 os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
             _mount(None, "/data", None, MS_REMOUNT | MS_RDONLY | common | MS_NOEXEC)
-            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             scratch = os.open("/work", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             socket.send_fds(status, [b"S"], [scratch])
             os.close(scratch)
-            socket.sethostname("sandbox")
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+            for fd in {out_w, err_w} - {0, 1, 2}:
+                os.close(fd)
             keep = {0, 1, 2, status.fileno(), *input_fds}
             for name in os.listdir("/proc/self/fd"):
                 if int(name) not in keep:
@@ -266,6 +264,52 @@ class Worker:
                 os._exit(125)
         _execute(job, status)
 
+    def _spare_main(self, status: socket.socket) -> None:
+        """The job process before it has a job: everything that does not depend on the job, done ahead of time."""
+        try:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker gone means no job will ever come
+            # Writing /proc/self/{uid,gid}_map needs a dumpable process; it is turned off again before the job.
+            _prctl(PR_SET_DUMPABLE, 1)
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{JOB_UID} {self.uid} 1")
+            _write("/proc/self/gid_map", f"{JOB_UID} {self.gid} 1")
+            _mount(None, "/", None, MS_REC | MS_PRIVATE)
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            socket.sethostname("sandbox")
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                payload = json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode()
+                status.sendall(b"E" + struct.pack(">I", len(payload)) + payload)
+            os._exit(125)
+        try:
+            job, fds = _recv(status)
+        except BaseException:
+            os._exit(0)
+        self._child(job, status, fds[0], fds[1], fds[2:])
+
+    def _spawn_spare(self) -> None:
+        """Clone the next job's process now, so that a job does not wait for the clone (a copy of the page
+        tables of a worker with pandas loaded, the slowest step of starting a job)."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = _clone(JOB_NAMESPACES)
+        if pid == 0:
+            try:
+                # Nothing of the worker's channel to the host may survive into the job.
+                self.sock.close()
+                parent.close()
+                self._spare_main(child)
+            finally:
+                os._exit(125)
+        child.close()
+        self.spare = (pid, parent)
+
+    def _take_spare(self) -> tuple[int, socket.socket]:
+        if self.spare is None:
+            self._spawn_spare()
+        assert self.spare is not None
+        spare, self.spare = self.spare, None
+        return spare
+
     # -- the worker's side ------------------------------------------------------------------------------------
 
     def run_job(self, job: dict[str, Any], input_fds: list[int]) -> tuple[dict[str, Any], list[int]]:
@@ -273,29 +317,17 @@ class Worker:
         limits = job["limits"]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        status_parent, status_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        flags = (
-            CLONE_NEWUSER
-            | CLONE_NEWNS
-            | CLONE_NEWPID
-            | CLONE_NEWNET
-            | CLONE_NEWIPC
-            | CLONE_NEWUTS
-            | CLONE_NEWCGROUP
-        )
-        pid = _clone(flags)
-        if pid == 0:
-            try:
-                # Nothing of the worker's channel to the host may survive into the job.
-                self.sock.close()
-                status_parent.close()
-                os.close(out_r)
-                os.close(err_r)
-                self._child(job, status_child, out_w, err_w, input_fds)
-            finally:
-                os._exit(125)
+        pid, status_parent = self._take_spare()
+        try:
+            _send(status_parent, job, [out_w, err_w, *input_fds])
+        except OSError:
+            # The spare died (it should not); reap it and start the job in a fresh one.
+            status_parent.close()
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            pid, status_parent = self._take_spare()
+            _send(status_parent, job, [out_w, err_w, *input_fds])
         self.pending = pid
-        status_child.close()
         os.close(out_w)
         os.close(err_w)
         cap = limits["output_bytes"]
@@ -406,8 +438,14 @@ class Worker:
         # serve rather than risk a job deadlocking on a lock another thread held at the clone.
         threads = sorted(os.listdir("/proc/self/task"))
         if len(threads) != 1:
-            names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in threads]
-            _send(self.sock, {"ready": False, "error": f"worker has {len(threads)} threads after preload: {names}"})
+            names = []
+            for t in threads:
+                with open(f"/proc/self/task/{t}/comm") as comm:
+                    names.append(comm.read().strip())
+            _send(
+                self.sock,
+                {"ready": False, "error": f"worker has {len(threads)} threads after preload: {names}"},
+            )
             os._exit(1)
         # Move every object the preload created to the permanent generation: a job's garbage collection then
         # never walks (and so never copies-on-write) the worker's pages.
@@ -415,6 +453,7 @@ class Worker:
 
         gc.collect()
         gc.freeze()
+        self._spawn_spare()
         _send(self.sock, {"ready": True, "pid": os.getpid()})
         while True:
             try:
@@ -430,10 +469,11 @@ class Worker:
             for fd in out_fds:
                 os.close(fd)
             # Reap the job while the host reads the result: its teardown (address space, namespaces) happens
-            # off the caller's critical path, and always before the next job starts.
+            # off the caller's critical path, and always before the next job starts. Then clone the next one.
             if self.pending:
                 os.waitpid(self.pending, 0)
                 self.pending = 0
+            self._spawn_spare()
 
 
 class _Status:

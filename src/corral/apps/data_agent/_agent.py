@@ -29,13 +29,14 @@ from corral.apps.data_agent._answer import MAX_ROWS, Answer, prose_answer
 from corral.apps.data_agent._chart import vega_lite_spec
 from corral.apps.data_agent._checks import sanity_check
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
-from corral.apps.data_agent._schema import Schema, load_schema, narrow
+from corral.apps.data_agent._schema import Schema, join_path, load_schema, narrow
 from corral.apps.data_agent._sqlcheck import (
     extract_sql,
     is_read_only,
     lint,
     repair_qualifiers,
     statement_kind,
+    table_aliases,
 )
 from corral.apps.data_agent._verified import VerifiedQuery, closest
 from corral.guards import ApprovalDecision, ApprovalRequest, Approver, Guards, GuardState
@@ -115,6 +116,35 @@ class DataAgent:
             )
 
 
+def _join_hint(error: str, schema: Schema, sql: str, dialect: str) -> str:
+    """For "no such column: alias.col" where the alias's table lacks the column: the join path from that
+    table to one that has it (the system walks the keys; the 0.5B model does not)."""
+    match = re.search(r"no such column:\s*\"?(\w+)\.(\w+)", error, re.IGNORECASE) or re.search(
+        r'Table "(\w+)" does not have a column named "(\w+)"', error
+    )
+    if match is None:
+        return ""
+    qualifier, column = match.group(1), match.group(2)
+    aliases = table_aliases(sql, dialect=dialect)
+    start = aliases.get(qualifier.lower(), qualifier)
+    owners = [
+        t.name for t in schema.tables if t.column(column) is not None and t.name.lower() != start.lower()
+    ]
+    if not owners:
+        return ""
+    used = {name.lower() for name in aliases.values()}
+    owners.sort(key=lambda name: name.lower() not in used)
+    for owner in owners:
+        path = join_path(schema, start, owner)
+        if path:
+            return (
+                f"{start} has no column {column}; {owner}.{column} is reached by joining on "
+                + ", then ".join(path)
+                + "."
+            )
+    return ""
+
+
 class _BudgetSpent(Exception):
     """A guard's budget ran out (internal: turned into a ``failed`` answer)."""
 
@@ -166,6 +196,8 @@ class _Run:
         self.guard = GuardState(agent.guards, started_at=0.0)
         self.n_model = 0
         self.n_query = 0
+        self.missing: list[str] = []
+        self.declined = False
 
     async def _model(
         self,
@@ -258,7 +290,13 @@ class _Run:
             if not sql:
                 if prompts.CANNOT in reply.upper().replace(" ", "_"):
                     reason = reply.split(":", 1)[-1].strip() or "the data has no such information"
-                    return self._cannot(reason)
+                    if self.declined or not schema.tables:
+                        return self._cannot(reason)
+                    # Small models decline too readily; when tables matched the question, ask once more.
+                    self.declined = True
+                    agent._emit("check", f"the model declined ({reason[:80]}); asking once more")
+                    messages.append(UserMessage(content=prompts.push_back(schema.table_names())))
+                    continue
                 last_error = "the reply contained no SQL query"
                 messages.append(UserMessage(content=prompts.fix_user(last_error, "")))
                 continue
@@ -286,9 +324,13 @@ class _Run:
             if not result.ok:
                 last_error = result.error or "the query failed"
                 agent._emit("query", f"error: {last_error}", ok=False)
-                messages.append(
-                    UserMessage(content=prompts.fix_user(last_error, _similar_names(last_error, full, sql)))
+                hints = _join_hint(last_error, full, sql, full.dialect) or _similar_names(
+                    last_error, full, sql
                 )
+                missing = _missing_name(last_error, full)
+                if missing is not None:
+                    self.missing.append(missing)
+                messages.append(UserMessage(content=prompts.fix_user(last_error, hints)))
                 continue
             agent._emit("query", f"{result.row_count} rows in {result.elapsed_s:.2f} s", ok=True)
             best = (sql, result)
@@ -310,12 +352,11 @@ class _Run:
             judge_left -= 1
             limit = max(limit, attempts + 1)
             messages.append(UserMessage(content=prompts.fix_user(f"a reviewer says: {reason}", "")))
+        if best is None and self.missing:
+            # The attempts reached for a name the data does not have, and nothing in the schema is spelled
+            # like it: the data lacks the concept, which is an answer, not a failure.
+            return self._cannot(f"the data has no {self.missing[0]!r} (no table or column like it)")
         if best is None:
-            missing = _missing_name(last_error, full)
-            if missing is not None:
-                # Every attempt reached for a name the data does not have, and nothing in the schema is
-                # spelled like it: the data lacks the concept, which is an answer, not a failure.
-                return self._cannot(f"the data has no {missing!r} (no table or column like it)")
             return Answer(
                 status="failed",
                 answer=f"No working query after {attempts} attempts; last problem: {last_error}",

@@ -51,6 +51,14 @@ def fix_user(error: str, hints: str) -> str:
     return f"That query has a problem: {error}{extra}\nWrite the corrected query in a ```sql block."
 
 
+def push_back(tables: list[str]) -> str:
+    """The reply to a first decline when the question's words matched tables."""
+    return (
+        f"The tables {', '.join(tables)} look relevant to the question. Try to write the query in a ```sql "
+        f"block; reply {CANNOT} again only if no column holds the data asked for."
+    )
+
+
 JUDGE_SYSTEM = (
     "You check whether an SQL query and its result answer a question. Reply with JSON: "
     '{"reason": "<one short sentence>", "verdict": "pass" or "fail"}. Say fail when the result clearly '

@@ -438,3 +438,24 @@ def narrow(
         tables=[by_name[n] for n in keep if n in by_name],
         brief=[by_name[n] for n in brief_names if n in by_name],
     )
+
+
+def join_path(schema: Schema, start: str, goal: str) -> list[str]:
+    """The join conditions that lead from table ``start`` to table ``goal`` along keys (declared or likely),
+    e.g. ``['InvoiceLine.TrackId = Track.TrackId', 'Track.GenreId = Genre.GenreId']``; ``[]`` if none."""
+    by_name = {t.name.lower(): t for t in schema.tables}
+    a, b = by_name.get(start.lower()), by_name.get(goal.lower())
+    if a is None or b is None:
+        return []
+    names = _path(_graph(schema.tables), a.name, b.name)[::-1]
+    conditions = []
+    for left, right in zip(names, names[1:], strict=False):
+        fk = next((f for f in by_name[left.lower()].foreign_keys if f.ref_table == right), None)
+        if fk is not None:
+            conditions.append(f"{left}.{fk.column} = {right}.{fk.ref_column}")
+            continue
+        back = next((f for f in by_name[right.lower()].foreign_keys if f.ref_table == left), None)
+        if back is None:
+            return []
+        conditions.append(f"{left}.{back.ref_column} = {right}.{back.column}")
+    return conditions

@@ -266,3 +266,16 @@ def lint(sql: str, *, dialect: str) -> list[str]:
                 "join on a column of each table"
             )
     return problems
+
+
+def table_aliases(sql: str, *, dialect: str) -> dict[str, str]:
+    """``{alias or name (lower case): table name}`` of the tables a query reads.
+
+    >>> table_aliases("SELECT * FROM Track AS t JOIN Genre g ON 1=1", dialect="sqlite")
+    {'t': 'Track', 'g': 'Genre'}
+    """
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except ParseError:
+        return {}
+    return {(t.alias_or_name or t.name).lower(): t.name for t in tree.find_all(exp.Table)}
