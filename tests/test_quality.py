@@ -92,7 +92,10 @@ def test_ruff_lint_is_clean() -> None:
 
 def test_ruff_format_is_clean() -> None:
     proc = subprocess.run(
-        [_tool("ruff"), "format", "--check", "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True
+        [_tool("ruff"), "format", "--check", "src", "tests", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -122,6 +125,8 @@ def test_public_names_are_exported_once_and_resolve(name: str) -> None:
     assert len(exported) == len(set(exported)), f"{name}.__all__ lists a name twice"
     missing = [n for n in exported if not hasattr(module, n)]
     assert not missing, f"{name}.__all__ names what the module does not define: {missing}"
-    public = {n for n in vars(module) if not n.startswith("_") and not isinstance(getattr(module, n), type(ast))}
+    public = {
+        n for n in vars(module) if not n.startswith("_") and not isinstance(getattr(module, n), type(ast))
+    }
     unlisted = sorted(public - set(exported) - {"annotations"})
     assert not unlisted, f"{name} has public names missing from __all__: {unlisted}"

@@ -1,7 +1,8 @@
 """Where corral keeps its files, and the defaults a user can set without code.
 
-Every layer reads its settings from here, so one place documents them all. Precedence, highest first:
-environment variables, the config file (``$CORRAL_CONFIG`` or ``<config dir>/config.toml``), built-in defaults.
+Every layer reads its settings from here, so one place documents them all. Precedence, highest
+first: environment variables, the config file (``$CORRAL_CONFIG`` or ``<config dir>/config.toml``),
+built-in defaults.
 
 =====================  ===========================  ===============================================
 environment variable   config file key              meaning
@@ -65,7 +66,7 @@ def load_config() -> dict[str, Any]:
 
 
 def get_setting(key: str, *, default: str) -> str:
-    """A setting by config-file ``key``: ``CORRAL_<KEY>`` from the environment, then the file, then default."""
+    """A setting: ``CORRAL_<KEY>`` from the environment, then the config file's ``key``, then ``default``."""
     env = os.environ.get(f"CORRAL_{key.upper()}")
     if env:
         return env
@@ -78,5 +79,5 @@ def get_setting(key: str, *, default: str) -> str:
 
 
 def journal_path() -> Path:
-    """The default journal: ``$CORRAL_JOURNAL``, the config file's ``journal``, or ``<data dir>/journal.sqlite``."""
+    """The journal: ``$CORRAL_JOURNAL``, the config file's ``journal``, or ``<data dir>/journal.sqlite``."""
     return Path(get_setting("journal", default=str(data_dir() / "journal.sqlite")))

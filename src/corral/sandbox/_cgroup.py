@@ -184,3 +184,30 @@ class WorkerCgroup:
                     break
                 except OSError:
                     time.sleep(0.01)
+
+
+def remove_stale() -> list[str]:
+    """Remove worker cgroups whose host process is gone (a host that was SIGKILLed cannot clean up itself)."""
+    version = cgroup_version()
+    own = _own_cgroups()
+    if version == 1:
+        parents = [_CGROOT / c / own.get(c, "/").lstrip("/") for c in ("memory", "pids")]
+    elif version == 2:
+        parents = [_CGROOT / own.get("", "/").lstrip("/") / "corral-sandbox"]
+    else:
+        return []
+    removed: list[str] = []
+    for parent in parents:
+        if not parent.is_dir():
+            continue
+        for path in parent.glob("corral-*-p*-w*"):
+            try:
+                host_pid = int(path.name.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if host_pid == os.getpid() or Path(f"/proc/{host_pid}").exists():
+                continue
+            with contextlib.suppress(OSError):
+                path.rmdir()  # fails, harmlessly, while anything still runs in it
+                removed.append(str(path))
+    return removed

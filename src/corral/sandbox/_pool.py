@@ -31,6 +31,7 @@ from typing import Any
 
 from corral.sandbox import _detect, _launcher, _worker
 from corral.sandbox._cgroup import WorkerCgroup
+from corral.sandbox._cgroup import remove_stale as remove_stale_cgroups
 from corral.sandbox._collect import collect
 from corral.sandbox._seccomp import build_filter
 from corral.sandbox._types import LimitName, Limits, RunResult, SkippedFile
@@ -69,6 +70,7 @@ _used_uids: set[int] = set()
 _live_pools: weakref.WeakSet[SandboxPool] = weakref.WeakSet()
 _WORKER_SLACK_BYTES = 48 * 1024 * 1024  # idle-memory growth after a job that still counts as normal
 _START_TIMEOUT = 120.0
+_MAX_INPUTS = 200  # the kernel passes at most 253 descriptors per message (SCM_MAX_FD); two are the pipes
 _BACKSTOP_SECONDS = 10.0  # the host kills a worker that overruns a job's wall limit by this much
 
 
@@ -302,6 +304,7 @@ class SandboxPool:
                 return
             _detect.require()
             self._seccomp = build_filter()
+            remove_stale_cgroups()
             self._stage = tempfile.mkdtemp(prefix="corral-sandbox-stage-")
             self._started = True
         errors: list[BaseException] = []
@@ -572,6 +575,11 @@ class SandboxPool:
                 self._waiting -= 1
 
     def _run(self, job: _Job, queue_timeout: float | None = None) -> RunResult:
+        if len(job.inputs) > _MAX_INPUTS:
+            raise SandboxUsageError(
+                f"a sandbox job takes at most {_MAX_INPUTS} input files (they travel as descriptors in one "
+                f"message), not {len(job.inputs)}; combine them or pass a directory's files in batches"
+            )
         for name in job.inputs:
             _check_input_name(name)
         self.start()

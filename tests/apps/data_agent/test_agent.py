@@ -83,10 +83,40 @@ async def test_an_unanswerable_question_says_so(chinook_runner: InProcessRunner)
 
 
 async def test_the_model_may_decline_when_the_schema_lacks_the_data(chinook_runner: InProcessRunner) -> None:
-    model = routed_model(["CANNOT_ANSWER: no table records the employees' salaries"])
+    decline = "CANNOT_ANSWER: no table records the employees' salaries"
+    model = routed_model([decline, decline])
     answer = await DataAgent(model=model, runner=chinook_runner).ask("What is the average employee salary?")
     assert answer.status == "cannot_answer"
     assert "salaries" in answer.answer
+    # Employee matched the question, so a first decline is questioned once (small models decline readily).
+    pushed = [m.content for m in model.calls[1].messages if isinstance(m, UserMessage)][-1]
+    assert "Employee" in pushed and "look relevant" in pushed
+
+
+async def test_a_first_decline_can_be_retracted(chinook_runner: InProcessRunner) -> None:
+    model = routed_model(["CANNOT_ANSWER: unsure", _fence("SELECT COUNT(*) FROM Employee")])
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("How many employees are there?")
+    assert answer.status == "answered" and answer.rows == [[8]]
+
+
+async def test_a_column_on_the_wrong_table_gets_the_join_path(chinook_runner: InProcessRunner) -> None:
+    model = routed_model(
+        [
+            _fence(
+                "SELECT g.Name FROM Genre g JOIN InvoiceLine il ON g.GenreId = il.GenreId "
+                "GROUP BY g.Name ORDER BY SUM(il.UnitPrice * il.Quantity) DESC LIMIT 1"
+            ),
+            _fence(
+                "SELECT g.Name FROM InvoiceLine il JOIN Track t ON il.TrackId = t.TrackId "
+                "JOIN Genre g ON t.GenreId = g.GenreId GROUP BY g.Name "
+                "ORDER BY SUM(il.UnitPrice * il.Quantity) DESC LIMIT 1"
+            ),
+        ]
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("Which genre earned the most?")
+    assert answer.rows == [["Rock"]]
+    feedback = [m.content for m in model.calls[1].messages if isinstance(m, UserMessage)][-1]
+    assert "InvoiceLine.TrackId = Track.TrackId, then Track.GenreId = Genre.GenreId" in feedback
 
 
 async def test_a_write_is_refused_without_approval(chinook_runner: InProcessRunner, chinook: Path) -> None:

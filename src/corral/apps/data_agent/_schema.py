@@ -10,6 +10,7 @@ models were trained on — with sample values and row counts as comments.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import deque
@@ -449,7 +450,7 @@ def join_path(schema: Schema, start: str, goal: str) -> list[str]:
         return []
     names = _path(_graph(schema.tables), a.name, b.name)[::-1]
     conditions = []
-    for left, right in zip(names, names[1:], strict=False):
+    for left, right in itertools.pairwise(names):
         fk = next((f for f in by_name[left.lower()].foreign_keys if f.ref_table == right), None)
         if fk is not None:
             conditions.append(f"{left}.{fk.column} = {right}.{fk.ref_column}")
