@@ -49,15 +49,6 @@ def p(values: list[float], q: float) -> float:
     )
 
 
-def drop_to(uid: int) -> Callable[[], None]:
-    def fn() -> None:
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-
-    return fn
-
-
 def bwrap_per_job(python: str, code: str) -> None:
     argv = [
         "bwrap",
@@ -89,7 +80,14 @@ def bwrap_per_job(python: str, code: str) -> None:
         "-c",
         code,
     ]
-    subprocess.run(argv, check=True, preexec_fn=drop_to(65534) if os.geteuid() == 0 else None)
+    root = os.geteuid() == 0  # bwrap as an unprivileged uid, never as root
+    subprocess.run(
+        argv,
+        check=True,
+        user=65534 if root else None,
+        group=65534 if root else None,
+        extra_groups=[] if root else None,
+    )
 
 
 def main() -> None:

@@ -1,5 +1,4 @@
-"""The sandbox's API: results, inputs, result files, limits, clean state, the pool's bulkheads and
-recycling."""
+"""The sandbox's API: results, inputs, result files, limits, clean state, bulkheads and recycling."""
 
 from __future__ import annotations
 
@@ -156,6 +155,14 @@ def test_normal_jobs_keep_the_warm_worker(pool: SandboxPool, tmp_path: Path) -> 
     assert pool.worker_uids == before
 
 
+def test_limits_can_go_down_and_up_again_on_one_worker() -> None:
+    with SandboxPool(1) as pool:
+        small = pool.run_python_sync("x = bytearray(8 << 20)", limits=Limits(memory_bytes=64 << 20))
+        big = pool.run_python_sync("x = bytearray(200 << 20)", limits=Limits(memory_bytes=400 << 20))
+        assert small.ok and big.ok, (small, big)
+        assert len(pool.worker_uids) == 1
+
+
 def test_closed_pool_refuses_work() -> None:
     pool = SandboxPool(1)
     pool.close()
@@ -212,3 +219,12 @@ def test_check_reports_a_working_backend() -> None:
     assert report.can_run and report.backend == "bubblewrap", report.missing()
     names = {item.name for item in report.items}
     assert {"bubblewrap", "user namespaces", "cgroups", "landlock", "gvisor"} <= names
+
+
+def test_cgroups_of_a_dead_host_are_removed() -> None:
+    from corral.sandbox import _cgroup
+
+    dead_pid = 4_194_305  # above the kernel's PID_MAX_LIMIT: certainly not a running process
+    stale = _cgroup.WorkerCgroup.create(f"corral-{dead_pid}-p0-w0-g0")
+    removed = _cgroup.remove_stale()
+    assert str(stale.memory) in removed and not stale.memory.exists() and not stale.pids.exists()

@@ -268,3 +268,10 @@ def test_csv_source_cannot_reach_other_files(pool: SandboxPool, tmp_path: Path, 
     assert result.error is not None and planted.value not in result.error
     ok = run_sql_sync("SELECT a + b AS s FROM sales", tmp_path / "sales.csv", pool=pool)
     assert ok.rows == [(3,)]
+
+
+def test_another_abi_kills_the_job(sandbox: Sandbox) -> None:
+    """x32 system calls (bit 30 set) could slip past a filter written for x86_64 numbers: they kill."""
+    result = sandbox.run(syscall(0x40000000 + 39) + "print('survived')")  # x32 getpid
+    assert "survived" not in result.stdout
+    assert result.signal == 31  # SIGSYS from SECCOMP_RET_KILL_PROCESS

@@ -181,8 +181,7 @@ def test_unix_socket_and_device_files_are_skipped(sandbox: Sandbox) -> None:
 
 
 def test_class_walking_reaches_nothing_new(sandbox: Sandbox, planted: Secrets) -> None:
-    """The smolagents escape: walk object's subclasses to reach os/subprocess. Here it only finds the
-    sandbox."""
+    """The smolagents escape: walk object's subclasses to reach os/subprocess; here it finds the sandbox."""
     code = textwrap.dedent(
         f"""
         found = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == '_wrap_close']

@@ -216,3 +216,26 @@ def test_memory_limit_is_per_run(sandbox: Sandbox, hits: int) -> None:
     result = sandbox.run("x = bytearray(96 * 1024 * 1024)\nprint(len(x))", memory_bytes=256 * MiB)
     assert result.ok, result
     assert result.peak_memory_bytes is not None and result.peak_memory_bytes >= 90 * MiB
+
+
+def test_busy_processes_cannot_take_more_than_their_cores(sandbox: Sandbox) -> None:
+    """A bulkhead between workers: four busy processes get a tenth of a core, not the machine."""
+    code = textwrap.dedent(
+        """
+        import os, time
+        for _ in range(3):
+            if os.fork() == 0:
+                end = time.time() + 1.0
+                while time.time() < end:
+                    pass
+                os._exit(0)
+        end = time.time() + 1.0
+        while time.time() < end:
+            pass
+        for _ in range(3):
+            os.wait()
+        """
+    )
+    result = sandbox.run(code, cpu_cores=0.1)  # low enough to bind even when other work shares the cores
+    assert result.ok and result.throttled, result
+    assert result.cpu_seconds <= 0.1 * result.wall_seconds * 1.25 + 0.05

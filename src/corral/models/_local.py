@@ -13,6 +13,7 @@ because a llama.cpp context is not safe to share between threads.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import threading
@@ -70,6 +71,17 @@ class _Loaded:
 
 _LOADED: dict[tuple[str, int], _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_loaded() -> None:
+    # Free the models before the interpreter tears modules down: llama_cpp's own __del__ then finds its
+    # ctypes bindings gone and prints an "Exception ignored" traceback at every exit.
+    with _LOAD_LOCK:
+        for loaded in _LOADED.values():
+            with loaded.lock:
+                loaded.llama.close()
+        _LOADED.clear()
 
 
 def _load(path: Path, n_ctx: int, n_threads: int, n_threads_batch: int | None = None) -> _Loaded:

@@ -6,8 +6,7 @@
 '42\\n'
 
 The default backend is a pool of warm workers under Debian's bubblewrap, each its own unprivileged uid with
-the
-data libraries preloaded, forking a fresh namespaced, seccomp-filtered, cgroup-limited child per job. See
+the data libraries preloaded, forking a fresh namespaced, seccomp-filtered, cgroup-limited child per job. See
 ``docs/sandbox.md`` for the design and :func:`check` for what this machine supports.
 """
 

@@ -25,8 +25,8 @@ def run_python_sync(
 
     ``inputs`` maps file names to host paths or bytes; the job reads them (read-only) as ``/data/<name>``. The
     job's working directory is an empty scratch directory, ``/work``; regular files it leaves there come back
-    in
-    :attr:`RunResult.files`. The job cannot reach the network, the host's files or environment, or other jobs.
+    in :attr:`RunResult.files`. The job cannot reach the network, the host's files or environment, or other
+    jobs.
 
     Raises :class:`~corral.sandbox.errors.SandboxBusy` when no worker frees up in time and
     :class:`~corral.sandbox.errors.SandboxUnavailable` when this machine cannot isolate code (it never runs it
@@ -64,12 +64,11 @@ def run_sql_sync(
     """Run one SQL statement against ``source`` inside the sandbox.
 
     ``source`` is a SQLite file, a DuckDB file, or CSV/Parquet files (a path, a directory, a list, or an
-    explicit
-    :class:`SQLiteSource` / :class:`DuckDBSource` / :class:`FilesSource`); CSV/Parquet files are views named
-    after their stems, queried through DuckDB. The database is opened read-only unless ``read_only=False`` is
-    passed — an explicit write grant (which the guards layer ties to a human approval). A failing query
-    returns
-    :attr:`SqlResult.error` with the database's own message, for the model to correct itself.
+    explicit :class:`SQLiteSource` / :class:`DuckDBSource` / :class:`FilesSource`); CSV/Parquet files are
+    views named after their stems, queried through DuckDB. The database is opened read-only unless
+    ``read_only=False`` is passed — an explicit write grant (which the guards layer ties to a human approval).
+    A failing query returns :attr:`SqlResult.error` with the database's own message, for the model to correct
+    itself.
     """
     src = _sql.as_source(source)
     spec, inputs = _sql.prepare(query, src, read_only=read_only, max_rows=max_rows)

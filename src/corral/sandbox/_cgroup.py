@@ -2,10 +2,8 @@
 
 The host moves nothing itself: the launcher joins the cgroup (it is still root then), so the worker, its
 bubblewrap parent and every job it forks are inside from their first instruction. Before each job the host
-sets
-the memory and pids limits to the worker's idle usage plus the run's limits, so one run's limits never depend
-on
-the previous run and a job cannot take the worker's share.
+sets the memory and pids limits to the worker's idle usage plus the run's limits, so one run's limits never
+depend on the previous run and a job cannot take the worker's share.
 """
 
 from __future__ import annotations
@@ -42,8 +40,7 @@ def _own_cgroups() -> dict[str, str]:
 
 
 def cgroup_version() -> int | None:
-    """2 when the unified hierarchy carries the memory controller, 1 when v1 memory+pids are mounted, else
-    None."""
+    """2 when cgroup v2 carries the memory controller, 1 when v1 memory and pids are mounted, else None."""
     if (_CGROOT / "cgroup.controllers").exists():
         return 2
     if (_CGROOT / "memory" / "memory.limit_in_bytes").exists() and (_CGROOT / "pids").is_dir():
@@ -58,6 +55,12 @@ class WorkerCgroup:
     version: int
     memory: Path
     pids: Path
+    cpu: Path | None = None
+    """CPU bandwidth (optional: without it a job is limited in CPU time but not in cores)."""
+
+    @property
+    def dirs(self) -> list[Path]:
+        return sorted({self.memory, self.pids, *([self.cpu] if self.cpu else [])})
 
     @classmethod
     def create(cls, name: str) -> WorkerCgroup:
@@ -73,9 +76,13 @@ class WorkerCgroup:
             except OSError:
                 memory.rmdir()
                 raise
-            # Swap would let a job's memory escape the limit; cap memory+swap together where the kernel has
-            # it.
-            return cls(1, memory, pids)
+            cpu: Path | None = _CGROOT / "cpu" / own.get("cpu", "/").lstrip("/") / name
+            try:
+                assert cpu is not None
+                cpu.mkdir()
+            except OSError:
+                cpu = None
+            return cls(1, memory, pids, cpu)
         if version == 2:
             parent = _CGROOT / own.get("", "/").lstrip("/")
             # v2 forbids processes in a cgroup whose controllers are delegated; use a sibling subtree we own.
@@ -83,15 +90,16 @@ class WorkerCgroup:
             base.mkdir(exist_ok=True)
             with contextlib.suppress(OSError):
                 _write(base / "cgroup.subtree_control", "+memory +pids")
+            with contextlib.suppress(OSError):
+                _write(base / "cgroup.subtree_control", "+cpu")
             path = base / name
             path.mkdir()
-            return cls(2, path, path)
+            return cls(2, path, path, path if (path / "cpu.max").exists() else None)
         raise OSError("no usable cgroup hierarchy (need v2 with memory+pids, or v1 memory and pids)")
 
     @property
     def procs_files(self) -> list[str]:
-        files = {str(self.memory / "cgroup.procs"), str(self.pids / "cgroup.procs")}
-        return sorted(files)
+        return [str(d / "cgroup.procs") for d in self.dirs]
 
     def memory_usage(self) -> int:
         name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
@@ -116,14 +124,43 @@ class WorkerCgroup:
     def set_limits(self, *, memory_bytes: int, pids: int) -> None:
         """Set absolute limits (the pool adds the worker's idle usage before calling)."""
         if self.version == 1:
+            # Swap would let a job's memory escape the limit, so memory+swap gets the same cap where the
+            # kernel accounts swap. v1 requires memory <= memory+swap at every step: raise memsw first, lower
+            # it last.
+            memsw = self.memory / "memory.memsw.limit_in_bytes"
+            has_memsw = memsw.exists()
+            if has_memsw and memory_bytes > int(_read(memsw)):
+                _write(memsw, str(memory_bytes))
             _write(self.memory / "memory.limit_in_bytes", str(memory_bytes))
-            with contextlib.suppress(OSError):
-                _write(self.memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
+            if has_memsw:
+                _write(memsw, str(memory_bytes))
         else:
             _write(self.memory / "memory.max", str(memory_bytes))
             with contextlib.suppress(OSError):
                 _write(self.memory / "memory.swap.max", "0")
         _write(self.pids / "pids.max", str(pids))
+
+    def set_cpu(self, cores: float) -> None:
+        """At most ``cores`` CPUs' worth of time per scheduling period (CFS bandwidth), when available."""
+        if self.cpu is None:
+            return
+        period = 100_000
+        quota = max(1000, int(cores * period))
+        if self.version == 1:
+            _write(self.cpu / "cpu.cfs_period_us", str(period))
+            _write(self.cpu / "cpu.cfs_quota_us", str(quota))
+        else:
+            _write(self.cpu / "cpu.max", f"{quota} {period}")
+
+    def throttled(self) -> int:
+        """How many scheduling periods the CPU limit throttled this cgroup so far (0 without a CPU limit)."""
+        if self.cpu is None:
+            return 0
+        for line in _read(self.cpu / "cpu.stat").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "nr_throttled":
+                return int(value)
+        return 0
 
     def reset_peak(self) -> None:
         """Start a new peak measurement for the next job (v1: max_usage; v2: memory.peak, kernel >= 6.12)."""
@@ -167,7 +204,7 @@ class WorkerCgroup:
 
     def _pids(self) -> list[int]:
         found: set[int] = set()
-        for path in {self.memory, self.pids}:
+        for path in self.dirs:
             with contextlib.suppress(OSError):
                 found.update(int(p) for p in _read(path / "cgroup.procs").split())
         return sorted(found)
@@ -175,7 +212,7 @@ class WorkerCgroup:
     def remove(self) -> None:
         """Kill what is left and remove the directories (retrying while the kernel finishes the exits)."""
         self.kill_all()
-        for path in {self.memory, self.pids}:
+        for path in self.dirs:
             for _ in range(100):
                 try:
                     path.rmdir()
@@ -191,7 +228,7 @@ def remove_stale() -> list[str]:
     version = cgroup_version()
     own = _own_cgroups()
     if version == 1:
-        parents = [_CGROOT / c / own.get(c, "/").lstrip("/") for c in ("memory", "pids")]
+        parents = [_CGROOT / c / own.get(c, "/").lstrip("/") for c in ("memory", "pids", "cpu")]
     elif version == 2:
         parents = [_CGROOT / own.get("", "/").lstrip("/") / "corral-sandbox"]
     else:

@@ -2,12 +2,9 @@
 
 The host is root; the job is hostile. A naive ``open("scratch/result.csv")`` follows a planted symlink to
 ``/etc/shadow``, blocks forever on a FIFO, or reads a hard link to a file the job could not read itself. So
-every
-open is relative to a directory fd, with ``O_NOFOLLOW | O_NONBLOCK``, and only regular files with one link
-and a
-bounded size are read (checked with ``fstat`` on the opened fd, so there is no check-then-open race).
-Everything
-else is skipped and reported.
+every open is relative to a directory fd, with ``O_NOFOLLOW | O_NONBLOCK``, and only regular files with one
+link and a bounded size are read (checked with ``fstat`` on the opened fd, so there is no check-then-open
+race). Everything else is skipped and reported.
 """
 
 from __future__ import annotations

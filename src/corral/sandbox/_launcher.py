@@ -1,12 +1,13 @@
 """Starts one worker: a short-lived root step, then ``exec`` of bubblewrap as the worker's own unprivileged uid.
 
-Executed as a script (``python -I -S -c <source> <json>``) by the host, as root. Why it exists: the interpreter
-and site-packages may live under ``/root`` (mode 700), which an unprivileged uid cannot traverse, and nothing on
-the host may be chmod-ed. So this process enters a private mount namespace (nothing propagates back to the host),
-mounts a small tmpfs on an empty staging directory and bind-mounts each runtime directory read-only into it; the
-staging tmpfs is world-traversable, so bubblewrap — started after the switch to the worker's uid — can bind those
-directories into the worker's sandbox at their original paths. It also joins the worker's cgroups and lowers its
-OOM score while it still can (root), then drops every privilege and execs bwrap.
+Executed as a script (``python -I -S -c <source> <json>``) by the host, as root. Why it exists: the
+interpreter and site-packages may live under ``/root`` (mode 700), which an unprivileged uid cannot traverse,
+and nothing on the host may be chmod-ed. So this process enters a private mount namespace (nothing propagates
+back to the host), mounts a small tmpfs on an empty staging directory and bind-mounts each runtime directory
+read-only into it; the staging tmpfs is world-traversable, so bubblewrap — started after the switch to the
+worker's uid — can bind those directories into the worker's sandbox at their original paths. It also joins the
+worker's cgroups and lowers its OOM score while it still can (root), then drops every privilege and execs
+bwrap.
 """
 
 # ruff: noqa: E501

@@ -113,13 +113,12 @@ def _recv(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 
 def _runtime_dirs() -> tuple[str, list[tuple[str, str]], list[str]]:
-    """The interpreter's real path, (host dir, sandbox dir) pairs to bind read-only, and the worker's
-    sys.path.
+    """The interpreter's real path, (host dir, sandbox dir) pairs to bind read-only, the worker's sys.path.
 
     Discovered from ``sys`` at run time, never hard-coded: CI runs from another clone with its own venv. The
     interpreter's prefix keeps its path (libpython is found through an absolute rpath); site-packages
-    directories
-    move to neutral paths so that nothing of the repository's location (the venv often sits inside it) shows.
+    directories move to neutral paths so that nothing of the repository's location (the venv often sits inside
+    it) shows.
     """
     exe = os.path.realpath(sys.executable)
     prefix = os.path.realpath(sys.base_prefix)
@@ -150,8 +149,7 @@ def _runtime_dirs() -> tuple[str, list[tuple[str, str]], list[str]]:
 
 
 def _open_input(value: InputValue) -> int:
-    """An fd the job may read but not write: the file itself when that is safe, else a sealed in-memory
-    copy."""
+    """An fd the job may read but not write: the file itself when safe, else a sealed in-memory copy."""
     if isinstance(value, bytes):
         return _sealed_memfd(value)
     path = os.fspath(value)
@@ -161,8 +159,7 @@ def _open_input(value: InputValue) -> int:
         os.close(fd)
         raise SandboxUsageError(f"sandbox input {path!r} is not a regular file")
     # The job reopens its inputs by path (/proc/self/fd/N), which checks the file's mode bits against the
-    # job's
-    # uid: a world-writable file would be writable from inside. Give it a sealed copy instead.
+    # job's uid: a world-writable file would be writable from inside. Give it a sealed copy instead.
     if st.st_mode & stat.S_IWOTH:
         with os.fdopen(fd, "rb") as f:
             return _sealed_memfd(f.read())
@@ -250,10 +247,9 @@ class SandboxPool:
     """Warm sandbox workers, one per core by default, each its own unprivileged uid, memory and pids cgroup.
 
     Workers start lazily on the first job (or :meth:`start`); a worker is replaced after
-    ``max_jobs_per_worker``
-    jobs or after anything unusual (a crash, a protocol error, leftover processes or memory). At most
-    ``max_queue`` callers wait for a worker; the next one, or one that waited ``queue_timeout`` seconds, gets
-    :class:`SandboxBusy`. Use as a context manager, or call :meth:`close`.
+    ``max_jobs_per_worker`` jobs or after anything unusual (a crash, a protocol error, leftover processes or
+    memory). At most ``max_queue`` callers wait for a worker; the next one, or one that waited
+    ``queue_timeout`` seconds, gets :class:`SandboxBusy`. Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -391,9 +387,8 @@ class SandboxPool:
         """Popen on the pool's long-lived spawner thread.
 
         bubblewrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the parent *thread* exits: a
-        worker
-        started from a short-lived thread would be killed with it. One thread that lives as long as the pool
-        starts them all.
+        worker started from a short-lived thread would be killed with it. One thread that lives as long as the
+        pool starts them all.
         """
         future: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
         with self._lock:
@@ -610,11 +605,20 @@ class SandboxPool:
         limits = job.limits
         cg = worker.cgroup
         worker.jobs += 1
-        cg.set_limits(
-            memory_bytes=worker.idle_memory + limits.memory_bytes, pids=worker.idle_pids + limits.pids
-        )
-        cg.reset_peak()
-        oom_before = cg.oom_kills()
+        try:
+            cg.set_limits(
+                memory_bytes=worker.idle_memory + limits.memory_bytes, pids=worker.idle_pids + limits.pids
+            )
+            cg.set_cpu(limits.cpu_cores)
+            throttled_before = cg.throttled()
+            cg.reset_peak()
+            oom_before = cg.oom_kills()
+        except OSError as exc:
+            worker.broken = True
+            raise SandboxCrashed(
+                f"could not set the limits of sandbox worker uid {worker.uid} ({exc}); it was replaced, "
+                "the job may be retried"
+            ) from exc
         message = {
             "id": worker.jobs,
             "kind": job.kind,
@@ -690,6 +694,7 @@ class SandboxPool:
             cpu_seconds=cpu,
             peak_memory_bytes=max(0, peak - worker.idle_memory) if peak is not None else None,
             wall_seconds=float(reply.get("wall") or 0.0),
+            throttled=cg.throttled() > throttled_before,
         )
 
     def _healthy(self, worker: _Worker) -> bool:
@@ -703,8 +708,7 @@ class SandboxPool:
             deadline = time.monotonic() + 0.5
             while True:
                 # +1: the previous job's first process may still be exiting; the worker reaps it before it
-                # reads
-                # the next job, so it never overlaps a job.
+                # reads the next job, so it never overlaps a job.
                 pids_ok = worker.cgroup.pids_current() <= worker.idle_pids + 1
                 memory_ok = worker.cgroup.resident() <= worker.idle_resident + _WORKER_SLACK_BYTES
                 if pids_ok and memory_ok:
@@ -725,8 +729,7 @@ class SandboxPool:
         limits: Limits | None = None,
         queue_timeout: float | None = None,
     ) -> RunResult:
-        """Run ``code`` in a fresh sandboxed process and wait for it. See
-        :func:`corral.sandbox.run_python`."""
+        """Run ``code`` in a fresh sandboxed process and wait. See :func:`corral.sandbox.run_python_sync`."""
         if not isinstance(code, str):
             raise SandboxUsageError(f"sandbox code must be a str, not {type(code).__name__}")
         return self._run(
@@ -765,8 +768,7 @@ def _processes_by_uid() -> dict[int, list[int]]:
     """Real uid -> pids of live (non-zombie) processes, from /proc/*/status.
 
     Zombies are skipped: bubblewrap's monitor exits without reaping its PID-1 helper, which the host's init
-    then
-    reaps within about a second; a zombie runs nothing and holds no resources but its pid.
+    then reaps within about a second; a zombie runs nothing and holds no resources but its pid.
     """
     found: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -792,22 +794,25 @@ def _processes_of(uid: int) -> list[int]:
 
 
 def leftovers() -> list[str]:
-    """Processes and cgroups of this process's pools that outlived their worker (pools still open
-    excepted)."""
+    """Processes and cgroups of this process's pools that outlived their worker (open pools excepted)."""
     live_uids: set[int] = set()
     live_cgroups: set[Path] = set()
     for pool in list(_live_pools):
         with pool._lock:
             for w in pool._all:
                 live_uids.add(w.uid)
-                live_cgroups.update({w.cgroup.memory, w.cgroup.pids})
+                live_cgroups.update(w.cgroup.dirs)
     found: list[str] = []
     for uid, pids in _processes_by_uid().items():
         if uid in _used_uids and uid not in live_uids:
             found.extend(f"process {pid} (uid {uid})" for pid in pids)
     prefix = f"corral-{os.getpid()}-"
     cgroot = Path("/sys/fs/cgroup")
-    roots = [cgroot] if (cgroot / "cgroup.controllers").exists() else [cgroot / "memory", cgroot / "pids"]
+    roots = (
+        [cgroot]
+        if (cgroot / "cgroup.controllers").exists()
+        else [cgroot / n for n in ("memory", "pids", "cpu")]
+    )
     for root in roots:
         if root.is_dir():
             found.extend(

@@ -1,19 +1,16 @@
 """The seccomp filter every job runs under, assembled as classic BPF by hand.
 
 Built here (no libseccomp binding needed in our interpreter) and handed to the worker as bytes; the worker
-loads it
-in each job's process right before the model's code runs. The filter is a deny list on top of the namespaces,
-dropped capabilities and cgroups: each entry closes a kernel surface a job has no business touching.
+loads it in each job's process right before the model's code runs. The filter is a deny list on top of the
+namespaces, dropped capabilities and cgroups: each entry closes a kernel surface a job has no business
+touching.
 
 Denied with ``EPERM``: ptrace and cross-process memory access, bpf, perf_event_open, userfaultfd, the keyring,
 mount/umount/pivot_root/chroot and the new mount API, unshare/setns and ``clone`` with namespace flags,
-io_uring,
-kexec, kernel modules, execve (a job has no reason to start programs: ``os.system`` and ctypes ``system()``
-fail),
-sockets of any family but ``AF_UNIX``, the ``TIOCSTI``/``TIOCLINUX`` ioctls, and a few admin calls. ``clone3``
-gets ``ENOSYS`` so the C library falls back to ``clone``, whose flags a classic filter can inspect. System
-calls of
-another ABI (x32, or a foreign architecture) kill the process.
+io_uring, kexec, kernel modules, execve (a job has no reason to start programs: ``os.system`` and ctypes
+``system()`` fail), sockets of any family but ``AF_UNIX``, the ``TIOCSTI``/``TIOCLINUX`` ioctls, and a few
+admin calls. ``clone3`` gets ``ENOSYS`` so the C library falls back to ``clone``, whose flags a classic filter
+can inspect. System calls of another ABI (x32, or a foreign architecture) kill the process.
 """
 
 from __future__ import annotations
@@ -115,8 +112,7 @@ def build_filter(machine: str | None = None) -> bytes:
     """The filter as packed ``struct sock_filter`` records, ready for ``PR_SET_SECCOMP``.
 
     Raises :class:`SandboxUnavailable` on an architecture whose system call numbers this module does not
-    carry:
-    a wrong table would silently let calls through, so it refuses instead.
+    carry: a wrong table would silently let calls through, so it refuses instead.
     """
     machine = machine or platform.machine()
     if machine not in ("x86_64", "AMD64"):
@@ -125,8 +121,7 @@ def build_filter(machine: str | None = None) -> bytes:
             "running model-written code without it would be unsafe, so the sandbox refuses"
         )
     # Symbolic program: ("jeq"/"jset"/"jge", k, true_label, false_label) or ("ld", offset) or ("ret", value)
-    # or
-    # ("label", name). Resolved to relative jumps below; every jump goes forward, as BPF requires.
+    # or ("label", name). Resolved to relative jumps below; every jump goes forward, as BPF requires.
     prog: list[tuple[object, ...]] = [
         ("ld", _ARCH),
         ("jeq", _AUDIT_ARCH_X86_64, None, "kill"),

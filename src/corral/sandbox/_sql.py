@@ -4,8 +4,8 @@ The database engine runs in the job process, after the privilege drop, like any 
 query that finds an engine bug lands in the sandbox, not in the host. Inputs are passed as read-only file
 descriptors and appear as ``/data/<file name>``. Read-only is the default and is enforced twice: by the files
 (read-only descriptors, a read-only ``/data``) and by the engines (SQLite ``mode=ro`` with extension loading
-off;
-DuckDB with ``enable_external_access=false``, only the source files allowed, and ``lock_configuration=true``).
+off; DuckDB with ``enable_external_access=false``, only the source files allowed, and
+``lock_configuration=true``).
 
 A read-write grant never gives the job the host file: the job works on a copy in its scratch directory and the
 host writes the new version back (atomically, and only if the file did not change meanwhile).
@@ -59,7 +59,7 @@ def as_source(source: SourceLike) -> Source:
     """Interpret a path (by suffix), a directory (its CSV/Parquet files) or a list of data files as a source.
 
     >>> as_source("shop.sqlite")
-    SQLiteSource(path=PosixPath('shop.sqlite'))
+        SQLiteSource(path=PosixPath('shop.sqlite'))
     """
     if isinstance(source, (SQLiteSource, DuckDBSource, FilesSource)):
         return source

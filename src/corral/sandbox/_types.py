@@ -19,7 +19,7 @@ class Limits:
     """Per-run resource limits. Every field has a default; override the ones a run needs.
 
     >>> Limits(wall_seconds=5).cpu_seconds
-    10.0
+        10.0
     """
 
     wall_seconds: float = 30.0
@@ -30,6 +30,9 @@ class Limits:
     """Memory the job may add to the worker's (memory cgroup; the job is OOM-killed past it)."""
     pids: int = 64
     """Processes and threads the job may create (pids cgroup)."""
+    cpu_cores: float = 1.0
+    """CPUs' worth of time the job may use at once (CFS bandwidth of the worker's cgroup), so that a job
+    running many busy processes cannot take the cores of the other workers' jobs."""
     scratch_bytes: int = 64 * _MiB
     """Size of the job's scratch directory ``/work`` (a fresh tmpfs), where result files go."""
     scratch_inodes: int = 4096
@@ -58,8 +61,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file in the scratch directory the host refused to collect, and why (symlink, FIFO, hard link,
-    size...)."""
+    """A file in the scratch directory the host refused to collect, and why (symlink, FIFO, hard link...)."""
 
     name: str
     reason: str
@@ -86,6 +88,8 @@ class RunResult:
     peak_memory_bytes: int | None = None
     """Memory the job added on top of the idle worker at its peak (cgroup), when the kernel reports it."""
     wall_seconds: float = 0.0
+    throttled: bool = False
+    """True when the ``cpu_cores`` limit slowed the job down at least once."""
 
     @property
     def ok(self) -> bool:
@@ -95,8 +99,7 @@ class RunResult:
 
 @dataclass(frozen=True, kw_only=True)
 class SqlResult:
-    """A query's answer: columns, the first ``max_rows`` rows, the total row count, or the database's error
-    text."""
+    """A query's answer: columns, the first ``max_rows`` rows and the total count, or the database's error."""
 
     columns: list[str]
     types: list[str]

@@ -1,18 +1,19 @@
-"""The warm worker: runs inside bubblewrap as an unprivileged uid and forks one fresh, namespaced child per job.
+"""The warm worker: runs in bubblewrap as an unprivileged uid, starts a fresh namespaced process per job.
 
-This file is executed as a script (``python -I -S -c <source>``) inside the worker's sandbox; it imports nothing
-from corral (the repository is not visible in there) and only the standard library plus the preloaded data
+This file is executed as a script (``python -I -S -c <source>``) inside the worker's sandbox; it imports
+nothing from corral (the repository is not visible in there), only the standard library and the preloaded data
 libraries. The host speaks to it over one AF_UNIX stream socket: 4-byte big-endian length + JSON, with file
 descriptors attached to the length prefix (input files host→worker, the job's scratch directory worker→host).
 
-Per job (see ``_run_job``): the worker forks C1, which unshares user/mount/PID/network/IPC/UTS/cgroup namespaces,
-maps its uid, mounts a size-capped tmpfs on /work (scratch), /tmp and /dev/shm, and a read-only /data of symlinks
-to the input fds; C1 forks C2, PID 1 of the new PID namespace, which mounts its own /proc, sets rlimits, drops
-every capability, sets no_new_privs and the seccomp filter, and executes the job's code. The worker enforces the
-wall clock (SIGKILL), drains stdout/stderr with a cap, and reports status and rusage.
+Per job: the job's process was cloned ahead of time (``_spawn_spare``) straight into new user, mount, PID,
+network, IPC, UTS and cgroup namespaces — PID 1 of its own PID namespace — has mapped its uid and mounted its
+own /proc, and waits for a job. When one arrives (``run_job``) it mounts size-capped tmpfs on /work (scratch),
+/tmp and /dev/shm and a read-only /data of links to the input descriptors, sends the host the scratch
+directory's fd, sets rlimits, drops every capability, sets no_new_privs, non-dumpable and the seccomp filter,
+and executes the job's code; it reports "done" with its exit code and CPU time. The worker enforces the wall
+clock (SIGKILL), drains stdout/stderr with a cap, replies, then reaps the job and clones the next one.
 """
 
-# ruff: noqa: E501
 from __future__ import annotations
 
 import base64
@@ -199,7 +200,7 @@ class Worker:
         self.pending = 0
         self.spare: tuple[int, socket.socket] | None = None
 
-    # -- the job's side ---------------------------------------------------------------------------------------
+    # -- the job's side -------------------------------------------------------------------------------------
 
     def _child(
         self, job: dict[str, Any], status: socket.socket, out_w: int, err_w: int, input_fds: list[int]
@@ -265,10 +266,10 @@ class Worker:
         _execute(job, status)
 
     def _spare_main(self, status: socket.socket) -> None:
-        """The job process before it has a job: everything that does not depend on the job, done ahead of time."""
+        """The job process before it has a job: all that does not depend on the job, done ahead of time."""
         try:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker gone means no job will ever come
-            # Writing /proc/self/{uid,gid}_map needs a dumpable process; it is turned off again before the job.
+            # Writing /proc/self/{uid,gid}_map needs a dumpable process; turned off again before the job.
             _prctl(PR_SET_DUMPABLE, 1)
             _write("/proc/self/setgroups", "deny")
             _write("/proc/self/uid_map", f"{JOB_UID} {self.uid} 1")
@@ -288,8 +289,10 @@ class Worker:
         self._child(job, status, fds[0], fds[1], fds[2:])
 
     def _spawn_spare(self) -> None:
-        """Clone the next job's process now, so that a job does not wait for the clone (a copy of the page
-        tables of a worker with pandas loaded, the slowest step of starting a job)."""
+        """Clone the next job's process now, so that a job does not wait for the clone.
+
+        The clone copies the page tables of a worker with pandas loaded: the slowest step of starting a job.
+        """
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = _clone(JOB_NAMESPACES)
         if pid == 0:
@@ -310,7 +313,7 @@ class Worker:
         spare, self.spare = self.spare, None
         return spare
 
-    # -- the worker's side ------------------------------------------------------------------------------------
+    # -- the worker's side ----------------------------------------------------------------------------------
 
     def run_job(self, job: dict[str, Any], input_fds: list[int]) -> tuple[dict[str, Any], list[int]]:
         started = time.monotonic()
@@ -477,7 +480,7 @@ class Worker:
 
 
 class _Status:
-    """The job's status stream: S (scratch fd attached), then D<len><json> (done) or E<len><json> (setup error)."""
+    """The job's status stream: S (scratch fd attached), then D (exit code, CPU) or E<len><json> (error)."""
 
     def __init__(self) -> None:
         self.buf = b""

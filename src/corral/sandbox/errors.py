@@ -12,8 +12,7 @@ Exception tree::
 
 A job that fails — an exception, a non-zero exit, a limit hit — is *not* an error: it comes back as a
 :class:`~corral.sandbox.RunResult` with ``exit_code``, ``limit`` and ``stderr`` set, because model-written
-code
-failing is the normal case the caller feeds back to the model.
+code failing is the normal case the caller feeds back to the model.
 """
 
 from __future__ import annotations
@@ -30,8 +29,7 @@ class SandboxUnavailable(SandboxError):
 
 
 class SandboxBusy(SandboxError):
-    """All workers are busy and the bounded queue is full, or a caller waited longer than its queue
-    timeout."""
+    """All workers are busy and the bounded queue is full, or a caller waited past its queue timeout."""
 
 
 class SandboxCrashed(SandboxError):

@@ -335,7 +335,7 @@ async def test_reaching_for_a_name_the_data_lacks_is_cannot_answer(chinook_runne
     )
     answer = await DataAgent(model=model, runner=chinook_runner).ask("What is the average employee salary?")
     assert answer.status == "cannot_answer"
-    assert "'Salary'" in answer.answer
+    assert "names the data does not have: Salary" in answer.answer
 
 
 async def test_a_write_runs_only_when_approved(chinook: Path) -> None:

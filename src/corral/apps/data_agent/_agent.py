@@ -172,16 +172,23 @@ def _similar_names(error: str, schema: Schema, sql: str) -> str:
     return "Names that exist: " + ", ".join(found[:6]) + "."
 
 
-def _missing_name(error: str, schema: Schema) -> str | None:
-    """The name in a "no such column/table X" error when the schema has nothing spelled like it."""
+def _missing_name(error: str, schema: Schema) -> tuple[str, bool] | None:
+    """``(name, exists_elsewhere)`` for a "no such column/table X" error: whether the schema has X (or a name
+    containing it, or one spelled almost like it) anywhere; ``None`` for other errors."""
     match = re.search(r"(?:no such column|no such table)[:\s]+\"?([\w.]+)", error, re.IGNORECASE)
     if match is None:
         match = re.search(r'(?:column|table) (?:with name )?"?([\w.]+)"? (?:not found|does not exist)', error)
     if match is None:
         return None
-    if _similar_names(error, schema, ""):
-        return None
-    return match.group(1).split(".")[-1]
+    name = match.group(1).split(".")[-1]
+    lowered = name.lower()
+    names = {t.name.lower() for t in schema.tables} | {
+        c.name.lower() for t in schema.tables for c in t.columns
+    }
+    like = any(lowered in n or n in lowered for n in names if len(n) > 2) or bool(
+        difflib.get_close_matches(lowered, list(names), n=1, cutoff=0.85)
+    )
+    return name, like
 
 
 class _Run:
@@ -196,7 +203,8 @@ class _Run:
         self.guard = GuardState(agent.guards, started_at=0.0)
         self.n_model = 0
         self.n_query = 0
-        self.missing: list[str] = []
+        self.missing: list[tuple[str, bool]] = []
+        self.other_errors = 0
         self.declined = False
 
     async def _model(
@@ -330,6 +338,8 @@ class _Run:
                 missing = _missing_name(last_error, full)
                 if missing is not None:
                     self.missing.append(missing)
+                else:
+                    self.other_errors += 1
                 messages.append(UserMessage(content=prompts.fix_user(last_error, hints)))
                 continue
             agent._emit("query", f"{result.row_count} rows in {result.elapsed_s:.2f} s", ok=True)
@@ -352,10 +362,13 @@ class _Run:
             judge_left -= 1
             limit = max(limit, attempts + 1)
             messages.append(UserMessage(content=prompts.fix_user(f"a reviewer says: {reason}", "")))
-        if best is None and self.missing:
-            # The attempts reached for a name the data does not have, and nothing in the schema is spelled
-            # like it: the data lacks the concept, which is an answer, not a failure.
-            return self._cannot(f"the data has no {self.missing[0]!r} (no table or column like it)")
+        if best is None and self.missing and not self.other_errors:
+            # Every failed attempt reached for names the data does not have: the data lacks what the question
+            # needs, which is an answer ("cannot answer"), not a failure of the agent.
+            unknown = [n for n, like in self.missing if not like] or [n for n, _ in self.missing]
+            return self._cannot(
+                "every query needed names the data does not have: " + ", ".join(dict.fromkeys(unknown))
+            )
         if best is None:
             return Answer(
                 status="failed",
