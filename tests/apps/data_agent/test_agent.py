@@ -6,6 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from corral.apps.data_agent import (
     CONTRACT_KEYS,
     DataAgent,
@@ -397,3 +399,17 @@ async def test_awkward_identifiers_reach_the_model_quoted_and_work(awkward_db: P
     assert answer.status == "answered" and answer.rows == [[15.0]]
     prompt = model.calls[0].messages[1].content
     assert 'CREATE TABLE "Order Details"' in prompt and '"Unit Price" REAL' in prompt
+
+
+async def test_a_filter_nobody_asked_for_is_questioned_once(chinook_runner: InProcessRunner) -> None:
+    model = routed_model(
+        [
+            _fence("SELECT AVG(Total) FROM Invoice WHERE BillingCountry = 'USA'"),
+            _fence("SELECT AVG(Total) FROM Invoice"),
+        ]
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("What is the average invoice total?")
+    assert chinook_runner.queries == ["SELECT AVG(Total) FROM Invoice"]
+    assert answer.rows[0][0] == pytest.approx(5.6519, abs=1e-3)
+    feedback = [m.content for m in model.calls[1].messages if isinstance(m, UserMessage)][-1]
+    assert "does not ask to filter on BillingCountry = 'USA'" in feedback

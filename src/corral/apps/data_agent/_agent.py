@@ -37,6 +37,7 @@ from corral.apps.data_agent._sqlcheck import (
     repair_qualifiers,
     statement_kind,
     table_aliases,
+    unasked_filters,
 )
 from corral.apps.data_agent._verified import VerifiedQuery, closest
 from corral.guards import ApprovalDecision, ApprovalRequest, Approver, Guards, GuardState
@@ -206,6 +207,7 @@ class _Run:
         self.missing: list[tuple[str, bool]] = []
         self.other_errors = 0
         self.declined = False
+        self.flagged_filters = False
 
     async def _model(
         self,
@@ -323,6 +325,15 @@ class _Run:
                 for note in notes:
                     agent._emit("check", f"repaired column reference {note}")
             mistakes = lint(sql, dialect=full.dialect)
+            unasked = [] if self.flagged_filters else unasked_filters(sql, question, dialect=full.dialect)
+            if unasked:
+                # Asked once only: if the model keeps the filter, it may know better than word matching.
+                self.flagged_filters = True
+                conditions = "; ".join(unasked)
+                mistakes.append(
+                    f"the question does not ask to filter on {conditions}: remove that condition unless the "
+                    "question needs it"
+                )
             if mistakes and attempts < limit:
                 last_error = "; ".join(mistakes)
                 agent._emit("check", last_error, finding="lint", blocking=True)

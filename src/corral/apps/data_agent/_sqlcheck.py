@@ -279,3 +279,46 @@ def table_aliases(sql: str, *, dialect: str) -> dict[str, str]:
     except ParseError:
         return {}
     return {(t.alias_or_name or t.name).lower(): t.name for t in tree.find_all(exp.Table)}
+
+
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike, exp.In, exp.Is)
+
+
+def _stems(text: str) -> set[str]:
+    out = set()
+    for w in re.findall(r"[A-Za-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", text).replace("_", " ")):
+        w = w.lower()
+        out.add(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
+    return out - {"id"}
+
+
+def unasked_filters(sql: str, question: str, *, dialect: str) -> list[str]:
+    """WHERE conditions on a column the question never mentions, with values it never mentions either: small
+    models add filters nobody asked for (``WHERE Survived = 1`` for "the mean fare of the passengers").
+
+    >>> unasked_filters("SELECT AVG(Fare) FROM t WHERE Survived = 1", "The mean fare?", dialect="duckdb")
+    ['Survived = 1']
+    >>> unasked_filters("SELECT * FROM c WHERE Country = 'Canada'", "Clients in Canada?", dialect="sqlite")
+    []
+    """
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except ParseError:
+        return []
+    asked = _stems(question)
+    lowered = question.lower()
+    found = []
+    for where in tree.find_all(exp.Where):
+        for predicate in where.find_all(*_COMPARISONS):
+            columns = list(predicate.find_all(exp.Column))
+            literals = [lit.this for lit in predicate.find_all(exp.Literal)]
+            if not columns or (len(columns) > 1 and not literals):
+                continue  # a join condition, or nothing to judge
+            if any(_stems(c.name) & asked for c in columns):
+                continue
+            if any(str(v).lower() in lowered for v in literals if str(v)):
+                continue
+            if predicate.find(exp.Select) is not None:
+                continue  # a subquery condition (NOT IN (SELECT ...)) is structure, not a filter
+            found.append(predicate.sql(dialect=dialect))
+    return found
