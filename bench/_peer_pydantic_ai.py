@@ -38,7 +38,8 @@ from typing import Any
 
 import httpx2
 from pydantic import BaseModel, Field
-from pydantic_ai import Agent, RunContext, ToolOutput
+from pydantic_ai import Agent, RunContext, ToolOutput, capture_run_messages
+from pydantic_ai.messages import ModelMessage, RetryPromptPart, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 from pydantic_ai.settings import ModelSettings
@@ -209,13 +210,21 @@ _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 
 
-def parse_tool_calls(text: str, tool_names: set[str]) -> list[dict[str, Any]]:
+def parse_tool_calls(text: str, tools: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The calls of offered tools in a Hermes-style reply: ``<tool_call>{...}</tool_call>`` blocks, else
     JSON objects ``{"name": <tool>, "arguments": {...}}`` making up the reply (bare or in a code fence).
 
-    >>> parse_tool_calls('<tool_call>\\n{"name": "f", "arguments": {"x": 1}}\\n</tool_call>', {"f"})
+    ``tools`` maps each offered tool's name to its parameters' JSON Schema. Arguments a schema closes out
+    (``additionalProperties: false``) are dropped, as ``llama-server``'s grammar for tool calls would never
+    let the model write them (the 0.5B model copies the schema itself as the arguments of a tool that takes
+    none).
+
+    >>> parse_tool_calls('<tool_call>\\n{"name": "f", "arguments": {"x": 1}}\\n</tool_call>', {"f": {}})
     [{'name': 'f', 'arguments': '{"x": 1}'}]
-    >>> parse_tool_calls('The answer is 3.', {"f"})
+    >>> closed = {"type": "object", "properties": {}, "additionalProperties": False}
+    >>> parse_tool_calls('{"name": "f", "arguments": {"type": "object"}}', {"f": closed})
+    [{'name': 'f', 'arguments': '{}'}]
+    >>> parse_tool_calls('The answer is 3.', {"f": {}})
     []
     """
     chunks = _TAGGED.findall(text) if "<tool_call>" in text else [*_FENCE.findall(text), text]
@@ -230,16 +239,20 @@ def parse_tool_calls(text: str, tool_names: set[str]) -> list[dict[str, Any]]:
                 pos = start + 1
                 continue
             pos = end
-            if isinstance(obj, dict) and obj.get("name") in tool_names:
-                args = obj.get("arguments", obj.get("parameters", {}))
-                if isinstance(args, str):
-                    try:
-                        args = json.loads(args)
-                    except json.JSONDecodeError:
-                        args = {}
-                calls.append(
-                    {"name": obj["name"], "arguments": json.dumps(args if isinstance(args, dict) else {})}
-                )
+            if not isinstance(obj, dict) or obj.get("name") not in tools:
+                continue
+            args = obj.get("arguments", obj.get("parameters", {}))
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except json.JSONDecodeError:
+                    args = {}
+            if not isinstance(args, dict):
+                args = {}
+            schema = tools[obj["name"]]
+            if schema.get("additionalProperties") is False:
+                args = {k: v for k, v in args.items() if k in (schema.get("properties") or {})}
+            calls.append({"name": obj["name"], "arguments": json.dumps(args)})
         if calls:
             break
     return calls
@@ -281,12 +294,16 @@ class HermesToolCalls(httpx2.AsyncBaseTransport):
             return _response(response, body)
         if not isinstance(sent, dict) or not isinstance(data, dict):
             return _response(response, body)
-        names = {t["function"]["name"] for t in sent.get("tools") or [] if t.get("type") == "function"}
+        tools = {
+            t["function"]["name"]: t["function"].get("parameters") or {}
+            for t in sent.get("tools") or []
+            if t.get("type") == "function"
+        }
         for choice in data.get("choices") or []:
             message = choice.get("message") or {}
-            if not names or message.get("tool_calls") or not message.get("content"):
+            if not tools or message.get("tool_calls") or not message.get("content"):
                 continue
-            calls = parse_tool_calls(message["content"], names)
+            calls = parse_tool_calls(message["content"], tools)
             if calls:
                 message["content"] = None
                 message["tool_calls"] = [
@@ -335,11 +352,35 @@ _SQL_FENCE = re.compile(r"```(?:sql|sqlite)?\s*(.*?)```", re.S | re.I)
 
 
 def _sql_in_text(text: str) -> str | None:
+    """The SQL query a text answer gives: a fenced SQL block, a ``"query"``/``"sql"`` value of a JSON
+    object in the text (a tool call the model wrote as text), else the first ``SELECT``/``WITH`` statement.
+
+    >>> _sql_in_text('```json\\n{"name": "run_sql", "arguments": {"query": "SELECT 1"}}\\n```')
+    'SELECT 1'
+    >>> _sql_in_text("It is SELECT COUNT(*) FROM Track; done")
+    'SELECT COUNT(*) FROM Track'
+    """
     for block in _SQL_FENCE.findall(text):
         if re.match(r"\s*(with|select)\b", block, re.I):
             return block.strip()
-    m = re.search(r"\b(?:with|select)\b.*?(?:;|$)", text, re.I | re.S)
-    return m.group(0).strip() if m else None
+    decoder = json.JSONDecoder()
+    pos = 0
+    while (start := text.find("{", pos)) != -1:
+        try:
+            obj, pos = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            pos = start + 1
+            continue
+        stack = [obj]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                for key, value in item.items():
+                    if key in ("query", "sql") and isinstance(value, str) and value.strip():
+                        return value.strip()
+                    stack.append(value)
+    m = re.search(r"\b(?:with|select)\b[^;`]*", text, re.I | re.S)
+    return m.group(0).strip().rstrip('"}\n ').strip() if m else None
 
 
 async def answer(
@@ -364,19 +405,21 @@ async def answer(
     }
     started = time.perf_counter()
     result = None
-    try:
-        result = await asyncio.wait_for(
-            agent.run(
-                question["question"],
-                deps=db,
-                usage_limits=UsageLimits(request_limit=args.request_limit),
-            ),
-            args.timeout,
-        )
-    except TimeoutError:
-        out["error"] = f"timeout: no answer within {args.timeout:.0f} s"
-    except Exception as exc:  # one broken question must not end the benchmark
-        out["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+    with capture_run_messages() as messages:
+        try:
+            result = await asyncio.wait_for(
+                agent.run(
+                    question["question"],
+                    deps=db,
+                    usage_limits=UsageLimits(request_limit=args.request_limit),
+                ),
+                args.timeout,
+            )
+        except TimeoutError:
+            out["error"] = f"timeout: no answer within {args.timeout:.0f} s"
+        except Exception as exc:  # one broken question must not end the benchmark
+            out["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+    out["trace"] = _trace(messages)
     if result is not None:
         usage = result.usage() if callable(result.usage) else result.usage
         out["requests"] = usage.requests
@@ -386,6 +429,22 @@ async def answer(
         _finish(out, db, result.output)
     out["seconds"] = time.perf_counter() - started
     return out
+
+
+def _trace(messages: list[ModelMessage]) -> list[str]:
+    """What the model did, one short line per part: its tool calls, texts and the retries it was sent."""
+    lines: list[str] = []
+    for message in messages:
+        for part in message.parts:
+            if isinstance(part, ToolCallPart):
+                lines.append(f"call {part.tool_name}({_short(part.args_as_json_str(), 300)})")
+            elif isinstance(part, TextPart):
+                lines.append(f"text {_short(part.content, 300)}")
+            elif isinstance(part, RetryPromptPart):
+                lines.append(f"retry {part.tool_name or ''}: {_short(str(part.content), 200)}")
+            elif isinstance(part, ToolReturnPart):
+                lines.append(f"return {part.tool_name}: {_short(str(part.content), 120)}")
+    return lines
 
 
 def _finish(out: dict[str, Any], db: Database, output: Any) -> None:

@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -189,66 +190,61 @@ async def ask_peer(
     server: Server,
     questions: list[EvalQuestion],
     args: argparse.Namespace,
-    on_prediction: Any,
+    on_prediction: Callable[[EvalQuestion, dict[str, Any]], None],
 ) -> None:
-    """Run the peer on ``questions`` in one child process; a stalled child is killed, its current question
-    recorded as failed, and a fresh child continues with the rest."""
+    """Run the peer on ``questions`` in one child process; a stalled or crashed child is killed, its current
+    question recorded as failed, and a fresh child continues with the rest. A child that crashes before its
+    first answer raises :class:`RuntimeError` (the peer cannot run at all)."""
     pending = list(questions)
-    peer_log = server.log_path.with_name("peer_agent.log").open("ab")
     # Per question: the agent's own limit, plus an untimed wait for the server after a timeout.
     watchdog = args.timeout * 2 + 660
-    while pending:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
-            json.dump([{"id": q.id, "question": q.question, "db": q.db} for q in pending], f)
-            qfile = f.name
-        cmd = [
-            str(python),
-            str(PEER_SCRIPT),
-            "--base-url",
-            server.base_url,
-            "--model",
-            ALIAS,
-            "--questions",
-            qfile,
-            "--timeout",
-            str(args.timeout),
-            "--request-limit",
-            str(args.request_limit),
-        ]
-        child = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=peer_log,
-            start_new_session=True,
-            limit=256 * 1024 * 1024,
-        )
-        assert child.stdout is not None
-        try:
-            while pending:
-                try:
-                    line = await asyncio.wait_for(child.stdout.readline(), watchdog)
-                except TimeoutError:
-                    on_prediction(pending.pop(0), {"status": "failed", "error": "the peer process stalled"})
-                    break
-                if not line:
-                    await child.wait()
-                    on_prediction(
-                        pending.pop(0),
-                        {
-                            "status": "failed",
-                            "error": f"the peer process exited with status {child.returncode}",
-                        },
-                    )
-                    break
-                prediction = json.loads(line)
-                question = pending.pop(0)
-                if prediction.get("id") != question.id:
-                    prediction = {"status": "failed", "error": f"out of order: got {prediction.get('id')}"}
-                on_prediction(question, prediction)
-        finally:
-            await _stop_child(child)
-            os.unlink(qfile)
-    peer_log.close()
+    peer_log_path = server.log_path.with_name("peer_agent.log")
+    with peer_log_path.open("ab") as peer_log:
+        while pending:
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
+                json.dump([{"id": q.id, "question": q.question, "db": q.db} for q in pending], f)
+                qfile = f.name
+            cmd = [str(python), str(PEER_SCRIPT), "--base-url", server.base_url, "--model", ALIAS]
+            cmd += ["--questions", qfile, "--timeout", str(args.timeout)]
+            cmd += ["--request-limit", str(args.request_limit)]
+            child = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=peer_log,
+                start_new_session=True,
+                limit=256 * 1024 * 1024,
+            )
+            assert child.stdout is not None
+            answered = 0
+            try:
+                while pending:
+                    started = time.perf_counter()
+                    try:
+                        line = await asyncio.wait_for(child.stdout.readline(), watchdog)
+                    except TimeoutError:
+                        error = "the peer process stalled"
+                        on_prediction(pending.pop(0), {"error": error, "seconds": args.timeout})
+                        break
+                    if not line:
+                        await child.wait()
+                        if not answered and child.returncode:
+                            raise RuntimeError(
+                                f"the peer agent exited with status {child.returncode} before its first "
+                                f"answer; see {peer_log_path}"
+                            )
+                        error = f"the peer process exited with status {child.returncode}"
+                        seconds = min(time.perf_counter() - started, args.timeout)
+                        on_prediction(pending.pop(0), {"error": error, "seconds": seconds})
+                        break
+                    answered += 1
+                    prediction = json.loads(line)
+                    question = pending.pop(0)
+                    if prediction.get("id") != question.id:
+                        prediction = {"error": f"out of order: got {prediction.get('id')}"}
+                    on_prediction(question, prediction)
+            finally:
+                await _stop_child(child)
+                os.unlink(qfile)
 
 
 def to_answer(prediction: dict[str, Any]) -> Answer:
@@ -288,9 +284,16 @@ async def gold_rows_for(questions: list[EvalQuestion]) -> dict[str, list[list[An
 
 
 async def bench_model(
-    name: str, questions: list[EvalQuestion], python: Path, args: argparse.Namespace, log_dir: Path
+    name: str,
+    questions: list[EvalQuestion],
+    python: Path,
+    args: argparse.Namespace,
+    log_dir: Path,
+    results: dict[str, Any],
 ) -> dict[str, Any]:
-    """Start a server for the local model ``name``, run the peer on ``questions``, score, stop the server."""
+    """Start a server for the local model ``name``, run the peer on ``questions``, score, stop the server.
+
+    The report goes into ``results`` as it is, also when the run is interrupted."""
     model = resolve_model(name)
     if not isinstance(model, LocalModel):
         raise SystemExit(
@@ -325,6 +328,7 @@ async def bench_model(
                 "answer": prediction.get("answer"),
                 "queries": prediction.get("queries", []),
                 "tool_calls": prediction.get("tool_calls", 0),
+                "trace": prediction.get("trace", []),
                 "rows_head": (prediction.get("rows") or [])[:5],
                 "row_count": prediction.get("row_count", 0),
             }
@@ -347,9 +351,11 @@ async def bench_model(
         await ask_peer(python, server, questions, args, on_prediction)
     finally:
         stop_server(server)
-    data = report.to_json()
-    data["server"] = server.settings
-    data["details"] = details
+        data = report.to_json()
+        data["server"] = server.settings
+        data["details"] = details
+        data["complete"] = len(report.outcomes) == len(questions)
+        results[f"{name}/{SYSTEM}"] = data
     return data
 
 
@@ -375,8 +381,7 @@ async def run(args: argparse.Namespace, versions: dict[str, str]) -> int:
     lines = []
     try:
         for name in args.models.split(","):
-            data = await bench_model(name.strip(), asked, Path(args.anchors_python), args, log_dir)
-            results[f"{name.strip()}/{SYSTEM}"] = data
+            data = await bench_model(name.strip(), asked, Path(args.anchors_python), args, log_dir, results)
             lines.append(_row(f"{SYSTEM} · {data['model']}", data))
     finally:
         _write(out, results)

@@ -54,17 +54,24 @@ def planted() -> Iterator[Secrets]:
         Path(world_name).unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="session")
-def pool(planted: Secrets) -> Iterator[SandboxPool]:
-    """One warm pool for the whole attack suite; after it closes, no process or cgroup of it may remain."""
-    p = SandboxPool(2, queue_timeout=60)
+#: The attack suite runs against each backend: bubblewrap (the default) and the Landlock fallback, forced.
+BACKENDS = ["bubblewrap", "landlock"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def pool(planted: Secrets, request: pytest.FixtureRequest) -> Iterator[SandboxPool]:
+    """One warm pool per backend for the whole attack suite; after it closes, nothing of it may remain."""
+    p = SandboxPool(2, queue_timeout=60, backend=request.param)
     p.start()
+    assert p.backend == request.param
+    landlock_base = p._landlock.base if p._landlock is not None else None
     try:
         yield p
     finally:
         p.close()
         left = leftovers()
         assert not left, f"the sandbox left things behind: {left}"
+        assert landlock_base is None or not landlock_base.exists(), f"{landlock_base} was left behind"
 
 
 class Sandbox:

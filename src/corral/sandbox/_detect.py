@@ -11,9 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.sandbox._cgroup import cgroup_version
-from corral.sandbox.errors import SandboxUnavailable
+from corral.sandbox.errors import SandboxError, SandboxUnavailable, SandboxUsageError
 
 _TEST_UID = 65533  # "nogroup"-like uid used only to probe that an unprivileged bwrap works
+
+#: The backends in order of preference; ``$CORRAL_SANDBOX_BACKEND`` or ``SandboxPool(backend=)`` forces one.
+BACKENDS = ("bubblewrap", "landlock")
+BACKEND_ENV = "CORRAL_SANDBOX_BACKEND"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class SandboxReport:
 
     backend: str | None
     items: list[CheckItem] = field(default_factory=list)
+    reason: str = ""
+    """Why this backend (or why none)."""
 
     @property
     def can_run(self) -> bool:
@@ -95,8 +101,27 @@ def _userns_works(bwrap: str) -> tuple[bool, str]:
     return False, proc.stderr.decode(errors="replace").strip() or f"bwrap exited {proc.returncode}"
 
 
-def check() -> SandboxReport:
-    """Probe the machine and pick a backend. Never raises; see :func:`require` for the failing variant."""
+def requested_backend(backend: str | None = None) -> str:
+    """The backend asked for: ``backend``, else ``$CORRAL_SANDBOX_BACKEND``, else "auto"."""
+    wanted = (backend or os.environ.get(BACKEND_ENV, "") or "auto").strip().lower()
+    if wanted not in ("auto", *BACKENDS):
+        raise SandboxUsageError(
+            f"unknown sandbox backend {wanted!r} (from {'backend=' if backend else BACKEND_ENV}); "
+            f"use one of: auto, {', '.join(BACKENDS)}"
+        )
+    return wanted
+
+
+def check(backend: str | None = None) -> SandboxReport:
+    """Probe the machine and pick a backend. Never raises; see :func:`require` for the failing variant.
+
+    "auto" (the default) picks bubblewrap when an unprivileged uid can create user namespaces, else Landlock
+    when the kernel has it, else none (fail closed). ``backend`` (or ``$CORRAL_SANDBOX_BACKEND``) forces one.
+    """
+    try:
+        wanted = requested_backend(backend)
+    except (SandboxError, SandboxUsageError) as exc:
+        return SandboxReport(None, [CheckItem("backend", False, str(exc))], str(exc))
     items: list[CheckItem] = []
     arch = platform.machine()
     items.append(
@@ -130,6 +155,7 @@ def check() -> SandboxReport:
             bwrap is not None,
             version or "bwrap not found on PATH",
             "apt-get install -y bubblewrap",
+            required=wanted == "bubblewrap",
         )
     )
     userns_ok = False
@@ -142,6 +168,7 @@ def check() -> SandboxReport:
                 detail,
                 "sysctl -w kernel.unprivileged_userns_clone=1 (Debian) or "
                 "user.max_user_namespaces > 0; or install gVisor's runsc",
+                required=wanted == "bubblewrap",
             )
         )
     cg = cgroup_version()
@@ -160,9 +187,11 @@ def check() -> SandboxReport:
         CheckItem(
             "landlock",
             landlock is not None,
-            f"ABI {landlock}" if landlock else "not available",
-            "",
-            required=False,
+            f"ABI {landlock}" + ("" if landlock >= 6 else _LANDLOCK_GAPS.get(landlock, ""))
+            if landlock
+            else "not available",
+            "a kernel >= 5.13 with CONFIG_SECURITY_LANDLOCK and 'landlock' in the lsm= boot parameter",
+            required=wanted == "landlock",
         )
     )
     runsc = shutil.which("runsc")
@@ -170,7 +199,7 @@ def check() -> SandboxReport:
         CheckItem(
             "gvisor",
             runsc is not None,
-            f"runsc at {runsc} (not used yet: only the bubblewrap backend is implemented)"
+            f"runsc at {runsc} (not used yet: the gVisor backend is not implemented)"
             if runsc
             else "runsc not installed",
             "",
@@ -185,33 +214,65 @@ def check() -> SandboxReport:
             "a kernel built with CONFIG_SECCOMP_FILTER",
         )
     )
-    required_ok = all(i.ok for i in items if i.required)
-    backend = "bubblewrap" if required_ok and userns_ok else None
-    if backend is None and bwrap and not userns_ok and os.geteuid() == 0:
-        items.append(
-            CheckItem(
-                "fallback",
-                False,
-                "without user namespaces the Landlock + seccomp + uid + cgroup fallback would be next, "
-                "and gVisor after it; neither is implemented yet, so the sandbox refuses to run code "
-                "(fail closed)",
-                "enable unprivileged user namespaces",
-            )
+    common_ok = all(
+        i.ok for i in items if i.required and i.name not in ("bubblewrap", "user namespaces", "landlock")
+    )
+    bwrap_ok = common_ok and bwrap is not None and userns_ok
+    landlock_ok = common_ok and landlock is not None
+    chosen: str | None = None
+    if wanted == "bubblewrap":
+        chosen = "bubblewrap" if bwrap_ok else None
+        reason = "forced by configuration" + ("" if bwrap_ok else "; it cannot run here")
+    elif wanted == "landlock":
+        chosen = "landlock" if landlock_ok else None
+        reason = "forced by configuration" + ("" if landlock_ok else "; it cannot run here")
+    elif bwrap_ok:
+        chosen, reason = "bubblewrap", "bubblewrap works with unprivileged user namespaces"
+    elif landlock_ok:
+        chosen = "landlock"
+        reason = (
+            "fallback: "
+            + ("bubblewrap is not installed" if bwrap is None else "no unprivileged user namespaces")
+            + f"; Landlock ABI {landlock} + seccomp + a dedicated uid + cgroups instead"
         )
-    return SandboxReport(backend, items)
+    else:
+        reason = "no backend can run here"
+        if common_ok:
+            items.append(
+                CheckItem(
+                    "fallback",
+                    False,
+                    "neither bubblewrap with user namespaces nor Landlock is available (gVisor is not "
+                    "implemented), so the sandbox refuses to run code (fail closed)",
+                    "apt-get install -y bubblewrap and enable unprivileged user namespaces, or boot a kernel "
+                    "with Landlock",
+                )
+            )
+    return SandboxReport(chosen, items, reason)
 
 
-_cached: SandboxReport | None = None
+_LANDLOCK_GAPS = {
+    1: " (before ABI 4 no TCP rules: seccomp alone keeps jobs off the network; before ABI 6 no scoping: "
+    "a job can signal its own worker, and connect() is denied outright to keep abstract sockets out)",
+    2: " (before ABI 4 no TCP rules; before ABI 6 no scoping: a job can signal its own worker)",
+    3: " (before ABI 4 no TCP rules; before ABI 6 no scoping: a job can signal its own worker)",
+    4: " (before ABI 6 no scoping: a job can signal its own worker; connect() is denied outright)",
+    5: " (before ABI 6 no scoping: a job can signal its own worker; connect() is denied outright)",
+}
+
+_cached: dict[str, SandboxReport] = {}
 
 
-def require() -> SandboxReport:
-    """The report, probed once per process; raises :class:`SandboxUnavailable` naming what is missing."""
-    global _cached
-    if _cached is None or not _cached.can_run:
-        _cached = check()
-    if not _cached.can_run:
+def require(backend: str | None = None) -> SandboxReport:
+    """The report, probed once per process and backend; raises :class:`SandboxUnavailable` naming what is
+    missing."""
+    wanted = requested_backend(backend)
+    report = _cached.get(wanted)
+    if report is None or not report.can_run:
+        report = _cached[wanted] = check(wanted)
+    if not report.can_run:
         raise SandboxUnavailable(
             "cannot run model-written code on this machine, and corral never runs it unisolated: "
-            + _cached.missing()
+            + (report.missing() or report.reason)
         )
-    return _cached
+    return report

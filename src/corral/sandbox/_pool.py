@@ -33,6 +33,8 @@ from corral.sandbox import _detect, _launcher, _worker
 from corral.sandbox._cgroup import WorkerCgroup
 from corral.sandbox._cgroup import remove_stale as remove_stale_cgroups
 from corral.sandbox._collect import collect
+from corral.sandbox._landlock import abi as landlock_abi
+from corral.sandbox._landlock_host import JobDirs, LandlockHost
 from corral.sandbox._seccomp import build_filter
 from corral.sandbox._types import LimitName, Limits, RunResult, SkippedFile
 from corral.sandbox.errors import (
@@ -250,6 +252,8 @@ class SandboxPool:
     ``max_jobs_per_worker`` jobs or after anything unusual (a crash, a protocol error, leftover processes or
     memory). At most ``max_queue`` callers wait for a worker; the next one, or one that waited
     ``queue_timeout`` seconds, gets :class:`SandboxBusy`. Use as a context manager, or call :meth:`close`.
+    ``backend`` ("bubblewrap", "landlock", or ``None``: ``$CORRAL_SANDBOX_BACKEND``, else the best this
+    machine offers, see :func:`corral.sandbox.check`) picks how jobs are isolated.
     """
 
     def __init__(
@@ -261,6 +265,7 @@ class SandboxPool:
         max_jobs_per_worker: int = 500,
         preload: tuple[str, ...] = DEFAULT_PRELOAD,
         limits: Limits | None = None,
+        backend: str | None = None,
     ) -> None:
         self.size = size or max(1, len(os.sched_getaffinity(0)))
         if self.size < 1:
@@ -270,6 +275,10 @@ class SandboxPool:
         self.max_jobs_per_worker = max_jobs_per_worker
         self.preload = preload
         self.default_limits = limits or Limits()
+        self._backend_request = backend
+        #: The backend the pool runs jobs with, once started: "bubblewrap" or "landlock" (see ``check``).
+        self.backend: str | None = None
+        self._landlock: LandlockHost | None = None
         self._id = next(_pool_counter)
         self._lock = threading.Lock()
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -298,10 +307,13 @@ class SandboxPool:
                 raise SandboxUsageError("this sandbox pool is closed; create a new one")
             if self._started:
                 return
-            _detect.require()
-            self._seccomp = build_filter()
+            self.backend = _detect.require(self._backend_request).backend
+            landlock = self.backend == "landlock"
+            self._seccomp = build_filter(deny_ipc=landlock, deny_connect=landlock and landlock_abi() < 6)
             remove_stale_cgroups()
             self._stage = tempfile.mkdtemp(prefix="corral-sandbox-stage-")
+            if self.backend == "landlock":
+                self._landlock = LandlockHost.create()
             self._started = True
         errors: list[BaseException] = []
         threads = [
@@ -342,6 +354,9 @@ class SandboxPool:
             with contextlib.suppress(OSError):
                 os.rmdir(self._stage)
             self._stage = None
+        if self._landlock is not None:
+            self._landlock.close()
+            self._landlock = None
 
     def __enter__(self) -> SandboxPool:
         self.start()
@@ -477,15 +492,28 @@ class SandboxPool:
                 "uid": uid,
                 "argv": argv,
             }
+            launcher = [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                Path(_launcher.__file__).read_text(),
+                json.dumps(launch_config),
+            ]
+            if self._landlock is not None:
+                launcher = self._landlock.launch_argv(
+                    uid=uid,
+                    exe=exe,
+                    binds=binds,
+                    cgroup_procs=cgroup.procs_files,
+                    cgroup_dirs=[str(d) for d in cgroup.dirs],
+                    stage=self._stage,
+                    worker_source=Path(_worker.__file__).read_text(),
+                    worker_config=worker_config,
+                    env=JOB_ENV,
+                )
             proc = self._popen(
-                [
-                    sys.executable,
-                    "-I",
-                    "-S",
-                    "-c",
-                    Path(_launcher.__file__).read_text(),
-                    json.dumps(launch_config),
-                ],
+                launcher,
                 pass_fds=[worker_sock.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -628,26 +656,39 @@ class SandboxPool:
             "limits": limits.to_wire(),
             "env": JOB_ENV,
         }
+        job_dirs: JobDirs | None = None
         try:
-            worker.sock.settimeout(limits.wall_seconds + _BACKSTOP_SECONDS)
-            _send(worker.sock, message, fds)
-            reply, scratch = _recv(worker.sock)
-        except (OSError, EOFError, ValueError) as exc:
-            worker.broken = True
-            raise SandboxCrashed(
-                f"sandbox worker uid {worker.uid} failed during a job ({type(exc).__name__}: {exc}); "
-                f"it was replaced, the job may be retried. Worker output: {worker.log_tail()}"
-            ) from exc
-        try:
-            files: dict[str, bytes] = {}
-            skipped: list[SkippedFile] = []
-            if scratch:
-                files, skipped = collect(
-                    scratch[0], max_files=limits.result_files, max_file_bytes=limits.result_file_bytes
-                )
+            if self._landlock is not None:
+                try:
+                    job_dirs = self._landlock.prepare_job(worker.uid, worker.jobs, limits)
+                except OSError as exc:
+                    worker.broken = True
+                    raise SandboxCrashed(f"could not prepare the job's directories: {exc}") from exc
+            try:
+                worker.sock.settimeout(limits.wall_seconds + _BACKSTOP_SECONDS)
+                _send(worker.sock, message, fds)
+                reply, scratch = _recv(worker.sock)
+            except (OSError, EOFError, ValueError) as exc:
+                worker.broken = True
+                raise SandboxCrashed(
+                    f"sandbox worker uid {worker.uid} failed during a job ({type(exc).__name__}: {exc}); "
+                    f"it was replaced, the job may be retried. Worker output: {worker.log_tail()}"
+                ) from exc
+            try:
+                files: dict[str, bytes] = {}
+                skipped: list[SkippedFile] = []
+                if scratch:
+                    files, skipped = collect(
+                        scratch[0], max_files=limits.result_files, max_file_bytes=limits.result_file_bytes
+                    )
+            finally:
+                for fd in scratch:
+                    os.close(fd)
         finally:
-            for fd in scratch:
-                os.close(fd)
+            if job_dirs is not None and self._landlock is not None:
+                if worker.broken:
+                    worker.cgroup.kill_all()  # nothing of the job may run while its directory goes
+                self._landlock.finish_job_later(job_dirs)
         if reply.get("setup_error"):
             worker.broken = True
             raise SandboxCrashed(

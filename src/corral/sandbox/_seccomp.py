@@ -97,6 +97,28 @@ DENIED_X86_64: dict[str, int] = {
     "execve": 59,
     "execveat": 322,
 }
+#: Denied too when jobs share the host's IPC namespace (the Landlock backend): System V IPC and POSIX message
+#: queues, which neither Landlock nor a mount view confines (a job could reach the host's segments).
+DENIED_IPC_X86_64: dict[str, int] = {
+    "shmget": 29,
+    "shmat": 30,
+    "shmctl": 31,
+    "semget": 64,
+    "semop": 65,
+    "semctl": 66,
+    "shmdt": 67,
+    "msgget": 68,
+    "msgsnd": 69,
+    "msgrcv": 70,
+    "msgctl": 71,
+    "semtimedop": 220,
+    "mq_open": 240,
+    "mq_unlink": 241,
+    "mq_timedsend": 242,
+    "mq_timedreceive": 243,
+    "mq_notify": 244,
+    "mq_getsetattr": 245,
+}
 _CLONE = 56
 _CLONE3 = 435
 _SOCKET = 41
@@ -108,7 +130,7 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> tuple[int, int, int, i
     return (code, jt, jf, k)
 
 
-def build_filter(machine: str | None = None) -> bytes:
+def build_filter(machine: str | None = None, *, deny_ipc: bool = False, deny_connect: bool = False) -> bytes:
     """The filter as packed ``struct sock_filter`` records, ready for ``PR_SET_SECCOMP``.
 
     Raises :class:`SandboxUnavailable` on an architecture whose system call numbers this module does not
@@ -128,7 +150,10 @@ def build_filter(machine: str | None = None) -> bytes:
         ("ld", _NR),
         ("jge", _X32_SYSCALL_BIT, "kill", None),
     ]
-    for nr in sorted(DENIED_X86_64.values()):
+    denied = {**DENIED_X86_64, **(DENIED_IPC_X86_64 if deny_ipc else {})}
+    if deny_connect:
+        denied["connect"] = 42  # a Landlock ABI < 6 cannot keep a job from the host's abstract unix sockets
+    for nr in sorted(denied.values()):
         prog.append(("jeq", nr, "eperm", None))
     prog += [
         ("jeq", _CLONE3, "enosys", None),

@@ -63,6 +63,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -199,6 +200,12 @@ class Worker:
         self.gid = os.getgid()
         self.pending = 0
         self.spare: tuple[int, socket.socket] | None = None
+        # The Landlock backend (no user namespaces): jobs are plain forks that confine themselves.
+        self.landlock: dict[str, Any] | None = config.get("landlock")
+        if self.landlock is not None:
+            namespace: dict[str, Any] = {"__name__": "corral_landlock"}
+            exec(compile(self.landlock["source"], "<landlock>", "exec"), namespace)
+            self.landlock["restrict_self"] = namespace["restrict_self"]
 
     # -- the job's side -------------------------------------------------------------------------------------
 
@@ -207,28 +214,13 @@ class Worker:
     ) -> None:
         """The job's half of the job process: per-job mounts, limits, privilege drop, then the job's code."""
         limits = job["limits"]
+        workdir = "/work"
         try:
-            common = MS_NOSUID | MS_NODEV
-            inodes = limits["scratch_inodes"]
-            scratch_opts = (
-                f"size={limits['scratch_bytes']},nr_inodes={inodes},mode=0700,uid={JOB_UID},gid={JOB_UID}"
-            )
-            _mount("tmpfs", "/work", "tmpfs", common, scratch_opts)
-            _mount(
-                "tmpfs", "/tmp", "tmpfs", common, f"size={limits['tmp_bytes']},nr_inodes={inodes},mode=1777"
-            )
-            _mount(
-                "tmpfs",
-                "/dev/shm",
-                "tmpfs",
-                common | MS_NOEXEC,
-                f"size={limits['tmp_bytes']},nr_inodes={inodes},mode=1777",
-            )
-            _mount("tmpfs", "/data", "tmpfs", common | MS_NOEXEC, "size=65536,nr_inodes=1024,mode=0755")
-            for name, fd in zip(job["inputs"], input_fds, strict=True):
-                os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
-            _mount(None, "/data", None, MS_REMOUNT | MS_RDONLY | common | MS_NOEXEC)
-            scratch = os.open("/work", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            if self.landlock is not None:
+                workdir = _landlock_setup(job, input_fds)
+            else:
+                self._mount_job(job, input_fds)
+            scratch = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             socket.send_fds(status, [b"S"], [scratch])
             os.close(scratch)
             null = os.open("/dev/null", os.O_RDONLY)
@@ -251,11 +243,21 @@ class Worker:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")  # when the memory cgroup overflows, the job dies, not the worker
-            os.chdir("/work")
+            os.chdir(workdir)
             os.environ.clear()
             os.environ.update(job["env"])
             _drop_capabilities()
             _prctl(PR_SET_DUMPABLE, 0)
+            if self.landlock is not None:
+                _prctl(PR_SET_NO_NEW_PRIVS, 1)
+                ll = self.landlock
+                ll["restrict_self"](
+                    read_exec=ll["read_exec"],
+                    read_only=[*ll["read_only"], f"/proc/{os.getpid()}", "/data"],
+                    read_write=["/work", "/tmp"],
+                    read_fds=input_fds,
+                    devices=ll["devices"],
+                )
             _load_seccomp(self.seccomp)
         except BaseException as exc:
             try:
@@ -265,10 +267,35 @@ class Worker:
                 os._exit(125)
         _execute(job, status)
 
+    def _mount_job(self, job: dict[str, Any], input_fds: list[int]) -> None:
+        """The bubblewrap backend's per-job mounts: fresh tmpfs on /work, /tmp, /dev/shm; /data links."""
+        limits = job["limits"]
+        common = MS_NOSUID | MS_NODEV
+        inodes = limits["scratch_inodes"]
+        scratch_opts = (
+            f"size={limits['scratch_bytes']},nr_inodes={inodes},mode=0700,uid={JOB_UID},gid={JOB_UID}"
+        )
+        _mount("tmpfs", "/work", "tmpfs", common, scratch_opts)
+        _mount("tmpfs", "/tmp", "tmpfs", common, f"size={limits['tmp_bytes']},nr_inodes={inodes},mode=1777")
+        _mount(
+            "tmpfs",
+            "/dev/shm",
+            "tmpfs",
+            common | MS_NOEXEC,
+            f"size={limits['tmp_bytes']},nr_inodes={inodes},mode=1777",
+        )
+        _mount("tmpfs", "/data", "tmpfs", common | MS_NOEXEC, "size=65536,nr_inodes=1024,mode=0755")
+        for name, fd in zip(job["inputs"], input_fds, strict=True):
+            os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
+        _mount(None, "/data", None, MS_REMOUNT | MS_RDONLY | common | MS_NOEXEC)
+
     def _spare_main(self, status: socket.socket) -> None:
         """The job process before it has a job: all that does not depend on the job, done ahead of time."""
         try:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker gone means no job will ever come
+            if self.landlock is not None:
+                _prctl(PR_SET_DUMPABLE, 1)  # for its own /proc/self files; turned off again before the job
+                raise _NoNamespaces
             # Writing /proc/self/{uid,gid}_map needs a dumpable process; turned off again before the job.
             _prctl(PR_SET_DUMPABLE, 1)
             _write("/proc/self/setgroups", "deny")
@@ -277,6 +304,8 @@ class Worker:
             _mount(None, "/", None, MS_REC | MS_PRIVATE)
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             socket.sethostname("sandbox")
+        except _NoNamespaces:
+            pass
         except BaseException as exc:
             with contextlib.suppress(BaseException):
                 payload = json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode()
@@ -294,7 +323,7 @@ class Worker:
         The clone copies the page tables of a worker with pandas loaded: the slowest step of starting a job.
         """
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = _clone(JOB_NAMESPACES)
+        pid = _clone(JOB_NAMESPACES if self.landlock is None else 0)
         if pid == 0:
             try:
                 # Nothing of the worker's channel to the host may survive into the job.
@@ -342,6 +371,12 @@ class Worker:
             sel.register(fd, selectors.EVENT_READ)
         status_parent.setblocking(False)
         sel.register(status_parent, selectors.EVENT_READ)
+        reaped: tuple[int, Any] | None = None
+        pidfd = -1
+        if self.landlock is not None:
+            # No PID namespace takes the job's children down with it: when the job's process ends, kill them.
+            pidfd = os.pidfd_open(pid)
+            sel.register(pidfd, selectors.EVENT_READ)
         status = _Status()
         scratch_fds: list[int] = []
         killed_for: str | None = None
@@ -376,6 +411,12 @@ class Worker:
             if not events and killed_for is not None and time.monotonic() > deadline + 5:
                 break  # a stream held open by something unkillable: give up, the host recycles us
             for key, _ in events:
+                if key.fileobj == pidfd:
+                    sel.unregister(pidfd)
+                    _, wstatus, ru = os.wait4(pid, 0)
+                    reaped = (wstatus, ru)
+                    _kill_all_but_self()
+                    continue
                 if key.fileobj is status_parent:
                     try:
                         data, fds, _f, _a = socket.recv_fds(status_parent, 65536, 4)
@@ -408,6 +449,8 @@ class Worker:
                 drain(fd)
         wall = time.monotonic() - started
         sel.close()
+        if pidfd >= 0:
+            os.close(pidfd)
         status_parent.close()
         os.close(out_r)
         os.close(err_r)
@@ -430,13 +473,23 @@ class Worker:
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            _, wstatus, ru = os.wait4(pid, 0)
+            if reaped is None:
+                _, wstatus, ru = os.wait4(pid, 0)
+            else:
+                wstatus, ru = reaped
             self.pending = 0
             result.update(wstatus=wstatus, cpu=ru.ru_utime + ru.ru_stime)
+        if self.landlock is not None:
+            # Every process of this uid but the worker is the job's: kill and reap them all before replying,
+            # so that the host removes the job's directory with nothing of the job still running.
+            _kill_all_but_self(reap=True)
+            self.pending = 0
         return result, scratch_fds
 
     def serve(self) -> None:
         _prctl(PR_SET_DUMPABLE, 0)
+        if self.landlock is not None:
+            _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of a job come back to the worker, which reaps them
         # Jobs are cloned without the C library's fork handlers, which is only safe single-threaded: refuse to
         # serve rather than risk a job deadlocking on a lock another thread held at the clone.
         threads = sorted(os.listdir("/proc/self/task"))
@@ -477,6 +530,39 @@ class Worker:
                 os.waitpid(self.pending, 0)
                 self.pending = 0
             self._spawn_spare()
+
+
+class _NoNamespaces(Exception):
+    """The Landlock backend's job process has no namespaces to set up."""
+
+
+def _landlock_setup(job: dict[str, Any], input_fds: list[int]) -> str:
+    """The Landlock backend's per-job files: ``/work``, ``/tmp`` and ``/data`` are links to the job's fresh
+    directory, whose filesystems the host mounted; here only the links to the inputs are made."""
+    for name, fd in zip(job["inputs"], input_fds, strict=True):
+        os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
+    os.chmod("/data/", 0o500)
+    return "/work"
+
+
+def _kill_all_but_self(*, reap: bool = False) -> None:
+    """SIGKILL every process this uid may signal but the worker itself (only the job's), and reap them."""
+    for _ in range(100):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            alive = False
+        else:
+            alive = True
+        if not reap:
+            return
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        if not alive:
+            return
 
 
 class _Status:

@@ -243,7 +243,7 @@ async def test_a_repeated_failing_query_is_not_run_again(chinook_runner: InProce
     assert "same query" in feedback
     # Retries sample a little: the same mistake at temperature 0 would repeat forever.
     assert model.calls[0].settings is not None and model.calls[0].settings.temperature == 0.0
-    assert model.calls[1].settings is not None and model.calls[1].settings.temperature == 0.5
+    assert model.calls[1].settings is not None and model.calls[1].settings.temperature == 0.3
 
 
 async def test_a_wrong_alias_is_repaired_before_the_query_runs(chinook_runner: InProcessRunner) -> None:

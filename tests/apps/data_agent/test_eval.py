@@ -64,7 +64,9 @@ def test_dabench_loads_with_gold_answers_and_files() -> None:
     assert len(questions) == 257
     first = questions[0]
     assert first.id == "dabench-0" and first.gold_answers == [["mean_fare", "34.65"]]
-    assert "@mean_fare" in first.question and Path(first.files[0]).is_file()
+    assert (
+        "@mean_fare" in first.hint and "@mean_fare" not in first.question and Path(first.files[0]).is_file()
+    )
     assert all(q.gold_answers for q in questions)
 
 

@@ -24,9 +24,12 @@ def check_command() -> None:
         if not item.ok and item.fix:
             typer.echo(f"    {'':16} fix: {item.fix}")
     if report.can_run:
-        typer.echo(f"backend: {report.backend} — model-written code runs isolated")
+        typer.echo(f"backend: {report.backend} — model-written code runs isolated ({report.reason})")
         return
-    typer.echo("backend: none — model-written code will NOT run (the sandbox fails closed)", err=True)
+    typer.echo(
+        f"backend: none — model-written code will NOT run (the sandbox fails closed): {report.reason}",
+        err=True,
+    )
     raise typer.Exit(1)
 
 

@@ -146,6 +146,50 @@ def _join_hint(error: str, schema: Schema, sql: str, dialect: str) -> str:
     return ""
 
 
+def _group_hint(error: str, schema: Schema, sql: str, dialect: str) -> str:
+    """For an aggregate misused on a one-table query ("misuse of aggregate", "must appear in the GROUP BY"):
+    the skeleton that counts the rows of a joined table per row of this one, built from the keys."""
+    if not re.search(r"aggregate|group by", error, re.IGNORECASE):
+        return ""
+    used = list(dict.fromkeys(table_aliases(sql, dialect=dialect).values()))
+    if len(used) != 1:
+        return "Use GROUP BY with the aggregate."
+    table = schema.table(used[0])
+    if table is None:
+        return ""
+    label = next(
+        (c.name for c in table.columns if not c.pk and not _is_key_name(c.name)), table.columns[0].name
+    )
+    for other in schema.tables:
+        if other.name == table.name:
+            continue
+        path = join_path(schema, other.name, table.name)
+        if len(path) == 1:
+            return (
+                f"To count {other.name} rows per {table.name}: FROM {other.name} JOIN {table.name} "
+                f"ON {path[0]} GROUP BY {table.name}.{label}, then ORDER BY COUNT(*) DESC."
+            )
+    return "Use GROUP BY with the aggregate."
+
+
+def _is_key_name(name: str) -> bool:
+    return bool(re.search(r"(id|_key|code)$", name, re.IGNORECASE))
+
+
+def _condensed(messages: list[Message]) -> list[Message]:
+    """A retry as one fresh prompt: the original request plus the feedback on the last attempt, as a hint.
+
+    A small model shown its failed query (or a long exchange) copies it; shown the original prompt with the
+    problem and the system's hint, it writes a new one. (The full exchange stays in ``messages``.)
+    """
+    if len(messages) <= 2:
+        return messages
+    feedback = messages[-1].content if isinstance(messages[-1], UserMessage) else ""
+    feedback = feedback.replace("That query has a problem:", "An earlier query failed with:")
+    first = messages[1].content if isinstance(messages[1], UserMessage) else ""
+    return [messages[0], UserMessage(content=f"{first}\n\nHint: {feedback}")]
+
+
 class _BudgetSpent(Exception):
     """A guard's budget ran out (internal: turned into a ``failed`` answer)."""
 
@@ -208,6 +252,7 @@ class _Run:
         self.other_errors = 0
         self.declined = False
         self.flagged_filters = False
+        self.last_failure: str | None = None
 
     async def _model(
         self,
@@ -294,12 +339,25 @@ class _Run:
         while attempts < limit:
             attempts += 1
             # A repeated mistake at temperature 0 repeats forever: later attempts sample a little.
-            reply = await self._model("sql", messages, temperature=0.0 if attempts == 1 else 0.5)
+            reply = await self._model(
+                "sql", _condensed(messages), temperature=0.0 if attempts == 1 else 0.3 + 0.3 * (attempts - 2)
+            )
             messages.append(AssistantMessage(content=reply))
             sql = extract_sql(reply)
             if not sql:
                 if prompts.CANNOT in reply.upper().replace(" ", "_"):
                     reason = reply.split(":", 1)[-1].strip() or "the data has no such information"
+                    if tried and not self.missing and attempts < limit:
+                        # It wrote a query (so it judged the data relevant) and the query failed for another
+                        # reason than a missing name: that is giving up on a fixable error, not a finding.
+                        last_error = "the query needs fixing, not giving up: " + (self.last_failure or "")
+                        hint = "; ".join(schema.joins())
+                        messages.append(
+                            UserMessage(
+                                content=prompts.fix_user(last_error, f"Joins: {hint}" if hint else "")
+                            )
+                        )
+                        continue
                     if self.declined or not schema.tables:
                         return self._cannot(reason)
                     # Small models decline too readily; when tables matched the question, ask once more.
@@ -343,9 +401,14 @@ class _Run:
             if not result.ok:
                 last_error = result.error or "the query failed"
                 agent._emit("query", f"error: {last_error}", ok=False)
+                self.last_failure = last_error
                 hints = _join_hint(last_error, full, sql, full.dialect) or _similar_names(
                     last_error, full, sql
                 )
+                if not hints:
+                    hints = _group_hint(last_error, schema, sql, full.dialect)
+                if not hints and len(schema.tables) > 1:
+                    hints = "Joins: " + "; ".join(schema.joins())
                 missing = _missing_name(last_error, full)
                 if missing is not None:
                     self.missing.append(missing)

@@ -95,8 +95,8 @@ def load_eval_set(path: str | Path, *, limit: int | None = None) -> list[EvalQue
 def load_dabench(directory: str | Path, *, limit: int | None = None) -> list[EvalQuestion]:
     """The InfiAgent-DABench dev set: questions over CSV files with ``@name[value]`` answers.
 
-    The question, its constraints and its answer format are joined into the question text, as the
-    benchmark intends; the gold answers come from ``da-dev-labels.jsonl``.
+    The question and its constraints make the question text; the answer format goes to ``hint`` (the agent
+    answers with a query, scored from its result); the gold answers come from ``da-dev-labels.jsonl``.
     """
     d = Path(directory)
     labels: dict[int, list[list[str]]] = {}
@@ -109,7 +109,9 @@ def load_dabench(directory: str | Path, *, limit: int | None = None) -> list[Eva
         if not line.strip():
             continue
         item = json.loads(line)
-        text = f"{item['question']}\nConstraints: {item['constraints']}\nAnswer format: {item['format']}"
+        # The answer format (@name[value]) stays out of the question: asked for it, a small model writes the
+        # answer instead of a query. Scoring reads the values from the result (see dabench_match).
+        text = f"{item['question']}\nConstraints: {item['constraints']}"
         level = item.get("level", "medium")
         out.append(
             EvalQuestion(
@@ -118,6 +120,7 @@ def load_dabench(directory: str | Path, *, limit: int | None = None) -> list[Eva
                 difficulty=level if level in ("easy", "medium", "hard") else "medium",
                 files=[str((d / "da-dev-tables" / item["file_name"]).resolve())],
                 gold_answers=labels.get(int(item["id"]), []),
+                hint=str(item["format"]),
             )
         )
         if limit is not None and len(out) >= limit:

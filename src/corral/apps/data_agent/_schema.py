@@ -88,11 +88,26 @@ class Schema(BaseModel):
             )
             rows = f" -- {table.row_count} rows" if table.row_count is not None and samples else ""
             out.append(f"CREATE TABLE {q(table.name)} (\n{body}\n);{rows}")
+        joins = self.joins()
+        if joins and len(self.tables) > 1:
+            # Spelled out: a small model copies a join condition more reliably than it derives one.
+            out.append("-- joins: " + "; ".join(joins))
         for table in self.brief:
             cols = ", ".join(q(c.name) for c in table.columns[:_BRIEF_COLUMNS])
             more = ", ..." if len(table.columns) > _BRIEF_COLUMNS else ""
             out.append(f"-- also table {q(table.name)}({cols}{more})")
         return "\n".join(out)
+
+    def joins(self) -> list[str]:
+        """Join conditions between the (selected) tables, along declared or likely keys."""
+        names = {t.name for t in self.tables}
+        q = self._q
+        return [
+            f"{q(t.name)}.{q(fk.column)} = {q(fk.ref_table)}.{q(fk.ref_column)}"
+            for t in self.tables
+            for fk in t.foreign_keys
+            if fk.ref_table in names and fk.ref_table != t.name
+        ]
 
     def _q(self, name: str) -> str:
         return quote_identifier(name, dialect=self.dialect)
