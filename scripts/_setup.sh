@@ -53,3 +53,31 @@ check_sandbox() {
   step "Checking the sandbox"
   "$VENV/bin/corral" sandbox check
 }
+
+ensure_postgres_for_tests() {
+  # A real PostgreSQL server for the data agent's PostgreSQL source test (read-only transactions).
+  command -v pg_lsclusters >/dev/null || {
+    step "Installing PostgreSQL (for the PostgreSQL source tests)"
+    need_root_or_sudo apt-get update -q
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+  }
+  local cluster version name
+  cluster="$(pg_lsclusters --no-header | head -n 1)"
+  if [ -z "$cluster" ]; then
+    version="$(ls /usr/lib/postgresql | sort -n | tail -n 1)"
+    need_root_or_sudo pg_createcluster "$version" main >/dev/null
+    cluster="$(pg_lsclusters --no-header | head -n 1)"
+  fi
+  version="$(awk '{print $1}' <<<"$cluster")"; name="$(awk '{print $2}' <<<"$cluster")"
+  local port; port="$(awk '{print $3}' <<<"$cluster")"
+  if ! grep -q online <<<"$cluster"; then
+    step "Starting PostgreSQL $version/$name on port $port"
+    need_root_or_sudo pg_ctlcluster "$version" "$name" start
+  fi
+  local psql=(need_root_or_sudo runuser -u postgres -- psql -p "$port" -qtAX -v ON_ERROR_STOP=1)
+  "${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = 'corral_test'" | grep -q 1 \
+    || "${psql[@]}" -c "CREATE ROLE corral_test LOGIN PASSWORD 'corral_test'"
+  "${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = 'corral_test'" | grep -q 1 \
+    || "${psql[@]}" -c "CREATE DATABASE corral_test OWNER corral_test"
+  export CORRAL_TEST_POSTGRES_URL="postgresql://corral_test:corral_test@127.0.0.1:$port/corral_test"
+}

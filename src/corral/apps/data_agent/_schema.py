@@ -88,10 +88,6 @@ class Schema(BaseModel):
             )
             rows = f" -- {table.row_count} rows" if table.row_count is not None and samples else ""
             out.append(f"CREATE TABLE {q(table.name)} (\n{body}\n);{rows}")
-        joins = self.joins()
-        if joins and len(self.tables) > 1:
-            # Spelled out: a small model copies a join condition more reliably than it derives one.
-            out.append("-- joins: " + "; ".join(joins))
         for table in self.brief:
             cols = ", ".join(q(c.name) for c in table.columns[:_BRIEF_COLUMNS])
             more = ", ..." if len(table.columns) > _BRIEF_COLUMNS else ""
