@@ -421,7 +421,7 @@ async def answer(
             out["error"] = f"{type(exc).__name__}: {exc}"[:2000]
     out["trace"] = _trace(messages)
     if result is not None:
-        usage = result.usage() if callable(result.usage) else result.usage
+        usage = result.usage
         out["requests"] = usage.requests
         out["tool_calls"] = getattr(usage, "tool_calls", 0)
         out["input_tokens"] = usage.input_tokens
