@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
@@ -147,6 +148,7 @@ def test_the_same_on_sqlite(
     counter = itertools.count()
 
     def make() -> Journal:
-        return SqliteJournal(tmp_path / f"{id(ops)}-{next(counter)}-{len(list(tmp_path.iterdir()))}.sqlite")
+        # tmp_path is shared by every example: a fresh name per journal, never one a past example used.
+        return SqliteJournal(tmp_path / f"{uuid.uuid4().hex}-{next(counter)}.sqlite")
 
     check(make, ops, crash_inside, crash_after)

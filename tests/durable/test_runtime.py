@@ -583,3 +583,15 @@ async def test_concurrent_steps_in_one_run_replay(rt: Runtime) -> None:
     assert [s.name for s in rt.steps("par")] == ["tool:a", "tool:b", "tool:c"]
     assert await rt.resume("par") == ["A", "B", "C"]
     assert sorted(calls) == ["a", "b", "c"]
+
+
+async def _echo(ctx: RunContext, value: int) -> int:
+    return value
+
+
+def test_a_run_id_taken_with_other_arguments_is_refused() -> None:
+    rt = Runtime(MemoryJournal())
+    assert rt.run_sync(_echo, 1, run_id="same") == 1
+    assert rt.run_sync(_echo, 1, run_id="same") == 1  # same arguments: the recorded outcome
+    with pytest.raises(RunExists, match="other arguments"):
+        rt.run_sync(_echo, 2, run_id="same")

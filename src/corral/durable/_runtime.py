@@ -222,6 +222,13 @@ class Runtime:
                 f"run id {record.run_id!r} is taken by a run of {existing.function}, not {record.function}; "
                 f"choose another run id"
             )
+        if existing.input != record.input:
+            # Resuming would silently return (or continue) the recorded run, whose arguments differ.
+            raise RunExists(
+                f"run id {record.run_id!r} is taken by a run of {existing.function} with other arguments "
+                f"(recorded {_shorten(existing.input)}, given {_shorten(record.input)}); resume it with "
+                f"the same arguments or `rt.resume(run_id)`, or choose another run id"
+            )
         return existing
 
     async def run(self, fn: RunFunction[P, T], *args: Any, run_id: str | None = None, **kwargs: Any) -> T:
@@ -458,3 +465,7 @@ def _return_model(fn: Callable[..., Any]) -> Any:
     from corral.durable._context import _model_annotation
 
     return _model_annotation(fn)
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

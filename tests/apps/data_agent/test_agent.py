@@ -413,3 +413,44 @@ async def test_a_filter_nobody_asked_for_is_questioned_once(chinook_runner: InPr
     assert answer.rows[0][0] == pytest.approx(5.6519, abs=1e-3)
     feedback = [m.content for m in model.calls[1].messages if isinstance(m, UserMessage)][-1]
     assert "does not ask to filter on BillingCountry = 'USA'" in feedback
+
+
+async def test_a_decline_then_no_working_query_is_cannot_answer(chinook_runner: InProcessRunner) -> None:
+    # Declined, pushed back once, then no usable query: the model's finding stands (not a "failed" run).
+    model = routed_model(["CANNOT_ANSWER: no table records holidays", "I am not sure.", "Still not sure."])
+    answer = await DataAgent(model=model, runner=chinook_runner, max_attempts=3).ask(
+        "How many days of holiday did each employee take?"
+    )
+    assert answer.status == "cannot_answer"
+    assert "holidays" in answer.answer
+    assert chinook_runner.queries == []
+
+
+async def test_a_truncated_unfenced_query_is_not_a_crash(chinook_runner: InProcessRunner) -> None:
+    # A reply cut off inside a string literal does not tokenize; it counts as "no query", and the run goes on.
+    truncated = "SELECT COUNT(*) FROM Invoice WHERE strftime('%d', InvoiceDate) = '01' AND strftime('"
+    model = routed_model([truncated, _fence("SELECT COUNT(*) FROM Invoice")])
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("How many invoices are there?")
+    assert answer.status == "answered" and answer.rows == [[412]]
+
+
+async def test_an_aggregate_without_group_by_is_sent_back_with_the_join(
+    chinook_runner: InProcessRunner,
+) -> None:
+    # SQLite accepts this and returns one arbitrary row; the lint catches it before it runs and shows the
+    # join that gives the aggregate its rows, from the keys.
+    model = routed_model(
+        [
+            _fence("SELECT Name FROM Genre ORDER BY COUNT(*) DESC LIMIT 5"),
+            _fence(
+                "SELECT g.Name FROM Track t JOIN Genre g ON t.GenreId = g.GenreId "
+                "GROUP BY g.Name ORDER BY COUNT(*) DESC LIMIT 5"
+            ),
+        ]
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("Which 5 genres have the most tracks?")
+    assert answer.status == "answered" and answer.row_count == 5 and answer.attempts == 2
+    assert len(chinook_runner.queries) == 1  # the ungrouped query never ran
+    feedback = [m.content for m in model.calls[1].messages if isinstance(m, UserMessage)][-1]
+    assert "no GROUP BY" in feedback
+    assert "JOIN Genre ON" in feedback and "COUNT(*) DESC" in feedback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -63,7 +64,7 @@ def test_a_killed_run_resumes_without_repeating_the_model_call(
     monkeypatch.setattr(_run, "_models", {})
     rt = Runtime.open(journal)
     try:
-        result = rt.run_sync(_run.ask_run, run_id="crash-1")
+        result = asyncio.run(rt.resume("crash-1"))
     finally:
         rt.close()
     answer = Answer.model_validate(result)

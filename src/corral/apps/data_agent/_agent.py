@@ -253,6 +253,9 @@ class _Run:
         self.declined = False
         self.flagged_filters = False
         self.last_failure: str | None = None
+        #: The model's reason when it said the data cannot answer (kept for the end of a run without a
+        #: working query).
+        self.decline_reason: str | None = None
 
     async def _model(
         self,
@@ -347,6 +350,7 @@ class _Run:
             if not sql:
                 if prompts.CANNOT in reply.upper().replace(" ", "_"):
                     reason = reply.split(":", 1)[-1].strip() or "the data has no such information"
+                    self.decline_reason = reason
                     if tried and not self.missing and attempts < limit:
                         # It wrote a query (so it judged the data relevant) and the query failed for another
                         # reason than a missing name: that is giving up on a fixable error, not a finding.
@@ -395,7 +399,9 @@ class _Run:
             if mistakes and attempts < limit:
                 last_error = "; ".join(mistakes)
                 agent._emit("check", last_error, finding="lint", blocking=True)
-                messages.append(UserMessage(content=prompts.fix_user(last_error, "")))
+                # An aggregate without GROUP BY on one table: show the join that gives it rows to count.
+                hint = _group_hint(last_error, schema, sql, full.dialect) if "GROUP BY" in last_error else ""
+                messages.append(UserMessage(content=prompts.fix_user(last_error, hint)))
                 continue
             result = await self._query(sql)
             if not result.ok:
@@ -443,6 +449,10 @@ class _Run:
             return self._cannot(
                 "every query needed names the data does not have: " + ", ".join(dict.fromkeys(unknown))
             )
+        if best is None and self.decline_reason is not None:
+            # No query worked and the model said the data cannot answer: its finding is the honest outcome
+            # (a question about data the source lacks), not a failure of the agent.
+            return self._cannot(self.decline_reason)
         if best is None:
             return Answer(
                 status="failed",

@@ -17,7 +17,7 @@ import re
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import SqlglotError
 
 from corral.apps.data_agent.errors import WriteRefusedError
 
@@ -54,7 +54,7 @@ def extract_sql(text: str) -> str:
         # Without a fence, "select" may be an English word: keep the text only if it parses as SQL.
         try:
             sqlglot.parse_one(candidate.split(";")[0])
-        except ParseError:
+        except SqlglotError:
             return ""
     candidate = candidate.strip()
     # Keep only the first statement.
@@ -66,7 +66,7 @@ def statement_kind(sql: str, *, dialect: str) -> str:
     """The kind of the first statement (``select``, ``delete``, ...) for messages."""
     try:
         tree = sqlglot.parse_one(sql, read=dialect)
-    except ParseError:
+    except SqlglotError:
         return "unparsable"
     return tree.key if tree is not None else "empty"
 
@@ -75,7 +75,7 @@ def is_read_only(sql: str, *, dialect: str) -> bool:
     """True when ``sql`` is a single statement that only reads (SELECT, WITH ... SELECT, set operations)."""
     try:
         trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
-    except ParseError:
+    except SqlglotError:
         # Unparsable text is not a write we can see; the database will reject it and the error goes back to
         # the model. The sandbox opens the source read-only regardless.
         return not re.match(r"\s*(INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|ATTACH|PRAGMA|COPY)\b", sql, re.I)
@@ -190,7 +190,7 @@ def _is_reserved(name: str, dialect: str) -> bool:
         return True
     try:
         parsed = sqlglot.parse_one(f"SELECT {name} FROM t", read=dialect)
-    except ParseError:
+    except SqlglotError:
         return True
     # A reserved word does not parse as a plain column named like itself.
     col = parsed.expressions[0] if parsed.expressions else None
@@ -216,7 +216,7 @@ def repair_qualifiers(sql: str, tables: dict[str, set[str]], *, dialect: str) ->
     """
     try:
         tree = sqlglot.parse_one(sql, read=dialect)
-    except ParseError:
+    except SqlglotError:
         return sql, []
     aliases: dict[str, str] = {}
     for table in tree.find_all(exp.Table):
@@ -248,16 +248,20 @@ def repair_qualifiers(sql: str, tables: dict[str, set[str]], *, dialect: str) ->
 
 def lint(sql: str, *, dialect: str) -> list[str]:
     """Mistakes a small model makes that the database accepts silently, found before the query runs:
-    a join condition that compares a column with itself (a cross join in disguise).
+    a join condition that compares a column with itself (a cross join in disguise), and an aggregate next
+    to a plain column without GROUP BY (SQLite then returns one arbitrary row instead of one per group).
 
     >>> lint("SELECT * FROM a JOIN b ON a.id = a.id", dialect="sqlite")
     ['the condition a.id = a.id compares a column with itself; join on a column of each table']
+    >>> lint("SELECT name FROM g ORDER BY COUNT(*) DESC LIMIT 5", dialect="sqlite")  # doctest: +ELLIPSIS
+    ['the query uses COUNT(*) but has no GROUP BY, so it returns a single row; ...']
     """
     try:
         tree = sqlglot.parse_one(sql, read=dialect)
-    except ParseError:
+    except SqlglotError:
         return []
-    problems = []
+    problems = [_ungrouped_aggregate(select, dialect) for select in tree.find_all(exp.Select)]
+    problems = [p for p in problems if p]
     for eq in tree.find_all(exp.EQ):
         left, right = eq.left, eq.right
         if isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.sql() == right.sql():
@@ -268,6 +272,46 @@ def lint(sql: str, *, dialect: str) -> list[str]:
     return problems
 
 
+def _own(node: exp.Expr, select: exp.Select) -> bool:
+    """Whether ``node`` belongs to ``select`` itself (not to a subquery inside it)."""
+    return node.find_ancestor(exp.Select) is select
+
+
+def _ungrouped_aggregate(select: exp.Select, dialect: str) -> str:
+    """The lint message for a SELECT that aggregates (in its columns or its ORDER BY) next to a plain column
+    and has no GROUP BY; ``""`` when it does not."""
+    if select.args.get("group") is not None:
+        return ""
+    parts: list[exp.Expression] = list(select.expressions)
+    order = select.args.get("order")
+    if order is not None:
+        parts.append(order)
+    aggregates = [
+        a
+        for part in parts
+        for a in part.find_all(exp.AggFunc)
+        if _own(a, select)
+        and a.find_ancestor(exp.Window) is None
+        # SQLite defines a plain column next to MIN/MAX (the row of the extreme): an idiom, not a slip.
+        and not isinstance(a, exp.Max | exp.Min)
+    ]
+    if not aggregates:
+        return ""
+    plain = [
+        c.sql(dialect=dialect)
+        for p in select.expressions
+        for c in p.find_all(exp.Column)
+        if _own(c, select) and c.find_ancestor(exp.AggFunc) is None
+    ]
+    if not plain:
+        return ""
+    return (
+        f"the query uses {aggregates[0].sql(dialect=dialect)} but has no GROUP BY, so it returns a single "
+        f"row; to aggregate per {plain[0]}, join the table that holds the rows to aggregate and add "
+        f"GROUP BY {plain[0]}"
+    )
+
+
 def table_aliases(sql: str, *, dialect: str) -> dict[str, str]:
     """``{alias or name (lower case): table name}`` of the tables a query reads.
 
@@ -276,7 +320,7 @@ def table_aliases(sql: str, *, dialect: str) -> dict[str, str]:
     """
     try:
         tree = sqlglot.parse_one(sql, read=dialect)
-    except ParseError:
+    except SqlglotError:
         return {}
     return {(t.alias_or_name or t.name).lower(): t.name for t in tree.find_all(exp.Table)}
 
@@ -303,7 +347,7 @@ def unasked_filters(sql: str, question: str, *, dialect: str) -> list[str]:
     """
     try:
         tree = sqlglot.parse_one(sql, read=dialect)
-    except ParseError:
+    except SqlglotError:
         return []
     asked = _stems(question)
     lowered = question.lower()
