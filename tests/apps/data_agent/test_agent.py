@@ -432,25 +432,3 @@ async def test_a_truncated_unfenced_query_is_not_a_crash(chinook_runner: InProce
     model = routed_model([truncated, _fence("SELECT COUNT(*) FROM Invoice")])
     answer = await DataAgent(model=model, runner=chinook_runner).ask("How many invoices are there?")
     assert answer.status == "answered" and answer.rows == [[412]]
-
-
-async def test_an_aggregate_without_group_by_is_sent_back_with_the_join(
-    chinook_runner: InProcessRunner,
-) -> None:
-    # SQLite accepts this and returns one arbitrary row; the lint catches it before it runs and shows the
-    # join that gives the aggregate its rows, from the keys.
-    model = routed_model(
-        [
-            _fence("SELECT Name FROM Genre ORDER BY COUNT(*) DESC LIMIT 5"),
-            _fence(
-                "SELECT g.Name FROM Track t JOIN Genre g ON t.GenreId = g.GenreId "
-                "GROUP BY g.Name ORDER BY COUNT(*) DESC LIMIT 5"
-            ),
-        ]
-    )
-    answer = await DataAgent(model=model, runner=chinook_runner).ask("Which 5 genres have the most tracks?")
-    assert answer.status == "answered" and answer.row_count == 5 and answer.attempts == 2
-    assert len(chinook_runner.queries) == 1  # the ungrouped query never ran
-    feedback = [m.content for m in model.calls[1].messages if isinstance(m, UserMessage)][-1]
-    assert "no GROUP BY" in feedback
-    assert "JOIN Genre ON" in feedback and "COUNT(*) DESC" in feedback

@@ -399,9 +399,7 @@ class _Run:
             if mistakes and attempts < limit:
                 last_error = "; ".join(mistakes)
                 agent._emit("check", last_error, finding="lint", blocking=True)
-                # An aggregate without GROUP BY on one table: show the join that gives it rows to count.
-                hint = _group_hint(last_error, schema, sql, full.dialect) if "GROUP BY" in last_error else ""
-                messages.append(UserMessage(content=prompts.fix_user(last_error, hint)))
+                messages.append(UserMessage(content=prompts.fix_user(last_error, "")))
                 continue
             result = await self._query(sql)
             if not result.ok:

@@ -248,20 +248,16 @@ def repair_qualifiers(sql: str, tables: dict[str, set[str]], *, dialect: str) ->
 
 def lint(sql: str, *, dialect: str) -> list[str]:
     """Mistakes a small model makes that the database accepts silently, found before the query runs:
-    a join condition that compares a column with itself (a cross join in disguise), and an aggregate next
-    to a plain column without GROUP BY (SQLite then returns one arbitrary row instead of one per group).
+    a join condition that compares a column with itself (a cross join in disguise).
 
     >>> lint("SELECT * FROM a JOIN b ON a.id = a.id", dialect="sqlite")
     ['the condition a.id = a.id compares a column with itself; join on a column of each table']
-    >>> lint("SELECT name FROM g ORDER BY COUNT(*) DESC LIMIT 5", dialect="sqlite")  # doctest: +ELLIPSIS
-    ['the query uses COUNT(*) but has no GROUP BY, so it returns a single row; ...']
     """
     try:
         tree = sqlglot.parse_one(sql, read=dialect)
     except SqlglotError:
         return []
-    problems = [_ungrouped_aggregate(select, dialect) for select in tree.find_all(exp.Select)]
-    problems = [p for p in problems if p]
+    problems = []
     for eq in tree.find_all(exp.EQ):
         left, right = eq.left, eq.right
         if isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.sql() == right.sql():
@@ -270,46 +266,6 @@ def lint(sql: str, *, dialect: str) -> list[str]:
                 "join on a column of each table"
             )
     return problems
-
-
-def _own(node: exp.Expr, select: exp.Select) -> bool:
-    """Whether ``node`` belongs to ``select`` itself (not to a subquery inside it)."""
-    return node.find_ancestor(exp.Select) is select
-
-
-def _ungrouped_aggregate(select: exp.Select, dialect: str) -> str:
-    """The lint message for a SELECT that aggregates (in its columns or its ORDER BY) next to a plain column
-    and has no GROUP BY; ``""`` when it does not."""
-    if select.args.get("group") is not None:
-        return ""
-    parts: list[exp.Expression] = list(select.expressions)
-    order = select.args.get("order")
-    if order is not None:
-        parts.append(order)
-    aggregates = [
-        a
-        for part in parts
-        for a in part.find_all(exp.AggFunc)
-        if _own(a, select)
-        and a.find_ancestor(exp.Window) is None
-        # SQLite defines a plain column next to MIN/MAX (the row of the extreme): an idiom, not a slip.
-        and not isinstance(a, exp.Max | exp.Min)
-    ]
-    if not aggregates:
-        return ""
-    plain = [
-        c.sql(dialect=dialect)
-        for p in select.expressions
-        for c in p.find_all(exp.Column)
-        if _own(c, select) and c.find_ancestor(exp.AggFunc) is None
-    ]
-    if not plain:
-        return ""
-    return (
-        f"the query uses {aggregates[0].sql(dialect=dialect)} but has no GROUP BY, so it returns a single "
-        f"row; to aggregate per {plain[0]}, join the table that holds the rows to aggregate and add "
-        f"GROUP BY {plain[0]}"
-    )
 
 
 def table_aliases(sql: str, *, dialect: str) -> dict[str, str]:
