@@ -236,3 +236,28 @@ def test_cgroups_of_a_dead_host_are_removed() -> None:
     stale = _cgroup.WorkerCgroup.create(f"corral-{dead_pid}-p0-w0-g0")
     removed = _cgroup.remove_stale()
     assert str(stale.memory) in removed and not stale.memory.exists() and not stale.pids.exists()
+
+
+def test_staging_directories_of_dead_hosts_are_removed_and_live_ones_kept() -> None:
+    import subprocess
+    import tempfile
+
+    from corral.sandbox._pool import remove_stale_stages
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tmp = Path(tempfile.gettempdir())
+    stale = tmp / f"corral-sandbox-stage-{dead.pid}-test"
+    live = tmp / f"corral-sandbox-stage-{os.getpid()}-test"
+    for stage in (stale, live):
+        (stage / "0").mkdir(parents=True, exist_ok=True)
+    try:
+        removed = remove_stale_stages()
+        assert str(stale) in removed and not stale.exists()
+        assert live.exists()
+    finally:
+        for stage in (stale, live):
+            for child in stage.glob("*"):
+                child.rmdir()
+            if stage.exists():
+                stage.rmdir()

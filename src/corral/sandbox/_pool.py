@@ -76,6 +76,31 @@ _MAX_INPUTS = 200  # the kernel passes at most 253 descriptors per message (SCM_
 _BACKSTOP_SECONDS = 10.0  # the host kills a worker that overruns a job's wall limit by this much
 
 
+_STAGE_PREFIX = "corral-sandbox-stage-"
+
+
+def remove_stale_stages() -> list[str]:
+    """Remove staging directories of pools whose host process is gone (a SIGKILLed host cannot clean up).
+
+    Their mounts lived in the launcher's private mount namespace, which died with it, so on the host they are
+    empty directories: only ``rmdir`` them, never delete recursively.
+    """
+    removed: list[str] = []
+    for stage in Path(tempfile.gettempdir()).glob(f"{_STAGE_PREFIX}*-*"):
+        try:
+            host_pid = int(stage.name[len(_STAGE_PREFIX) :].split("-")[0])
+        except ValueError:
+            continue
+        if host_pid == os.getpid() or Path(f"/proc/{host_pid}").exists():
+            continue
+        with contextlib.suppress(OSError):
+            for child in stage.iterdir():
+                child.rmdir()
+            stage.rmdir()
+            removed.append(str(stage))
+    return removed
+
+
 def _send(sock: socket.socket, obj: object, fds: list[int] | None = None) -> None:
     payload = json.dumps(obj).encode()
     head = struct.pack(">I", len(payload))
@@ -311,7 +336,8 @@ class SandboxPool:
             landlock = self.backend == "landlock"
             self._seccomp = build_filter(deny_ipc=landlock, deny_connect=landlock and landlock_abi() < 6)
             remove_stale_cgroups()
-            self._stage = tempfile.mkdtemp(prefix="corral-sandbox-stage-")
+            remove_stale_stages()
+            self._stage = tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-")
             if self.backend == "landlock":
                 self._landlock = LandlockHost.create()
             self._started = True
