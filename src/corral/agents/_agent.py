@@ -260,7 +260,10 @@ class _Run:
         )
         while True:
             if self.turn:  # the first turn starts at the run's start, read just above
-                self.clock = ctx.now().timestamp()
+                # The tool steps of the last turn just ended: their journaled end time is "now" for the
+                # budget, and reading it writes no row (ctx.now() would add one per turn).
+                ended = ctx.last_step_ended()
+                self.clock = (ended or ctx.now()).timestamp()
             trip = self.state.before_model(self.clock)
             if trip is not None:
                 return self.stop(trip)

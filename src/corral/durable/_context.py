@@ -106,6 +106,7 @@ class RunContext:
         "_clock",
         "_interrupt",
         "_journal",
+        "_last_ended",
         "_position",
         "_records",
         "_start_child",
@@ -135,6 +136,8 @@ class RunContext:
         self._clock = clock
         self._records: dict[int, StepRecord] = {r.position: r for r in records}
         self._position = 0
+        # When the last step this execution replayed or wrote ended: journaled already, so free to read.
+        self._last_ended: float | None = None
         self._interrupt: RunInterrupt | None = None
         #: A DeterminismError raised here; the run fails with it even if run code caught it.
         self.broken: DeterminismError | None = None
@@ -172,6 +175,8 @@ class RunContext:
         if record is not None and record.name != name:
             self.broken = DeterminismError(self.run_id, position, record.name, name)
             raise self.broken
+        if record is not None and record.ended_at is not None:
+            self._last_ended = record.ended_at
         return position, record
 
     def _write(self, step: StepRecord) -> None:
@@ -184,6 +189,8 @@ class RunContext:
             # A final row already holds this position: another worker executes this run now.
             self._interrupt = Cancel("lease lost")
             raise self._interrupt
+        if step.ended_at is not None:
+            self._last_ended = step.ended_at
 
     def _fail(self, position: int, name: str, key: str | None, started: float, exc: BaseException) -> None:
         self._write(
@@ -320,6 +327,24 @@ class RunContext:
     def _record_value(self, position: int, name: str, value: Any) -> None:
         now = self._clock.time()
         self._write(StepRecord(self.run_id, position, name, _OK, _serde.dumps(value), None, None, now, now))
+
+    def last_step_ended(self) -> datetime | None:
+        """When the run's latest step ended (aware, UTC), or ``None`` before its first step ended.
+
+        A deterministic clock that costs no journal write: the time is the one already stored with that
+        step, so a replay sees the same value. Use it where "about now" is enough and a step just ended (the
+        agent loop's time budget); use :meth:`now` for the exact current time.
+
+        >>> import asyncio
+        >>> from corral.durable import MemoryJournal, Runtime
+        >>> async def flow(ctx):
+        ...     before = ctx.last_step_ended()
+        ...     await ctx.step("work", lambda: 1)
+        ...     return before is None and ctx.last_step_ended() is not None
+        >>> Runtime(MemoryJournal()).run_sync(flow)
+        True
+        """
+        return None if self._last_ended is None else datetime.fromtimestamp(self._last_ended, UTC)
 
     def now(self) -> datetime:
         """The current time (aware, UTC), recorded: a replay sees the same value."""
