@@ -101,25 +101,10 @@ def remove_stale_stages() -> list[str]:
     return removed
 
 
-def _send(sock: socket.socket, obj: object, fds: list[int] | None = None) -> None:
-    payload = json.dumps(obj).encode()
-    head = struct.pack(">I", len(payload))
-    if fds:
-        socket.send_fds(sock, [head], fds)
-    else:
-        sock.sendall(head)
-    sock.sendall(payload)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = sock.recv(min(n, 1 << 20))
-        if not chunk:
-            raise EOFError("worker closed its socket")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+# The wire format is the worker's own (length-prefixed JSON plus passed descriptors); only receiving differs,
+# because the host trusts nothing the worker sends (see _recv).
+_send = _worker._send
+_recv_exact = _worker._recv_exact
 
 
 def _recv(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:

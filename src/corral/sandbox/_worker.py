@@ -158,7 +158,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     while n:
         chunk = sock.recv(min(n, 1 << 20))
         if not chunk:
-            raise EOFError
+            raise EOFError("the other end closed the socket")
         chunks.append(chunk)
         n -= len(chunk)
     return b"".join(chunks)

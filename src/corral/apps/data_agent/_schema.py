@@ -216,7 +216,36 @@ async def load_schema(runner: QueryRunner, *, use_cache: bool = True) -> Schema:
 
 # --- narrowing ---------------------------------------------------------------------------------------------
 
-_STOP = frozenset(
+#: Words that carry no meaning of their own (articles, prepositions, auxiliaries).
+FUNCTION_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "by",
+        "with",
+        "from",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "what",
+        "which",
+        "how",
+        "do",
+        "does",
+    ]
+)
+
+# Words that never name data: function words plus the vocabulary of asking (count, top, list, ...).
+_STOP = FUNCTION_WORDS | frozenset(
     [
         "a",
         "an",

@@ -18,35 +18,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from corral.apps.data_agent._schema import words
+from corral.apps.data_agent._schema import FUNCTION_WORDS, words
 from corral.apps.data_agent.errors import SourceError
-
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "by",
-        "with",
-        "from",
-        "and",
-        "or",
-        "is",
-        "are",
-        "was",
-        "what",
-        "which",
-        "how",
-        "do",
-        "does",
-    ]
-)
 
 
 class VerifiedQuery(BaseModel):
@@ -75,7 +48,7 @@ def load_verified(path: str | Path) -> list[VerifiedQuery]:
 
 
 def _terms(text: str) -> list[str]:
-    return [w for w in words(text) if w not in _STOP]
+    return [w for w in words(text) if w not in FUNCTION_WORDS]
 
 
 def closest(
