@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import struct
 import threading
 import time
@@ -85,6 +86,60 @@ def test_bad_input_names_and_limits_are_usage_errors(pool: SandboxPool) -> None:
         Limits(wall_seconds=0)
     with pytest.raises(SandboxUsageError, match="must be a str"):
         pool.run_python_sync(b"print(1)")  # type: ignore[arg-type]
+
+
+#: A job that talks over the socket it was given, then tries the network itself.
+_SOCKET_JOB = """
+import os, socket
+fd = int(os.readlink("/data/peer").rsplit("/", 1)[1])
+peer = socket.socket(fileno=fd)
+print(peer.family.name, peer.recv(5).decode())
+peer.sendall(b"pong")
+for what, attempt in [
+    ("tcp", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM)),
+    ("connect", lambda: socket.create_connection(("127.0.0.1", PORT), timeout=2)),
+]:
+    try:
+        attempt()
+        print(what, "OPEN")
+    except OSError as exc:
+        print(what, "denied", exc.errno)
+"""
+
+
+@pytest.mark.parametrize("backend", ["bubblewrap", "landlock"])
+def test_a_socket_input_reaches_the_job_and_nothing_else_does(backend: str, pool: SandboxPool) -> None:
+    # A live TCP listener on the host: the job must not reach it, even while it holds a relayed socket.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    host_end, job_end = socket.socketpair()
+    host_end.sendall(b"ping!")
+    own = SandboxPool(1, backend=backend) if backend != "bubblewrap" else None
+    try:
+        runner = own or pool
+        result = runner.run_python_sync(_SOCKET_JOB.replace("PORT", str(port)), sockets={"peer": job_end})
+        host_end.settimeout(5)
+        assert host_end.recv(4) == b"pong", result.stderr
+    finally:
+        if own is not None:
+            own.close()
+        listener.close()
+        host_end.close()
+        job_end.close()
+    lines = result.stdout.splitlines()
+    assert lines[0] == "AF_UNIX ping!", result.stderr
+    assert lines[1].startswith("tcp denied") and lines[2].startswith("connect denied"), result.stdout
+
+
+def test_only_unix_stream_sockets_go_into_a_job(pool: SandboxPool) -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+        pytest.raises(SandboxUsageError, match="AF_UNIX stream"),
+    ):
+        pool.run_python_sync("pass", sockets={"net": tcp})
+    a, b = socket.socketpair()
+    with a, b, pytest.raises(SandboxUsageError, match="both as input and socket"):
+        pool.run_python_sync("pass", inputs={"x": b""}, sockets={"x": b})
 
 
 def test_each_job_starts_clean_and_isolated(pool: SandboxPool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Mapping
 
 from corral.sandbox import _sql
@@ -20,6 +21,7 @@ def run_python_sync(
     limits: Limits | None = None,
     pool: SandboxPool | None = None,
     queue_timeout: float | None = None,
+    sockets: Mapping[str, socket.socket] | None = None,
 ) -> RunResult:
     """Run model-written Python in the sandbox and wait for the result.
 
@@ -28,12 +30,18 @@ def run_python_sync(
     in :attr:`RunResult.files`. The job cannot reach the network, the host's files or environment, or other
     jobs.
 
+    ``sockets`` maps names to AF_UNIX stream sockets (one end of ``socket.socketpair()``; anything else is a
+    :class:`~corral.sandbox.errors.SandboxUsageError`): the job inherits each as a descriptor, and
+    ``/data/<name>`` is a link to ``/proc/self/fd/<N>``, so ``socket.socket(fileno=N)`` with
+    ``N = int(os.readlink("/data/<name>").rsplit("/", 1)[1])`` opens it. The host keeps the other end (for
+    example to relay one database connection); the job still cannot create a network socket itself.
+
     Raises :class:`~corral.sandbox.errors.SandboxBusy` when no worker frees up in time and
     :class:`~corral.sandbox.errors.SandboxUnavailable` when this machine cannot isolate code (it never runs it
     unisolated). The job's own failure is not an exception: see :attr:`RunResult.exit_code` and ``limit``.
     """
     return (pool or default_pool()).run_python_sync(
-        code, inputs=inputs, limits=limits, queue_timeout=queue_timeout
+        code, inputs=inputs, limits=limits, queue_timeout=queue_timeout, sockets=sockets
     )
 
 
@@ -44,10 +52,17 @@ async def run_python(
     limits: Limits | None = None,
     pool: SandboxPool | None = None,
     queue_timeout: float | None = None,
+    sockets: Mapping[str, socket.socket] | None = None,
 ) -> RunResult:
     """Async :func:`run_python_sync`. Cancelling the caller does not stop the job early; its limits do."""
     return await asyncio.to_thread(
-        run_python_sync, code, inputs=inputs, limits=limits, pool=pool, queue_timeout=queue_timeout
+        run_python_sync,
+        code,
+        inputs=inputs,
+        limits=limits,
+        pool=pool,
+        queue_timeout=queue_timeout,
+        sockets=sockets,
     )
 
 

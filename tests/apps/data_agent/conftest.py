@@ -84,12 +84,15 @@ def routed_model(
     *,
     judge: list[str] | None = None,
     answerable: str = '{"answerable": true, "reason": "ok"}',
+    alternatives: list[str] | None = None,
 ) -> ScriptedModel:
     """A ScriptedModel that answers each kind of request from its own list: query-writing requests take
     ``sql_replies`` in order, judge requests ``judge`` (default: always pass), answerability checks
-    ``answerable``."""
+    ``answerable``, and the sampled candidate queries of the vote (requests with a seed) ``alternatives``
+    (default: a reply without a query, so no candidate joins the vote)."""
     sql_left = list(sql_replies)
     judge_left = list(judge) if judge is not None else None
+    alt_left = list(alternatives) if alternatives is not None else None
 
     def reply(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> str:
         system = messages[0].content if messages and isinstance(messages[0], SystemMessage) else ""
@@ -99,11 +102,19 @@ def routed_model(
             return judge_left.pop(0)
         if system.startswith("You decide whether"):
             return answerable
+        settings = model.calls[-1].settings
+        if settings is not None and settings.seed is not None:
+            if alt_left is None:
+                return "no alternative"
+            if not alt_left:
+                raise AssertionError("the agent asked for more candidates than the test scripted")
+            return alt_left.pop(0)
         if not sql_left:
             raise AssertionError("the agent asked for more queries than the test scripted")
         return sql_left.pop(0)
 
-    return ScriptedModel(reply)
+    model = ScriptedModel(reply)
+    return model
 
 
 class WritableRunner(InProcessRunner):

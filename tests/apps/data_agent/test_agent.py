@@ -15,13 +15,23 @@ from corral.apps.data_agent import (
     VerifiedQuery,
     open_source,
 )
-from corral.models import UserMessage
+from corral.models import ScriptedModel, UserMessage
 
 from .conftest import InProcessRunner, routed_model
 
 
 def _fence(sql: str) -> str:
     return f"```sql\n{sql}\n```"
+
+
+def _retry_feedback(model: ScriptedModel) -> str:
+    """The feedback of the last query-writing request that was not a sampled candidate of the vote."""
+    calls = [
+        c
+        for c in model.calls
+        if "write one" in str(c.messages[0].content) and (c.settings is None or c.settings.seed is None)
+    ]
+    return [m.content for m in calls[-1].messages if isinstance(m, UserMessage)][-1]
 
 
 async def test_a_simple_question_is_answered_with_table_and_sql(chinook_runner: InProcessRunner) -> None:
@@ -117,7 +127,7 @@ async def test_a_column_on_the_wrong_table_gets_the_join_path(chinook_runner: In
     )
     answer = await DataAgent(model=model, runner=chinook_runner).ask("Which genre earned the most?")
     assert answer.rows == [["Rock"]]
-    feedback = [m.content for m in model.calls[1].messages if isinstance(m, UserMessage)][-1]
+    feedback = _retry_feedback(model)
     assert "InvoiceLine.TrackId = Track.TrackId, then Track.GenreId = Genre.GenreId" in feedback
 
 
@@ -216,7 +226,7 @@ async def test_an_empty_result_is_sent_back_once(chinook_runner: InProcessRunner
     answer = await DataAgent(model=model, runner=chinook_runner).ask("How many Rock tracks are there?")
     assert answer.rows == [[1297]]
     assert answer.attempts == 2
-    feedback = [m.content for m in model.calls[1].messages if isinstance(m, UserMessage)][-1]
+    feedback = _retry_feedback(model)
     assert "no rows" in feedback
 
 
@@ -432,3 +442,220 @@ async def test_a_truncated_unfenced_query_is_not_a_crash(chinook_runner: InProce
     model = routed_model([truncated, _fence("SELECT COUNT(*) FROM Invoice")])
     answer = await DataAgent(model=model, runner=chinook_runner).ask("How many invoices are there?")
     assert answer.status == "answered" and answer.rows == [[412]]
+
+
+_SPENT_WRONG = (
+    "SELECT FirstName, LastName FROM Customer WHERE CustomerId = "
+    "(SELECT CustomerId FROM Invoice GROUP BY CustomerId ORDER BY Total DESC LIMIT 1)"
+)
+_SPENT_RIGHT = (
+    "SELECT c.FirstName, c.LastName FROM Customer c JOIN Invoice i ON c.CustomerId = i.CustomerId "
+    "GROUP BY c.CustomerId ORDER BY SUM(i.Total) DESC LIMIT 1"
+)
+_SPENT_RIGHT_TOO = (
+    "SELECT FirstName, LastName FROM Customer WHERE CustomerId = "
+    "(SELECT CustomerId FROM Invoice GROUP BY CustomerId ORDER BY SUM(Total) DESC LIMIT 1)"
+)
+
+
+async def test_candidates_that_disagree_are_decided_by_their_results(chinook_runner: InProcessRunner) -> None:
+    # The first (greedy) query is wrong; two sampled candidates, written differently, give the same result.
+    model = routed_model(
+        [_fence(_SPENT_WRONG)], alternatives=[_fence(_SPENT_RIGHT), _fence(_SPENT_RIGHT_TOO)]
+    )
+    events: list[DataEvent] = []
+    agent = DataAgent(model=model, runner=chinook_runner, on_event=events.append)
+    answer = await agent.ask("Who is the customer who spent the most in total?")
+    assert answer.rows == [["Helena", "Holý"]]
+    assert answer.sql == _SPENT_RIGHT
+    assert len(chinook_runner.queries) == 3
+    # Candidates are sampled (distinct seeds, so a resumed run replays the same ones), from the first prompt.
+    seeded = [c for c in model.calls if c.settings is not None and c.settings.seed is not None]
+    assert [c.settings.seed for c in seeded if c.settings] == [1, 2]
+    assert all(c.settings and c.settings.temperature == 0.6 for c in seeded)
+    assert seeded[0].messages == model.calls[0].messages
+    assert any("2 agree" in e.message for e in events if e.kind == "check")
+    # Not unanimous: the judge still reads the kept result.
+    assert any(e.kind == "judge" and e.data.get("verdict") == "pass" for e in events)
+
+
+async def test_candidates_that_agree_skip_the_judge(chinook_runner: InProcessRunner) -> None:
+    model = routed_model(
+        [_fence(_SPENT_RIGHT)],
+        alternatives=[_fence(_SPENT_RIGHT_TOO), _fence(_SPENT_RIGHT)],
+        judge=[],  # a judge call would fail the test (nothing scripted)
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("Who spent the most in total?")
+    assert answer.rows == [["Helena", "Holý"]] and answer.judge is None
+    # The repeated candidate is a vote for the same result; it is not run again.
+    assert len(chinook_runner.queries) == 2
+
+
+async def test_a_simple_query_gets_no_candidates(chinook_runner: InProcessRunner) -> None:
+    model = routed_model([_fence("SELECT COUNT(*) FROM Track")], alternatives=[])
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("How many tracks are there?")
+    assert answer.rows == [[3503]] and model.call_count == 2
+
+
+async def test_a_failed_first_query_is_replaced_by_a_candidate_that_runs(
+    chinook_runner: InProcessRunner,
+) -> None:
+    broken = "SELECT g.Name FROM Genre g JOIN InvoiceLine il ON g.GenreId = il.GenreId GROUP BY g.Name"
+    works = (
+        "SELECT g.Name FROM InvoiceLine il JOIN Track t ON il.TrackId = t.TrackId "
+        "JOIN Genre g ON t.GenreId = g.GenreId GROUP BY g.Name ORDER BY SUM(il.UnitPrice) DESC LIMIT 1"
+    )
+    model = routed_model([_fence(broken)], alternatives=[_fence(works), "CANNOT_ANSWER: unsure"])
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("Which genre earned the most?")
+    assert answer.status == "answered" and answer.rows == [["Rock"]] and answer.attempts == 1
+
+
+async def test_bare_names_with_spaces_are_quoted_before_the_query_runs(awkward_db: Path) -> None:
+    runner = InProcessRunner(open_source(str(awkward_db)))
+    model = routed_model([_fence("SELECT SUM(Unit_Price * Quantity) AS total FROM Order Details")])
+    answer = await DataAgent(model=model, runner=runner).ask("What is the total value of the order details?")
+    assert answer.status == "answered" and answer.rows == [[16.0]]
+    assert runner.queries == ['SELECT SUM("Unit Price" * Quantity) AS total FROM "Order Details"']
+
+
+async def test_a_key_shown_for_a_name_is_sent_back_with_the_table_to_join(
+    chinook_runner: InProcessRunner,
+) -> None:
+    model = routed_model(
+        [
+            _fence("SELECT GenreId, COUNT(*) AS n FROM Track GROUP BY GenreId"),
+            _fence(
+                "SELECT g.Name, COUNT(*) AS n FROM Track t JOIN Genre g ON t.GenreId = g.GenreId "
+                "GROUP BY g.Name"
+            ),
+        ]
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner, candidates=0).ask(
+        "How many tracks are there per genre? Give the genre name and the count."
+    )
+    assert answer.columns == ["Name", "n"] and answer.attempts == 2
+    feedback = _retry_feedback(model)
+    assert "the key GenreId" in feedback and "Genre.Name" in feedback
+
+
+async def test_a_question_about_rows_without_a_match_gets_the_anti_join_form(
+    chinook_runner: InProcessRunner,
+) -> None:
+    model = routed_model(
+        [_fence("SELECT COUNT(*) FROM Track WHERE TrackId NOT IN (SELECT TrackId FROM InvoiceLine)")]
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner, candidates=0).ask(
+        "How many tracks have never been sold?"
+    )
+    assert answer.rows == [[1519]]
+    prompt = model.calls[0].messages[1].content
+    assert (
+        "Hint: for Track rows that have no InvoiceLine row, use SELECT ... FROM Track "
+        "WHERE Track.TrackId NOT IN (SELECT InvoiceLine.TrackId FROM InvoiceLine)" in prompt
+    )
+
+
+async def test_a_name_on_the_wrong_table_is_not_a_reason_to_give_up(chinook_runner: InProcessRunner) -> None:
+    # SupportRepId exists (on Customer): reaching for it on Invoice is a fixable mistake, not missing data.
+    wrong = "SELECT e.FirstName FROM Employee e JOIN Invoice i ON e.EmployeeId = i.SupportRepId"
+    model = routed_model([_fence(wrong), _fence(wrong + " WHERE 1"), _fence(wrong + " WHERE 2")])
+    answer = await DataAgent(model=model, runner=chinook_runner, candidates=0).ask(
+        "Which employee's customers bought the most?"
+    )
+    assert answer.status == "failed"
+
+
+async def test_hints_follow_the_keys_to_the_table_the_question_names(chinook_runner: InProcessRunner) -> None:
+    from corral.apps.data_agent._agent import _group_hint, _join_hint
+    from corral.apps.data_agent._schema import load_schema
+
+    full = await load_schema(chinook_runner)
+    selected = ["InvoiceLine", "Track", "Genre"]
+    hint = _join_hint(
+        "no such column: GenreId", full, "SELECT GenreId FROM InvoiceLine", "sqlite", "Which genre?", selected
+    )
+    assert hint == (
+        "InvoiceLine has no column GenreId; Genre.GenreId is reached by joining on "
+        "InvoiceLine.TrackId = Track.TrackId, then Track.GenreId = Genre.GenreId."
+    )
+    # Not to a table the question is not about (Customer has a Phone; the question asks about artists).
+    assert not _join_hint("no such column: Phone", full, "SELECT Phone FROM Artist", "sqlite", "", ["Artist"])
+    hint = _group_hint(
+        "misuse of aggregate: COUNT()",
+        full,
+        "SELECT Name FROM Artist ORDER BY COUNT(*) DESC LIMIT 1",
+        "sqlite",
+        "Which artist has the most tracks?",
+    )
+    assert hint.startswith(
+        "To count Track rows per Artist: FROM Track JOIN Album ON Track.AlbumId = Album.AlbumId "
+        "JOIN Artist ON Album.ArtistId = Artist.ArtistId GROUP BY Artist.ArtistId"
+    )
+
+
+async def test_when_no_two_candidates_agree_two_more_are_drawn(chinook_runner: InProcessRunner) -> None:
+    model = routed_model(
+        [_fence(_SPENT_WRONG)],
+        alternatives=[
+            _fence("SELECT FirstName, LastName FROM Customer WHERE CustomerId = 1 AND 1 IN (SELECT 1)"),
+            _fence("SELECT FirstName, LastName FROM Customer WHERE CustomerId = 2 AND 1 IN (SELECT 1)"),
+            _fence(_SPENT_RIGHT),
+            _fence(_SPENT_RIGHT_TOO),
+        ],
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("Who spent the most in total?")
+    assert answer.rows == [["Helena", "Holý"]]
+    seeds = [c.settings.seed for c in model.calls if c.settings is not None and c.settings.seed is not None]
+    assert seeds == [1, 2, 3, 4]
+
+
+async def test_a_tie_goes_to_a_result_that_is_not_a_row_of_zeros(chinook_runner: InProcessRunner) -> None:
+    zero = (
+        "SELECT COUNT(t.TrackId) FROM Track t JOIN InvoiceLine il ON t.TrackId = il.TrackId "
+        "WHERE il.TrackId IS NULL"
+    )
+    model = routed_model(
+        [_fence(zero)],
+        alternatives=[
+            _fence("SELECT COUNT(*) FROM Track WHERE TrackId NOT IN (SELECT TrackId FROM InvoiceLine)"),
+            "no query",
+            "no query",
+            "no query",
+        ],
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("How many tracks have never been sold?")
+    assert answer.rows == [[1519]]
+
+
+async def test_a_retry_gets_no_candidates(chinook_runner: InProcessRunner) -> None:
+    # Sampling more tries on a retry gives a small model the chance to find some query that runs, also for
+    # questions the data cannot answer: only the first query is voted on.
+    model = routed_model(
+        [
+            _fence("SELECT Name, Phone FROM Artist"),
+            _fence("SELECT a.Name, c.Phone FROM Artist a JOIN Customer c ON a.ArtistId = c.CustomerId"),
+        ],
+        alternatives=[],
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner).ask(
+        "What is the phone number of each artist?"
+    )
+    assert answer.status == "answered" and answer.attempts == 2
+
+
+async def test_a_working_query_about_other_tables_after_a_missing_name_is_cannot_answer(
+    chinook_runner: InProcessRunner,
+) -> None:
+    # Artist has no Phone; a query that finds phone numbers on Employee and Customer answers something else.
+    model = routed_model(
+        [
+            _fence("SELECT Name, Phone FROM Artist"),
+            _fence("SELECT c.Phone FROM Employee e JOIN Customer c ON c.SupportRepId = e.EmployeeId"),
+        ],
+        alternatives=[],
+    )
+    answer = await DataAgent(model=model, runner=chinook_runner).ask(
+        "What is the phone number of each artist?"
+    )
+    assert answer.status == "cannot_answer"
+    assert "Artist has no Phone" in answer.answer

@@ -59,7 +59,18 @@ def test_ask_shows_steps_and_the_table(
     )
     _use_model(monkeypatch, routed_model([f"```sql\n{sql}\n```"]))
     result = CliRunner().invoke(
-        app, ["ask", "Total amount per customer", "--files", str(a), str(b), "--chart-dir", str(tmp_path)]
+        app,
+        [
+            "ask",
+            "Total amount per customer",
+            "--files",
+            str(a),
+            str(b),
+            "--language",
+            "sql",
+            "--chart-dir",
+            str(tmp_path),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "answered" in result.stdout and "Ada" in result.stdout and "12" in result.stdout

@@ -43,6 +43,26 @@ def test_the_chinook_set_is_well_formed_and_its_gold_sql_runs() -> None:
         conn.close()
 
 
+def test_the_clinic_set_matches_a_fresh_build_of_its_database(tmp_path: Path) -> None:
+    # The second dev set: its database is rebuilt from the script, and the gold SQL runs on both copies alike.
+    import runpy
+
+    questions = load_eval_set(ROOT / "evals" / "clinic.jsonl")
+    assert len(questions) == 20 and sum(q.unanswerable for q in questions) == 3
+    fresh = tmp_path / "clinic.sqlite"
+    runpy.run_path(str(ROOT / "evals" / "build_clinic.py"))["build"](fresh)
+    stored, built = sqlite3.connect(ROOT / "evals" / "clinic.sqlite"), sqlite3.connect(fresh)
+    try:
+        for q in questions:
+            if q.gold_sql is not None:
+                rows = built.execute(q.gold_sql).fetchall()
+                assert rows, f"{q.id}: gold SQL returns nothing"
+                assert rows == stored.execute(q.gold_sql).fetchall(), f"{q.id}: rebuild evals/clinic.sqlite"
+    finally:
+        stored.close()
+        built.close()
+
+
 def test_a_malformed_set_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"id": "x", "question": "?"}) + "\n")

@@ -21,7 +21,7 @@ from corral.apps.data_agent import Answer, DataEvent
 from corral.apps.data_agent._eval import EvalReport
 
 _HERE = Path(".")
-_ICONS = {"schema": "◆", "sql": "✎", "query": "▶", "check": "⚑", "judge": "⚖", "answer": "✔"}
+_ICONS = {"schema": "◆", "sql": "✎", "code": "✎", "query": "▶", "check": "⚑", "judge": "⚖", "answer": "✔"}
 
 
 class _Display:
@@ -45,7 +45,12 @@ class _Display:
         elapsed = f"[dim]{time.monotonic() - self.started:5.1f}s[/dim]"
         line = f"{elapsed} {icon} [bold]{event.kind}[/bold] {escape(text)}"
         self.console.print(f"[{style}]{line}[/{style}]" if style else line, highlight=False, soft_wrap=True)
-        following = {"schema": "writing a query…", "sql": "running it in the sandbox…", "query": "checking…"}
+        following = {
+            "schema": "writing a query…",
+            "sql": "running it in the sandbox…",
+            "code": "running it in the sandbox…",
+            "query": "checking…",
+        }
         if event.kind in following and self.console.is_terminal:
             self._status = self.console.status(following[event.kind])
             self._status.start()
@@ -72,6 +77,8 @@ def _print_answer(console: Console, answer: Answer, *, max_rows: int = 20) -> No
             )
     if answer.sql:
         console.print(Syntax(answer.sql, "sql", word_wrap=True))
+    if answer.code:
+        console.print(Syntax(answer.code, "python", word_wrap=True))
     if answer.chart:
         console.print(f"chart: {answer.chart}")
     usage = answer.usage
@@ -109,6 +116,13 @@ def register(app: typer.Typer) -> None:
         no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip the LLM-as-a-judge check.")] = False,
         chart_dir: Annotated[Path, typer.Option("--chart-dir", help="Where the PNG chart goes.")] = _HERE,
         quiet: Annotated[bool, typer.Option("--quiet", help="Do not show the steps.")] = False,
+        language: Annotated[
+            str,
+            typer.Option(
+                "--language",
+                help="auto (pandas for --files, SQL for --db), sql, or python (pandas; --files only).",
+            ),
+        ] = "auto",
         allow_writes: Annotated[
             bool,
             typer.Option(
@@ -126,6 +140,7 @@ def register(app: typer.Typer) -> None:
             "judge": not no_judge,
             "chart_dir": str(chart_dir.resolve()),
             "allow_writes": allow_writes,
+            "language": language,
         }
         if verified is not None:
             options["verified"] = str(verified)
@@ -140,6 +155,7 @@ def register(app: typer.Typer) -> None:
                     "status": "failed",
                     "answer": str(exc),
                     "sql": None,
+                    "code": None,
                     "columns": [],
                     "rows": [],
                     "chart": None,

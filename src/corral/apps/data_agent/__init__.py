@@ -1,7 +1,8 @@
-"""The data agent: questions over databases and files, answered with SQL run in the sandbox.
+"""The data agent: questions over databases and files, answered with SQL or pandas run in the sandbox.
 
 See ``docs/data-agent.md``. The main entry points are :func:`open_source` (what ``--db``/``--files`` name),
-:class:`SandboxQueryRunner` (runs queries in corral's sandbox) and :class:`DataAgent` (the loop)::
+:class:`SandboxQueryRunner` (runs queries in corral's sandbox), :class:`SandboxPandasRunner` (runs pandas
+code over files in it) and :class:`DataAgent` (the loop)::
 
     agent = DataAgent(model=resolve_model("local"), runner=SandboxQueryRunner(open_source("chinook.sqlite")))
     answer = await agent.ask("How many tracks are there?")
@@ -12,6 +13,7 @@ from corral.apps.data_agent._agent import DataAgent, DataEvent, StepFn
 from corral.apps.data_agent._answer import CONTRACT_KEYS, MAX_ROWS, Answer, Status, prose_answer
 from corral.apps.data_agent._chart import chart_shape, vega_lite_spec
 from corral.apps.data_agent._checks import Finding, sanity_check
+from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
 from corral.apps.data_agent._schema import Column, ForeignKey, Schema, Table, load_schema, narrow
 from corral.apps.data_agent._sources import FileTable, Source, open_source, table_name_for
@@ -29,6 +31,7 @@ __all__ = [
     "CONTRACT_KEYS",
     "MAX_ROWS",
     "Answer",
+    "CodeRunner",
     "Column",
     "DataAgent",
     "DataAgentError",

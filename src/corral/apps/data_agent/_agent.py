@@ -22,24 +22,30 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer, prose_answer
 from corral.apps.data_agent._chart import vega_lite_spec
 from corral.apps.data_agent._checks import sanity_check
+from corral.apps.data_agent._pandas_agent import answer_with_pandas
+from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
-from corral.apps.data_agent._schema import Schema, join_path, load_schema, narrow
+from corral.apps.data_agent._schema import Schema, join_chain, join_path, load_schema, narrow, words
 from corral.apps.data_agent._sqlcheck import (
     extract_sql,
+    is_complex,
     is_read_only,
     lint,
+    quote_spaced_names,
+    repair_duplicate_aliases,
     repair_qualifiers,
     statement_kind,
     table_aliases,
     unasked_filters,
 )
 from corral.apps.data_agent._verified import VerifiedQuery, closest
+from corral.apps.data_agent.errors import DataAgentError
 from corral.guards import ApprovalDecision, ApprovalRequest, Approver, Guards, GuardState
 from corral.models import (
     AssistantMessage,
@@ -79,9 +85,11 @@ class DataAgent:
 
     ``model`` writes queries; ``judge_model`` (default: the same model) judges results. ``runner`` runs
     every query (the sandbox in the product). ``max_attempts`` bounds query rewrites after errors or
-    sanity findings; the judge gets ``judge_retries`` extra attempts. A statement that changes data is
-    refused unless ``approver`` (see :mod:`corral.guards`) approves it, as a durable step; it then runs
-    through the runner's separate ``write`` path.
+    sanity findings; the judge gets ``judge_retries`` extra attempts. The first query that joins, groups or
+    nests gets ``candidates`` more, sampled at ``candidate_temperature`` from the same prompt and run too;
+    the result most of them agree on is kept (self-consistency on results, not on SQL text). A statement
+    that changes data is refused unless ``approver`` (see :mod:`corral.guards`) approves it, as a durable
+    step; it then runs through the runner's separate ``write`` path.
     """
 
     model: Model
@@ -98,7 +106,14 @@ class DataAgent:
     charts: bool = True
     chart_dir: Path | None = None
     on_event: Callable[[DataEvent], None] | None = None
+    #: Runs pandas code over a file source (:class:`~._pandas_runner.SandboxPandasRunner` in the product).
+    code_runner: CodeRunner | None = None
+    #: ``"auto"`` answers file sources with pandas when there is a ``code_runner`` and databases with SQL;
+    #: ``"sql"`` or ``"python"`` forces one.
+    language: Literal["auto", "sql", "python"] = "auto"
     settings: ModelSettings = field(default_factory=lambda: ModelSettings(temperature=0.0, max_tokens=400))
+    candidates: int = 2
+    candidate_temperature: float = 0.6
 
     def _emit(self, kind: str, message: str, **data: Any) -> None:
         if self.on_event is not None:
@@ -109,6 +124,12 @@ class DataAgent:
         a status)."""
         run = _Run(self, question, step, run_id)
         try:
+            if self.language != "sql" and self.code_runner is not None:
+                return await answer_with_pandas(run, self.code_runner)
+            if self.language == "python":
+                raise DataAgentError(
+                    "language='python' needs a code_runner (pandas runs over CSV/Parquet files)"
+                )
             return await run.go()
         except _BudgetSpent as exc:
             self._emit("answer", f"stopped: {exc}")
@@ -117,24 +138,45 @@ class DataAgent:
             )
 
 
-def _join_hint(error: str, schema: Schema, sql: str, dialect: str) -> str:
+def _join_hint(
+    error: str, schema: Schema, sql: str, dialect: str, question: str = "", selected: Sequence[str] = ()
+) -> str:
     """For "no such column: alias.col" where the alias's table lacks the column: the join path from that
-    table to one that has it (the system walks the keys; the 0.5B model does not)."""
+    table to one that has it (the system walks the keys; the 0.5B model does not). For an unqualified
+    column of a one-table query, only to the ``selected`` tables (those the question is about): the path to
+    any table with a column of that name leads a small model to answer what nobody asked (an artist's
+    phone number through the customers who bought their albums)."""
+    only: set[str] | None = None
     match = re.search(r"no such column:\s*\"?(\w+)\.(\w+)", error, re.IGNORECASE) or re.search(
         r'Table "(\w+)" does not have a column named "(\w+)"', error
     )
-    if match is None:
-        return ""
-    qualifier, column = match.group(1), match.group(2)
     aliases = table_aliases(sql, dialect=dialect)
-    start = aliases.get(qualifier.lower(), qualifier)
+    if match is not None:
+        qualifier, column = match.group(1), match.group(2)
+        start = aliases.get(qualifier.lower(), qualifier)
+    else:
+        # An unqualified column in a one-table query: the path from that table.
+        bare = re.search(r"no such column:\s*\"?(\w+)\"?\s*$", error.strip(), re.IGNORECASE) or re.search(
+            r'column "?(\w+)"? (?:not found|does not exist)', error
+        )
+        used = set(aliases.values())
+        if bare is None or len(used) != 1:
+            return ""
+        column, start = bare.group(1), used.pop()
+        only = {name.lower() for name in selected}
     owners = [
-        t.name for t in schema.tables if t.column(column) is not None and t.name.lower() != start.lower()
+        t.name
+        for t in schema.tables
+        if t.column(column) is not None
+        and t.name.lower() != start.lower()
+        and (only is None or t.name.lower() in only)
     ]
     if not owners:
         return ""
     used = {name.lower() for name in aliases.values()}
-    owners.sort(key=lambda name: name.lower() not in used)
+    asked = set(words(question))
+    # The table the query already reads first, then one the question names ("which department ...").
+    owners.sort(key=lambda name: (name.lower() not in used, not set(words(name)) <= asked))
     for owner in owners:
         path = join_path(schema, start, owner)
         if path:
@@ -146,7 +188,7 @@ def _join_hint(error: str, schema: Schema, sql: str, dialect: str) -> str:
     return ""
 
 
-def _group_hint(error: str, schema: Schema, sql: str, dialect: str) -> str:
+def _group_hint(error: str, schema: Schema, sql: str, dialect: str, question: str = "") -> str:
     """For an aggregate misused on a one-table query ("misuse of aggregate", "must appear in the GROUP BY"):
     the skeleton that counts the rows of a joined table per row of this one, built from the keys."""
     if not re.search(r"aggregate|group by", error, re.IGNORECASE):
@@ -157,19 +199,77 @@ def _group_hint(error: str, schema: Schema, sql: str, dialect: str) -> str:
     table = schema.table(used[0])
     if table is None:
         return ""
-    label = next(
+    pk = next((c.name for c in table.columns if c.pk), None)
+    label = pk or next(
         (c.name for c in table.columns if not c.pk and not _is_key_name(c.name)), table.columns[0].name
     )
+    # The table to count: one the question names first (``lab results`` per patient), the nearest first.
+    asked = set(words(question))
+    options = []
     for other in schema.tables:
         if other.name == table.name:
             continue
-        path = join_path(schema, other.name, table.name)
-        if len(path) == 1:
-            return (
-                f"To count {other.name} rows per {table.name}: FROM {other.name} JOIN {table.name} "
-                f"ON {path[0]} GROUP BY {table.name}.{label}, then ORDER BY COUNT(*) DESC."
-            )
-    return "Use GROUP BY with the aggregate."
+        chain = join_chain(schema, other.name, table.name)
+        if chain:
+            named = set(words(other.name)) <= asked
+            options.append((not named, len(chain), other.name, chain))
+    if not options:
+        return "Use GROUP BY with the aggregate."
+    _, _, other_name, chain = min(options)
+    joins = " ".join(f"JOIN {name} ON {condition}" for name, condition in chain)
+    return (
+        f"To count {other_name} rows per {table.name}: FROM {schema._q(other_name)} {joins} "
+        f"GROUP BY {schema._q(table.name)}.{schema._q(label)}, then ORDER BY COUNT(*) DESC."
+    )
+
+
+_NEGATION = re.compile(r"\b(?:never|without|no|none)\b", re.IGNORECASE)
+
+
+def _anti_join_hint(question: str, schema: Schema) -> str:
+    """For a question about rows that have no match ("tracks never sold", "patients without an
+    appointment"): the ``NOT IN`` form over the key between the table the question names and a selected
+    table that refers to it. Small models write a join with a filter such as ``Quantity = 0`` instead."""
+    if not _NEGATION.search(question):
+        return ""
+    asked = set(words(question))
+    named = [t for t in schema.tables if set(words(t.name)) <= asked]
+    for subject in named:
+        referring = [
+            (other, fk)
+            for other in schema.tables
+            if other.name != subject.name
+            for fk in other.foreign_keys
+            if fk.ref_table == subject.name
+        ]
+        if referring:
+            other, fk = referring[0]
+            q = schema._q
+            return prompts.anti_join(q(subject.name), q(fk.ref_column), q(other.name), q(fk.column))
+    return ""
+
+
+#: A candidate query's token budget: a query, not the explanation small models like to add after it.
+_CANDIDATE_TOKENS = 200
+
+
+def _nothing(result: QueryResult) -> bool:
+    """A single row of zeros and NULLs: what a query whose filter or join matched nothing returns."""
+    return len(result.rows) == 1 and all(v is None or v == 0 for v in result.rows[0])
+
+
+def _result_key(result: QueryResult) -> tuple[str, ...]:
+    """A result's identity for voting: its rows as a sorted multiset, numbers at 6 significant digits,
+    column names ignored."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, bool) or v is None:
+            return repr(v)
+        if isinstance(v, int | float):
+            return f"{float(v):.6g}"
+        return str(v)
+
+    return tuple(sorted("\x1f".join(cell(v) for v in row) for row in result.rows))
 
 
 def _is_key_name(name: str) -> bool:
@@ -253,6 +353,9 @@ class _Run:
         self.declined = False
         self.flagged_filters = False
         self.last_failure: str | None = None
+        self.wrote_query = False
+        #: Candidate queries of the vote that failed (a retry that writes one again is not run again).
+        self._failed_alternatives: list[str] = []
         #: The model's reason when it said the data cannot answer (kept for the end of a run without a
         #: working query).
         self.decline_reason: str | None = None
@@ -265,6 +368,7 @@ class _Run:
         *,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        seed: int | None = None,
     ) -> str:
         trip = self.guard.before_model(now=0.0)
         if trip is not None:
@@ -274,7 +378,9 @@ class _Run:
         model = agent.judge_model if kind == "judge" and agent.judge_model is not None else agent.model
         settings = agent.settings.model_copy(
             update={
-                k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens)) if v is not None
+                k: v
+                for k, v in (("temperature", temperature), ("max_tokens", max_tokens), ("seed", seed))
+                if v is not None
             }
         )
         snapshot = list(messages)
@@ -325,9 +431,10 @@ class _Run:
             agent._emit(
                 "schema", f"verified examples: {len(examples)}", examples=[e.question for e in examples]
             )
+        hint = _anti_join_hint(question, schema)
         messages: list[Message] = [
             SystemMessage(content=prompts.sql_system(full.dialect)),
-            UserMessage(content=prompts.sql_user(question, schema_text, examples)),
+            UserMessage(content=prompts.sql_user(question, schema_text, examples, [hint] if hint else [])),
         ]
         best: tuple[str, QueryResult] | None = None
         judge_note: str | None = None
@@ -338,12 +445,13 @@ class _Run:
         last_error = "no query was written"
         sql = ""
         tried: set[str] = set()
-        columns = {t.name.lower(): {c.name.lower() for c in t.columns} for t in full.tables}
+        agreed = False
         while attempts < limit:
             attempts += 1
             # A repeated mistake at temperature 0 repeats forever: later attempts sample a little.
+            prompt = list(_condensed(messages))
             reply = await self._model(
-                "sql", _condensed(messages), temperature=0.0 if attempts == 1 else 0.3 + 0.3 * (attempts - 2)
+                "sql", prompt, temperature=0.0 if attempts == 1 else 0.3 + 0.3 * (attempts - 2)
             )
             messages.append(AssistantMessage(content=reply))
             sql = extract_sql(reply)
@@ -351,7 +459,7 @@ class _Run:
                 if prompts.CANNOT in reply.upper().replace(" ", "_"):
                     reason = reply.split(":", 1)[-1].strip() or "the data has no such information"
                     self.decline_reason = reason
-                    if tried and not self.missing and attempts < limit:
+                    if self.wrote_query and not self.missing and attempts < limit:
                         # It wrote a query (so it judged the data relevant) and the query failed for another
                         # reason than a missing name: that is giving up on a fixable error, not a finding.
                         last_error = "the query needs fixing, not giving up: " + (self.last_failure or "")
@@ -377,15 +485,11 @@ class _Run:
                 messages.append(UserMessage(content=prompts.fix_user(last_error, "Write a different query.")))
                 continue
             tried.add(" ".join(sql.split()))
+            self.wrote_query = True
             agent._emit("sql", sql, attempt=attempts)
+            sql = self._repair(sql, full)
             if not is_read_only(sql, dialect=full.dialect):
                 return await self._write(sql, statement_kind(sql, dialect=full.dialect).upper(), attempts)
-            repaired, notes = repair_qualifiers(sql, columns, dialect=full.dialect)
-            # A repair must not create the mistake lint looks for (a join of a column with itself).
-            if notes and len(lint(repaired, dialect=full.dialect)) <= len(lint(sql, dialect=full.dialect)):
-                sql = repaired
-                for note in notes:
-                    agent._emit("check", f"repaired column reference {note}")
             mistakes = lint(sql, dialect=full.dialect)
             unasked = [] if self.flagged_filters else unasked_filters(sql, question, dialect=full.dialect)
             if unasked:
@@ -402,27 +506,45 @@ class _Run:
                 messages.append(UserMessage(content=prompts.fix_user(last_error, "")))
                 continue
             result = await self._query(sql)
+            if attempts == 1 and agent.candidates > 0 and is_complex(sql, dialect=full.dialect):
+                # The first query, when it joins, groups or nests: sample more from the same prompt (its
+                # prefix is still in the model's cache, so each costs only its own tokens) and keep the
+                # result most candidates agree on. Not on retries: given more tries at a question the data
+                # cannot answer, a small model finds some query that runs.
+                sql, result, agreed = await self._vote(prompt, sql, result, schema, full)
+                for failed in self._failed_alternatives:
+                    tried.add(failed)
             if not result.ok:
                 last_error = result.error or "the query failed"
                 agent._emit("query", f"error: {last_error}", ok=False)
                 self.last_failure = last_error
-                hints = _join_hint(last_error, full, sql, full.dialect) or _similar_names(
-                    last_error, full, sql
-                )
+                hints = _join_hint(
+                    last_error, full, sql, full.dialect, question, schema.table_names()
+                ) or _similar_names(last_error, full, sql)
                 if not hints:
-                    hints = _group_hint(last_error, schema, sql, full.dialect)
+                    hints = _group_hint(last_error, schema, sql, full.dialect, question)
                 if not hints and len(schema.tables) > 1:
                     hints = "Joins: " + "; ".join(schema.joins())
                 missing = _missing_name(last_error, full)
                 if missing is not None:
-                    self.missing.append(missing)
+                    # A name that a selected table has is a query on the wrong table (fixable), not a sign
+                    # that the data lacks what the question needs.
+                    name = missing[0].lower()
+                    fixable = any(t.name.lower() == name or t.column(name) is not None for t in schema.tables)
+                    if fixable:
+                        self.other_errors += 1
+                    else:
+                        self.missing.append(missing)
                 else:
                     self.other_errors += 1
                 messages.append(UserMessage(content=prompts.fix_user(last_error, hints)))
                 continue
             agent._emit("query", f"{result.row_count} rows in {result.elapsed_s:.2f} s", ok=True)
+            switched = self._switched_subject(sql, schema, full.dialect)
+            if switched is not None:
+                return self._cannot(switched)
             best = (sql, result)
-            findings = sanity_check(question, sql, result, schema=schema)
+            findings = sanity_check(question, sql, result, schema=schema, full=full)
             blocking = [f for f in findings if f.blocking]
             for f in findings:
                 agent._emit("check", f.message, finding=f.kind, blocking=f.blocking)
@@ -431,6 +553,12 @@ class _Run:
                 messages.append(UserMessage(content=prompts.fix_user(last_error, "")))
                 continue
             if not agent.judge:
+                break
+            if agreed:
+                # Independent samples that agree on the result are the stronger check; the judge (a 0.5B
+                # model reading five rows) adds little to it and costs a full prompt.
+                judge_note = None
+                agent._emit("judge", "skipped: the candidate queries agree on the result", verdict="agreed")
                 break
             verdict, reason = await self._judge(sql, result)
             agent._emit("judge", f"{verdict}: {reason}", verdict=verdict)
@@ -461,6 +589,128 @@ class _Run:
                 attempts=attempts,
             )
         return await self._answer(best[0], best[1], judge_note, attempts, examples)
+
+    def _switched_subject(self, sql: str, schema: Schema, dialect: str) -> str | None:
+        """The reason the data cannot answer when an earlier query reached for a name that none of the
+        tables the question is about has, and the query that ran reads none of those tables: it answers
+        a question about something else (the customers' phone numbers for "the phone number of each
+        artist"). ``None`` otherwise."""
+        if not self.missing or not schema.tables:
+            return None
+        read = {name.lower() for name in table_aliases(sql, dialect=dialect).values()}
+        selected = [t.name for t in schema.tables]
+        if not read or read & {name.lower() for name in selected}:
+            return None
+        names = ", ".join(dict.fromkeys(name for name, _ in self.missing))
+        return (
+            f"{', '.join(selected)} has no {names}; the only query that ran reads other tables "
+            f"({', '.join(sorted(read))}), so it answers a different question"
+        )
+
+    def _repair(self, sql: str, full: Schema) -> str:
+        """The system's fixes of a query before it runs: bare names that need quotes, columns qualified with
+        the wrong table's alias."""
+        agent = self.agent
+        names = {t.name for t in full.tables} | {c.name for t in full.tables for c in t.columns}
+        quoted, fixed = quote_spaced_names(sql, names, dialect=full.dialect)
+        if fixed:
+            sql = quoted
+            agent._emit("check", f"quoted the names {', '.join(fixed)}")
+        columns = {t.name.lower(): {c.name.lower() for c in t.columns} for t in full.tables}
+        renamed, aliases = repair_duplicate_aliases(sql, columns, dialect=full.dialect)
+        if aliases:
+            sql = renamed
+            agent._emit("check", f"gave tables their own aliases: {', '.join(aliases)}")
+        repaired, notes = repair_qualifiers(sql, columns, dialect=full.dialect)
+        # A repair must not create the mistake lint looks for (a join of a column with itself).
+        if notes and len(lint(repaired, dialect=full.dialect)) <= len(lint(sql, dialect=full.dialect)):
+            sql = repaired
+            for note in notes:
+                agent._emit("check", f"repaired column reference {note}")
+        return sql
+
+    async def _vote(
+        self, prompt: list[Message], sql: str, result: QueryResult, schema: Schema, full: Schema
+    ) -> tuple[str, QueryResult, bool]:
+        """Self-consistency on results: ``candidates`` more queries sampled from ``prompt`` are checked and
+        run like the first; the result that most candidates give wins (ties: a result that is not a single
+        row of zeros/NULLs, then the first query's, then the earliest). When no two results agree,
+        ``candidates`` more are drawn, once. Results with a blocking sanity finding vote only when no other
+        result ran. Returns the winner and whether every candidate that ran agreed on it (two at least)."""
+        agent = self.agent
+        pool: list[tuple[str, QueryResult]] = [(sql, result)]
+        by_text = {" ".join(sql.split()): result}
+        self._failed_alternatives = []
+
+        async def draw(seeds: range) -> None:
+            for seed in seeds:
+                reply = await self._model(
+                    "sql-alt",
+                    prompt,
+                    temperature=agent.candidate_temperature,
+                    seed=seed,
+                    max_tokens=_CANDIDATE_TOKENS,
+                )
+                alt = extract_sql(reply)
+                if not alt:
+                    continue
+                alt = self._repair(alt, full)
+                if not is_read_only(alt, dialect=full.dialect) or lint(alt, dialect=full.dialect):
+                    continue
+                text = " ".join(alt.split())
+                if text in by_text:
+                    pool.append((alt, by_text[text]))  # the same query again: a vote for the same result
+                    continue
+                agent._emit("sql", alt, attempt="candidate")
+                alt_result = await self._query(alt)
+                by_text[text] = alt_result
+                pool.append((alt, alt_result))
+                if not alt_result.ok:
+                    self._failed_alternatives.append(text)
+
+        def count() -> tuple[list[tuple[int, str, QueryResult]], dict[tuple[str, ...], list[int]]]:
+            ran = [(i, s, r) for i, (s, r) in enumerate(pool) if r.ok]
+            clean = [
+                (i, s, r)
+                for i, s, r in ran
+                if r.row_count > 0
+                and not any(f.blocking for f in sanity_check(self.question, s, r, schema=schema, full=full))
+            ]
+            groups: dict[tuple[str, ...], list[int]] = {}
+            for i, _, r in clean or ran:
+                groups.setdefault(_result_key(r), []).append(i)
+            return ran, groups
+
+        await draw(range(1, agent.candidates + 1))
+        ran, groups = count()
+        if len(groups) > 1 and max(len(g) for g in groups.values()) == 1:
+            # No two results agree: one more round decides more often than a tie-break.
+            await draw(range(agent.candidates + 1, 2 * agent.candidates + 1))
+            ran, groups = count()
+        if not groups:
+            return sql, result, False
+
+        def rank(key: tuple[str, ...]) -> tuple[int, bool, bool, int]:
+            members = groups[key]
+            degenerate = _nothing(pool[members[0]][1])
+            return len(members), not degenerate, 0 in members, -members[0]
+
+        best_key = max(groups, key=rank)
+        winner = groups[best_key][0]
+        size = len(groups[best_key])
+        voters = sum(len(g) for g in groups.values())
+        agent._emit(
+            "check",
+            f"{len(pool)} candidate queries, {len(ran)} ran, {size} agree on the kept result",
+            candidates=len(pool),
+            agree=size,
+        )
+        kept = pool[winner][1]
+        clean = kept.row_count > 0 and not any(
+            f.blocking for f in sanity_check(self.question, pool[winner][0], kept, schema=schema, full=full)
+        )
+        unanimous = clean and size >= 2 and len(groups) == 1 and len(ran) == voters
+        return pool[winner][0], pool[winner][1], unanimous
 
     async def _answerable(self, schema_text: str) -> str | None:
         """The reason the data cannot answer, or ``None`` when the model thinks it can."""

@@ -3,8 +3,11 @@
 The contract (stable; pinned by ``tests/apps/data_agent/test_contract.py``)::
 
     {"status": "answered" | "cannot_answer" | "failed",
-     "answer": str, "sql": str | null, "columns": [str], "rows": [[...]] (at most 1,000),
+     "answer": str, "sql": str | null, "code": str | null, "columns": [str], "rows": [[...]] (at most 1,000),
      "chart": path | null, "run_id": str, "usage": {...}}
+
+``sql`` is the query that produced the table, ``code`` the pandas program when a file question was answered
+with pandas instead (at most one of the two is set).
 
 ``to_json()`` returns exactly these keys. Everything else an :class:`Answer` carries (the Vega-Lite spec,
 the verified query reused, the judge's verdict) is for the terminal and the web UI, not the contract.
@@ -23,7 +26,7 @@ Status = Literal["answered", "cannot_answer", "failed"]
 #: Rows the contract carries at most; ``row_count`` says how many the query really returned.
 MAX_ROWS = 1000
 
-CONTRACT_KEYS = ("status", "answer", "sql", "columns", "rows", "chart", "run_id", "usage")
+CONTRACT_KEYS = ("status", "answer", "sql", "code", "columns", "rows", "chart", "run_id", "usage")
 
 
 class Answer(BaseModel):
@@ -34,6 +37,7 @@ class Answer(BaseModel):
     status: Status
     answer: str
     sql: str | None = None
+    code: str | None = None
     columns: list[str] = Field(default_factory=list)
     rows: list[list[Any]] = Field(default_factory=list)
     row_count: int = 0
@@ -51,6 +55,7 @@ class Answer(BaseModel):
             "status": self.status,
             "answer": self.answer,
             "sql": self.sql,
+            "code": self.code,
             "columns": list(self.columns),
             "rows": [list(r) for r in self.rows[:MAX_ROWS]],
             "chart": self.chart,

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from corral.apps.data_agent._runner import QueryResult
-from corral.apps.data_agent._schema import Schema, words
+from corral.apps.data_agent._schema import Schema, Table, words
 
-FindingKind = Literal["empty", "all_null", "fanout", "missing_column"]
+FindingKind = Literal["empty", "all_null", "fanout", "missing_column", "key_not_label"]
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,16 @@ _ASKED = re.compile(r"\b(?:show|list|give|return|with|include|including)\b(.*)",
 
 
 def sanity_check(
-    question: str, sql: str, result: QueryResult, *, schema: Schema | None = None
+    question: str,
+    sql: str,
+    result: QueryResult,
+    *,
+    schema: Schema | None = None,
+    full: Schema | None = None,
 ) -> list[Finding]:
-    """Findings about ``result``: empty, all-NULL columns, a join that multiplied rows, an asked-for column
-    missing. An empty result is not blocking when the question may legitimately have no rows."""
+    """Findings about ``result``: empty, all-NULL columns, a join that multiplied rows, a key shown where
+    the question asks for a name (with ``full``, the whole schema), an asked-for column missing. An empty
+    result is not blocking when the question may legitimately have no rows."""
     findings: list[Finding] = []
     if not result.ok:
         return findings
@@ -65,6 +71,8 @@ def sanity_check(
                 Finding("all_null", f"column {col!r} is NULL in every row: a wrong column or a failed join")
             )
     findings.extend(_fanout(sql, result))
+    if full is not None:
+        findings.extend(_key_not_label(question, result, full))
     findings.extend(_missing_columns(question, result, schema))
     return findings
 
@@ -122,3 +130,74 @@ def _missing_columns(question: str, result: QueryResult, schema: Schema | None) 
             blocking=False,
         )
     ]
+
+
+def _looks_like_key(name: str) -> bool:
+    return bool(re.search(r"(id|_key|code)$", name, re.IGNORECASE))
+
+
+def _key_owner(column: str, schema: Schema) -> Table | None:
+    """The table a key column identifies: the one whose only primary key has this name, else the table a
+    foreign key of this name refers to."""
+    lowered = column.lower()
+    for table in schema.tables:
+        pks = [c for c in table.columns if c.pk]
+        if len(pks) == 1 and pks[0].name.lower() == lowered:
+            return table
+    for table in schema.tables:
+        for fk in table.foreign_keys:
+            if fk.column.lower() == lowered:
+                return schema.table(fk.ref_table)
+    return None
+
+
+def _key_not_label(question: str, result: QueryResult, schema: Schema) -> list[Finding]:
+    """A key column (``department_id``) in the result where the question asks for the thing it identifies
+    by name (``the department name``): small models group by the key and stop there. The finding names the
+    table to join and its label column, found from the keys and the question's words."""
+    asked = set(words(question))
+    if "id" in asked:
+        return []
+    result_words = {w for c in result.columns for w in words(c)}
+    findings = []
+    for col in result.columns:
+        if not _looks_like_key(col):
+            continue
+        owner = _key_owner(col, schema)
+        if owner is None:
+            continue
+        labels = [
+            c
+            for c in owner.columns
+            if not c.pk and not _looks_like_key(c.name) and any(isinstance(v, str) for v in c.samples)
+        ]
+        if not labels:
+            continue
+        scored = sorted(
+            ((len(set(words(c.name)) & asked), i, c.name) for i, c in enumerate(labels)),
+            key=lambda x: (-x[0], x[1]),
+        )
+        best_score = scored[0][0]
+        if best_score == 0 and not set(words(owner.name)) <= asked:
+            continue  # the question asks neither for a name nor about this table
+        chosen = [name for s, _, name in scored if s == best_score][: 1 if best_score == 0 else 2]
+        if any(set(words(name)) <= result_words for name in chosen):
+            continue
+        shown = " and ".join(f"{owner.name}.{name}" for name in chosen)
+        on = next(
+            (
+                f" ON {t.name}.{fk.column} = {owner.name}.{fk.ref_column}"
+                for t in schema.tables
+                for fk in t.foreign_keys
+                if fk.column.lower() == col.lower() and fk.ref_table == owner.name
+            ),
+            "",
+        )
+        findings.append(
+            Finding(
+                "key_not_label",
+                f"the result shows the key {col} where the question asks for {shown}: join {owner.name}"
+                f"{on} and select {shown} instead of {col}",
+            )
+        )
+    return findings

@@ -85,12 +85,155 @@ def _connect(spec: dict[str, Any]) -> tuple[Any, str]:
         conn.execute("SET lock_configuration = true")
         return conn, kind
     if kind == "postgres":
-        import psycopg  # type: ignore[import-not-found, unused-ignore]
-
-        conn = psycopg.connect(spec["url"], autocommit=False)
-        conn.read_only = True
-        return conn, kind
+        return _pg_connect(spec), kind
     raise ValueError(f"unknown source kind {kind!r}")
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------------
+#
+# In the sandbox the job has no network: the host opened the one connection to the server the URL names (and
+# did TLS, if any) and passed the job one end of a socket pair, linked as ``spec["socket"]``. libpq can only
+# connect by itself, so a small relay listens on a Unix socket in the job's own /tmp and pipes the one
+# connection it accepts to that descriptor. The tests also connect straight to ``spec["url"]`` in process.
+
+
+class ConnectError(Exception):
+    """The PostgreSQL session could not be opened (unreachable, authentication, missing database, refused)."""
+
+
+#: Directory of the job's relay socket (libpq treats a host starting with "/" as a socket directory).
+PG_SOCKET_DIR = "/tmp/pg"
+
+
+def _pg_options(spec: dict[str, Any]) -> str:
+    """Server settings for the session: read-only by default and bounded in time (each its own ``-c``)."""
+    ms = int(spec.get("statement_timeout_ms") or 20000)
+    return (
+        f"-c default_transaction_read_only=on -c statement_timeout={ms} -c lock_timeout={ms} "
+        f"-c idle_in_transaction_session_timeout={2 * ms} -c cursor_tuple_fraction=1"
+    )
+
+
+def _pg_relay(link: str, port: int) -> str:
+    """Listen on ``PG_SOCKET_DIR/.s.PGSQL.<port>`` and pipe the first connection to the inherited socket."""
+    import os
+    import socket
+    import threading
+
+    # The sandbox links an inherited descriptor as /data/<name> -> /proc/self/fd/<N>.
+    upstream = socket.socket(fileno=int(os.readlink(link).rsplit("/", 1)[1]))
+    os.makedirs(PG_SOCKET_DIR, mode=0o700, exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(f"{PG_SOCKET_DIR}/.s.PGSQL.{port}")
+    listener.listen(1)
+    threading.Thread(target=_pg_accept_one, args=(listener, upstream), daemon=True).start()
+    return PG_SOCKET_DIR
+
+
+def _pg_accept_one(listener: Any, upstream: Any) -> None:
+    # One connection only: the host opened exactly one to the server.
+    conn, _ = listener.accept()
+    listener.close()
+    with conn, upstream:
+        pipe(conn, upstream)
+
+
+def pipe(a: Any, b: Any) -> None:
+    """Copy bytes both ways between two connected sockets until either side closes."""
+    import select
+
+    peer = {a: b, b: a}
+    while True:
+        ready, _, _ = select.select([a, b], [], [])
+        for src in ready:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            peer[src].sendall(data)
+
+
+def _pg_reason(exc: BaseException) -> str:
+    """libpq's message without the relay's socket path (which would only confuse the reader)."""
+    import re
+
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^(connection failed: )?connection to server .*? failed: ", "", text)
+    return text or type(exc).__name__
+
+
+class QueryError(Exception):
+    """The database refused or failed the query (its message, fit for the model to correct the query)."""
+
+
+def _pg_error(exc: BaseException, query: str) -> str:
+    """The server's message with the place it points at in *the query as written*: its own context line
+    would quote the ``DECLARE … CURSOR FOR`` prefix the model never wrote."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) or str(exc).splitlines()[0]
+    text = f"{type(exc).__name__}: {primary}"
+    position = getattr(diag, "statement_position", None)
+    offset = len('DECLARE "corral_query" CURSOR FOR ')
+    if position and position.isdigit() and int(position) > offset:
+        at = int(position) - offset - 1
+        text += f" (at: {query[at : at + 40]!r})"
+    hint = getattr(diag, "message_hint", None)
+    return f"{text}. Hint: {hint}" if hint else text
+
+
+def _pg_connect(spec: dict[str, Any]) -> Any:
+    import psycopg  # type: ignore[import-not-found, unused-ignore]
+
+    params: dict[str, Any] = dict(spec.get("params") or {})
+    params["options"] = " ".join(x for x in (params.get("options"), _pg_options(spec)) if x)
+    conninfo = ""
+    if "socket" in spec:
+        port = int(spec["port"])
+        # libpq does no TLS over a Unix socket; the host did TLS (when asked) on its side of the relay.
+        params.update(
+            host=_pg_relay(spec["socket"], port), port=str(port), sslmode="disable", gssencmode="disable"
+        )
+    else:
+        conninfo = spec["url"]  # tests, in process: straight to the server
+    try:
+        # libpq counts whole seconds, at least 2.
+        timeout = max(2, round(float(spec.get("connect_timeout") or 10)))
+        conn = psycopg.connect(conninfo, autocommit=False, connect_timeout=timeout, **params)
+    except psycopg.Error as exc:
+        raise ConnectError(_pg_reason(exc)) from None
+    if conn.info.parameter_status("is_superuser") == "on":
+        # A superuser can write server files (COPY ... TO PROGRAM, lo_export) even in a read-only transaction.
+        conn.close()
+        raise ConnectError(
+            f"refused to query as {params.get('user') or 'this role'}: it is a superuser, which can run "
+            "programs and write files on the server even in a read-only transaction; connect as a role "
+            "with SELECT rights only"
+        )
+    conn.read_only = True  # every transaction starts with BEGIN READ ONLY
+    return conn
+
+
+def _pg_fetch(conn: Any, sql: str, max_rows: int) -> tuple[list[str], list[list[Any]], int]:
+    """Run ``sql`` through a server-side cursor: ``DECLARE … CURSOR FOR`` takes exactly one SELECT/VALUES
+    (no second statement after a ``;``, no ``SET TRANSACTION READ WRITE``, no data-modifying WITH), only the
+    first ``max_rows`` rows are transferred, and the rest are counted by the server (MOVE)."""
+    from psycopg import sql as pgsql  # type: ignore[import-not-found, unused-ignore]
+
+    query = sql.strip().rstrip(";")
+    with conn.cursor(name="corral_query") as cur:
+        try:
+            cur.execute(query)
+            columns = [d[0] for d in (cur.description or [])]
+            rows = [[_json_value(v) for v in r] for r in cur.fetchmany(max_rows)] if max_rows > 0 else []
+            total = len(rows)
+            if len(rows) == max_rows:
+                moved = conn.execute(pgsql.SQL("MOVE FORWARD ALL IN {}").format(pgsql.Identifier(cur.name)))
+                total += int((moved.statusmessage or "MOVE 0").split()[-1])
+        except Exception as exc:
+            raise QueryError(_pg_error(exc, query)) from None
+    return columns, rows, total
 
 
 def _fetch(conn: Any, sql: str, max_rows: int) -> tuple[list[str], list[list[Any]], int]:
@@ -113,22 +256,24 @@ def _fetch(conn: Any, sql: str, max_rows: int) -> tuple[list[str], list[list[Any
 def run_query(spec: dict[str, Any], sql: str, max_rows: int) -> dict[str, Any]:
     """Run one query; returns ``{"ok", "columns", "rows", "row_count", "error"}``."""
     try:
-        conn, _ = _connect(spec)
+        conn, kind = _connect(spec)
     except Exception as exc:
         return {
             "ok": False,
             "error": f"cannot open the source: {exc}",
+            "connect_failed": True,
             "columns": [],
             "rows": [],
             "row_count": 0,
         }
     try:
-        columns, rows, total = _fetch(conn, sql, max_rows)
+        fetch = _pg_fetch if kind == "postgres" else _fetch
+        columns, rows, total = fetch(conn, sql, max_rows)
         return {"ok": True, "error": None, "columns": columns, "rows": rows, "row_count": total}
     except Exception as exc:
         return {
             "ok": False,
-            "error": f"{type(exc).__name__}: {exc}",
+            "error": str(exc) if isinstance(exc, QueryError) else f"{type(exc).__name__}: {exc}",
             "columns": [],
             "rows": [],
             "row_count": 0,

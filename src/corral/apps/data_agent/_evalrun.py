@@ -6,6 +6,9 @@ Two single-shot baselines (one model call, one query, no correction, no judge; s
   no sample values) and the question, "reply with the SQL query only";
 - ``baseline-rich``: the agent's own first prompt (dialect hints, the way to decline) over the *whole*
   schema with sample values and row counts — what the agent's loop adds beyond its prompt and schema text.
+
+Over CSV/Parquet files both baselines are the pandas path's single shot: the agent's first prompt (the
+DataFrames described, the question) → one program, run once.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from corral.apps.data_agent import _pandas_agent as pandas
 from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent import _run
 from corral.apps.data_agent._agent import DataAgent
-from corral.apps.data_agent._answer import MAX_ROWS, Answer, prose_answer
+from corral.apps.data_agent._answer import MAX_ROWS, Answer, Status, prose_answer
 from corral.apps.data_agent._eval import EvalQuestion, EvalReport, QuestionOutcome, load_eval_set, score
+from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryRunner
 from corral.apps.data_agent._schema import load_schema
 from corral.apps.data_agent._sources import open_source
@@ -67,6 +72,36 @@ async def single_shot(model: Model, runner: QueryRunner, question: str, *, rich:
     )
 
 
+async def single_shot_pandas(model: Model, runner: CodeRunner, question: str) -> Answer:
+    """The baseline over files: the DataFrames' description + question → one program, run once."""
+    described = await runner.describe()
+    names = [str(t["name"]) for t in described.get("tables") or []]
+    response = await model.request(
+        [
+            SystemMessage(content=pandas.code_system(names)),
+            UserMessage(content=pandas.code_user(question, pandas.render_frames(described, question))),
+        ],
+        settings=ModelSettings(temperature=0.0, max_tokens=500),
+    )
+    text = response.message.content or ""
+    code = pandas.extract_code(text)
+    if not code:
+        status: Status = "cannot_answer" if pandas.CANNOT in text.upper() else "failed"
+        return Answer(status=status, answer=text, usage=response.usage)
+    result = await runner.run(code, max_rows=MAX_ROWS)
+    if not result.ok:
+        return Answer(status="failed", answer=result.error or "error", code=code, usage=response.usage)
+    return Answer(
+        status="answered",
+        answer=prose_answer(question, result.columns, result.rows, result.row_count),
+        code=code,
+        columns=result.columns,
+        rows=result.rows,
+        row_count=result.row_count,
+        usage=response.usage,
+    )
+
+
 async def run_eval(
     path: str | Path,
     *,
@@ -86,6 +121,7 @@ async def run_eval(
     llm = model_instance or _run._model(model)
     report = EvalReport(system=system, model=llm.name)
     runners: dict[tuple[str | None, tuple[str, ...]], QueryRunner] = {}
+    code_runners: dict[tuple[str, ...], CodeRunner | None] = {}
     gold_cache: dict[str, list[list[Any]] | None] = {}
 
     def runner_for(q: EvalQuestion) -> QueryRunner:
@@ -104,9 +140,21 @@ async def run_eval(
             gold_rows = gold_cache[q.id]
         started = time.perf_counter()
         error: str | None = None
+        files = tuple(q.files)
+        if files not in code_runners:
+            code_runners[files] = _run.code_runner_for(runner.source) if files else None
+        code_runner = code_runners[files]
+        # A question over files is answered with pandas, told the answer's format (@name[...]) so that it
+        # returns those parts by name; a SQL query is scored from its result row instead (see load_dabench).
+        text = f"{q.question}\nAnswer format: {q.hint}" if q.hint and code_runner else q.question
         try:
             if system == "agent":
-                answer = await DataAgent(model=llm, runner=runner, judge=judge, charts=False).ask(q.question)
+                agent = DataAgent(
+                    model=llm, runner=runner, code_runner=code_runner, judge=judge, charts=False
+                )
+                answer = await agent.ask(text)
+            elif code_runner is not None:
+                answer = await single_shot_pandas(llm, code_runner, text)
             else:
                 answer = await single_shot(llm, runner, q.question, rich=system == "baseline-rich")
         except Exception as exc:  # one broken question must not end the evaluation
@@ -125,7 +173,7 @@ async def run_eval(
                 tokens=answer.usage.total_tokens,
                 model_calls=answer.usage.requests,
                 model_seconds=answer.usage.latency_s,
-                sql=answer.sql,
+                sql=answer.sql or answer.code,
                 gold_sql=q.gold_sql,
                 error=error,
             )

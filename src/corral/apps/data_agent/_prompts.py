@@ -7,6 +7,8 @@ data. Whatever the model writes is only ever a query checked read-only and run i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from corral.apps.data_agent._verified import VerifiedQuery
 
 CANNOT = "CANNOT_ANSWER"
@@ -35,14 +37,25 @@ def sql_system(dialect: str) -> str:
     )
 
 
-def sql_user(question: str, schema_text: str, examples: list[VerifiedQuery]) -> str:
-    """The user prompt: schema, verified examples when there are any, then the question."""
+def sql_user(
+    question: str, schema_text: str, examples: list[VerifiedQuery], hints: Sequence[str] = ()
+) -> str:
+    """The user prompt: schema, verified examples when there are any, the system's hints, the question."""
     parts = [f"Schema:\n{schema_text}"]
     if examples:
         shown = "\n\n".join(f"Question: {e.question}\n```sql\n{e.sql}\n```" for e in examples)
         parts.append(f"Verified examples:\n{shown}")
+    parts.extend(f"Hint: {hint}" for hint in hints)
     parts.append(f"Question: {question}")
     return "\n\n".join(parts)
+
+
+def anti_join(table: str, key: str, other: str, other_key: str) -> str:
+    """The system's hint for a question about rows that have no match ("never sold", "without orders")."""
+    return (
+        f"for {table} rows that have no {other} row, use SELECT ... FROM {table} WHERE {table}.{key} NOT IN "
+        f"(SELECT {other}.{other_key} FROM {other})"
+    )
 
 
 def fix_user(error: str, hints: str) -> str:

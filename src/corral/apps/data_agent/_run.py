@@ -14,10 +14,12 @@ from typing import Any
 
 from corral.apps.data_agent._agent import DataAgent, DataEvent
 from corral.apps.data_agent._answer import Answer
+from corral.apps.data_agent._pandas_runner import CodeRunner, SandboxPandasRunner
 from corral.apps.data_agent._runner import QueryRunner
 from corral.apps.data_agent._sandbox_runner import SandboxQueryRunner
-from corral.apps.data_agent._sources import Source, open_source
+from corral.apps.data_agent._sources import Source, open_source, without_password
 from corral.apps.data_agent._verified import load_verified
+from corral.apps.data_agent.errors import DataAgentError
 from corral.durable import RunContext, Runtime
 from corral.guards import terminal_approver
 from corral.models import Model, resolve_model
@@ -25,6 +27,17 @@ from corral.models import Model, resolve_model
 #: Builds the query runner of a source. The product's is the sandbox; tests replace it (and only tests).
 RunnerFactory = Callable[[Source], QueryRunner]
 make_runner: RunnerFactory = SandboxQueryRunner
+#: Builds the pandas runner of a file source (the sandbox; tests may replace it).
+make_code_runner: Callable[[Source], CodeRunner] = SandboxPandasRunner
+
+
+def code_runner_for(source: Source, language: str = "auto") -> CodeRunner | None:
+    """The pandas runner a question over ``source`` uses: one for files unless SQL is asked for."""
+    if source.kind != "files" or language == "sql":
+        return None
+    return make_code_runner(source)
+
+
 #: Builds the model from its user-typed name (tests replace it with a scripted model).
 make_model: Callable[[str | None], Model] = resolve_model
 
@@ -32,6 +45,8 @@ _on_event: ContextVar[Callable[[DataEvent], None] | None] = ContextVar(
     "corral_data_agent_events", default=None
 )
 _models: dict[str | None, Model] = {}
+#: PostgreSQL URLs with their password, by the URL without it that the journal keeps.
+_passwords: dict[str, str] = {}
 
 
 def _model(name: str | None) -> Model:
@@ -51,10 +66,14 @@ async def ask_run(
 ) -> dict[str, Any]:
     """The run function of one question (arguments and result are JSON)."""
     opts = options or {}
-    source = open_source(db, list(files))
+    # A URL journaled without its password gets it back from this process (a run resumed in another one
+    # takes it from PGPASSWORD).
+    source = open_source(_passwords.get(db, db) if db is not None else None, list(files))
     agent = DataAgent(
         model=_model(model),
         runner=make_runner(source),
+        code_runner=code_runner_for(source, opts.get("language", "auto")),
+        language=opts.get("language", "auto"),
         verified=load_verified(opts["verified"]) if opts.get("verified") else (),
         judge=bool(opts.get("judge", True)),
         charts=bool(opts.get("charts", True)),
@@ -79,14 +98,25 @@ async def ask(
     **options: Any,
 ) -> Answer:
     """Answer ``question`` as a durable run on ``runtime`` (default: the user's journal)."""
-    open_source(db, list(files))  # fail fast, before a run is journaled, when the source is unusable
+    source = open_source(db, list(files))  # fail fast, before a run is journaled, when it is unusable
+    language = options.get("language", "auto")
+    if language not in ("auto", "sql", "python"):
+        raise DataAgentError(f"unknown language {language!r}: use auto, sql or python")
+    if language == "python" and source.kind != "files":
+        raise DataAgentError("pandas code runs over CSV/Parquet files (--files); query databases with SQL")
+    journaled_db = db
+    if db is not None and source.kind == "postgres":
+        # The journal keeps a run's arguments in plain text: the password stays in this process's memory.
+        journaled_db = without_password(db)
+        if journaled_db != db:
+            _passwords[journaled_db] = db
     rt = runtime or Runtime()
     token = _on_event.set(on_event)
     try:
         result = await rt.run(
             ask_run,
             question,
-            db,
+            journaled_db,
             [str(f) for f in files],
             model,
             {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()},

@@ -4,6 +4,10 @@ SQLite and DuckDB queries go through ``corral.sandbox.run_sql`` (read-only). CSV
 scan and the chart are Python run by ``corral.sandbox.run_python``: the code is :mod:`._driver`'s (or
 :mod:`._chart`'s) own source text, and the request (the query, the spec) travels as an input file, never
 formatted into the code. The data files are mounted read-only under ``/data``.
+
+PostgreSQL goes through the driver too, and the job still has no network: the host opens the one connection
+the URL names (TLS on the host's side when asked for) and relays it to a socket the job inherits (see
+:mod:`._pg_relay`). The password travels in the request input file, like the query, never in the code.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from corral.apps.data_agent import _driver
+from corral.apps.data_agent import _driver, _pg_relay
 from corral.apps.data_agent._chart import RENDER_CODE
 from corral.apps.data_agent._runner import QueryResult, Stopwatch
 from corral.apps.data_agent._sources import Source
@@ -22,6 +26,8 @@ from corral.apps.data_agent.errors import QueryRunnerError
 
 #: The driver as a sandbox job: its own source, then its entry point on the request input.
 _DRIVER_CODE = inspect.getsource(_driver) + '\nmain(["driver", "/data/request.json", "result.json"])\n'
+#: How long one relayed PostgreSQL session may last: the job's wall limit (30 s) plus the pool's backstop.
+_PG_SESSION_SECONDS = 45.0
 
 
 def _sandbox() -> Any:
@@ -44,14 +50,12 @@ class SandboxQueryRunner:
     on the first query; there is no fallback to running the query in this process.
     """
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, *, statement_timeout: float = 20.0) -> None:
         self.source = source
+        self.statement_timeout = statement_timeout
         self._sandbox = _sandbox()
-        if source.kind == "postgres":
-            raise QueryRunnerError(
-                f"{source.describe()}: PostgreSQL needs network access from the sandbox, which it does not "
-                "give; this version cannot query PostgreSQL (export the tables to Parquet and use --files)"
-            )
+        # Parsed on the host: where to connect and how (TLS); raises SourceError for an unusable URL.
+        self._pg = _pg_relay.parse_url(source.url or "") if source.kind == "postgres" else None
 
     async def run(self, sql: str, *, max_rows: int = 1000) -> QueryResult:
         """Run ``sql`` in the sandbox; the database's error comes back in the result."""
@@ -59,8 +63,12 @@ class SandboxQueryRunner:
         src = self.source
         with Stopwatch() as watch:
             if src.kind == "files" or src.path is None:
-                # Our table names (sanitised stems) are defined by the driver, so files go through it.
+                # Files: our table names (sanitised stems) are the driver's. PostgreSQL: the relay is.
                 out = await self._driver({"op": "query", "sql": sql, "max_rows": max_rows})
+                if out.get("connect_failed") and self._pg is not None:
+                    # Not the query's fault: the model cannot fix an unreachable server or a wrong password.
+                    reason = str(out.get("error")).removeprefix("cannot open the source: ")
+                    raise QueryRunnerError(f"cannot connect to {src.describe()}: {self._scrub(reason)}")
             else:
                 db = (
                     sandbox.SQLiteSource(src.path) if src.kind == "sqlite" else sandbox.DuckDBSource(src.path)
@@ -79,6 +87,12 @@ class SandboxQueryRunner:
         """Run an *approved* statement that changes data: the sandbox works on a copy of the database file
         and writes it back only if the file did not change meanwhile. CSV/Parquet files are never written."""
         src = self.source
+        if src.kind == "postgres":
+            return QueryResult(
+                ok=False,
+                error="writes to PostgreSQL are not supported: every session is a read-only transaction; "
+                "run the statement yourself with a client that has write rights",
+            )
         if src.kind == "files" or src.path is None:
             return QueryResult(ok=False, error="CSV/Parquet sources are read-only; load them into a database")
         sandbox = self._sandbox
@@ -98,7 +112,16 @@ class SandboxQueryRunner:
         """Run :mod:`._driver` in the sandbox on this source (files mounted read-only under /data)."""
         spec = self.source.spec()
         inputs: dict[str, Path | bytes] = {}
-        if self.source.kind == "files":
+        if self._pg is not None:
+            spec = {
+                "kind": "postgres",
+                "socket": "/data/pg",
+                "port": self._pg.port,
+                "params": self._pg.job_params,  # with the password: it stays in the input file
+                "statement_timeout_ms": int(self.statement_timeout * 1000),
+                "connect_timeout": self._pg.connect_timeout,
+            }
+        elif self.source.kind == "files":
             for i, table in enumerate(spec["tables"]):
                 name = f"t{i}{Path(table['path']).suffix.lower()}"
                 inputs[name] = Path(table["path"])
@@ -108,17 +131,35 @@ class SandboxQueryRunner:
             inputs[name] = self.source.path
             spec["path"] = f"/data/{name}"
         inputs["request.json"] = json.dumps({**request, "spec": spec}).encode()
-        result = await self._sandbox.run_python(_DRIVER_CODE, inputs=inputs)
+        if self._pg is None:
+            result = await self._sandbox.run_python(_DRIVER_CODE, inputs=inputs)
+        else:
+            result = await self._run_relayed(self._pg, inputs)
         raw = result.files.get("result.json")
         if raw is None:
             raise QueryRunnerError(
                 f"the sandboxed driver for {self.source.describe()} produced no result "
-                f"(exit {result.exit_code}, limit {result.limit}): {result.stderr[-500:]}"
+                f"(exit {result.exit_code}, limit {result.limit}): {self._scrub(result.stderr[-500:])}"
             )
         loaded = json.loads(raw)
         if not isinstance(loaded, dict):
             raise QueryRunnerError("the sandboxed driver returned something other than a JSON object")
+        if isinstance(loaded.get("error"), str):
+            loaded["error"] = self._scrub(loaded["error"])
         return loaded
+
+    async def _run_relayed(self, target: _pg_relay.PgTarget, inputs: dict[str, Path | bytes]) -> Any:
+        """Run the driver with one relayed connection to the PostgreSQL server as the socket ``/data/pg``."""
+        relay = await asyncio.to_thread(_pg_relay.open_relay, target, _PG_SESSION_SECONDS)
+        try:
+            return await self._sandbox.run_python(_DRIVER_CODE, inputs=inputs, sockets={"pg": relay.job_end})
+        finally:
+            await asyncio.to_thread(relay.close)
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the PostgreSQL password (no message of ours has it; this is a second guard)."""
+        password = self._pg.job_params.get("password") if self._pg is not None else None
+        return text.replace(password, "***") if password else text
 
     async def describe(self) -> dict[str, Any]:
         """Scan the schema in the sandbox with the driver's own code."""

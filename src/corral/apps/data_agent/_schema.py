@@ -500,3 +500,26 @@ def join_path(schema: Schema, start: str, goal: str) -> list[str]:
             return []
         conditions.append(f"{left}.{back.ref_column} = {right}.{back.column}")
     return conditions
+
+
+def join_chain(schema: Schema, start: str, goal: str) -> list[tuple[str, str]]:
+    """The tables to join, in order, from ``start`` to ``goal`` with the condition of each join (names
+    quoted for the dialect): ``[("Track", "InvoiceLine.TrackId = Track.TrackId"), ("Genre", ...)]`` from
+    InvoiceLine to Genre; ``[]`` if no keys connect them."""
+    by_name = {t.name.lower(): t for t in schema.tables}
+    a, b = by_name.get(start.lower()), by_name.get(goal.lower())
+    if a is None or b is None:
+        return []
+    names = _path(_graph(schema.tables), a.name, b.name)[::-1]
+    q = schema._q
+    chain = []
+    for left, right in itertools.pairwise(names):
+        fk = next((f for f in by_name[left.lower()].foreign_keys if f.ref_table == right), None)
+        if fk is not None:
+            chain.append((q(right), f"{q(left)}.{q(fk.column)} = {q(right)}.{q(fk.ref_column)}"))
+            continue
+        back = next((f for f in by_name[right.lower()].foreign_keys if f.ref_table == left), None)
+        if back is None:
+            return []
+        chain.append((q(right), f"{q(left)}.{q(back.ref_column)} = {q(right)}.{q(back.column)}"))
+    return chain

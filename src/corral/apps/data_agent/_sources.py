@@ -93,6 +93,17 @@ def _redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
+def without_password(url: str) -> str:
+    """``url`` with the password of its user part (and a ``password=`` parameter) removed.
+
+    >>> without_password("postgresql://ann:s3cr%40t@db.example:5432/sales?sslmode=require&password=x")
+    'postgresql://ann@db.example:5432/sales?sslmode=require'
+    """
+    url = re.sub(r"//([^:/@]+):[^@]*@", r"//\1@", url)
+    url = re.sub(r"([?&])password=[^&]*&?", r"\1", url)
+    return url.rstrip("?&")
+
+
 def table_name_for(path: Path) -> str:
     """The table name a data file gets: its stem, with anything but letters, digits and ``_`` made ``_``."""
     name = re.sub(r"\W+", "_", path.stem, flags=re.ASCII).strip("_") or "data"

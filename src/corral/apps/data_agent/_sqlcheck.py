@@ -258,6 +258,14 @@ def lint(sql: str, *, dialect: str) -> list[str]:
     except SqlglotError:
         return []
     problems = []
+    owners: dict[str, set[str]] = {}
+    for table in tree.find_all(exp.Table):
+        if table.alias:
+            owners.setdefault(table.alias.lower(), set()).add(table.name)
+    for alias, names in owners.items():
+        if len(names) > 1:
+            both = " and ".join(sorted(names))
+            problems.append(f"the tables {both} both have the alias {alias}; give each table its own alias")
     for eq in tree.find_all(exp.EQ):
         left, right = eq.left, eq.right
         if isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.sql() == right.sql():
@@ -318,7 +326,119 @@ def unasked_filters(sql: str, question: str, *, dialect: str) -> list[str]:
                 continue
             if any(str(v).lower() in lowered for v in literals if str(v)):
                 continue
+            # A date or number written out in full ('1970-01-01' for "before 1970") was asked for too.
+            if any(n in lowered for v in literals for n in re.findall(r"\d{2,}", str(v)) if n.strip("0")):
+                continue
             if predicate.find(exp.Select) is not None:
                 continue  # a subquery condition (NOT IN (SELECT ...)) is structure, not a filter
             found.append(predicate.sql(dialect=dialect))
     return found
+
+
+# Quoted identifiers and string literals: the parts of a query that a text repair must not touch.
+_QUOTED = re.compile(r"('(?:[^']|'')*'|\"[^\"]*\"|`[^`]*`|\[[^\]]*\])")
+
+
+def quote_spaced_names(sql: str, names: set[str], *, dialect: str) -> tuple[str, list[str]]:
+    """Quote the schema's names that need quotes (``Order Details``, ``Unit Price``) where the query wrote
+    them bare, or with underscores for the spaces (``Order_Details``) when the schema has no such name.
+
+    ``names`` are the schema's table and column names. Small models drop the quotes; the database then reads
+    ``FROM Order Details`` as the table ``Order`` aliased ``Details``. Returns the query and one note per fix.
+
+    >>> names = {"Lab Results", "Test Name"}
+    >>> quote_spaced_names("SELECT Test_Name FROM Lab Results", names, dialect="sqlite")
+    ('SELECT "Test Name" FROM "Lab Results"', ['Lab Results', 'Test Name'])
+    """
+    lowered = {n.lower() for n in names}
+    spaced = sorted((n for n in names if " " in n.strip()), key=len, reverse=True)
+    if not spaced:
+        return sql, []
+    notes: list[str] = []
+    parts = _QUOTED.split(sql)
+    for i in range(0, len(parts), 2):  # even parts are outside quotes
+        text = parts[i]
+        for name in spaced:
+            pieces = [re.escape(p) for p in name.split()]
+            # With underscores only when the schema has no name spelled that way itself.
+            sep = r"(?:\s+|_)" if "_".join(name.split()).lower() not in lowered else r"\s+"
+            pattern = re.compile(r"(?<![\w\"'`\[])" + sep.join(pieces) + r"(?![\w\"'`\]])", re.IGNORECASE)
+            quoted = quote_identifier(name, dialect=dialect)
+            text, n = pattern.subn(lambda _m, q=quoted: q, text)
+            if n and name not in notes:
+                notes.append(name)
+        parts[i] = text
+    if not notes:
+        return sql, []
+    return "".join(parts), notes
+
+
+def is_complex(sql: str, *, dialect: str) -> bool:
+    """Whether a query joins, groups or nests (where a small model's first query is most often wrong)."""
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except SqlglotError:
+        return False
+    if tree.find(exp.Join) is not None or tree.find(exp.Group) is not None:
+        return True
+    return any(s is not tree for s in tree.find_all(exp.Select))
+
+
+def repair_duplicate_aliases(sql: str, tables: dict[str, set[str]], *, dialect: str) -> tuple[str, list[str]]:
+    """Give each table of a SELECT its own alias when the query gave two the same one (``doctors d JOIN
+    departments d``), and point each ``alias.column`` at the table that has the column; in a join condition
+    that compares a column with itself, the two sides go to the two tables.
+
+    ``tables`` maps lower-case table names to their lower-case column names.
+
+    >>> cols = {"doctors": {"doctor_id", "department_id"}, "departments": {"department_id", "name"}}
+    >>> repair_duplicate_aliases("SELECT d.name FROM doctors d JOIN departments d "
+    ...                          "ON d.department_id = d.department_id", cols, dialect="sqlite")[0]
+    'SELECT d2.name FROM doctors AS d JOIN departments AS d2 ON d.department_id = d2.department_id'
+    """
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except SqlglotError:
+        return sql, []
+    groups: dict[tuple[int, str], list[exp.Table]] = {}
+    for table in tree.find_all(exp.Table):
+        if table.alias:
+            groups.setdefault((id(table.parent_select), table.alias.lower()), []).append(table)
+    duplicated = {k: ts for k, ts in groups.items() if len({t.name.lower() for t in ts}) > 1}
+    if not duplicated:
+        return sql, []
+    taken = {t.alias_or_name.lower() for t in tree.find_all(exp.Table)}
+    notes: list[str] = []
+    for (scope, alias), group in duplicated.items():
+        names = [group[0].alias]
+        for table in group[1:]:
+            n = 2
+            while f"{alias}{n}" in taken:
+                n += 1
+            new = f"{group[0].alias}{n}"
+            taken.add(new.lower())
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(new)))
+            names.append(new)
+            notes.append(f"{table.name} {alias} -> {new}")
+        columns_of = [tables.get(t.name.lower(), set()) for t in group]
+        done: set[int] = set()
+        for eq in tree.find_all(exp.EQ):
+            left, right = eq.left, eq.right
+            if (
+                isinstance(left, exp.Column)
+                and isinstance(right, exp.Column)
+                and left.table.lower() == alias
+                and right.table.lower() == alias
+                and left.name.lower() == right.name.lower()
+                and id(left.parent_select) == scope
+            ):
+                left.set("table", exp.to_identifier(names[0]))
+                right.set("table", exp.to_identifier(names[1]))
+                done.update((id(left), id(right)))
+        for column in tree.find_all(exp.Column):
+            if id(column) in done or column.table.lower() != alias or id(column.parent_select) != scope:
+                continue
+            owners = [i for i, cols in enumerate(columns_of) if column.name.lower() in cols]
+            if len(owners) == 1:
+                column.set("table", exp.to_identifier(names[owners[0]]))
+    return tree.sql(dialect=dialect), notes
