@@ -276,20 +276,6 @@ def _is_key_name(name: str) -> bool:
     return bool(re.search(r"(id|_key|code)$", name, re.IGNORECASE))
 
 
-def _condensed(messages: list[Message]) -> list[Message]:
-    """A retry as one fresh prompt: the original request plus the feedback on the last attempt, as a hint.
-
-    A small model shown its failed query (or a long exchange) copies it; shown the original prompt with the
-    problem and the system's hint, it writes a new one. (The full exchange stays in ``messages``.)
-    """
-    if len(messages) <= 2:
-        return messages
-    feedback = messages[-1].content if isinstance(messages[-1], UserMessage) else ""
-    feedback = feedback.replace("That query has a problem:", "An earlier query failed with:")
-    first = messages[1].content if isinstance(messages[1], UserMessage) else ""
-    return [messages[0], UserMessage(content=f"{first}\n\nHint: {feedback}")]
-
-
 class _BudgetSpent(Exception):
     """A guard's budget ran out (internal: turned into a ``failed`` answer)."""
 
@@ -449,7 +435,7 @@ class _Run:
         while attempts < limit:
             attempts += 1
             # A repeated mistake at temperature 0 repeats forever: later attempts sample a little.
-            prompt = list(_condensed(messages))
+            prompt = list(prompts.condensed(messages))
             reply = await self._model(
                 "sql", prompt, temperature=0.0 if attempts == 1 else 0.3 + 0.3 * (attempts - 2)
             )
@@ -731,14 +717,17 @@ class _Run:
             return str(data.get("reason") or "no table or column holds this information")
         return None
 
-    async def _judge(self, sql: str, result: QueryResult) -> tuple[str, str]:
+    async def _judge(
+        self, sql: str, result: QueryResult, *, system: str = prompts.JUDGE_SYSTEM, label: str = "SQL"
+    ) -> tuple[str, str]:
+        """The judge's ``(verdict, reason)`` on a query (or, with ``system``/``label``, a program)."""
         reply = await self._model(
             "judge",
             [
-                SystemMessage(content=prompts.JUDGE_SYSTEM),
+                SystemMessage(content=system),
                 UserMessage(
                     content=prompts.judge_user(
-                        self.question, sql, result.columns, result.rows[:5], result.row_count
+                        self.question, sql, result.columns, result.rows[:5], result.row_count, label=label
                     )
                 ),
             ],

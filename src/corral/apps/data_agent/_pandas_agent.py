@@ -21,7 +21,7 @@ from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer
 from corral.apps.data_agent._runner import QueryResult
 from corral.apps.data_agent._schema import FUNCTION_WORDS, words
-from corral.models import AssistantMessage, Message, OutputSchema, SystemMessage, UserMessage
+from corral.models import AssistantMessage, Message, SystemMessage, UserMessage
 
 if TYPE_CHECKING:
     from corral.apps.data_agent._agent import _Run
@@ -192,7 +192,7 @@ async def answer_with_pandas(run: _Run, runner: CodeRunner) -> Answer:
     decline_reason: str | None = None
     while attempts < limit:
         attempts += 1
-        prompt = messages if attempts == 1 else _retry_prompt(messages)
+        prompt = messages if attempts == 1 else prompts.condensed(messages)
         temperature = 0.0 if attempts == 1 else 0.3 + 0.3 * (attempts - 2)
         reply = await run._model("code", prompt, temperature=temperature, max_tokens=500)
         messages.append(AssistantMessage(content=reply))
@@ -253,7 +253,7 @@ async def answer_with_pandas(run: _Run, runner: CodeRunner) -> Answer:
             continue
         if not agent.judge:
             break
-        verdict, reason = await _judge(run, code, result)
+        verdict, reason = await run._judge(code, result, system=JUDGE_SYSTEM, label="Code")
         agent._emit("judge", f"{verdict}: {reason}", verdict=verdict)
         judge_note = f"{verdict}: {reason}"
         if verdict == "pass" or judge_left <= 0:
@@ -275,37 +275,3 @@ async def answer_with_pandas(run: _Run, runner: CodeRunner) -> Answer:
         )
     answer = await run._answer(best[0], best[1], judge_note, attempts, [])
     return answer.model_copy(update={"sql": None, "code": best[0]})
-
-
-def _retry_prompt(messages: list[Message]) -> list[Message]:
-    """A retry as one fresh prompt with the last feedback as a hint (a small model shown its failed code
-    copies it; see the SQL loop's ``_condensed``)."""
-    feedback = messages[-1].content if isinstance(messages[-1], UserMessage) else ""
-    feedback = (feedback or "").replace("That code has a problem:", "Earlier code failed with:")
-    first = messages[1].content if isinstance(messages[1], UserMessage) else ""
-    return [messages[0], UserMessage(content=f"{first}\n\nHint: {feedback}")]
-
-
-async def _judge(run: _Run, code: str, result: QueryResult) -> tuple[str, str]:
-    head = " | ".join(result.columns)
-    lines = "\n".join(" | ".join(str(v)[:60] for v in row) for row in result.rows[:5])
-    reply = await run._model(
-        "judge",
-        [
-            SystemMessage(content=JUDGE_SYSTEM),
-            UserMessage(
-                content=f"Question: {run.question}\nCode:\n{code}\nResult ({result.row_count} rows; first "
-                f"rows):\n{head}\n{lines}\nDoes the result answer the question?"
-            ),
-        ],
-        OutputSchema(name="verdict", json_schema=prompts.JUDGE_SCHEMA),
-        max_tokens=80,
-    )
-    try:
-        data = json.loads(reply)
-    except ValueError:
-        return "pass", "the judge's reply was not readable"
-    if not isinstance(data, dict):
-        return "pass", "the judge's reply was not readable"
-    verdict = "fail" if data.get("verdict") == "fail" else "pass"
-    return verdict, str(data.get("reason") or "")[:300]

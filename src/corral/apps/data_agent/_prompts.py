@@ -7,9 +7,11 @@ data. Whatever the model writes is only ever a query checked read-only and run i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from corral.apps.data_agent._verified import VerifiedQuery
+from corral.models import Message, UserMessage
 
 CANNOT = "CANNOT_ANSWER"
 
@@ -58,6 +60,20 @@ def anti_join(table: str, key: str, other: str, other_key: str) -> str:
     )
 
 
+def condensed(messages: list[Message]) -> list[Message]:
+    """A retry as one fresh prompt: the original request plus the feedback on the last attempt, as a hint.
+
+    A small model shown its failed query (or a long exchange) copies it; shown the original prompt with the
+    problem and the system's hint, it writes a new one. (The full exchange stays in ``messages``.)
+    """
+    if len(messages) <= 2:
+        return messages
+    feedback = messages[-1].content if isinstance(messages[-1], UserMessage) else ""
+    feedback = re.sub(r"^That (query|code) has a problem:", r"An earlier \1 failed with:", feedback)
+    first = messages[1].content if isinstance(messages[1], UserMessage) else ""
+    return [messages[0], UserMessage(content=f"{first}\n\nHint: {feedback}")]
+
+
 def fix_user(error: str, hints: str) -> str:
     """Feedback after a failed or suspicious query."""
     extra = f"\n{hints}" if hints else ""
@@ -93,13 +109,19 @@ JUDGE_SCHEMA = {
 
 
 def judge_user(
-    question: str, sql: str, columns: list[str], sample: list[list[object]], row_count: int
+    question: str,
+    sql: str,
+    columns: list[str],
+    sample: list[list[object]],
+    row_count: int,
+    *,
+    label: str = "SQL",
 ) -> str:
-    """What the judge reads: the question, the query and the first rows of the result."""
+    """What the judge reads: the question, the query (or program, ``label="Code"``) and the first rows."""
     head = " | ".join(columns)
     lines = "\n".join(" | ".join(_cell(v) for v in row) for row in sample)
     return (
-        f"Question: {question}\nSQL:\n{sql}\nResult ({row_count} rows; first rows):\n{head}\n{lines}\n"
+        f"Question: {question}\n{label}:\n{sql}\nResult ({row_count} rows; first rows):\n{head}\n{lines}\n"
         "Does the result answer the question?"
     )
 
