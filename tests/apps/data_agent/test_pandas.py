@@ -220,3 +220,28 @@ async def test_a_decline_is_questioned_when_columns_match_the_question(sales: Pa
     assert answer.status == "answered" and answer.rows == [[10]]
     pushed = [e.message for e in events if e.kind == "check" and "declined" in e.message]
     assert len(pushed) == 2 and "'units' match the question" in pushed[0]
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a") as f:
+        f.write(text)
+
+
+async def test_the_dataframes_are_described_once_until_the_file_changes(
+    sales: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans: list[int] = []
+    original = SandboxPandasRunner.describe
+
+    async def counting(self: SandboxPandasRunner) -> dict[str, object]:
+        scans.append(1)
+        return await original(self)
+
+    monkeypatch.setattr(SandboxPandasRunner, "describe", counting)
+    for _ in range(2):
+        answer = await _agent(sales, ["```python\nresult = len(df)\n```"], judge=False).ask("How many rows?")
+        assert answer.rows == [[4]]
+    assert len(scans) == 1
+    _append(sales, "west,1.0,5\n")
+    answer = await _agent(sales, ["```python\nresult = len(df)\n```"], judge=False).ask("How many rows?")
+    assert answer.rows == [[5]] and len(scans) == 2

@@ -442,8 +442,8 @@ class _Run:
             messages.append(AssistantMessage(content=reply))
             sql = extract_sql(reply)
             if not sql:
-                if prompts.CANNOT in reply.upper().replace(" ", "_"):
-                    reason = reply.split(":", 1)[-1].strip() or "the data has no such information"
+                reason = prompts.declined(reply)
+                if reason is not None:
                     self.decline_reason = reason
                     if self.wrote_query and not self.missing and attempts < limit:
                         # It wrote a query (so it judged the data relevant) and the query failed for another
@@ -566,14 +566,7 @@ class _Run:
             # (a question about data the source lacks), not a failure of the agent.
             return self._cannot(self.decline_reason)
         if best is None:
-            return Answer(
-                status="failed",
-                answer=f"No working query after {attempts} attempts; last problem: {last_error}",
-                sql=sql or None,
-                run_id=self.run_id,
-                usage=self.usage,
-                attempts=attempts,
-            )
+            return self._failed(sql, attempts, last_error)
         return await self._answer(best[0], best[1], judge_note, attempts, examples)
 
     def _switched_subject(self, sql: str, schema: Schema, dialect: str) -> str | None:
@@ -814,6 +807,19 @@ class _Run:
             attempts=self.n_model,
         )
 
+    def _failed(self, text: str, attempts: int, last_error: str, *, language: str = "sql") -> Answer:
+        """No working query (or program) after ``attempts``: ``failed``, with the last one and its problem."""
+        what = "code" if language == "python" else "query"
+        return Answer(
+            status="failed",
+            answer=f"No working {what} after {attempts} attempts; last problem: {last_error}",
+            run_id=self.run_id,
+            usage=self.usage,
+            attempts=attempts,
+            sql=(text or None) if language == "sql" else None,
+            code=(text or None) if language == "python" else None,
+        )
+
     async def _answer(
         self,
         sql: str,
@@ -821,7 +827,10 @@ class _Run:
         judge_note: str | None,
         attempts: int,
         examples: list[VerifiedQuery],
+        *,
+        language: str = "sql",
     ) -> Answer:
+        """The answer from a working query (or, ``language="python"``, program) and its result."""
         agent = self.agent
         text = prose_answer(self.question, result.columns, result.rows, result.row_count)
         reused = next((e.question for e in examples if _same_sql(e.sql, sql)), None)
@@ -845,7 +854,8 @@ class _Run:
         return Answer(
             status="answered",
             answer=text,
-            sql=sql,
+            sql=sql if language == "sql" else None,
+            code=sql if language == "python" else None,
             columns=result.columns,
             rows=result.rows,
             row_count=result.row_count,

@@ -25,11 +25,11 @@ from corral.apps.data_agent._agent import DataAgent
 from corral.apps.data_agent._answer import MAX_ROWS, Answer, Status, prose_answer
 from corral.apps.data_agent._eval import EvalQuestion, EvalReport, QuestionOutcome, load_eval_set, score
 from corral.apps.data_agent._pandas_runner import CodeRunner
-from corral.apps.data_agent._runner import QueryRunner
-from corral.apps.data_agent._schema import load_schema
+from corral.apps.data_agent._runner import QueryResult, QueryRunner
+from corral.apps.data_agent._schema import cached_description, load_schema
 from corral.apps.data_agent._sources import open_source
 from corral.apps.data_agent._sqlcheck import extract_sql, is_read_only
-from corral.models import Model, ModelSettings, SystemMessage, UserMessage
+from corral.models import Model, ModelSettings, SystemMessage, Usage, UserMessage
 
 Progress = Callable[[int, int, str], None]
 
@@ -53,28 +53,17 @@ async def single_shot(model: Model, runner: QueryRunner, question: str, *, rich:
     text = response.message.content or ""
     sql = extract_sql(text)
     if not sql:
-        if prompts.CANNOT in text.upper().replace(" ", "_"):
+        if prompts.declined(text) is not None:
             return Answer(status="cannot_answer", answer=text, usage=response.usage)
         return Answer(status="failed", answer="no SQL in the reply", usage=response.usage)
     if not is_read_only(sql, dialect=schema.dialect):
         return Answer(status="failed", answer="refused a write", sql=sql, usage=response.usage)
-    result = await runner.run(sql, max_rows=MAX_ROWS)
-    if not result.ok:
-        return Answer(status="failed", answer=result.error or "error", sql=sql, usage=response.usage)
-    return Answer(
-        status="answered",
-        answer=prose_answer(question, result.columns, result.rows, result.row_count),
-        sql=sql,
-        columns=result.columns,
-        rows=result.rows,
-        row_count=result.row_count,
-        usage=response.usage,
-    )
+    return _one_shot(question, await runner.run(sql, max_rows=MAX_ROWS), response.usage, sql=sql)
 
 
 async def single_shot_pandas(model: Model, runner: CodeRunner, question: str) -> Answer:
     """The baseline over files: the DataFrames' description + question → one program, run once."""
-    described = await runner.describe()
+    described = await cached_description(runner.source, "frames", runner.describe)
     names = [str(t["name"]) for t in described.get("tables") or []]
     response = await model.request(
         [
@@ -86,19 +75,26 @@ async def single_shot_pandas(model: Model, runner: CodeRunner, question: str) ->
     text = response.message.content or ""
     code = pandas.extract_code(text)
     if not code:
-        status: Status = "cannot_answer" if pandas.CANNOT in text.upper() else "failed"
+        status: Status = "cannot_answer" if prompts.declined(text) is not None else "failed"
         return Answer(status=status, answer=text, usage=response.usage)
-    result = await runner.run(code, max_rows=MAX_ROWS)
+    return _one_shot(question, await runner.run(code, max_rows=MAX_ROWS), response.usage, code=code)
+
+
+def _one_shot(
+    question: str, result: QueryResult, usage: Usage, *, sql: str | None = None, code: str | None = None
+) -> Answer:
+    """A baseline's answer from its one run: the result, or the error as a failure."""
     if not result.ok:
-        return Answer(status="failed", answer=result.error or "error", code=code, usage=response.usage)
+        return Answer(status="failed", answer=result.error or "error", sql=sql, code=code, usage=usage)
     return Answer(
         status="answered",
         answer=prose_answer(question, result.columns, result.rows, result.row_count),
+        sql=sql,
         code=code,
         columns=result.columns,
         rows=result.rows,
         row_count=result.row_count,
-        usage=response.usage,
+        usage=usage,
     )
 
 

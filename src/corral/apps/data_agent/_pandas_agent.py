@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer
 from corral.apps.data_agent._runner import QueryResult
-from corral.apps.data_agent._schema import FUNCTION_WORDS, words
+from corral.apps.data_agent._schema import FUNCTION_WORDS, cached_description, words
 from corral.models import AssistantMessage, Message, SystemMessage, UserMessage
 
 if TYPE_CHECKING:
     from corral.apps.data_agent._agent import _Run
     from corral.apps.data_agent._pandas_runner import CodeRunner
 
-CANNOT = "CANNOT_ANSWER"
+CANNOT = prompts.CANNOT
 #: Columns shown per DataFrame at most (those the question names first): a small model's context is short.
 MAX_COLUMNS = 60
 
@@ -60,7 +60,7 @@ def code_user(question: str, frames_text: str) -> str:
 
 
 def fix_user(error: str) -> str:
-    return f"That code has a problem: {error}\nWrite the corrected code in a ```python block."
+    return prompts.fix_user(error, language="python")
 
 
 JUDGE_SYSTEM = (
@@ -83,10 +83,6 @@ def extract_code(reply: str) -> str:
     if match is None:
         return ""
     return match.group(1).strip()
-
-
-def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2}
 
 
 def _squash(name: str) -> str:
@@ -122,7 +118,7 @@ def render_frames(described: dict[str, Any], question: str) -> str:
       "amount": int64, 1 missing, e.g. 3, 4
     """
     tables = described.get("tables") or []
-    wanted = _words(question)
+    wanted = set(words(question))
     out = []
     for table in tables:
         name = "df" if len(tables) == 1 else str(table["name"])
@@ -131,7 +127,7 @@ def render_frames(described: dict[str, Any], question: str) -> str:
         columns = list(table.get("columns") or [])
         shown = columns
         if len(columns) > MAX_COLUMNS:
-            named = [c for c in columns if _words(str(c["name"])) & wanted]
+            named = [c for c in columns if set(words(str(c["name"]))) & wanted]
             rest = [c for c in columns if c not in named]
             shown = (named + rest)[:MAX_COLUMNS]
         lines = [f"{label}, {table.get('rows', '?')} rows:"]
@@ -170,7 +166,7 @@ async def answer_with_pandas(run: _Run, runner: CodeRunner) -> Answer:
     question = run.question
 
     async def describe() -> dict[str, Any]:
-        return await runner.describe()
+        return await cached_description(runner.source, "frames", runner.describe)
 
     described: dict[str, Any] = await run.step("frames", describe)
     names = [str(t["name"]) for t in described.get("tables") or []]
@@ -198,8 +194,8 @@ async def answer_with_pandas(run: _Run, runner: CodeRunner) -> Answer:
         messages.append(AssistantMessage(content=reply))
         code = extract_code(reply)
         if not code:
-            if CANNOT in reply.upper().replace(" ", "_"):
-                reason = reply.split(":", 1)[-1].strip() or "the data has no such information"
+            reason = prompts.declined(reply)
+            if reason is not None:
                 decline_reason = reason
                 if best is not None:
                     break  # a working result exists: answer with it
@@ -265,13 +261,5 @@ async def answer_with_pandas(run: _Run, runner: CodeRunner) -> Answer:
         # The model only ever said the data cannot answer, and no program ran: its finding is the outcome.
         return run._cannot(decline_reason)
     if best is None:
-        return Answer(
-            status="failed",
-            answer=f"No working code after {attempts} attempts; last problem: {last_error}",
-            code=code or None,
-            run_id=run.run_id,
-            usage=run.usage,
-            attempts=attempts,
-        )
-    answer = await run._answer(best[0], best[1], judge_note, attempts, [])
-    return answer.model_copy(update={"sql": None, "code": best[0]})
+        return run._failed(code, attempts, last_error, language="python")
+    return await run._answer(best[0], best[1], judge_note, attempts, [], language="python")

@@ -74,10 +74,22 @@ def condensed(messages: list[Message]) -> list[Message]:
     return [messages[0], UserMessage(content=f"{first}\n\nHint: {feedback}")]
 
 
-def fix_user(error: str, hints: str) -> str:
-    """Feedback after a failed or suspicious query."""
+def fix_user(error: str, hints: str = "", *, language: str = "sql") -> str:
+    """Feedback after a failed or suspicious query (or, ``language="python"``, program)."""
     extra = f"\n{hints}" if hints else ""
-    return f"That query has a problem: {error}{extra}\nWrite the corrected query in a ```sql block."
+    what = "code" if language == "python" else "query"
+    return f"That {what} has a problem: {error}{extra}\nWrite the corrected {what} in a ```{language} block."
+
+
+def declined(reply: str) -> str | None:
+    """The reason of a ``CANNOT_ANSWER: reason`` reply, or ``None`` when the reply does not decline.
+
+    >>> declined("CANNOT_ANSWER: no salary column"), declined("CANNOT_ANSWER:"), declined("SELECT 1")
+    ('no salary column', 'the data has no such information', None)
+    """
+    if CANNOT not in reply.upper().replace(" ", "_"):
+        return None
+    return reply.split(":", 1)[-1].strip() or "the data has no such information"
 
 
 def push_back(tables: list[str]) -> str:

@@ -14,7 +14,7 @@ import itertools
 import json
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ from pydantic import BaseModel, Field
 
 from corral._config import cache_dir
 from corral.apps.data_agent._runner import QueryRunner
+from corral.apps.data_agent._sources import Source
 from corral.apps.data_agent._sqlcheck import quote_identifier
 
-_CACHE_VERSION = 1
+#: Part of every cache key: raised when a description's shape changes.
+_CACHE_VERSION = 2
 _BRIEF_COLUMNS = 12
 
 
@@ -193,25 +195,36 @@ def schema_from_driver(raw: dict[str, Any], dialect: str) -> Schema:
     return Schema(dialect=dialect, tables=tables)
 
 
-async def load_schema(runner: QueryRunner, *, use_cache: bool = True) -> Schema:
-    """The source's full schema, from the cache when the source has not changed since it was gathered."""
-    source = runner.source
+async def cached_description(
+    source: Source, kind: str, describe: Callable[[], Awaitable[dict[str, Any]]], *, use_cache: bool = True
+) -> dict[str, Any]:
+    """What ``describe()`` returns for ``source`` (a sandbox job scanning the data), from the cache when the
+    source has not changed since (the key is its fingerprint: paths, sizes, mtimes). ``kind`` names the
+    description (``schema`` for the SQL driver's, ``frames`` for pandas'). PostgreSQL is never cached: the
+    server's tables can change without a file to notice it."""
     path: Path | None = None
     if use_cache and source.kind != "postgres":
-        path = cache_dir() / "data_agent" / f"schema-v{_CACHE_VERSION}-{source.fingerprint()}.json"
+        path = cache_dir() / "data_agent" / f"{kind}-v{_CACHE_VERSION}-{source.fingerprint()}.json"
         if path.is_file():
             try:
-                return Schema.model_validate_json(path.read_text(encoding="utf-8"))
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(loaded, dict):
+                    return loaded
             except ValueError:
                 pass  # a damaged cache entry is rebuilt below
-    raw = await runner.describe()
-    schema = schema_from_driver(raw, source.dialect)
+    raw = await describe()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(schema.model_dump_json(), encoding="utf-8")
+        tmp.write_text(json.dumps(raw), encoding="utf-8")
         tmp.replace(path)
-    return schema
+    return raw
+
+
+async def load_schema(runner: QueryRunner, *, use_cache: bool = True) -> Schema:
+    """The source's full schema, from the cache when the source has not changed since it was gathered."""
+    raw = await cached_description(runner.source, "schema", runner.describe, use_cache=use_cache)
+    return schema_from_driver(raw, runner.source.dialect)
 
 
 # --- narrowing ---------------------------------------------------------------------------------------------
@@ -247,36 +260,14 @@ FUNCTION_WORDS = frozenset(
 # Words that never name data: function words plus the vocabulary of asking (count, top, list, ...).
 _STOP = FUNCTION_WORDS | frozenset(
     [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "by",
-        "with",
-        "from",
-        "and",
-        "or",
         "not",
         "no",
-        "is",
-        "are",
-        "was",
         "were",
         "be",
         "been",
-        "do",
-        "does",
         "did",
-        "how",
         "many",
         "much",
-        "what",
-        "which",
         "who",
         "whom",
         "whose",
