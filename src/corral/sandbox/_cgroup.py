@@ -1,9 +1,15 @@
-"""One cgroup per worker (memory + pids), on cgroup v1 or v2, created next to the host's own cgroup.
+"""One cgroup per worker (memory + pids + CPU), with a child cgroup for its jobs, on cgroup v1 or v2.
 
-The host moves nothing itself: the launcher joins the cgroup (it is still root then), so the worker, its
-bubblewrap parent and every job it forks are inside from their first instruction. Before each job the host
-sets the memory and pids limits to the worker's idle usage plus the run's limits, so one run's limits never
-depend on the previous run and a job cannot take the worker's share.
+The host moves nothing itself: the launcher joins the worker's cgroup (it is still root then), so the worker,
+its bubblewrap parent and every job process are inside from their first instruction. Each job process joins
+the worker's *job* cgroup before anything of the job runs (through descriptors of its ``cgroup.procs`` files
+the host opened), so the memory, pids and CPU time of the job's whole process tree are counted and limited
+there, by the kernel, apart from the worker. Before each job the host sets the job cgroup's limits to the
+run's limits and the worker's to its idle usage plus them, so one run's limits never depend on the previous
+run and a job cannot take the worker's share.
+
+On v2, where a cgroup with children may hold no processes, the worker's processes live in ``worker`` and the
+job's in ``job``, both below the worker's cgroup.
 """
 
 from __future__ import annotations
@@ -57,10 +63,58 @@ class WorkerCgroup:
     pids: Path
     cpu: Path | None = None
     """CPU bandwidth (optional: without it a job is limited in CPU time but not in cores)."""
+    cpuacct: Path | None = None
+    """CPU time accounting (v1 ``cpuacct``; on v2 the ``cpu`` directory's ``cpu.stat`` counts it)."""
 
     @property
     def dirs(self) -> list[Path]:
-        return sorted({self.memory, self.pids, *([self.cpu] if self.cpu else [])})
+        return sorted({self.memory, self.pids, *(p for p in (self.cpu, self.cpuacct) if p)})
+
+    @property
+    def job_dirs(self) -> list[Path]:
+        """The job cgroup's directories (one per v1 hierarchy, one on v2)."""
+        if self.version == 2:
+            return [self.memory / "job"]
+        return sorted(
+            {self.memory / "job", self.pids / "job", *([self.cpuacct / "job"] if self.cpuacct else [])}
+        )
+
+    @property
+    def job_memory(self) -> Path:
+        return self.memory / "job"
+
+    @property
+    def job_pids(self) -> Path:
+        return self.pids / "job"
+
+    def _job_cpu_file(self) -> Path | None:
+        if self.version == 2:
+            return self.memory / "job" / "cpu.stat"
+        return self.cpuacct / "job" / "cpuacct.usage" if self.cpuacct else None
+
+    def open_job_fds(self) -> dict[str, object]:
+        """Descriptors for the worker (opened by root, so their use needs no permission of the worker's):
+        ``cgroup_join`` (a job process writes "0" to join) and ``cgroup_cpu`` (read); and ``cgroup_procs``,
+        the path of the job cgroup's process list (a v1 list read through one descriptor is cached for a
+        second, so the Landlock backend's worker, which sees the cgroup directories, opens it afresh)."""
+        join = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in self.job_dirs]
+        cpu_file = self._job_cpu_file()
+        cpu = os.open(cpu_file, os.O_RDONLY | os.O_CLOEXEC) if cpu_file and cpu_file.exists() else None
+        return {"cgroup_join": join, "cgroup_cpu": cpu, "cgroup_procs": str(self.job_memory / "cgroup.procs")}
+
+    def job_cpu_ns(self) -> int:
+        """CPU time the job cgroup's processes used so far, in nanoseconds (measured by the kernel)."""
+        path = self._job_cpu_file()
+        if path is None:
+            return 0
+        text = _read(path)
+        if self.version == 1:
+            return int(text.split()[0])
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                return int(value) * 1000
+        return 0
 
     @classmethod
     def create(cls, name: str) -> WorkerCgroup:
@@ -76,13 +130,23 @@ class WorkerCgroup:
             except OSError:
                 memory.rmdir()
                 raise
-            cpu: Path | None = _CGROOT / "cpu" / own.get("cpu", "/").lstrip("/") / name
+            optional: list[Path | None] = []
+            for controller in ("cpu", "cpuacct"):
+                path: Path | None = _CGROOT / controller / own.get(controller, "/").lstrip("/") / name
+                try:
+                    assert path is not None
+                    path.mkdir()
+                except OSError:
+                    path = None
+                optional.append(path)
+            made = cls(1, memory, pids, optional[0], optional[1])
             try:
-                assert cpu is not None
-                cpu.mkdir()
+                for job in made.job_dirs:
+                    job.mkdir()
             except OSError:
-                cpu = None
-            return cls(1, memory, pids, cpu)
+                made.remove()
+                raise
+            return made
         if version == 2:
             parent = _CGROOT / own.get("", "/").lstrip("/")
             # v2 forbids processes in a cgroup whose controllers are delegated; use a sibling subtree we own.
@@ -94,11 +158,23 @@ class WorkerCgroup:
                 _write(base / "cgroup.subtree_control", "+cpu")
             path = base / name
             path.mkdir()
-            return cls(2, path, path, path if (path / "cpu.max").exists() else None)
+            has_cpu = (path / "cpu.max").exists()
+            made = cls(2, path, path, path if has_cpu else None, path)
+            try:
+                (path / "worker").mkdir()
+                (path / "job").mkdir()
+                _write(path / "cgroup.subtree_control", "+memory +pids" + (" +cpu" if has_cpu else ""))
+            except OSError:
+                made.remove()
+                raise
+            return made
         raise OSError("no usable cgroup hierarchy (need v2 with memory+pids, or v1 memory and pids)")
 
     @property
     def procs_files(self) -> list[str]:
+        """Where the worker's processes go (the launcher writes its pid there)."""
+        if self.version == 2:
+            return [str(self.memory / "worker" / "cgroup.procs")]
         return [str(d / "cgroup.procs") for d in self.dirs]
 
     def memory_usage(self) -> int:
@@ -121,24 +197,29 @@ class WorkerCgroup:
     def pids_current(self) -> int:
         return int(_read(self.pids / "pids.current"))
 
-    def set_limits(self, *, memory_bytes: int, pids: int) -> None:
-        """Set absolute limits (the pool adds the worker's idle usage before calling)."""
+    def set_limits(self, *, memory_bytes: int, pids: int, job_memory: int, job_pids: int) -> None:
+        """Set absolute limits: the worker's (the pool adds its idle usage) and the job cgroup's."""
+        self._set_memory(self.memory, memory_bytes)
+        _write(self.pids / "pids.max", str(pids))
+        self._set_memory(self.job_memory, job_memory)
+        _write(self.job_pids / "pids.max", str(job_pids))
+
+    def _set_memory(self, directory: Path, memory_bytes: int) -> None:
         if self.version == 1:
             # Swap would let a job's memory escape the limit, so memory+swap gets the same cap where the
             # kernel accounts swap. v1 requires memory <= memory+swap at every step: raise memsw first, lower
             # it last.
-            memsw = self.memory / "memory.memsw.limit_in_bytes"
+            memsw = directory / "memory.memsw.limit_in_bytes"
             has_memsw = memsw.exists()
             if has_memsw and memory_bytes > int(_read(memsw)):
                 _write(memsw, str(memory_bytes))
-            _write(self.memory / "memory.limit_in_bytes", str(memory_bytes))
+            _write(directory / "memory.limit_in_bytes", str(memory_bytes))
             if has_memsw:
                 _write(memsw, str(memory_bytes))
         else:
-            _write(self.memory / "memory.max", str(memory_bytes))
+            _write(directory / "memory.max", str(memory_bytes))
             with contextlib.suppress(OSError):
-                _write(self.memory / "memory.swap.max", "0")
-        _write(self.pids / "pids.max", str(pids))
+                _write(directory / "memory.swap.max", "0")
 
     def set_cpu(self, cores: float) -> None:
         """At most ``cores`` CPUs' worth of time per scheduling period (CFS bandwidth), when available."""
@@ -163,25 +244,27 @@ class WorkerCgroup:
         return 0
 
     def reset_peak(self) -> None:
-        """Start a new peak measurement for the next job (v1: max_usage; v2: memory.peak, kernel >= 6.12)."""
+        """Start a new peak measurement of the job cgroup (v1: max_usage; v2: memory.peak, kernel >= 6.12)."""
         try:
             if self.version == 1:
-                _write(self.memory / "memory.max_usage_in_bytes", "0")
+                _write(self.job_memory / "memory.max_usage_in_bytes", "0")
             else:
-                _write(self.memory / "memory.peak", "reset")
+                _write(self.job_memory / "memory.peak", "reset")
         except OSError:
             pass
 
     def peak(self) -> int | None:
+        """The job cgroup's peak memory since :meth:`reset_peak`."""
         try:
             name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
-            return int(_read(self.memory / name))
+            return int(_read(self.job_memory / name))
         except (OSError, ValueError):
             return None
 
-    def oom_kills(self) -> int:
-        """How many processes the kernel's OOM killer took in this cgroup so far."""
-        text = _read(self.memory / ("memory.oom_control" if self.version == 1 else "memory.events"))
+    def oom_kills(self, *, job: bool = False) -> int:
+        """How many processes the kernel's OOM killer took in the worker's (or the job's) cgroup so far."""
+        directory = self.job_memory if job else self.memory
+        text = _read(directory / ("memory.oom_control" if self.version == 1 else "memory.events"))
         for line in text.splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill":
@@ -204,7 +287,7 @@ class WorkerCgroup:
 
     def _pids(self) -> list[int]:
         found: set[int] = set()
-        for path in self.dirs:
+        for path in [*self.dirs, *self.job_dirs, self.memory / "worker"]:
             with contextlib.suppress(OSError):
                 found.update(int(p) for p in _read(path / "cgroup.procs").split())
         return sorted(found)
@@ -212,7 +295,7 @@ class WorkerCgroup:
     def remove(self) -> None:
         """Kill what is left and remove the directories (retrying while the kernel finishes the exits)."""
         self.kill_all()
-        for path in self.dirs:
+        for path in [*self.job_dirs, self.memory / "worker", *self.dirs]:
             for _ in range(100):
                 try:
                     path.rmdir()
@@ -228,7 +311,7 @@ def remove_stale() -> list[str]:
     version = cgroup_version()
     own = _own_cgroups()
     if version == 1:
-        parents = [_CGROOT / c / own.get(c, "/").lstrip("/") for c in ("memory", "pids", "cpu")]
+        parents = [_CGROOT / c / own.get(c, "/").lstrip("/") for c in ("memory", "pids", "cpu", "cpuacct")]
     elif version == 2:
         parents = [_CGROOT / own.get("", "/").lstrip("/") / "corral-sandbox"]
     else:
@@ -245,6 +328,9 @@ def remove_stale() -> list[str]:
             if host_pid == os.getpid() or Path(f"/proc/{host_pid}").exists():
                 continue
             with contextlib.suppress(OSError):
+                for child in ("job", "worker"):
+                    with contextlib.suppress(FileNotFoundError):
+                        (path / child).rmdir()
                 path.rmdir()  # fails, harmlessly, while anything still runs in it
                 removed.append(str(path))
     return removed

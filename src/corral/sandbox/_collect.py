@@ -4,7 +4,9 @@ The host is root; the job is hostile. A naive ``open("scratch/result.csv")`` fol
 ``/etc/shadow``, blocks forever on a FIFO, or reads a hard link to a file the job could not read itself. So
 every open is relative to a directory fd, with ``O_NOFOLLOW | O_NONBLOCK``, and only regular files with one
 link and a bounded size are read (checked with ``fstat`` on the opened fd, so there is no check-then-open
-race). Everything else is skipped and reported.
+race). Sizes count what the job actually stored: a sparse file (fewer allocated blocks than its length
+claims) is skipped, so a job cannot make the host read hundreds of MiB of holes, and the files read from one
+job add up to at most a per-job total. Everything else is skipped and reported.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ _MAX_ENTRIES = 1000
 
 
 def collect(
-    dir_fd: int, *, max_files: int, max_file_bytes: int
+    dir_fd: int, *, max_files: int, max_file_bytes: int, max_total_bytes: int | None = None
 ) -> tuple[dict[str, bytes], list[SkippedFile]]:
     """Collect regular files under the directory ``dir_fd`` refers to (an ``O_PATH`` fd is fine)."""
     files: dict[str, bytes] = {}
     skipped: list[SkippedFile] = []
     seen = 0
+    budget = max_total_bytes if max_total_bytes is not None else max_files * max_file_bytes
 
     def walk(fd: int, prefix: str, depth: int) -> None:
-        nonlocal seen
+        nonlocal seen, budget
         try:
             names = sorted(os.listdir(fd))
         except OSError as exc:
@@ -63,13 +66,21 @@ def collect(
                 if st.st_size > max_file_bytes:
                     skipped.append(SkippedFile(rel, f"too large ({st.st_size} bytes > {max_file_bytes})"))
                     continue
+                if st.st_blocks * 512 < st.st_size:
+                    skipped.append(SkippedFile(rel, "sparse file (holes are not collected)"))
+                    continue
+                if st.st_size > budget:
+                    skipped.append(SkippedFile(rel, "the job's result files exceed their total size"))
+                    continue
                 if len(files) >= max_files:
                     skipped.append(SkippedFile(rel, f"more than {max_files} result files"))
                     continue
-                data = _read_capped(child, max_file_bytes)
+                cap = min(max_file_bytes, budget)
+                data = _read_capped(child, cap)
                 if data is None:
-                    skipped.append(SkippedFile(rel, f"grew past {max_file_bytes} bytes while being read"))
+                    skipped.append(SkippedFile(rel, f"grew past {cap} bytes while being read"))
                     continue
+                budget -= len(data)
                 files[rel] = data
             finally:
                 os.close(child)

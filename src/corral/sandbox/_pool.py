@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -17,7 +18,6 @@ import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.sandbox import _detect, _launcher, _worker
+from corral.sandbox import _detect, _launcher, _protocol, _worker
 from corral.sandbox._cgroup import WorkerCgroup
 from corral.sandbox._cgroup import remove_stale as remove_stale_cgroups
 from corral.sandbox._collect import collect
@@ -113,27 +113,9 @@ def remove_stale_stages() -> list[str]:
     return removed
 
 
-# The wire format is the worker's own (length-prefixed JSON plus passed descriptors); only receiving differs,
-# because the host trusts nothing the worker sends (see _recv).
+# The wire format is the worker's own (length-prefixed JSON plus passed descriptors); receiving is not: the
+# host trusts nothing a worker sends, and parses it with one strict parser (see _protocol).
 _send = _worker._send
-_recv_exact = _worker._recv_exact
-
-
-def _recv(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    head, fds, _flags, _addr = socket.recv_fds(sock, 4, 4)
-    if not head:
-        raise EOFError("worker closed its socket")
-    if len(head) < 4:
-        head += _recv_exact(sock, 4 - len(head))
-    (size,) = struct.unpack(">I", head)
-    if size > 64 * 1024 * 1024:
-        for fd in fds:
-            os.close(fd)
-        raise SandboxCrashed(f"worker sent an oversized message ({size} bytes)")
-    message = json.loads(_recv_exact(sock, size))
-    if not isinstance(message, dict):
-        raise SandboxCrashed("worker sent a malformed message")
-    return message, fds
 
 
 def _runtime_dirs() -> tuple[str, list[tuple[str, str]], list[str]]:
@@ -173,15 +155,24 @@ def _runtime_dirs() -> tuple[str, list[tuple[str, str]], list[str]]:
 
 
 def _open_input(value: InputValue) -> int:
-    """An fd the job may read but not write: the file itself when safe, else a sealed in-memory copy."""
+    """An fd the job may read but not write: the file itself when safe, else a sealed in-memory copy.
+
+    The host is root: a path is opened without following a final symlink and without blocking (a FIFO would
+    hang the open), and only a regular file is accepted, checked on the opened descriptor (no race).
+    """
     if isinstance(value, bytes):
         return _sealed_memfd(value)
     path = os.fspath(value)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        why = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be opened ({exc.strerror})"
+        raise SandboxUsageError(f"sandbox input {path!r} {why}; give a regular file") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise SandboxUsageError(f"sandbox input {path!r} is not a regular file")
+    os.set_blocking(fd, True)
     # The job reopens its inputs by path (/proc/self/fd/N), which checks the file's mode bits against the
     # job's uid: a world-writable file would be writable from inside. Give it a sealed copy instead.
     if st.st_mode & stat.S_IWOTH:
@@ -218,6 +209,14 @@ def _socket_fd(name: str, sock: socket.socket) -> int:
             f"not {sock.family.name}/{sock.type.name}: a job never gets a network socket"
         )
     return os.dup(sock.fileno())
+
+
+def _fds_of(config: Mapping[str, Any]) -> list[int]:
+    """The descriptors in a worker configuration's cgroup entries."""
+    found: list[int] = []
+    for value in config.values():
+        found.extend(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
+    return found
 
 
 def _check_input_name(name: str) -> None:
@@ -472,13 +471,16 @@ class SandboxPool:
         cgroup = WorkerCgroup.create(f"corral-{os.getpid()}-p{self._id}-w{slot}-g{next(self._generation)}")
         host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker, closed in _Worker.kill
+        cgroup_fds: dict[str, Any] = {}
         try:
+            cgroup_fds = cgroup.open_job_fds()
             worker_config = {
                 "fd": worker_sock.fileno(),
                 "sys_path": site,
                 "env": JOB_ENV,
                 "preload": list(self.preload),
                 "seccomp": base64.b64encode(self._seccomp).decode(),
+                **cgroup_fds,
             }
             argv = [
                 shutil.which("bwrap") or "/usr/bin/bwrap",
@@ -552,7 +554,7 @@ class SandboxPool:
                 )
             proc = self._popen(
                 launcher,
-                pass_fds=[worker_sock.fileno()],
+                pass_fds=[worker_sock.fileno(), *_fds_of(cgroup_fds)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -563,17 +565,20 @@ class SandboxPool:
             host_sock.close()
             worker_sock.close()
             log.close()
+            for fd in _fds_of(cgroup_fds):
+                os.close(fd)
             cgroup.remove()
             raise
         worker_sock.close()
+        for fd in _fds_of(cgroup_fds):
+            os.close(fd)
         worker = _Worker(slot, uid, proc, host_sock, cgroup, log)
         host_sock.settimeout(_START_TIMEOUT)
         try:
-            hello, fds = _recv(host_sock)
-            for fd in fds:
-                os.close(fd)
-            if not hello.get("ready"):
-                raise SandboxCrashed(f"worker refused to serve: {hello.get('error') or hello!r}")
+            raw, _none = _protocol.receive(host_sock, _protocol.HELLO_BYTES, 0)
+            hello = _protocol.parse_hello(raw)
+            if not hello.ready:
+                raise SandboxCrashed(f"worker refused to serve: {hello.error or '(no reason given)'}")
         except (OSError, EOFError, ValueError, SandboxError) as exc:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=2)
@@ -680,13 +685,17 @@ class SandboxPool:
         worker.jobs += 1
         try:
             cg.set_limits(
-                memory_bytes=worker.idle_memory + limits.memory_bytes, pids=worker.idle_pids + limits.pids
+                memory_bytes=worker.idle_memory + limits.memory_bytes,
+                pids=worker.idle_pids + limits.pids,
+                job_memory=limits.memory_bytes,
+                job_pids=limits.pids,
             )
             cg.set_cpu(limits.cpu_cores)
             throttled_before = cg.throttled()
             cg.reset_peak()
-            oom_before = cg.oom_kills()
-        except OSError as exc:
+            oom_before = (cg.oom_kills(), cg.oom_kills(job=True))
+            cpu_before = cg.job_cpu_ns()
+        except (OSError, ValueError) as exc:
             worker.broken = True
             raise SandboxCrashed(
                 f"could not set the limits of sandbox worker uid {worker.uid} ({exc}); it was replaced, "
@@ -701,6 +710,8 @@ class SandboxPool:
             "inputs": [*job.inputs, *job.sockets],
             "limits": limits.to_wire(),
             "env": JOB_ENV,
+            # The most CPU time per second the job's tree can get: when the broker next needs to look.
+            "cpu_rate": limits.cpu_cores if cg.cpu is not None else float(os.cpu_count() or 1),
         }
         job_dirs: JobDirs | None = None
         try:
@@ -713,20 +724,34 @@ class SandboxPool:
             try:
                 worker.sock.settimeout(limits.wall_seconds + _BACKSTOP_SECONDS)
                 _send(worker.sock, message, fds)
-                reply, scratch = _recv(worker.sock)
-            except (OSError, EOFError, ValueError) as exc:
+                raw, scratch = _protocol.receive(
+                    worker.sock, _protocol.max_reply_bytes(limits.output_bytes), max_fds=1
+                )
+            except (OSError, EOFError) as exc:
                 worker.broken = True
                 raise SandboxCrashed(
                     f"sandbox worker uid {worker.uid} failed during a job ({type(exc).__name__}: {exc}); "
                     f"it was replaced, the job may be retried. Worker output: {worker.log_tail()}"
                 ) from exc
+            except SandboxCrashed:
+                worker.broken = True
+                raise
             try:
+                answer = _protocol.parse_reply(
+                    raw, scratch, job_id=worker.jobs, output_bytes=limits.output_bytes
+                )
                 files: dict[str, bytes] = {}
                 skipped: list[SkippedFile] = []
                 if scratch:
                     files, skipped = collect(
-                        scratch[0], max_files=limits.result_files, max_file_bytes=limits.result_file_bytes
+                        scratch[0],
+                        max_files=limits.result_files,
+                        max_file_bytes=limits.result_file_bytes,
+                        max_total_bytes=limits.scratch_bytes,
                     )
+            except SandboxCrashed:
+                worker.broken = True
+                raise
             finally:
                 for fd in scratch:
                     os.close(fd)
@@ -735,53 +760,71 @@ class SandboxPool:
                 if worker.broken:
                     worker.cgroup.kill_all()  # nothing of the job may run while its directory goes
                 self._landlock.finish_job_later(job_dirs)
-        if reply.get("setup_error"):
+        reply = answer.reply
+        if reply.setup_error is not None:
             worker.broken = True
-            raise SandboxCrashed(
-                f"sandbox job setup failed in worker uid {worker.uid}: {reply['setup_error']}"
-            )
-        peak = cg.peak()
-        oom = cg.oom_kills() > oom_before
-        wstatus = reply.get("wstatus")
+            raise SandboxCrashed(f"sandbox job setup failed in worker uid {worker.uid}: {reply.setup_error}")
+        return self._result(worker, limits, answer, files, skipped, oom_before, cpu_before, throttled_before)
+
+    def _result(
+        self,
+        worker: _Worker,
+        limits: Limits,
+        answer: _protocol.Answer,
+        files: dict[str, bytes],
+        skipped: list[SkippedFile],
+        oom_before: tuple[int, int],
+        cpu_before: int,
+        throttled_before: int,
+    ) -> RunResult:
+        """The job's result: how it ended from the reply, what it used from the kernel's cgroup counters."""
+        cg = worker.cgroup
+        reply = answer.reply
+        try:
+            cpu = max(0, cg.job_cpu_ns() - cpu_before) / 1e9
+            peak = cg.peak()
+            worker_oom = cg.oom_kills() > oom_before[0]
+            job_oom = cg.oom_kills(job=True) > oom_before[1]
+            throttled = cg.throttled() > throttled_before
+        except (OSError, ValueError) as exc:
+            worker.broken = True
+            raise SandboxCrashed(f"could not read the job's cgroup counters: {exc}") from exc
         exit_code: int | None = None
         sig: int | None = None
-        if isinstance(reply.get("exit"), int) and reply.get("killed_for") is None:
-            exit_code = int(reply["exit"]) & 0xFF
-        elif isinstance(wstatus, int):
-            if os.WIFEXITED(wstatus):
-                exit_code = os.WEXITSTATUS(wstatus)
-            elif os.WIFSIGNALED(wstatus):
-                sig = os.WTERMSIG(wstatus)
-        else:
-            sig = signal.SIGKILL  # C1 itself was killed (wall limit)
-        cpu = float(reply.get("cpu") or 0.0)
+        if reply.exit is not None:
+            exit_code = reply.exit
+        elif reply.wstatus is not None:
+            if os.WIFEXITED(reply.wstatus):
+                exit_code = os.WEXITSTATUS(reply.wstatus)
+            elif os.WIFSIGNALED(reply.wstatus):
+                sig = os.WTERMSIG(reply.wstatus)
+        if reply.killed_for == "protocol":
+            exit_code, sig = None, signal.SIGKILL  # it wrote to its status channel: stopped, a failed run
         limit: LimitName | None = None
-        if reply.get("killed_for") == "wall":
+        if reply.killed_for == "wall":
             limit = "wall"
-        elif oom and sig == signal.SIGKILL:
+        elif (worker_oom or job_oom) and sig == signal.SIGKILL:
             limit = "memory"
         elif sig in (signal.SIGXCPU, signal.SIGKILL) and cpu >= limits.cpu_seconds * 0.95:
             limit = "cpu"
         elif sig == signal.SIGXFSZ:
             limit = "file_size"
-        if oom:
+        if worker_oom and not job_oom:
             worker.broken = True  # the OOM killer may have hit more than the job; start clean
-        stdout = base64.b64decode(reply.get("stdout", ""))
-        stderr = base64.b64decode(reply.get("stderr", ""))
         return RunResult(
-            stdout=stdout.decode(errors="replace"),
-            stderr=stderr.decode(errors="replace"),
+            stdout=answer.stdout.decode(errors="replace"),
+            stderr=answer.stderr.decode(errors="replace"),
             exit_code=exit_code,
             signal=sig,
             limit=limit,
             files=files,
             skipped=tuple(skipped),
-            stdout_truncated=int(reply.get("stdout_total", 0)) > len(stdout),
-            stderr_truncated=int(reply.get("stderr_total", 0)) > len(stderr),
+            stdout_truncated=reply.stdout_total > len(answer.stdout),
+            stderr_truncated=reply.stderr_total > len(answer.stderr),
             cpu_seconds=cpu,
-            peak_memory_bytes=max(0, peak - worker.idle_memory) if peak is not None else None,
-            wall_seconds=float(reply.get("wall") or 0.0),
-            throttled=cg.throttled() > throttled_before,
+            peak_memory_bytes=peak,
+            wall_seconds=reply.wall,
+            throttled=throttled,
         )
 
     def _healthy(self, worker: _Worker) -> bool:
@@ -910,7 +953,7 @@ def leftovers() -> list[str]:
     roots = (
         [cgroot]
         if (cgroot / "cgroup.controllers").exists()
-        else [cgroot / n for n in ("memory", "pids", "cpu")]
+        else [cgroot / n for n in ("memory", "pids", "cpu", "cpuacct")]
     )
     for root in roots:
         if root.is_dir():

@@ -5,13 +5,22 @@ nothing from corral (the repository is not visible in there), only the standard 
 libraries. The host speaks to it over one AF_UNIX stream socket: 4-byte big-endian length + JSON, with file
 descriptors attached to the length prefix (input files host→worker, the job's scratch directory worker→host).
 
-Per job: the job's process was cloned ahead of time (``_spawn_spare``) straight into new user, mount, PID,
-network, IPC, UTS and cgroup namespaces — PID 1 of its own PID namespace — has mapped its uid and mounted its
-own /proc, and waits for a job. When one arrives (``run_job``) it mounts size-capped tmpfs on /work (scratch),
-/tmp and /dev/shm and a read-only /data of links to the input descriptors, sends the host the scratch
-directory's fd, sets rlimits, drops every capability, sets no_new_privs, non-dumpable and the seccomp filter,
-and executes the job's code; it reports "done" with its exit code and CPU time. The worker enforces the wall
-clock (SIGKILL), drains stdout/stderr with a cap, replies, then reaps the job and clones the next one.
+Two processes make a worker, split so that no job ever inherits another job's data:
+
+- the **zygote** imports the preloaded libraries and is forked off before the first job. It never receives a
+  job, its code, its inputs or its output: it only clones job processes (on a one-byte request) and reports
+  their pids and exit statuses. Every job is cloned from it, so every job starts from the same memory.
+- the **broker** talks to the host: it receives a job, hands it to a job process, drains the job's output,
+  enforces the wall clock and the CPU time of the job's cgroup, and replies.
+
+Per job: the job's process was cloned by the zygote ahead of time straight into new user, mount, PID, network,
+IPC, UTS and cgroup namespaces — PID 1 of its own PID namespace — has mapped its uid, mounted its own /proc
+and a read-only /dev of five device nodes, and waits. When a job arrives it joins the job cgroup (memory, pids
+and CPU time of its whole process tree), mounts size-capped tmpfs on /work (scratch), /tmp and /dev/shm and a
+read-only /data of links to the input descriptors, sends the scratch directory's fd, sets rlimits, drops every
+capability, sets no_new_privs, non-dumpable and the seccomp filter, reseeds every random generator from the
+kernel, says "ready" and executes the job's code. Its status channel then carries exactly one fixed-size
+record ("done", exit code); anything else is a broken protocol and ends the job.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
+MS_MOVE = 8192
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -77,10 +87,6 @@ JOB_NAMESPACES = (
     CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
 )
 JOB_UID = 1000
-
-
-class SetupError(Exception):
-    pass
 
 
 def _check(rc: int, what: str) -> None:
@@ -192,34 +198,154 @@ def _clone(flags: int) -> int:
     return int(pid)
 
 
-class Worker:
-    def __init__(self, sock: socket.socket, config: dict[str, Any]) -> None:
+#: Device nodes a job may open; its /dev holds these, the fd/std* links and an empty shm directory, read-only.
+DEVICES = ("null", "zero", "full", "random", "urandom")
+#: Zygote -> broker records: tag ("P" spare ready, its socket attached; "X" exited), pid, wait status.
+_ZYGOTE_MSG = struct.Struct(">cii")
+#: Longest setup-error text a job process may report (before its code runs).
+_MAX_SETUP_ERROR = 4000
+
+
+class SetupError(Exception):
+    pass
+
+
+class _NoNamespaces(Exception):
+    """The Landlock backend's job process has no namespaces to set up."""
+
+
+# -- the zygote: never holds job data ------------------------------------------------------------------------
+
+
+class Zygote:
+    """Clones job processes on request; sees no job, only pids and exit statuses.
+
+    Runs single-threaded in a loop on its socket to the broker and a SIGCHLD wake-up descriptor: ``C`` asks
+    for a job process (answered with ``P`` and the process's end of its status socket), and every exit of a
+    job process is reported as ``X`` with its wait status. Orphans of a job (Landlock backend: the zygote is
+    their subreaper) are reaped silently.
+    """
+
+    def __init__(self, sock: socket.socket, config: dict[str, Any], landlock: dict[str, Any] | None) -> None:
         self.sock = sock
+        self.config = config
+        self.landlock = landlock
         self.seccomp = base64.b64decode(config["seccomp"])
         self.uid = os.getuid()
         self.gid = os.getgid()
-        self.pending = 0
-        self.spare: tuple[int, socket.socket] | None = None
-        # The Landlock backend (no user namespaces): jobs are plain forks that confine themselves.
-        self.landlock: dict[str, Any] | None = config.get("landlock")
-        if self.landlock is not None:
-            namespace: dict[str, Any] = {"__name__": "corral_landlock"}
-            exec(compile(self.landlock["source"], "<landlock>", "exec"), namespace)
-            self.landlock["restrict_self"] = namespace["restrict_self"]
+        self.join_fds: list[int] = list(config.get("cgroup_join") or [])
+        self.children: set[int] = set()
 
-    # -- the job's side -------------------------------------------------------------------------------------
+    def serve(self) -> None:
+        wake_r, wake_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.wake = (wake_r, wake_w)
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
+        sel.register(wake_r, selectors.EVENT_READ)
+        while True:
+            for key, _ in sel.select():
+                if key.fileobj is wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        wake_r.recv(4096)
+                    self._reap()
+                    continue
+                try:
+                    command = self.sock.recv(1)
+                except InterruptedError:
+                    continue
+                if command != b"C":
+                    os._exit(0)  # the broker is gone (or confused): so are we, and our children with us
+                self._spawn()
+            self._reap()
 
-    def _child(
-        self, job: dict[str, Any], status: socket.socket, out_w: int, err_w: int, input_fds: list[int]
-    ) -> None:
-        """The job's half of the job process: per-job mounts, limits, privilege drop, then the job's code."""
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, wstatus = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.children:
+                self.children.discard(pid)
+                self.sock.sendall(_ZYGOTE_MSG.pack(b"X", pid, wstatus))
+
+    def _spawn(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = _clone(JOB_NAMESPACES if self.landlock is None else 0)
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                # Nothing of the zygote's channels may survive into the job.
+                for sock in (self.sock, parent, *self.wake):
+                    sock.close()
+                JobProcess(self, child).main()
+            finally:
+                os._exit(125)
+        child.close()
+        self.children.add(pid)
+        socket.send_fds(self.sock, [_ZYGOTE_MSG.pack(b"P", pid, 0)], [parent.fileno()])
+        parent.close()
+
+
+# -- the job process: cloned from the zygote, waits for one job, runs it -------------------------------
+
+
+class JobProcess:
+    def __init__(self, zygote: Zygote, status: socket.socket) -> None:
+        self.z = zygote
+        self.status = status
+
+    def _report_setup_error(self, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}".encode(errors="replace")[:_MAX_SETUP_ERROR]
+        with contextlib.suppress(BaseException):
+            self.status.sendall(b"E" + struct.pack(">H", len(text)) + text)
+
+    def main(self) -> None:
+        """Everything that does not depend on the job, done ahead of time; then wait for the job."""
+        try:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote gone means no job will ever come
+            # Its own /proc/self files (and, with namespaces, the uid map) need a dumpable process; turned off
+            # again before the job's code runs.
+            _prctl(PR_SET_DUMPABLE, 1)
+            if self.z.landlock is not None:
+                raise _NoNamespaces
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{JOB_UID} {self.z.uid} 1")
+            _write("/proc/self/gid_map", f"{JOB_UID} {self.z.gid} 1")
+            _mount(None, "/", None, MS_REC | MS_PRIVATE)
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            _build_dev()
+            socket.sethostname("sandbox")
+        except _NoNamespaces:
+            pass
+        except BaseException as exc:
+            self._report_setup_error(exc)
+            os._exit(125)
+        try:
+            job, fds = _recv(self.status)
+        except BaseException:
+            os._exit(0)
+        self.run(job, fds[0], fds[1], fds[2:])
+
+    def run(self, job: dict[str, Any], out_w: int, err_w: int, input_fds: list[int]) -> None:
+        """Per-job cgroup and mounts, limits, privilege drop, then the job's code."""
         limits = job["limits"]
+        status = self.status
         workdir = "/work"
         try:
-            if self.landlock is not None:
+            # Join the job's cgroup first: everything the job does from here on, in every process it
+            # starts, is counted and limited there.
+            for fd in self.z.join_fds:
+                os.write(fd, b"0")
+            if self.z.landlock is not None:
                 workdir = _landlock_setup(job, input_fds)
             else:
-                self._mount_job(job, input_fds)
+                _mount_job(job, input_fds)
             scratch = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             socket.send_fds(status, [b"S"], [scratch])
             os.close(scratch)
@@ -227,30 +353,28 @@ class Worker:
             os.dup2(null, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            for fd in {out_w, err_w} - {0, 1, 2}:
-                os.close(fd)
             keep = {0, 1, 2, status.fileno(), *input_fds}
             for name in os.listdir("/proc/self/fd"):
                 if int(name) not in keep:
                     with contextlib.suppress(OSError):
                         os.close(int(name))
             cpu = max(1, int(limits["cpu_seconds"] + 0.999))
-            # Soft limit: SIGXCPU (a job may catch it); hard limit one second later: SIGKILL from the kernel,
-            # which even PID 1 of a namespace cannot ignore.
+            # Per process, a first line under the job cgroup's CPU time (which the broker enforces on the
+            # whole tree): SIGXCPU (a job may catch it), SIGKILL from the kernel one second later.
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_size_bytes"], limits["file_size_bytes"]))
             resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"], limits["open_files"]))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             with open("/proc/self/oom_score_adj", "w") as f:
-                f.write("1000")  # when the memory cgroup overflows, the job dies, not the worker
+                f.write("1000")  # when a memory cgroup overflows, the job dies, not the worker
             os.chdir(workdir)
             os.environ.clear()
             os.environ.update(job["env"])
             _drop_capabilities()
             _prctl(PR_SET_DUMPABLE, 0)
-            if self.landlock is not None:
+            if self.z.landlock is not None:
                 _prctl(PR_SET_NO_NEW_PRIVS, 1)
-                ll = self.landlock
+                ll = self.z.landlock
                 ll["restrict_self"](
                     read_exec=ll["read_exec"],
                     read_only=[*ll["read_only"], f"/proc/{os.getpid()}", "/data"],
@@ -258,107 +382,234 @@ class Worker:
                     read_fds=input_fds,
                     devices=ll["devices"],
                 )
-            _load_seccomp(self.seccomp)
+            _load_seccomp(self.z.seccomp)
+            _reseed()
+            status.sendall(b"R")  # from here on the status channel carries exactly one "done" record
         except BaseException as exc:
-            try:
-                payload = json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode()
-                status.sendall(b"E" + struct.pack(">I", len(payload)) + payload)
-            finally:
-                os._exit(125)
+            self._report_setup_error(exc)
+            os._exit(125)
         _execute(job, status)
 
-    def _mount_job(self, job: dict[str, Any], input_fds: list[int]) -> None:
-        """The bubblewrap backend's per-job mounts: fresh tmpfs on /work, /tmp, /dev/shm; /data links."""
-        limits = job["limits"]
-        common = MS_NOSUID | MS_NODEV
-        inodes = limits["scratch_inodes"]
-        scratch_opts = (
-            f"size={limits['scratch_bytes']},nr_inodes={inodes},mode=0700,uid={JOB_UID},gid={JOB_UID}"
-        )
-        _mount("tmpfs", "/work", "tmpfs", common, scratch_opts)
-        _mount("tmpfs", "/tmp", "tmpfs", common, f"size={limits['tmp_bytes']},nr_inodes={inodes},mode=1777")
-        _mount(
-            "tmpfs",
-            "/dev/shm",
-            "tmpfs",
-            common | MS_NOEXEC,
-            f"size={limits['tmp_bytes']},nr_inodes={inodes},mode=1777",
-        )
-        _mount("tmpfs", "/data", "tmpfs", common | MS_NOEXEC, "size=65536,nr_inodes=1024,mode=0755")
-        for name, fd in zip(job["inputs"], input_fds, strict=True):
-            os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
-        _mount(None, "/data", None, MS_REMOUNT | MS_RDONLY | common | MS_NOEXEC)
 
-    def _spare_main(self, status: socket.socket) -> None:
-        """The job process before it has a job: all that does not depend on the job, done ahead of time."""
-        try:
-            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker gone means no job will ever come
-            if self.landlock is not None:
-                _prctl(PR_SET_DUMPABLE, 1)  # for its own /proc/self files; turned off again before the job
-                raise _NoNamespaces
-            # Writing /proc/self/{uid,gid}_map needs a dumpable process; turned off again before the job.
-            _prctl(PR_SET_DUMPABLE, 1)
-            _write("/proc/self/setgroups", "deny")
-            _write("/proc/self/uid_map", f"{JOB_UID} {self.uid} 1")
-            _write("/proc/self/gid_map", f"{JOB_UID} {self.gid} 1")
-            _mount(None, "/", None, MS_REC | MS_PRIVATE)
-            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            socket.sethostname("sandbox")
-        except _NoNamespaces:
-            pass
-        except BaseException as exc:
-            with contextlib.suppress(BaseException):
-                payload = json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode()
-                status.sendall(b"E" + struct.pack(">I", len(payload)) + payload)
-            os._exit(125)
-        try:
-            job, fds = _recv(status)
-        except BaseException:
-            os._exit(0)
-        self._child(job, status, fds[0], fds[1], fds[2:])
+def _build_dev() -> None:
+    """A fresh, read-only /dev for this job process alone: five device nodes, the fd links, an shm directory.
 
-    def _spawn_spare(self) -> None:
-        """Clone the next job's process now, so that a job does not wait for the clone.
+    Built on a new tmpfs (mounted on /tmp for a moment, then moved), so nothing the worker's /dev holds —
+    and nothing any other job could touch — is visible; read-only, so the job cannot add, replace or chmod
+    anything in it. The job's own size-capped /dev/shm is mounted on the empty directory per job.
+    """
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=65536,nr_inodes=64,mode=0755")
+    for name in DEVICES:
+        os.close(os.open(f"/tmp/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
+        _mount(f"/dev/{name}", f"/tmp/{name}", None, MS_BIND)
+    os.symlink("/proc/self/fd", "/tmp/fd")
+    for number, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{number}", f"/tmp/{name}")
+    os.mkdir("/tmp/shm", 0o755)
+    _mount("/tmp", "/dev", None, MS_MOVE)
+    _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
 
-        The clone copies the page tables of a worker with pandas loaded: the slowest step of starting a job.
-        """
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = _clone(JOB_NAMESPACES if self.landlock is None else 0)
-        if pid == 0:
-            try:
-                # Nothing of the worker's channel to the host may survive into the job.
-                self.sock.close()
-                parent.close()
-                self._spare_main(child)
-            finally:
-                os._exit(125)
-        child.close()
-        self.spare = (pid, parent)
+
+def _mount_job(job: dict[str, Any], input_fds: list[int]) -> None:
+    """The bubblewrap backend's per-job mounts: fresh tmpfs on /work, /tmp, /dev/shm; /data links."""
+    limits = job["limits"]
+    common = MS_NOSUID | MS_NODEV
+    inodes = limits["scratch_inodes"]
+    scratch_opts = f"size={limits['scratch_bytes']},nr_inodes={inodes},mode=0700,uid={JOB_UID},gid={JOB_UID}"
+    _mount("tmpfs", "/work", "tmpfs", common, scratch_opts)
+    _mount("tmpfs", "/tmp", "tmpfs", common, f"size={limits['tmp_bytes']},nr_inodes={inodes},mode=1777")
+    _mount(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        common | MS_NOEXEC,
+        f"size={limits['tmp_bytes']},nr_inodes={inodes},mode=1777",
+    )
+    _mount("tmpfs", "/data", "tmpfs", common | MS_NOEXEC, "size=65536,nr_inodes=1024,mode=0755")
+    for name, fd in zip(job["inputs"], input_fds, strict=True):
+        os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
+    _mount(None, "/data", None, MS_REMOUNT | MS_RDONLY | common | MS_NOEXEC)
+
+
+def _landlock_setup(job: dict[str, Any], input_fds: list[int]) -> str:
+    """The Landlock backend's per-job files: ``/work``, ``/tmp`` and ``/data`` are links to the job's fresh
+    directory, whose filesystems the host mounted; here only the links to the inputs are made."""
+    for name, fd in zip(job["inputs"], input_fds, strict=True):
+        os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
+    os.chmod("/data/", 0o500)
+    return "/work"
+
+
+def _reseed() -> None:
+    """Every random generator the preload seeded gets fresh kernel entropy: no two jobs share a stream."""
+    import random
+
+    random.seed(os.urandom(32))
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        with contextlib.suppress(Exception):
+            numpy.random.seed()  # no argument: fresh entropy from the kernel
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        tempfile._name_sequence = None  # type: ignore[attr-defined]  # its name generator re-creates itself from `random`
+
+
+# -- the broker: talks to the host, runs one job at a time ---------------------------------------------------
+
+
+class _Status:
+    """The job's status stream, parsed strictly: the job process is hostile once its code runs.
+
+    Before the job's code: ``S`` (once, with the scratch directory's fd attached), then ``R`` (ready) or
+    ``E`` + 2-byte length + text (setup failed). After ``R``: exactly ``D`` + one byte (exit code). Anything
+    else — another tag, a second record, more bytes — is a broken protocol: the job is killed for it.
+    """
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.phase = "setup"
+        self.scratch_seen = False
+        self.exit: int | None = None
+        self.setup_error: str | None = None
+        self.violation = False
+
+    @property
+    def final(self) -> bool:
+        return self.exit is not None or self.setup_error is not None or self.violation
+
+    def feed(self, data: bytes, fds: list[int]) -> int | None:
+        """Take bytes and descriptors from the job; return the scratch fd when this message carried it."""
+        scratch: int | None = None
+        if fds:
+            if self.phase == "setup" and not self.scratch_seen and not self.buf and data[:1] == b"S":
+                scratch, fds = fds[0], fds[1:]
+            else:
+                self.violation = True
+            for fd in fds:
+                os.close(fd)
+        if self.final:
+            if data:
+                self.violation = True
+            return scratch
+        self.buf += data
+        while self.buf and not self.final:
+            tag = self.buf[:1]
+            if self.phase == "setup" and tag == b"S" and not self.scratch_seen:
+                self.scratch_seen = True
+                self.buf = self.buf[1:]
+            elif self.phase == "setup" and tag == b"R":
+                self.phase = "running"
+                self.buf = self.buf[1:]
+            elif self.phase == "setup" and tag == b"E":
+                if len(self.buf) < 3:
+                    break
+                (n,) = struct.unpack(">H", self.buf[1:3])
+                if n > _MAX_SETUP_ERROR:
+                    self.violation = True
+                elif len(self.buf) >= 3 + n:
+                    self.setup_error = self.buf[3 : 3 + n].decode(errors="replace") or "unknown"
+                    self.buf = self.buf[3 + n :]
+                else:
+                    break
+            elif self.phase == "running" and tag == b"D":
+                if len(self.buf) < 2:
+                    break
+                self.exit = self.buf[1]
+                self.buf = self.buf[2:]
+            else:
+                self.violation = True
+        if self.buf and (self.exit is not None or self.setup_error is not None):
+            self.violation = True  # bytes after the last record
+        return scratch
+
+
+def _read_counter(fd: int) -> int:
+    """A cgroup counter through a descriptor the host opened: ``cpuacct.usage`` (ns) or v2 ``cpu.stat``."""
+    text = os.pread(fd, 4096, 0).decode("ascii", "replace")
+    if text[:1].isdigit():
+        return int(text.split()[0])
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value) * 1000
+    return 0
+
+
+class Broker:
+    """The worker's side facing the host: one job at a time, each in a job process from the zygote."""
+
+    def __init__(
+        self, sock: socket.socket, zygote: socket.socket, config: dict[str, Any], landlock: bool
+    ) -> None:
+        self.sock = sock
+        self.zygote = zygote
+        self.landlock = landlock
+        self.cpu_fd: int | None = config.get("cgroup_cpu")
+        self.procs_path: str | None = config.get("cgroup_procs")
+        self.spare: tuple[int, socket.socket] | None = None
+        self.exits: dict[int, int] = {}
+        self.pending = 0
+
+    # -- the zygote ----------------------------------------------------------------------------------------
+
+    def _zygote_message(self) -> None:
+        data, fds, _flags, _addr = socket.recv_fds(self.zygote, _ZYGOTE_MSG.size, 1)
+        if len(data) < _ZYGOTE_MSG.size:
+            data += _recv_exact(self.zygote, _ZYGOTE_MSG.size - len(data))
+        tag, pid, wstatus = _ZYGOTE_MSG.unpack(data)
+        if tag == b"P" and fds:
+            self.spare = (pid, socket.socket(fileno=fds[0]))
+        elif tag == b"X":
+            self.exits[pid] = wstatus
 
     def _take_spare(self) -> tuple[int, socket.socket]:
         if self.spare is None:
-            self._spawn_spare()
-        assert self.spare is not None
+            self.zygote.sendall(b"C")
+        while self.spare is None:
+            self._zygote_message()
         spare, self.spare = self.spare, None
         return spare
 
-    # -- the worker's side ----------------------------------------------------------------------------------
+    def _wait_exit(self, pid: int) -> int:
+        while pid not in self.exits:
+            self._zygote_message()
+        return self.exits.pop(pid)
+
+    # -- the job's process tree ----------------------------------------------------------------------------
+
+    def _cpu_ns(self) -> int:
+        return _read_counter(self.cpu_fd) if self.cpu_fd is not None else 0
+
+    def _kill_tree(self, pid: int) -> None:
+        """SIGKILL the job: its PID 1 takes its namespace down; without namespaces, each pid of its cgroup."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if not self.landlock or self.procs_path is None:
+            return
+        for _ in range(1000):
+            with open(self.procs_path, "rb") as f:
+                pids = [int(p) for p in f.read().split()]
+            if not pids:
+                return
+            for p in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+            time.sleep(0.001)
 
     def run_job(self, job: dict[str, Any], input_fds: list[int]) -> tuple[dict[str, Any], list[int]]:
         started = time.monotonic()
         limits = job["limits"]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        pid, status_parent = self._take_spare()
+        pid, status_sock = self._take_spare()
         try:
-            _send(status_parent, job, [out_w, err_w, *input_fds])
+            _send(status_sock, job, [out_w, err_w, *input_fds])
         except OSError:
-            # The spare died (it should not); reap it and start the job in a fresh one.
-            status_parent.close()
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-            pid, status_parent = self._take_spare()
-            _send(status_parent, job, [out_w, err_w, *input_fds])
+            # The job process died before its job (it should not); start the job in a fresh one.
+            status_sock.close()
+            self._wait_exit(pid)
+            pid, status_sock = self._take_spare()
+            _send(status_sock, job, [out_w, err_w, *input_fds])
         self.pending = pid
         os.close(out_w)
         os.close(err_w)
@@ -369,19 +620,19 @@ class Worker:
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ)
-        status_parent.setblocking(False)
-        sel.register(status_parent, selectors.EVENT_READ)
-        reaped: tuple[int, Any] | None = None
-        pidfd = -1
-        if self.landlock is not None:
-            # No PID namespace takes the job's children down with it: when the job's process ends, kill them.
-            pidfd = os.pidfd_open(pid)
-            sel.register(pidfd, selectors.EVENT_READ)
+        status_sock.setblocking(False)
+        sel.register(status_sock, selectors.EVENT_READ)
+        pidfd = os.pidfd_open(pid)
+        sel.register(pidfd, selectors.EVENT_READ)
         status = _Status()
         scratch_fds: list[int] = []
         killed_for: str | None = None
         deadline = started + limits["wall_seconds"]
-        open_streams = 3
+        cpu_limit = limits["cpu_seconds"] * 1e9
+        cpu_rate = max(0.01, float(job.get("cpu_rate") or 1.0))  # most CPU-seconds per second the tree gets
+        cpu_start = self._cpu_ns()
+        cpu_check = started + limits["cpu_seconds"] / cpu_rate
+        dead = False
 
         def drain(fd: int) -> bool:
             """Read what is available; False at EOF."""
@@ -400,116 +651,83 @@ class Worker:
                     return True
 
         # The job is over when it reports "done" (normal end; its teardown then happens off the critical
-        # path), or when all its streams are closed (it died: a signal, a limit).
-        while open_streams and not status.final:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0 and killed_for is None:
+        # path), breaks its protocol, or its first process ends (a signal, a limit).
+        while not status.final and not dead:
+            now = time.monotonic()
+            if now >= cpu_check and killed_for is None:
+                used = self._cpu_ns() - cpu_start
+                if used >= cpu_limit:
+                    killed_for = "cpu"
+                    self._kill_tree(pid)
+                else:
+                    cpu_check = now + (cpu_limit - used) / 1e9 / cpu_rate
+            if now >= deadline and killed_for is None:
                 killed_for = "wall"
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            events = sel.select(timeout=max(timeout, 0.05) if killed_for is None else 0.5)
-            if not events and killed_for is not None and time.monotonic() > deadline + 5:
-                break  # a stream held open by something unkillable: give up, the host recycles us
+                self._kill_tree(pid)
+            timeout = max(0.0, min(deadline, cpu_check) - now) if killed_for is None else 5.0
+            events = sel.select(timeout=timeout)
+            if not events and killed_for is not None:
+                break  # killed, yet nothing ends: give up on this job, the host recycles the worker
             for key, _ in events:
                 if key.fileobj == pidfd:
-                    sel.unregister(pidfd)
-                    _, wstatus, ru = os.wait4(pid, 0)
-                    reaped = (wstatus, ru)
-                    _kill_all_but_self()
-                    continue
-                if key.fileobj is status_parent:
+                    dead = True
+                elif key.fileobj is status_sock:
                     try:
-                        data, fds, _f, _a = socket.recv_fds(status_parent, 65536, 4)
+                        data, fds, _f, _a = socket.recv_fds(status_sock, 4096, 4)
                     except BlockingIOError:
                         continue
-                    # Only the very first message (sent before the job's code ran) may carry the scratch fd;
-                    # anything the job's code sends later is not trusted with a descriptor.
-                    if (
-                        fds
-                        and status.buf == b""
-                        and status.count == 0
-                        and data[:1] == b"S"
-                        and not scratch_fds
-                    ):
-                        scratch_fds.append(fds[0])
-                        fds = fds[1:]
-                    for fd in fds:
-                        os.close(fd)
-                    if not data:
-                        sel.unregister(status_parent)
-                        open_streams -= 1
+                    if not data and not fds:
+                        sel.unregister(status_sock)
                         continue
-                    status.feed(data)
-                    continue
-                if not drain(key.fd):
+                    scratch = status.feed(data, fds)
+                    if scratch is not None:
+                        scratch_fds.append(scratch)
+                elif not drain(key.fd):
                     sel.unregister(key.fd)
-                    open_streams -= 1
-        if status.final:
-            for fd in (out_r, err_r):
+        if status.violation:
+            killed_for = killed_for or "protocol"
+        if not (status.exit is not None and killed_for is None):
+            self._kill_tree(pid)
+        elif self.landlock:
+            self._kill_tree(pid)  # a job's leftover processes must not outlive its reply
+        for fd in (out_r, err_r):
+            with contextlib.suppress(OSError):
                 drain(fd)
         wall = time.monotonic() - started
         sel.close()
-        if pidfd >= 0:
-            os.close(pidfd)
-        status_parent.close()
+        os.close(pidfd)
+        status_sock.close()
         os.close(out_r)
         os.close(err_r)
-        report = status.report or {}
-        result = {
+        stderr = bytes(outputs[err_r])
+        if status.violation:
+            note = b"\n[sandbox: the job wrote to its status channel and was stopped]\n"
+            stderr = stderr[: max(0, cap - len(note))] + note
+        result: dict[str, Any] = {
             "id": job["id"],
             "stdout": base64.b64encode(bytes(outputs[out_r])).decode(),
-            "stderr": base64.b64encode(bytes(outputs[err_r])).decode(),
+            "stderr": base64.b64encode(stderr).decode(),
             "stdout_total": totals[out_r],
-            "stderr_total": totals[err_r],
+            "stderr_total": max(totals[err_r], len(stderr)),
             "wall": wall,
             "killed_for": killed_for,
-            "setup_error": report.get("setup_error") or None,
+            "setup_error": status.setup_error,
+            "exit": None,
+            "wstatus": None,
         }
-        if status.final and "exit" in report and killed_for is None:
-            # Normal end: the job said how it ended; make sure it does (a lying job is simply killed).
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            result.update(exit=report["exit"], cpu=report.get("cpu", 0.0))
+        with contextlib.suppress(OSError, ValueError):
+            result["cpu_ns"] = max(0, self._cpu_ns() - cpu_start)  # for diagnostics; the host measures
+        if status.exit is not None and killed_for is None:
+            # Normal end: the job said how it ended, and was killed right after (a lying job only lies about
+            # its own exit code). Its exit is collected after the reply.
+            result["exit"] = status.exit
         else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            if reaped is None:
-                _, wstatus, ru = os.wait4(pid, 0)
-            else:
-                wstatus, ru = reaped
-            self.pending = 0
-            result.update(wstatus=wstatus, cpu=ru.ru_utime + ru.ru_stime)
-        if self.landlock is not None:
-            # Every process of this uid but the worker is the job's: kill and reap them all before replying,
-            # so that the host removes the job's directory with nothing of the job still running.
-            _kill_all_but_self(reap=True)
+            result["wstatus"] = self._wait_exit(pid)
             self.pending = 0
         return result, scratch_fds
 
     def serve(self) -> None:
-        _prctl(PR_SET_DUMPABLE, 0)
-        if self.landlock is not None:
-            _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of a job come back to the worker, which reaps them
-        # Jobs are cloned without the C library's fork handlers, which is only safe single-threaded: refuse to
-        # serve rather than risk a job deadlocking on a lock another thread held at the clone.
-        threads = sorted(os.listdir("/proc/self/task"))
-        if len(threads) != 1:
-            names = []
-            for t in threads:
-                with open(f"/proc/self/task/{t}/comm") as comm:
-                    names.append(comm.read().strip())
-            _send(
-                self.sock,
-                {"ready": False, "error": f"worker has {len(threads)} threads after preload: {names}"},
-            )
-            os._exit(1)
-        # Move every object the preload created to the permanent generation: a job's garbage collection then
-        # never walks (and so never copies-on-write) the worker's pages.
-        import gc
-
-        gc.collect()
-        gc.freeze()
-        self._spawn_spare()
+        self._take_spare_ahead()
         _send(self.sock, {"ready": True, "pid": os.getpid()})
         while True:
             try:
@@ -524,94 +742,24 @@ class Worker:
             _send(self.sock, result, out_fds)
             for fd in out_fds:
                 os.close(fd)
-            # Reap the job while the host reads the result: its teardown (address space, namespaces) happens
-            # off the caller's critical path, and always before the next job starts. Then clone the next one.
+            # Wait for the job's exit while the host reads the result: its teardown (address space,
+            # namespaces) happens off the caller's critical path, and always before the next job starts.
             if self.pending:
-                os.waitpid(self.pending, 0)
+                self._wait_exit(self.pending)
                 self.pending = 0
-            self._spawn_spare()
+            self._take_spare_ahead()
+
+    def _take_spare_ahead(self) -> None:
+        """Ask the zygote for the next job's process now, so that a job does not wait for the clone."""
+        self.zygote.sendall(b"C")
+        while self.spare is None:
+            self._zygote_message()
 
 
-class _NoNamespaces(Exception):
-    """The Landlock backend's job process has no namespaces to set up."""
-
-
-def _landlock_setup(job: dict[str, Any], input_fds: list[int]) -> str:
-    """The Landlock backend's per-job files: ``/work``, ``/tmp`` and ``/data`` are links to the job's fresh
-    directory, whose filesystems the host mounted; here only the links to the inputs are made."""
-    for name, fd in zip(job["inputs"], input_fds, strict=True):
-        os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
-    os.chmod("/data/", 0o500)
-    return "/work"
-
-
-def _kill_all_but_self(*, reap: bool = False) -> None:
-    """SIGKILL every process this uid may signal but the worker itself (only the job's), and reap them."""
-    for _ in range(100):
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            alive = False
-        else:
-            alive = True
-        if not reap:
-            return
-        while True:
-            try:
-                os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-        if not alive:
-            return
-
-
-class _Status:
-    """The job's status stream: S (scratch fd attached), then D (exit code, CPU) or E<len><json> (error)."""
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.count = 0
-        self.report: dict[str, Any] | None = None
-        self.final = False
-
-    def feed(self, data: bytes) -> None:
-        self.count += 1
-        self.buf += data
-        if len(self.buf) > 1 << 16:
-            self.final, self.buf = True, b""  # a job flooding its status channel gets killed and reaped
-            return
-        while self.buf and not self.final:
-            tag = self.buf[:1]
-            if tag == b"S":
-                self.buf = self.buf[1:]
-            elif tag == b"D":
-                if len(self.buf) < _DONE.size:
-                    return
-                _tag, _n, code, cpu = _DONE.unpack(self.buf[: _DONE.size])
-                self.report = {"exit": code, "cpu": cpu}
-                self.final = True
-            elif tag == b"E":
-                if len(self.buf) < 5:
-                    return
-                (n,) = struct.unpack(">I", self.buf[1:5])
-                if len(self.buf) < 5 + n:
-                    return
-                try:
-                    report = json.loads(self.buf[5 : 5 + n])
-                except ValueError:
-                    report = {}
-                self.report = report if isinstance(report, dict) else {}
-                self.final = True
-            else:
-                self.final, self.buf = True, b""
-
-
-# Bound before any job code runs: a job that monkey-patches os, struct or json cannot break its own report
-# (and if it breaks it anyway, the worker falls back to waiting for the exit status).
-_DONE = struct.Struct(">cIid")
+# Bound before any job code runs: a job that monkey-patches os or resource cannot break its own report (and if
+# it breaks it anyway, the broker falls back to the job process's exit status).
 _os_write = os.write
 _os_exit = os._exit
-_getrusage = resource.getrusage
 
 
 def _execute(job: dict[str, Any], status: socket.socket) -> None:
@@ -650,13 +798,8 @@ def _execute(job: dict[str, Any], status: socket.socket) -> None:
         sys.stderr.flush()
     except BaseException:
         code = code or 1
-    try:
-        own = _getrusage(resource.RUSAGE_SELF)
-        kids = _getrusage(resource.RUSAGE_CHILDREN)
-        cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-        _os_write(status_fd, _DONE.pack(b"D", 12, code, cpu))
-    except BaseException:
-        pass
+    with contextlib.suppress(BaseException):
+        _os_write(status_fd, b"D" + bytes([code & 0xFF]))
     _os_exit(code)
 
 
@@ -777,7 +920,7 @@ def main() -> None:
     sys.path[:0] = config["sys_path"]
     os.environ.update(config["env"])
     sock = socket.socket(fileno=int(config["fd"]))
-    # Preload what jobs use, so a job's fork starts with them imported (the point of a warm worker).
+    # Preload what jobs use, so a job's clone starts with them imported (the point of a warm worker).
     for name in config["preload"]:
         with contextlib.suppress(Exception):
             __import__(name)
@@ -787,7 +930,50 @@ def main() -> None:
         matplotlib.use("Agg")
         with contextlib.suppress(Exception):
             import matplotlib.pyplot
-    Worker(sock, config).serve()
+    landlock: dict[str, Any] | None = config.get("landlock")
+    if landlock is not None:
+        # The Landlock backend (no user namespaces): jobs are plain clones that confine themselves.
+        namespace: dict[str, Any] = {"__name__": "corral_landlock"}
+        exec(compile(landlock["source"], "<landlock>", "exec"), namespace)
+        landlock["restrict_self"] = namespace["restrict_self"]
+    _prctl(PR_SET_DUMPABLE, 0)
+    # Jobs are cloned without the C library's fork handlers, which is only safe single-threaded: refuse to
+    # serve rather than risk a job deadlocking on a lock another thread held at the clone.
+    threads = sorted(os.listdir("/proc/self/task"))
+    if len(threads) != 1:
+        names = []
+        for t in threads:
+            with open(f"/proc/self/task/{t}/comm") as comm:
+                names.append(comm.read().strip())
+        _send(sock, {"ready": False, "error": f"worker has {len(threads)} threads after preload: {names}"})
+        os._exit(1)
+    # Move every object the preload created to the permanent generation: a job's garbage collection then
+    # never walks (and so never copies-on-write) the zygote's pages.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    broker_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    broker_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != broker_pid:
+                os._exit(0)
+            sock.close()
+            broker_end.close()
+            if config.get("cgroup_cpu") is not None:
+                os.close(config["cgroup_cpu"])
+            if landlock is not None:
+                _prctl(PR_SET_CHILD_SUBREAPER, 1)  # a job's orphans come back to the zygote, which reaps them
+            Zygote(zygote_end, config, landlock).serve()
+        finally:
+            os._exit(1)
+    zygote_end.close()
+    for fd in config.get("cgroup_join") or []:
+        os.close(fd)
+    Broker(sock, broker_end, config, landlock is not None).serve()
 
 
 if __name__ == "__main__":
