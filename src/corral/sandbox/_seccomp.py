@@ -7,10 +7,10 @@ touching.
 
 Denied with ``EPERM``: ptrace and cross-process memory access, bpf, perf_event_open, userfaultfd, the keyring,
 mount/umount/pivot_root/chroot and the new mount API, unshare/setns and ``clone`` with namespace flags,
-io_uring, kexec, kernel modules, execve (a job has no reason to start programs: ``os.system`` and ctypes
-``system()`` fail), sockets of any family but ``AF_UNIX``, the ``TIOCSTI``/``TIOCLINUX`` ioctls, and a few
-admin calls. ``clone3`` gets ``ENOSYS`` so the C library falls back to ``clone``, whose flags a classic filter
-can inspect. System calls of another ABI (x32, or a foreign architecture) kill the process.
+io_uring, kexec, kernel modules, pidfd_open, execve (a job has no reason to start programs: ``os.system`` and
+ctypes ``system()`` fail), sockets of any family but ``AF_UNIX``, the ``TIOCSTI``/``TIOCLINUX`` ioctls, and a
+few admin calls. ``clone3`` gets ``ENOSYS`` so the C library falls back to ``clone``, whose flags a classic
+filter can inspect. System calls of another ABI (x32, or a foreign architecture) kill the process.
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ DENIED_X86_64: dict[str, int] = {
     "fsmount": 432,
     "fspick": 433,
     "pidfd_getfd": 438,
+    # A pidfd names any process of the caller's PID namespace by number, hidepid notwithstanding (on the
+    # Landlock backend: every host process), and PIDFD_GET_INFO then tells its uid: a job needs none.
+    "pidfd_open": 434,
     "process_madvise": 440,
     "mount_setattr": 442,
     "execve": 59,
