@@ -135,7 +135,8 @@ def test_dev_is_read_only_and_private_to_each_job(solo: SandboxPool) -> None:
     assert result.ok, result.stderr
     assert "DONE" not in result.stdout, result.stdout
     after = solo.run_python_sync(
-        "import os; print([n for n in ('planted', 'planted-dir', 'fifo', 'f0') if os.path.lexists('/dev/' + n)])\n"
+        "import os; names = ('planted', 'planted-dir', 'fifo', 'f0')\n"
+        "print([n for n in names if os.path.lexists('/dev/' + n)])\n"
         "open('/dev/null', 'w').write('x'); print(open('/dev/urandom', 'rb').read(4).__class__.__name__)\n"
         "print(os.readlink('/dev/stdout'))"
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,7 +67,11 @@ def as_source(source: SourceLike) -> Source:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in _FILE_FORMATS and p.is_file())
+            # Regular files inside the directory only: not a symlink (it could point anywhere the host may
+            # read), not a FIFO or device (opening one blocks or does worse).
+            files = sorted(
+                p for p in path.iterdir() if p.suffix.lower() in _FILE_FORMATS and stat.S_ISREG(p.lstat().st_mode)
+            )
             if not files:
                 raise SandboxUsageError(f"directory {path} holds no .csv or .parquet files to query")
             return FilesSource(tuple(files))

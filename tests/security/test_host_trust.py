@@ -1,0 +1,258 @@
+"""Attacks on the host through what it reads from a job: inputs, status channel, result files, counters."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import struct
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from corral.sandbox import (
+    RunResult,
+    SandboxCrashed,
+    SandboxPool,
+    SandboxUsageError,
+    as_source,
+    run_sql_sync,
+)
+from corral.sandbox._protocol import parse_reply
+
+from .conftest import Sandbox, Secrets
+
+# -- inputs the root host opens --------------------------------------------------------------------
+
+
+def test_a_symlinked_input_is_refused_not_followed(
+    pool: SandboxPool, tmp_path: Path, planted: Secrets
+) -> None:
+    link = tmp_path / "data.csv"
+    link.symlink_to(planted.root_file)
+    with pytest.raises(SandboxUsageError, match="symbolic link"):
+        result = pool.run_python_sync("print(open('/data/data.csv').read())", inputs={"data.csv": link})
+        assert planted.value not in result.stdout  # only reached when the input was accepted
+    shadow = tmp_path / "shadow.csv"
+    shadow.symlink_to("/etc/shadow")
+    with pytest.raises(SandboxUsageError):
+        pool.run_python_sync("print(open('/data/s').read())", inputs={"s": shadow})
+
+
+def test_a_fifo_input_is_refused_without_blocking(pool: SandboxPool, tmp_path: Path) -> None:
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | RunResult] = []
+
+    def run() -> None:
+        try:
+            outcome.append(pool.run_python_sync("print(1)", inputs={"data.csv": fifo}))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # unblock the host's open so the thread ends, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail("a FIFO given as an input blocked the host")
+    assert len(outcome) == 1 and isinstance(outcome[0], SandboxUsageError), outcome
+
+
+def test_a_directory_source_skips_links_and_specials(
+    tmp_path: Path, planted: Secrets, pool: SandboxPool
+) -> None:
+    (tmp_path / "sales.csv").write_text("a\n1\n")
+    (tmp_path / "secret.csv").symlink_to(planted.world_file)
+    os.mkfifo(tmp_path / "pipe.csv")
+    source = as_source(tmp_path)
+    assert [p.name for p in source.paths] == ["sales.csv"]  # type: ignore[union-attr]
+    result = run_sql_sync("SELECT * FROM sales", tmp_path, pool=pool)
+    assert result.rows == [(1,)]
+
+
+# -- the job -> host status channel --------------------------------------------------------------------------
+
+#: Job code writing raw bytes (hex) to every socket it holds but its inputs: the status channel among them.
+FORGE = textwrap.dedent(
+    """
+    import os
+    payload = bytes.fromhex({payload!r})
+    for name in os.listdir('/proc/self/fd'):
+        try:
+            if os.readlink(f'/proc/self/fd/{{name}}').startswith('socket:'):
+                os.write(int(name), payload)
+        except OSError:
+            pass
+    print('forged')
+    """
+)
+
+_NESTED = ("[" * 200_000 + "]" * 200_000).encode()
+FORGERIES = {
+    # What the status channel looked like before it was parsed strictly, and what it looks like now.
+    "setup-error-with-chosen-text": b"E" + struct.pack(">I", 40) + b'{"setup_error": "CHOSEN-BY-THE-JOB!!!"}',
+    "setup-error-new-format": b"E" + struct.pack(">H", 19) + b"CHOSEN-BY-THE-JOB!!",
+    "deeply-nested-json": b"E" + struct.pack(">I", len(_NESTED)) + _NESTED,
+    "done-with-nan-cpu": struct.pack(">cIid", b"D", 12, 0, math.nan),
+    "done-with-huge-cpu": struct.pack(">cIid", b"D", 12, 0, 1e300),
+    "done-with-negative-cpu": struct.pack(">cIid", b"D", 12, 0, -5.0),
+    "done-twice": b"D\x00D\x00",
+    "garbage": os.urandom(3000),
+    "flood": b"S" * 200_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_forged_status_reports_are_a_failed_run_never_a_crash(
+    sandbox: Sandbox, pool: SandboxPool, name: str
+) -> None:
+    before = pool.worker_pids
+    try:
+        result = sandbox.run(FORGE.format(payload=FORGERIES[name].hex()))
+    except SandboxCrashed as exc:
+        pytest.fail(f"a forged report crashed the worker: {exc}")
+    assert "CHOSEN-BY-THE-JOB" not in result.stdout
+    assert math.isfinite(result.cpu_seconds) and 0 <= result.cpu_seconds < 5, result.cpu_seconds
+    assert not result.ok, "a job that forged its status report passed as a clean run"
+    assert pool.worker_pids == before, "a forged report made the pool replace its worker"
+
+
+def test_a_reply_from_a_hostile_worker_is_a_typed_error() -> None:
+    good = {
+        "id": 1,
+        "stdout": "",
+        "stderr": "",
+        "stdout_total": 0,
+        "stderr_total": 0,
+        "wall": 0.1,
+        "killed_for": None,
+        "setup_error": None,
+        "exit": 0,
+        "wstatus": None,
+    }
+    assert parse_reply(json.dumps(good).encode(), [], job_id=1, output_bytes=10).reply.exit == 0
+    bad: list[object] = [
+        {**good, "wall": "NaN"},
+        {**good, "exit": 300},
+        {**good, "exit": "0"},
+        {**good, "stdout": "not base64!"},
+        {**good, "stdout": "eHh4eHh4eHh4eHh4"},  # 12 bytes > the cap of 10
+        {**good, "id": 2},
+        {**good, "extra": 1},
+        {**good, "exit": None},
+        {**good, "wstatus": 9},
+        {**good, "setup_error": "x" * 10_000},
+        [good],
+        "[" * 100_000 + "]" * 100_000,
+    ]
+    for message in bad:
+        raw = message.encode() if isinstance(message, str) else json.dumps(message).encode()
+        with pytest.raises(SandboxCrashed):
+            parse_reply(raw, [], job_id=1, output_bytes=10)
+    with pytest.raises(SandboxCrashed):
+        parse_reply(b'{"wall": NaN}', [], job_id=1, output_bytes=10)
+
+
+# -- result files ----------------------------------------------------------------------------------
+
+
+def test_sparse_result_files_are_not_read(sandbox: Sandbox) -> None:
+    code = textwrap.dedent(
+        """
+        import os
+        for i in range(30):
+            with open(f'hole{i}.bin', 'wb') as f:
+                f.truncate(15 * 1024 * 1024)
+        open('real.txt', 'w').write('data')
+        """
+    )
+    result = sandbox.run(code)
+    assert result.files == {"real.txt": b"data"}
+    assert {s.reason for s in result.skipped} == {"sparse file (holes are not collected)"}
+
+
+def test_result_files_are_bounded_per_job(sandbox: Sandbox) -> None:
+    code = "import os\nfor i in range(6):\n    open(f'f{i}.bin', 'wb').write(os.urandom(3 << 20))\n"
+    result = sandbox.run(code, scratch_bytes=20 << 20, result_file_bytes=4 << 20)
+    assert result.ok, result.stderr
+    collected = sum(len(v) for v in result.files.values())
+    assert collected <= 20 << 20 and len(result.files) == 6
+    small = sandbox.run(code.replace("range(6)", "range(3)"), scratch_bytes=8 << 20, file_size_bytes=8 << 20)
+    assert sum(len(v) for v in small.files.values()) <= 8 << 20
+
+
+# -- limits of the whole process tree --------------------------------------------------------------
+
+
+def test_cpu_limit_holds_for_the_whole_process_tree(sandbox: Sandbox) -> None:
+    code = textwrap.dedent(
+        """
+        import os
+        kids = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                while True:
+                    pass
+            kids.append(pid)
+        for pid in kids:
+            os.waitpid(pid, 0)
+        """
+    )
+    result = sandbox.run(code, cpu_seconds=1, wall_seconds=20, cpu_cores=3)
+    assert result.limit == "cpu", result
+    assert result.cpu_seconds < 1.6, f"three processes used {result.cpu_seconds:.2f} s of a 1 s CPU limit"
+
+
+def test_cpu_time_is_measured_not_reported(sandbox: Sandbox) -> None:
+    code = textwrap.dedent(
+        """
+        import resource, time
+        resource.getrusage = lambda who: (_ for _ in ()).throw(RuntimeError('no'))
+        end = time.process_time() + 0.3
+        while time.process_time() < end:
+            pass
+        """
+    )
+    result = sandbox.run(code)
+    assert result.ok, result.stderr
+    assert 0.25 < result.cpu_seconds < 2
+
+
+# -- what a job can learn of the host --------------------------------------------------------------
+
+
+def test_pidfd_open_is_denied(sandbox: Sandbox) -> None:
+    code = textwrap.dedent(
+        """
+        import ctypes, errno
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        hits = [pid for pid in range(1, 400) if libc.syscall(434, pid, 0) >= 0]
+        print('opened', len(hits), errno.errorcode.get(ctypes.get_errno()))
+        """
+    )
+    result = sandbox.run(code)
+    assert result.stdout.split() == ["opened", "0", "EPERM"], result.stdout + result.stderr
+
+
+def test_sqlite_fts3_tokenizer_is_refused(pool: SandboxPool, tmp_path: Path) -> None:
+    db = tmp_path / "shop.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("create table t(a)")
+    for query in [
+        "SELECT fts3_tokenizer('simple')",
+        "SELECT fts3_tokenizer('x', X'4141414141414141')",
+        "SELECT load_extension('libc.so.6')",
+        "ATTACH ':memory:' AS m",
+        "PRAGMA writable_schema = ON",
+        "VACUUM INTO '/work/copy.db'",
+    ]:
+        result = run_sql_sync(query, db, pool=pool)
+        assert result.error is not None, query
+        assert not result.rows, query
