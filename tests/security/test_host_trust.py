@@ -256,3 +256,22 @@ def test_sqlite_fts3_tokenizer_is_refused(pool: SandboxPool, tmp_path: Path) -> 
         result = run_sql_sync(query, db, pool=pool)
         assert result.error is not None, query
         assert not result.rows, query
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"rows": [[NaN]]}',
+        b'{"rows": [1], "row_count": "x"}',
+        b'{"columns": [{"a": 1}]}',
+        b"\xff",
+    ],
+)
+def test_a_crafted_sql_result_file_is_an_error_result(raw: bytes, tmp_path: Path) -> None:
+    from corral.sandbox import _sql
+
+    source = _sql.as_source(tmp_path / "db.sqlite")
+    run = RunResult(stdout="", stderr="", exit_code=0, files={".sql-result.json": raw})
+    result = _sql.finish(run, source, {"engine": "sqlite"}, None)
+    assert result.error is not None and result.rows == []

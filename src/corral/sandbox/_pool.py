@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.sandbox import _detect, _launcher, _protocol, _worker
+from corral.sandbox import _detect, _launcher, _protocol, _worker, sqljob
 from corral.sandbox._cgroup import WorkerCgroup
 from corral.sandbox._cgroup import remove_stale as remove_stale_cgroups
 from corral.sandbox._collect import collect
@@ -480,6 +480,7 @@ class SandboxPool:
                 "env": JOB_ENV,
                 "preload": list(self.preload),
                 "seccomp": base64.b64encode(self._seccomp).decode(),
+                "sqljob": Path(sqljob.__file__).read_text(),
                 **cgroup_fds,
             }
             argv = [
@@ -805,7 +806,7 @@ class SandboxPool:
             limit = "wall"
         elif (worker_oom or job_oom) and sig == signal.SIGKILL:
             limit = "memory"
-        elif sig in (signal.SIGXCPU, signal.SIGKILL) and cpu >= limits.cpu_seconds * 0.95:
+        elif sig in (signal.SIGXCPU, signal.SIGKILL) and cpu >= limits.cpu_seconds * 0.9:
             limit = "cpu"
         elif sig == signal.SIGXFSZ:
             limit = "file_size"

@@ -13,14 +13,24 @@ host writes the new version back (atomically, and only if the file did not chang
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from corral.sandbox._types import Limits, RunResult, SqlResult
 from corral.sandbox.errors import SandboxUsageError
@@ -29,6 +39,20 @@ _SQLITE_SUFFIXES = {".sqlite", ".sqlite3", ".db", ".db3"}
 _DUCKDB_SUFFIXES = {".duckdb", ".ddb"}
 _FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _RESULT = ".sql-result.json"
+
+_Scalar = None | StrictBool | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)] | StrictStr
+
+
+class _SqlOutput(BaseModel):
+    """The SQL job's result file (see ``sqljob.run``), parsed strictly: it is data a job wrote."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    columns: list[str] = []
+    types: list[Annotated[str, Field(max_length=1000)]] = []
+    rows: list[list[_Scalar]] = []
+    row_count: Annotated[int, Field(ge=0)] = 0
+    error: Annotated[str, Field(max_length=100_000)] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +94,9 @@ def as_source(source: SourceLike) -> Source:
             # Regular files inside the directory only: not a symlink (it could point anywhere the host may
             # read), not a FIFO or device (opening one blocks or does worse).
             files = sorted(
-                p for p in path.iterdir() if p.suffix.lower() in _FILE_FORMATS and stat.S_ISREG(p.lstat().st_mode)
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in _FILE_FORMATS and stat.S_ISREG(p.lstat().st_mode)
             )
             if not files:
                 raise SandboxUsageError(f"directory {path} holds no .csv or .parquet files to query")
@@ -131,24 +157,23 @@ def prepare(
 def finish(run: RunResult, source: Source, spec: dict[str, Any], before: os.stat_result | None) -> SqlResult:
     """Turn the job's result file (untrusted JSON) into a :class:`SqlResult`; write back a granted change."""
     raw = run.files.get(_RESULT)
-    data: dict[str, Any] = {}
+    data: _SqlOutput | None = None
+    error: str | None = None
     if raw is not None:
         try:
-            loaded = json.loads(raw)
-            data = loaded if isinstance(loaded, dict) else {}
-        except ValueError:
-            data = {}
-    error = data.get("error")
-    if raw is None or not data:
+            data = _SqlOutput.model_validate_json(raw)
+        except ValidationError:
+            error = "the query runner's result was malformed"
+    if data is None:
         if run.limit is not None:
             error = f"the query was stopped by the sandbox's {run.limit} limit"
-        else:
+        elif error is None:
             error = (run.stderr.strip().splitlines() or ["the query runner produced no result"])[-1]
-    columns = [str(c) for c in data.get("columns") or []]
-    types = [str(t) for t in data.get("types") or []]
-    rows = [tuple(r) for r in data.get("rows") or [] if isinstance(r, list)]
-    row_count = data.get("row_count")
-    count = row_count if isinstance(row_count, int) else len(rows)
+        data = _SqlOutput()
+    else:
+        error = data.error
+    columns, types, rows = data.columns, data.types, [tuple(r) for r in data.rows]
+    count = max(data.row_count, len(rows))
     if error is None and "copy_to" in spec:
         _write_back(run, source, spec, before)
     return SqlResult(
@@ -157,7 +182,7 @@ def finish(run: RunResult, source: Source, spec: dict[str, Any], before: os.stat
         rows=rows,
         row_count=count,
         truncated=count > len(rows),
-        error=str(error) if error is not None else None,
+        error=error,
         run=run,
     )
 

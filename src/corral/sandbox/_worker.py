@@ -29,6 +29,7 @@ import base64
 import contextlib
 import ctypes
 import json
+import math
 import os
 import resource
 import selectors
@@ -38,6 +39,7 @@ import struct
 import sys
 import time
 import traceback
+import types
 from typing import Any
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -358,9 +360,11 @@ class JobProcess:
                 if int(name) not in keep:
                     with contextlib.suppress(OSError):
                         os.close(int(name))
-            cpu = max(1, int(limits["cpu_seconds"] + 0.999))
-            # Per process, a first line under the job cgroup's CPU time (which the broker enforces on the
-            # whole tree): SIGXCPU (a job may catch it), SIGKILL from the kernel one second later.
+            # Per process, a backstop behind the job cgroup's CPU time (which the broker enforces on the whole
+            # tree, and so first): SIGXCPU (a job may catch it), SIGKILL from the kernel one second later. It
+            # counts from the clone, so what this process used before its job is added.
+            own = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = max(1, math.ceil(own.ru_utime + own.ru_stime + limits["cpu_seconds"]))
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_size_bytes"], limits["file_size_bytes"]))
             resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"], limits["open_files"]))
@@ -778,7 +782,7 @@ def _execute(job: dict[str, Any], status: socket.socket) -> None:
     code = 0
     try:
         if job["kind"] == "sql":
-            _run_sql(job["sql"])
+            sys.modules["corral_sqljob"].run(job["sql"])
         else:
             namespace = {"__name__": "__main__", "__builtins__": __builtins__}
             exec(compile(job["code"], "<job>", "exec"), namespace)
@@ -803,123 +807,15 @@ def _execute(job: dict[str, Any], status: socket.socket) -> None:
     _os_exit(code)
 
 
-def _jsonable(value: object) -> object:
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "0x" + bytes(value).hex()
-    return str(value)
-
-
-def _run_sql(spec: dict[str, Any]) -> None:
-    """Runs a query inside the job, after the privilege drop, writing ``/work/.sql-result.json``."""
-    out: dict[str, Any] = {"columns": [], "types": [], "rows": [], "row_count": 0, "error": None}
-    max_rows = spec["max_rows"]
-    try:
-        if spec.get("copy_to"):
-            # A read-write grant works on a private copy; the host writes it back after the job.
-            src_name = "/data/" + spec["copy_to"].rsplit("/", 1)[1]
-            with open(src_name, "rb") as src, open(spec["copy_to"], "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-        if spec["engine"] == "sqlite":
-            import sqlite3
-
-            path = spec["path"]
-            if spec["read_only"]:
-                # SQLite resolves symlinks itself, and /data entries are links to descriptors whose host path
-                # does not exist in here; so a read-only query runs on an in-memory image of the file, with
-                # query_only on (nothing the query does can reach the file anyway).
-                with open(path, "rb") as f:
-                    image = f.read()
-                con = sqlite3.connect(":memory:", isolation_level=None)
-                if image:
-                    con.deserialize(image)
-                con.execute("PRAGMA query_only = ON")
-            else:
-                con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
-            # No ATTACH of any other file; no extensions (this interpreter's sqlite3 may not even offer them).
-            con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-            if hasattr(con, "enable_load_extension"):
-                con.enable_load_extension(False)
-            try:
-                cur = con.execute(spec["query"])
-                out["columns"] = [d[0] for d in cur.description] if cur.description else []
-                rows: list[Any] = []
-                total = 0
-                for row in cur:
-                    total += 1
-                    if len(rows) < max_rows:
-                        rows.append(row)
-                out["row_count"] = total
-                out["types"] = _sqlite_types(rows, len(out["columns"]))
-                out["rows"] = [[_jsonable(v) for v in row] for row in rows]
-            finally:
-                con.close()
-        else:
-            import duckdb
-
-            config: dict[str, str | bool | int | float | list[str]] = {
-                "threads": 1,
-                "autoinstall_known_extensions": False,
-                "autoload_known_extensions": False,
-            }
-            files = spec.get("files") or []
-            if spec["engine"] == "duckdb":
-                dcon = duckdb.connect(spec["path"], read_only=spec["read_only"], config=config)
-            else:
-                dcon = duckdb.connect(":memory:", config=config)
-            if files:
-                allowed = ", ".join("'" + f["path"].replace("'", "''") + "'" for f in files)
-                dcon.execute(f"SET allowed_paths = [{allowed}]")
-            # Only the source files stay reachable; then the configuration is frozen for the query.
-            dcon.execute("SET enable_external_access = false")
-            for f in files:
-                reader = "read_parquet" if f["format"] == "parquet" else "read_csv_auto"
-                name = f["name"].replace('"', '""')
-                path = f["path"].replace("'", "''")
-                dcon.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM {reader}('{path}')")
-            dcon.execute("SET lock_configuration = true")
-            try:
-                dcur = dcon.execute(spec["query"])
-                desc = dcur.description or []
-                out["columns"] = [d[0] for d in desc]
-                out["types"] = [str(d[1]) for d in desc]
-                drows = dcur.fetchmany(max_rows) if desc else []
-                total = len(drows)
-                if desc and len(drows) == max_rows:
-                    while batch := dcur.fetchmany(10000):
-                        total += len(batch)
-                out["row_count"] = total
-                out["rows"] = [[_jsonable(v) for v in row] for row in drows]
-            finally:
-                dcon.close()
-    except Exception as exc:
-        out["error"] = f"{type(exc).__name__}: {exc}"
-    with open("/work/.sql-result.json", "w", encoding="utf-8") as result_file:
-        json.dump(out, result_file)
-
-
-def _sqlite_types(rows: list[Any], width: int) -> list[str]:
-    names = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB", type(None): "NULL"}
-    types = []
-    for i in range(width):
-        seen = "NULL"
-        for row in rows:
-            if row[i] is not None:
-                seen = names.get(type(row[i]), type(row[i]).__name__)
-                break
-        types.append(seen)
-    return types
-
-
 def main() -> None:
     config = json.loads(sys.argv[1])
     sys.path[:0] = config["sys_path"]
     os.environ.update(config["env"])
     sock = socket.socket(fileno=int(config["fd"]))
+    # corral's SQL job module, under the name job code imports it by (see corral/sandbox/sqljob.py).
+    sqljob = types.ModuleType("corral_sqljob")
+    exec(compile(config["sqljob"], "corral_sqljob", "exec"), sqljob.__dict__)
+    sys.modules["corral_sqljob"] = sqljob
     # Preload what jobs use, so a job's clone starts with them imported (the point of a warm worker).
     for name in config["preload"]:
         with contextlib.suppress(Exception):

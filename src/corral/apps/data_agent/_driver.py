@@ -1,9 +1,11 @@
 """The code that touches the data: opens a source read-only, runs one query, or describes the schema.
 
-This module is self-contained on purpose (standard library plus ``duckdb``, imported lazily): its source text
-is shipped into the sandbox and run there, so the host never executes a model-written query itself. The same
-functions run in process only in the tests' fixtures, which keeps the tested path and the sandboxed path one
-piece of code.
+This module is self-contained on purpose (standard library, ``duckdb`` imported lazily, and the sandbox's SQL
+job module, which every sandbox job has as ``corral_sqljob``): its source text is shipped into the sandbox and
+run there, so the host never executes a model-written query itself. Opening a database goes through
+:mod:`corral.sandbox.sqljob`, the same hardening ``run_sql`` uses (authorizer, locked DuckDB settings). The
+same functions run in process only in the tests' fixtures, which keeps the tested path and the sandboxed path
+one piece of code.
 
 Inputs and outputs are plain JSON-able dicts. The query arrives as data (a file), never formatted into code.
 """
@@ -14,8 +16,15 @@ import datetime
 import decimal
 import json
 import math
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corral.sandbox import sqljob
+else:
+    try:
+        import corral_sqljob as sqljob  # in the sandbox: the worker's copy of corral.sandbox.sqljob
+    except ImportError:
+        from corral.sandbox import sqljob  # in process (the tests' fixtures)
 
 #: How many distinct sample values describe a column.
 SAMPLE_VALUES = 3
@@ -42,48 +51,16 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _connect(spec: dict[str, Any]) -> tuple[Any, str]:
-    """Open the source read-only; returns (connection, kind)."""
+    """Open the source read-only, hardened by the sandbox's SQL job module; returns (connection, kind)."""
     kind = spec["kind"]
-    conn: Any
     if kind == "sqlite":
-        # In the sandbox the file is a link to a descriptor whose host path does not exist in there, and
-        # SQLite resolves links itself: so the query runs on an in-memory image of the file.
-        with open(spec["path"], "rb") as f:
-            image = f.read()
-        conn = sqlite3.connect(":memory:")
-        if image:
-            conn.deserialize(image)
-        # Belt and braces: nothing the query does reaches the file anyway, and it cannot write the image.
-        conn.execute("PRAGMA query_only = ON")
-        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        return conn, kind
+        return sqljob.connect_sqlite(spec["path"], read_only=True), kind
     if kind == "duckdb":
-        import duckdb
-
-        conn = duckdb.connect(spec["path"], read_only=True)
-        conn.execute("SET enable_external_access = false")
-        conn.execute("SET lock_configuration = true")
-        return conn, kind
+        return sqljob.connect_duckdb(spec["path"], read_only=True), kind
     if kind == "files":
-        import duckdb
-
-        conn = duckdb.connect(":memory:")
-        paths = [t["path"] for t in spec["tables"]]
-        # Only the source files stay readable; every other file system access is off for the query.
-        conn.execute("SET allowed_paths = " + "[" + ", ".join(_literal(p) for p in paths) + "]")
-        conn.execute("SET enable_external_access = false")
-        for table in spec["tables"]:
-            reader = "read_parquet" if table["format"] == "parquet" else "read_csv_auto"
-            conn.execute(
-                f"CREATE VIEW {_quote(table['name'])} AS SELECT * FROM {reader}({_literal(table['path'])})"
-            )
-        conn.execute("SET lock_configuration = true")
-        return conn, kind
+        files = [{"name": t["name"], "path": t["path"], "format": t["format"]} for t in spec["tables"]]
+        return sqljob.connect_duckdb(None, read_only=True, files=files), kind
     if kind == "postgres":
         return _pg_connect(spec), kind
     raise ValueError(f"unknown source kind {kind!r}")
@@ -273,7 +250,7 @@ def run_query(spec: dict[str, Any], sql: str, max_rows: int) -> dict[str, Any]:
     except Exception as exc:
         return {
             "ok": False,
-            "error": str(exc) if isinstance(exc, QueryError) else f"{type(exc).__name__}: {exc}",
+            "error": str(exc) if isinstance(exc, QueryError) else sqljob.explain(conn, exc),
             "columns": [],
             "rows": [],
             "row_count": 0,

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from corral.apps.data_agent import _pydriver
+from corral.apps.data_agent import _job_result, _pydriver
 from corral.apps.data_agent._runner import QueryResult, Stopwatch
 from corral.apps.data_agent._sources import Source
 from corral.apps.data_agent.errors import QueryRunnerError
@@ -88,10 +88,7 @@ class SandboxPandasRunner:
             if result.limit is not None:
                 return f"the code was stopped by the sandbox's {result.limit} limit"
             return f"the code ended the job (exit {result.exit_code}): {result.stderr[-500:].strip()}"
-        loaded = json.loads(raw)
-        if not isinstance(loaded, dict):
-            return "the job returned something other than a JSON object"
-        return loaded
+        return _job_result.parse(raw, describe=request.get("op") == "describe")
 
     async def run(self, code: str, *, max_rows: int = 1000) -> QueryResult:
         with Stopwatch() as watch:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from corral.apps.data_agent import _driver, _pg_relay
+from corral.apps.data_agent import _driver, _job_result, _pg_relay
 from corral.apps.data_agent._chart import RENDER_CODE
 from corral.apps.data_agent._runner import QueryResult, Stopwatch
 from corral.apps.data_agent._sources import Source
@@ -141,9 +141,11 @@ class SandboxQueryRunner:
                 f"the sandboxed driver for {self.source.describe()} produced no result "
                 f"(exit {result.exit_code}, limit {result.limit}): {self._scrub(result.stderr[-500:])}"
             )
-        loaded = json.loads(raw)
-        if not isinstance(loaded, dict):
-            raise QueryRunnerError("the sandboxed driver returned something other than a JSON object")
+        loaded = _job_result.parse(raw, describe=request.get("op") == "describe")
+        if isinstance(loaded, str):
+            if request.get("op") == "describe":
+                raise QueryRunnerError(f"the sandboxed driver for {self.source.describe()}: {loaded}")
+            return {"ok": False, "error": loaded, "columns": [], "rows": [], "row_count": 0}
         if isinstance(loaded.get("error"), str):
             loaded["error"] = self._scrub(loaded["error"])
         return loaded
