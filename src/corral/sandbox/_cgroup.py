@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _CGROOT = Path("/sys/fs/cgroup")
+#: Job cgroups per worker, used in turn: a job starts while the one before it is still being torn down in the
+#: other, so neither's counters include the other's.
+JOB_SLOTS = 2
 
 
 def _read(path: Path) -> str:
@@ -70,41 +73,44 @@ class WorkerCgroup:
     def dirs(self) -> list[Path]:
         return sorted({self.memory, self.pids, *(p for p in (self.cpu, self.cpuacct) if p)})
 
-    @property
-    def job_dirs(self) -> list[Path]:
-        """The job cgroup's directories (one per v1 hierarchy, one on v2)."""
+    def job_dirs(self, slot: int | None = None) -> list[Path]:
+        """The job cgroups' directories (of one slot, or of all): one per v1 hierarchy, one on v2."""
+        found: list[Path] = []
+        for n in range(JOB_SLOTS) if slot is None else [slot]:
+            if self.version == 2:
+                found.append(self.memory / f"job{n}")
+            else:
+                found += sorted({self.memory / f"job{n}", self.pids / f"job{n}"})
+                if self.cpuacct:
+                    found.append(self.cpuacct / f"job{n}")
+        return found
+
+    def _job_cpu_file(self, slot: int) -> Path | None:
         if self.version == 2:
-            return [self.memory / "job"]
-        return sorted(
-            {self.memory / "job", self.pids / "job", *([self.cpuacct / "job"] if self.cpuacct else [])}
-        )
-
-    @property
-    def job_memory(self) -> Path:
-        return self.memory / "job"
-
-    @property
-    def job_pids(self) -> Path:
-        return self.pids / "job"
-
-    def _job_cpu_file(self) -> Path | None:
-        if self.version == 2:
-            return self.memory / "job" / "cpu.stat"
-        return self.cpuacct / "job" / "cpuacct.usage" if self.cpuacct else None
+            return self.memory / f"job{slot}" / "cpu.stat"
+        return self.cpuacct / f"job{slot}" / "cpuacct.usage" if self.cpuacct else None
 
     def open_job_fds(self) -> dict[str, object]:
-        """Descriptors for the worker (opened by root, so their use needs no permission of the worker's):
-        ``cgroup_join`` (a job process writes "0" to join) and ``cgroup_cpu`` (read); and ``cgroup_procs``,
-        the path of the job cgroup's process list (a v1 list read through one descriptor is cached for a
-        second, so the Landlock backend's worker, which sees the cgroup directories, opens it afresh)."""
-        join = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in self.job_dirs]
-        cpu_file = self._job_cpu_file()
-        cpu = os.open(cpu_file, os.O_RDONLY | os.O_CLOEXEC) if cpu_file and cpu_file.exists() else None
-        return {"cgroup_join": join, "cgroup_cpu": cpu, "cgroup_procs": str(self.job_memory / "cgroup.procs")}
+        """For the worker, per job slot, descriptors opened by root (so their use needs no permission of the
+        worker's): ``cgroup_join`` (a job process writes "0" to join) and ``cgroup_cpu`` (read); and
+        ``cgroup_procs``, the path of the slot's process list (a v1 list read through one descriptor is
+        cached for a second, so the Landlock backend's worker, which sees the cgroup directories, opens it
+        afresh)."""
+        join, cpu, procs = [], [], []
+        for slot in range(JOB_SLOTS):
+            join.append(
+                [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in self.job_dirs(slot)]
+            )
+            cpu_file = self._job_cpu_file(slot)
+            cpu.append(
+                os.open(cpu_file, os.O_RDONLY | os.O_CLOEXEC) if cpu_file and cpu_file.exists() else None
+            )
+            procs.append(str(self.memory / f"job{slot}" / "cgroup.procs"))
+        return {"cgroup_join": join, "cgroup_cpu": cpu, "cgroup_procs": procs}
 
-    def job_cpu_ns(self) -> int:
-        """CPU time the job cgroup's processes used so far, in nanoseconds (measured by the kernel)."""
-        path = self._job_cpu_file()
+    def job_cpu_ns(self, slot: int) -> int:
+        """CPU time the slot's processes used so far, in nanoseconds (measured by the kernel)."""
+        path = self._job_cpu_file(slot)
         if path is None:
             return 0
         text = _read(path)
@@ -141,7 +147,7 @@ class WorkerCgroup:
                 optional.append(path)
             made = cls(1, memory, pids, optional[0], optional[1])
             try:
-                for job in made.job_dirs:
+                for job in made.job_dirs():
                     job.mkdir()
             except OSError:
                 made.remove()
@@ -162,7 +168,8 @@ class WorkerCgroup:
             made = cls(2, path, path, path if has_cpu else None, path)
             try:
                 (path / "worker").mkdir()
-                (path / "job").mkdir()
+                for job in made.job_dirs():
+                    job.mkdir()
                 _write(path / "cgroup.subtree_control", "+memory +pids" + (" +cpu" if has_cpu else ""))
             except OSError:
                 made.remove()
@@ -198,11 +205,12 @@ class WorkerCgroup:
         return int(_read(self.pids / "pids.current"))
 
     def set_limits(self, *, memory_bytes: int, pids: int, job_memory: int, job_pids: int) -> None:
-        """Set absolute limits: the worker's (the pool adds its idle usage) and the job cgroup's."""
+        """Set absolute limits: the worker's (the pool adds its idle usage) and the job cgroups'."""
         self._set_memory(self.memory, memory_bytes)
         _write(self.pids / "pids.max", str(pids))
-        self._set_memory(self.job_memory, job_memory)
-        _write(self.job_pids / "pids.max", str(job_pids))
+        for slot in range(JOB_SLOTS):
+            self._set_memory(self.memory / f"job{slot}", job_memory)
+            _write(self.pids / f"job{slot}" / "pids.max", str(job_pids))
 
     def _set_memory(self, directory: Path, memory_bytes: int) -> None:
         if self.version == 1:
@@ -243,27 +251,27 @@ class WorkerCgroup:
                 return int(value)
         return 0
 
-    def reset_peak(self) -> None:
-        """Start a new peak measurement of the job cgroup (v1: max_usage; v2: memory.peak, kernel >= 6.12)."""
+    def reset_peak(self, slot: int) -> None:
+        """Start a new peak measurement of a job slot (v1: max_usage; v2: memory.peak, kernel >= 6.12)."""
         try:
             if self.version == 1:
-                _write(self.job_memory / "memory.max_usage_in_bytes", "0")
+                _write(self.memory / f"job{slot}" / "memory.max_usage_in_bytes", "0")
             else:
-                _write(self.job_memory / "memory.peak", "reset")
+                _write(self.memory / f"job{slot}" / "memory.peak", "reset")
         except OSError:
             pass
 
-    def peak(self) -> int | None:
-        """The job cgroup's peak memory since :meth:`reset_peak`."""
+    def peak(self, slot: int) -> int | None:
+        """A job slot's peak memory since :meth:`reset_peak`."""
         try:
             name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
-            return int(_read(self.job_memory / name))
+            return int(_read(self.memory / f"job{slot}" / name))
         except (OSError, ValueError):
             return None
 
-    def oom_kills(self, *, job: bool = False) -> int:
-        """How many processes the kernel's OOM killer took in the worker's (or the job's) cgroup so far."""
-        directory = self.job_memory if job else self.memory
+    def oom_kills(self, slot: int | None = None) -> int:
+        """How many processes the kernel's OOM killer took in the worker's (or a job slot's) cgroup so far."""
+        directory = self.memory if slot is None else self.memory / f"job{slot}"
         text = _read(directory / ("memory.oom_control" if self.version == 1 else "memory.events"))
         for line in text.splitlines():
             key, _, value = line.partition(" ")
@@ -287,7 +295,7 @@ class WorkerCgroup:
 
     def _pids(self) -> list[int]:
         found: set[int] = set()
-        for path in [*self.dirs, *self.job_dirs, self.memory / "worker"]:
+        for path in [*self.dirs, *self.job_dirs(), self.memory / "worker"]:
             with contextlib.suppress(OSError):
                 found.update(int(p) for p in _read(path / "cgroup.procs").split())
         return sorted(found)
@@ -295,7 +303,7 @@ class WorkerCgroup:
     def remove(self) -> None:
         """Kill what is left and remove the directories (retrying while the kernel finishes the exits)."""
         self.kill_all()
-        for path in [*self.job_dirs, self.memory / "worker", *self.dirs]:
+        for path in [*self.job_dirs(), self.memory / "worker", *self.dirs]:
             for _ in range(100):
                 try:
                     path.rmdir()
@@ -328,7 +336,7 @@ def remove_stale() -> list[str]:
             if host_pid == os.getpid() or Path(f"/proc/{host_pid}").exists():
                 continue
             with contextlib.suppress(OSError):
-                for child in ("job", "worker"):
+                for child in [f"job{n}" for n in range(JOB_SLOTS)] + ["worker"]:
                     with contextlib.suppress(FileNotFoundError):
                         (path / child).rmdir()
                 path.rmdir()  # fails, harmlessly, while anything still runs in it

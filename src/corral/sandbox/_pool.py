@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.sandbox import _detect, _launcher, _protocol, _worker, sqljob
-from corral.sandbox._cgroup import WorkerCgroup
+from corral.sandbox._cgroup import JOB_SLOTS, WorkerCgroup
 from corral.sandbox._cgroup import remove_stale as remove_stale_cgroups
 from corral.sandbox._collect import collect
 from corral.sandbox._landlock import abi as landlock_abi
@@ -154,6 +154,22 @@ def _runtime_dirs() -> tuple[str, list[tuple[str, str]], list[str]]:
     return exe, [b for b in binds if not (b[0] == "/usr" or b[0].startswith("/usr/"))], site
 
 
+#: Device nodes a job may open. /dev holds these, the fd/std* links and an empty shm directory (where each job
+#: mounts its own tmpfs), and is read-only: no job can leave, replace or chmod anything there for another.
+DEVICES = ("null", "zero", "full", "random", "urandom")
+
+
+def _dev_argv() -> list[str]:
+    """bubblewrap arguments for the worker's /dev (not ``--dev``, which adds ptys and a writable tmpfs)."""
+    argv = ["--perms", "0755", "--size", "65536", "--tmpfs", "/dev"]
+    for name in DEVICES:
+        argv += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
+    argv += ["--symlink", "/proc/self/fd", "/dev/fd"]
+    for number, name in enumerate(("stdin", "stdout", "stderr")):
+        argv += ["--symlink", f"/proc/self/fd/{number}", f"/dev/{name}"]
+    return [*argv, "--dir", "/dev/shm", "--remount-ro", "/dev"]
+
+
 def _open_input(value: InputValue) -> int:
     """An fd the job may read but not write: the file itself when safe, else a sealed in-memory copy.
 
@@ -214,8 +230,13 @@ def _socket_fd(name: str, sock: socket.socket) -> int:
 def _fds_of(config: Mapping[str, Any]) -> list[int]:
     """The descriptors in a worker configuration's cgroup entries."""
     found: list[int] = []
-    for value in config.values():
-        found.extend(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
+    pending: list[object] = list(config.values())
+    while pending:
+        value = pending.pop()
+        if isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, int):
+            found.append(value)
     return found
 
 
@@ -237,6 +258,8 @@ class _Worker:
     idle_resident: int = 0
     jobs: int = 0
     broken: bool = False
+    limits_set: tuple[int, int, float] | None = None
+    """The (memory, pids, cores) limits the cgroups hold now."""
 
     def log_tail(self) -> str:
         """The last lines the worker (or bwrap) printed, for error messages."""
@@ -269,6 +292,16 @@ class _Worker:
             time.sleep(0.01)
         with contextlib.suppress(OSError):
             self.log.close()
+
+
+@dataclass(frozen=True)
+class _Before:
+    """The job slot's counters before a job, to measure the job by."""
+
+    slot: int
+    oom: tuple[int, int]
+    cpu_ns: int
+    throttled: int
 
 
 @dataclass
@@ -505,11 +538,8 @@ class SandboxPool:
             for etc in ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime"):
                 if os.path.exists(etc):
                     argv += ["--ro-bind", etc, etc]
+            argv += ["--proc", "/proc", *_dev_argv()]
             argv += [
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
                 "--size",
                 str(16 * 1024 * 1024),
                 "--tmpfs",
@@ -684,18 +714,23 @@ class SandboxPool:
         limits = job.limits
         cg = worker.cgroup
         worker.jobs += 1
+        slot = worker.jobs % JOB_SLOTS  # the broker counts the same way; the message says it too
         try:
-            cg.set_limits(
-                memory_bytes=worker.idle_memory + limits.memory_bytes,
-                pids=worker.idle_pids + limits.pids,
-                job_memory=limits.memory_bytes,
-                job_pids=limits.pids,
-            )
-            cg.set_cpu(limits.cpu_cores)
+            wanted = (limits.memory_bytes, limits.pids, limits.cpu_cores)
+            if worker.limits_set != wanted:  # most jobs run with the same limits: no cgroup writes then
+                worker.limits_set = None
+                cg.set_limits(
+                    memory_bytes=worker.idle_memory + limits.memory_bytes,
+                    pids=worker.idle_pids + limits.pids,
+                    job_memory=limits.memory_bytes,
+                    job_pids=limits.pids + 1,  # the slot's zygote lives there too
+                )
+                cg.set_cpu(limits.cpu_cores)
+                worker.limits_set = wanted
             throttled_before = cg.throttled()
-            cg.reset_peak()
-            oom_before = (cg.oom_kills(), cg.oom_kills(job=True))
-            cpu_before = cg.job_cpu_ns()
+            cg.reset_peak(slot)
+            oom_before = (cg.oom_kills(), cg.oom_kills(slot))
+            cpu_before = cg.job_cpu_ns(slot)
         except (OSError, ValueError) as exc:
             worker.broken = True
             raise SandboxCrashed(
@@ -711,6 +746,7 @@ class SandboxPool:
             "inputs": [*job.inputs, *job.sockets],
             "limits": limits.to_wire(),
             "env": JOB_ENV,
+            "slot": slot,
             # The most CPU time per second the job's tree can get: when the broker next needs to look.
             "cpu_rate": limits.cpu_cores if cg.cpu is not None else float(os.cpu_count() or 1),
         }
@@ -765,7 +801,8 @@ class SandboxPool:
         if reply.setup_error is not None:
             worker.broken = True
             raise SandboxCrashed(f"sandbox job setup failed in worker uid {worker.uid}: {reply.setup_error}")
-        return self._result(worker, limits, answer, files, skipped, oom_before, cpu_before, throttled_before)
+        before = _Before(slot, oom_before, cpu_before, throttled_before)
+        return self._result(worker, limits, answer, files, skipped, before)
 
     def _result(
         self,
@@ -774,19 +811,17 @@ class SandboxPool:
         answer: _protocol.Answer,
         files: dict[str, bytes],
         skipped: list[SkippedFile],
-        oom_before: tuple[int, int],
-        cpu_before: int,
-        throttled_before: int,
+        before: _Before,
     ) -> RunResult:
         """The job's result: how it ended from the reply, what it used from the kernel's cgroup counters."""
         cg = worker.cgroup
         reply = answer.reply
         try:
-            cpu = max(0, cg.job_cpu_ns() - cpu_before) / 1e9
-            peak = cg.peak()
-            worker_oom = cg.oom_kills() > oom_before[0]
-            job_oom = cg.oom_kills(job=True) > oom_before[1]
-            throttled = cg.throttled() > throttled_before
+            cpu = max(0, cg.job_cpu_ns(before.slot) - before.cpu_ns) / 1e9
+            peak = cg.peak(before.slot)
+            worker_oom = cg.oom_kills() > before.oom[0]
+            job_oom = cg.oom_kills(before.slot) > before.oom[1]
+            throttled = cg.throttled() > before.throttled
         except (OSError, ValueError) as exc:
             worker.broken = True
             raise SandboxCrashed(f"could not read the job's cgroup counters: {exc}") from exc

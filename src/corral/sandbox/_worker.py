@@ -15,12 +15,12 @@ Two processes make a worker, split so that no job ever inherits another job's da
 
 Per job: the job's process was cloned by the zygote ahead of time straight into new user, mount, PID, network,
 IPC, UTS and cgroup namespaces — PID 1 of its own PID namespace — has mapped its uid, mounted its own /proc
-and a read-only /dev of five device nodes, and waits. When a job arrives it joins the job cgroup (memory, pids
-and CPU time of its whole process tree), mounts size-capped tmpfs on /work (scratch), /tmp and /dev/shm and a
-read-only /data of links to the input descriptors, sends the scratch directory's fd, sets rlimits, drops every
-capability, sets no_new_privs, non-dumpable and the seccomp filter, reseeds every random generator from the
-kernel, says "ready" and executes the job's code. Its status channel then carries exactly one fixed-size
-record ("done", exit code); anything else is a broken protocol and ends the job.
+and waits (its /dev is the worker's: read-only, five device nodes). When a job arrives it joins the job cgroup
+(memory, pids and CPU time of its whole process tree), mounts size-capped tmpfs on /work (scratch), /tmp and
+/dev/shm and a read-only /data of links to the input descriptors, sends the scratch directory's fd, sets
+rlimits, drops every capability, sets no_new_privs, non-dumpable and the seccomp filter, reseeds every random
+generator from the kernel, says "ready" and executes the job's code. Its status channel then carries exactly
+one fixed-size record ("done", exit code); anything else is a broken protocol and ends the job.
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
-MS_MOVE = 8192
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -200,10 +199,10 @@ def _clone(flags: int) -> int:
     return int(pid)
 
 
-#: Device nodes a job may open; its /dev holds these, the fd/std* links and an empty shm directory, read-only.
-DEVICES = ("null", "zero", "full", "random", "urandom")
 #: Zygote -> broker records: tag ("P" spare ready, its socket attached; "X" exited), pid, wait status.
 _ZYGOTE_MSG = struct.Struct(">cii")
+#: Job cgroups a worker uses in turn (see corral/sandbox/_cgroup.py).
+JOB_SLOTS = 2
 #: Longest setup-error text a job process may report (before its code runs).
 _MAX_SETUP_ERROR = 4000
 
@@ -228,15 +227,25 @@ class Zygote:
     their subreaper) are reaped silently.
     """
 
-    def __init__(self, sock: socket.socket, config: dict[str, Any], landlock: dict[str, Any] | None) -> None:
+    def __init__(
+        self, sock: socket.socket, config: dict[str, Any], landlock: dict[str, Any] | None, slot: int
+    ) -> None:
         self.sock = sock
+        self.slot = slot
         self.config = config
         self.landlock = landlock
         self.seccomp = base64.b64decode(config["seccomp"])
         self.uid = os.getuid()
         self.gid = os.getgid()
-        self.join_fds: list[int] = list(config.get("cgroup_join") or [])
         self.children: set[int] = set()
+        join: list[list[int]] = config.get("cgroup_join") or []
+        # The zygote lives in its job slot's cgroup, so that its job processes are born there: moving a
+        # process between cgroups costs an RCU grace period (milliseconds), a clone costs nothing more.
+        for number, fds in enumerate(join):
+            for fd in fds:
+                if number == slot:
+                    os.write(fd, b"0")
+                os.close(fd)
 
     def serve(self) -> None:
         wake_r, wake_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -321,7 +330,6 @@ class JobProcess:
             _write("/proc/self/gid_map", f"{JOB_UID} {self.z.gid} 1")
             _mount(None, "/", None, MS_REC | MS_PRIVATE)
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            _build_dev()
             socket.sethostname("sandbox")
         except _NoNamespaces:
             pass
@@ -340,10 +348,6 @@ class JobProcess:
         status = self.status
         workdir = "/work"
         try:
-            # Join the job's cgroup first: everything the job does from here on, in every process it
-            # starts, is counted and limited there.
-            for fd in self.z.join_fds:
-                os.write(fd, b"0")
             if self.z.landlock is not None:
                 workdir = _landlock_setup(job, input_fds)
             else:
@@ -395,25 +399,6 @@ class JobProcess:
         _execute(job, status)
 
 
-def _build_dev() -> None:
-    """A fresh, read-only /dev for this job process alone: five device nodes, the fd links, an shm directory.
-
-    Built on a new tmpfs (mounted on /tmp for a moment, then moved), so nothing the worker's /dev holds —
-    and nothing any other job could touch — is visible; read-only, so the job cannot add, replace or chmod
-    anything in it. The job's own size-capped /dev/shm is mounted on the empty directory per job.
-    """
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=65536,nr_inodes=64,mode=0755")
-    for name in DEVICES:
-        os.close(os.open(f"/tmp/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
-        _mount(f"/dev/{name}", f"/tmp/{name}", None, MS_BIND)
-    os.symlink("/proc/self/fd", "/tmp/fd")
-    for number, name in enumerate(("stdin", "stdout", "stderr")):
-        os.symlink(f"/proc/self/fd/{number}", f"/tmp/{name}")
-    os.mkdir("/tmp/shm", 0o755)
-    _mount("/tmp", "/dev", None, MS_MOVE)
-    _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
-
-
 def _mount_job(job: dict[str, Any], input_fds: list[int]) -> None:
     """The bubblewrap backend's per-job mounts: fresh tmpfs on /work, /tmp, /dev/shm; /data links."""
     limits = job["limits"]
@@ -452,7 +437,9 @@ def _reseed() -> None:
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         with contextlib.suppress(Exception):
-            numpy.random.seed()  # no argument: fresh entropy from the kernel
+            # The legacy global generator's whole state (624 words) from the kernel.
+            state = numpy.frombuffer(os.urandom(2496), dtype=numpy.uint32)
+            numpy.random.set_state(("MT19937", state, 0))
     tempfile = sys.modules.get("tempfile")
     if tempfile is not None:
         tempfile._name_sequence = None  # type: ignore[attr-defined]  # its name generator re-creates itself from `random`
@@ -543,56 +530,90 @@ class Broker:
     """The worker's side facing the host: one job at a time, each in a job process from the zygote."""
 
     def __init__(
-        self, sock: socket.socket, zygote: socket.socket, config: dict[str, Any], landlock: bool
+        self,
+        sock: socket.socket,
+        zygotes: list[tuple[int, socket.socket]],
+        config: dict[str, Any],
+        landlock: bool,
     ) -> None:
         self.sock = sock
-        self.zygote = zygote
+        self.zygotes = zygotes  # (pid, socket) per job slot
         self.landlock = landlock
-        self.cpu_fd: int | None = config.get("cgroup_cpu")
-        self.procs_path: str | None = config.get("cgroup_procs")
-        self.spare: tuple[int, socket.socket] | None = None
+        self.cpu_fds: list[int | None] = config.get("cgroup_cpu") or [None, None]
+        self.procs_paths: list[str | None] = config.get("cgroup_procs") or [None, None]
+        self.spares: dict[int, tuple[int, socket.socket]] = {}  # job slot -> (pid, status socket)
+        self.requested: set[int] = set()
+        #: The last job process of each job slot: the next one joins the slot only once it has exited.
+        self.occupant: dict[int, int] = {}
         self.exits: dict[int, int] = {}
-        self.pending = 0
 
     # -- the zygote ----------------------------------------------------------------------------------------
 
-    def _zygote_message(self) -> None:
-        data, fds, _flags, _addr = socket.recv_fds(self.zygote, _ZYGOTE_MSG.size, 1)
+    def _zygote_message(self, slot: int) -> None:
+        zygote = self.zygotes[slot][1]
+        data, fds, _flags, _addr = socket.recv_fds(zygote, _ZYGOTE_MSG.size, 1)
+        if not data:
+            os._exit(1)  # a zygote died: so does the worker, and the host replaces it
         if len(data) < _ZYGOTE_MSG.size:
-            data += _recv_exact(self.zygote, _ZYGOTE_MSG.size - len(data))
-        tag, pid, wstatus = _ZYGOTE_MSG.unpack(data)
+            data += _recv_exact(zygote, _ZYGOTE_MSG.size - len(data))
+        tag, pid, value = _ZYGOTE_MSG.unpack(data)
         if tag == b"P" and fds:
-            self.spare = (pid, socket.socket(fileno=fds[0]))
+            self.spares[slot] = (pid, socket.socket(fileno=fds[0]))
+            self.requested.discard(slot)
         elif tag == b"X":
-            self.exits[pid] = wstatus
+            self.exits[pid] = value
 
-    def _take_spare(self) -> tuple[int, socket.socket]:
-        if self.spare is None:
-            self.zygote.sendall(b"C")
-        while self.spare is None:
-            self._zygote_message()
-        spare, self.spare = self.spare, None
-        return spare
+    def _request(self, slot: int) -> None:
+        """Ask the zygote for the next job process, in ``slot``; it is cloned while the broker does other
+        things. The slot's previous job must be gone first (normally long since: it ran two jobs ago)."""
+        old = self.occupant.pop(slot, None)
+        if old is not None:
+            self._wait_exit(old, slot)
+            self.exits.pop(old, None)
+        self.zygotes[slot][1].sendall(b"C")
+        self.requested.add(slot)
 
-    def _wait_exit(self, pid: int) -> int:
+    def _request_if_free(self, slot: int) -> None:
+        """:meth:`_request` when it would not wait: the slot's previous job has exited already."""
+        if slot in self.spares or slot in self.requested:
+            return
+        old = self.occupant.get(slot)
+        if old is None or old in self.exits:
+            self._request(slot)
+
+    def _take_spare(self, slot: int) -> tuple[int, socket.socket]:
+        if slot not in self.spares and slot not in self.requested:
+            self._request(slot)
+        while slot not in self.spares:
+            self._zygote_message(slot)
+        pid, sock = self.spares.pop(slot)
+        self.occupant[slot] = pid
+        return pid, sock
+
+    def _wait_exit(self, pid: int, slot: int) -> int:
         while pid not in self.exits:
-            self._zygote_message()
-        return self.exits.pop(pid)
+            self._zygote_message(slot)
+        return self.exits[pid]
 
     # -- the job's process tree ----------------------------------------------------------------------------
 
-    def _cpu_ns(self) -> int:
-        return _read_counter(self.cpu_fd) if self.cpu_fd is not None else 0
+    def _cpu_ns(self, slot: int) -> int:
+        fd = self.cpu_fds[slot]
+        return _read_counter(fd) if fd is not None else 0
 
-    def _kill_tree(self, pid: int) -> None:
+    def _kill_tree(self, pid: int, slot: int) -> None:
         """SIGKILL the job: its PID 1 takes its namespace down; without namespaces, each pid of its cgroup."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        if not self.landlock or self.procs_path is None:
+        path = self.procs_paths[slot]
+        if not self.landlock or path is None:
             return
         for _ in range(1000):
-            with open(self.procs_path, "rb") as f:
+            with open(path, "rb") as f:
                 pids = [int(p) for p in f.read().split()]
+            if not pids:
+                return
+            pids = [p for p in pids if p != self.zygotes[slot][0]]  # the slot's zygote lives there too
             if not pids:
                 return
             for p in pids:
@@ -605,16 +626,16 @@ class Broker:
         limits = job["limits"]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        pid, status_sock = self._take_spare()
+        slot = int(job["slot"])
+        pid, status_sock = self._take_spare(slot)
         try:
             _send(status_sock, job, [out_w, err_w, *input_fds])
         except OSError:
             # The job process died before its job (it should not); start the job in a fresh one.
             status_sock.close()
-            self._wait_exit(pid)
-            pid, status_sock = self._take_spare()
+            self._wait_exit(pid, slot)
+            pid, status_sock = self._take_spare(slot)
             _send(status_sock, job, [out_w, err_w, *input_fds])
-        self.pending = pid
         os.close(out_w)
         os.close(err_w)
         cap = limits["output_bytes"]
@@ -628,13 +649,18 @@ class Broker:
         sel.register(status_sock, selectors.EVENT_READ)
         pidfd = os.pidfd_open(pid)
         sel.register(pidfd, selectors.EVENT_READ)
+        # While this job runs, the next one's process is cloned as soon as its slot is free.
+        following = (slot + 1) % JOB_SLOTS
+        following_zygote = self.zygotes[following][1]
+        self._request_if_free(following)
+        sel.register(following_zygote, selectors.EVENT_READ)
         status = _Status()
         scratch_fds: list[int] = []
         killed_for: str | None = None
         deadline = started + limits["wall_seconds"]
         cpu_limit = limits["cpu_seconds"] * 1e9
         cpu_rate = max(0.01, float(job.get("cpu_rate") or 1.0))  # most CPU-seconds per second the tree gets
-        cpu_start = self._cpu_ns()
+        cpu_start = self._cpu_ns(slot)
         cpu_check = started + limits["cpu_seconds"] / cpu_rate
         dead = False
 
@@ -659,15 +685,15 @@ class Broker:
         while not status.final and not dead:
             now = time.monotonic()
             if now >= cpu_check and killed_for is None:
-                used = self._cpu_ns() - cpu_start
+                used = self._cpu_ns(slot) - cpu_start
                 if used >= cpu_limit:
                     killed_for = "cpu"
-                    self._kill_tree(pid)
+                    self._kill_tree(pid, slot)
                 else:
                     cpu_check = now + (cpu_limit - used) / 1e9 / cpu_rate
             if now >= deadline and killed_for is None:
                 killed_for = "wall"
-                self._kill_tree(pid)
+                self._kill_tree(pid, slot)
             timeout = max(0.0, min(deadline, cpu_check) - now) if killed_for is None else 5.0
             events = sel.select(timeout=timeout)
             if not events and killed_for is not None:
@@ -675,6 +701,9 @@ class Broker:
             for key, _ in events:
                 if key.fileobj == pidfd:
                     dead = True
+                elif key.fileobj is following_zygote:
+                    self._zygote_message(following)
+                    self._request_if_free(following)
                 elif key.fileobj is status_sock:
                     try:
                         data, fds, _f, _a = socket.recv_fds(status_sock, 4096, 4)
@@ -691,9 +720,9 @@ class Broker:
         if status.violation:
             killed_for = killed_for or "protocol"
         if not (status.exit is not None and killed_for is None):
-            self._kill_tree(pid)
+            self._kill_tree(pid, slot)
         elif self.landlock:
-            self._kill_tree(pid)  # a job's leftover processes must not outlive its reply
+            self._kill_tree(pid, slot)  # a job's leftover processes must not outlive its reply
         for fd in (out_r, err_r):
             with contextlib.suppress(OSError):
                 drain(fd)
@@ -720,18 +749,20 @@ class Broker:
             "wstatus": None,
         }
         with contextlib.suppress(OSError, ValueError):
-            result["cpu_ns"] = max(0, self._cpu_ns() - cpu_start)  # for diagnostics; the host measures
+            result["cpu_ns"] = max(0, self._cpu_ns(slot) - cpu_start)  # for diagnostics; the host measures
         if status.exit is not None and killed_for is None:
             # Normal end: the job said how it ended, and was killed right after (a lying job only lies about
-            # its own exit code). Its exit is collected after the reply.
+            # its own exit code). Its teardown goes on while the next job runs, in the other job slot.
             result["exit"] = status.exit
         else:
-            result["wstatus"] = self._wait_exit(pid)
-            self.pending = 0
+            result["wstatus"] = self._wait_exit(pid, slot)
         return result, scratch_fds
 
     def serve(self) -> None:
-        self._take_spare_ahead()
+        first = 1 % JOB_SLOTS  # the host numbers jobs from 1; job N runs in slot N % JOB_SLOTS
+        self._request(first)
+        while first not in self.spares:
+            self._zygote_message(first)
         _send(self.sock, {"ready": True, "pid": os.getpid()})
         while True:
             try:
@@ -746,18 +777,11 @@ class Broker:
             _send(self.sock, result, out_fds)
             for fd in out_fds:
                 os.close(fd)
-            # Wait for the job's exit while the host reads the result: its teardown (address space,
-            # namespaces) happens off the caller's critical path, and always before the next job starts.
-            if self.pending:
-                self._wait_exit(self.pending)
-                self.pending = 0
-            self._take_spare_ahead()
-
-    def _take_spare_ahead(self) -> None:
-        """Ask the zygote for the next job's process now, so that a job does not wait for the clone."""
-        self.zygote.sendall(b"C")
-        while self.spare is None:
-            self._zygote_message()
+            # The zygote clones the next job's process while the finished job is torn down (address space,
+            # namespaces) in its slot: both off the caller's critical path.
+            following = (int(job["id"]) + 1) % JOB_SLOTS
+            if following not in self.spares and following not in self.requested:
+                self._request(following)
 
 
 # Bound before any job code runs: a job that monkey-patches os or resource cannot break its own report (and if
@@ -826,6 +850,8 @@ def main() -> None:
         matplotlib.use("Agg")
         with contextlib.suppress(Exception):
             import matplotlib.pyplot
+    # Pay numpy's one-time set-up of its global generator here, not in every job's reseed.
+    _reseed()
     landlock: dict[str, Any] | None = config.get("landlock")
     if landlock is not None:
         # The Landlock backend (no user namespaces): jobs are plain clones that confine themselves.
@@ -849,6 +875,23 @@ def main() -> None:
 
     gc.collect()
     gc.freeze()
+    zygotes: list[tuple[int, socket.socket]] = []
+    for slot in range(JOB_SLOTS):
+        zygotes.append(_start_zygote(sock, config, landlock, slot, [z for _pid, z in zygotes]))
+    for fds in config.get("cgroup_join") or []:
+        for fd in fds:
+            os.close(fd)
+    Broker(sock, zygotes, config, landlock is not None).serve()
+
+
+def _start_zygote(
+    sock: socket.socket,
+    config: dict[str, Any],
+    landlock: dict[str, Any] | None,
+    slot: int,
+    others: list[socket.socket],
+) -> tuple[int, socket.socket]:
+    """Fork one job slot's zygote (before any job: it never holds job data); its pid and socket."""
     broker_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     broker_pid = os.getpid()
     pid = os.fork()
@@ -857,19 +900,18 @@ def main() -> None:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != broker_pid:
                 os._exit(0)
-            sock.close()
-            broker_end.close()
-            if config.get("cgroup_cpu") is not None:
-                os.close(config["cgroup_cpu"])
+            for channel in (sock, broker_end, *others):
+                channel.close()
+            for fd in config.get("cgroup_cpu") or []:
+                if fd is not None:
+                    os.close(fd)
             if landlock is not None:
                 _prctl(PR_SET_CHILD_SUBREAPER, 1)  # a job's orphans come back to the zygote, which reaps them
-            Zygote(zygote_end, config, landlock).serve()
+            Zygote(zygote_end, config, landlock, slot).serve()
         finally:
             os._exit(1)
     zygote_end.close()
-    for fd in config.get("cgroup_join") or []:
-        os.close(fd)
-    Broker(sock, broker_end, config, landlock is not None).serve()
+    return pid, broker_end
 
 
 if __name__ == "__main__":
