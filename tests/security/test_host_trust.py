@@ -275,3 +275,24 @@ def test_a_crafted_sql_result_file_is_an_error_result(raw: bytes, tmp_path: Path
     run = RunResult(stdout="", stderr="", exit_code=0, files={".sql-result.json": raw})
     result = _sql.finish(run, source, {"engine": "sqlite"}, None)
     assert result.error is not None and result.rows == []
+
+
+def test_inputs_show_no_host_path_and_cannot_be_written(sandbox: Sandbox, tmp_path: Path) -> None:
+    data = tmp_path / "private-name.csv"
+    data.write_text("a\n1\n")
+    data.chmod(0o666 & ~0o002)  # not world-writable: the job gets the file itself, not a copy
+    code = textwrap.dedent(
+        """
+        import os
+        target = os.readlink('/data/in.csv')
+        print(os.readlink(target))
+        try:
+            open('/data/in.csv', 'w').write('x')
+        except OSError as exc:
+            print('blocked', exc.errno)
+        """
+    )
+    result = sandbox.pool.run_python_sync(code, inputs={"in.csv": data})
+    assert str(tmp_path) not in result.stdout and "private-name" not in result.stdout, result.stdout
+    assert result.stdout.splitlines() == ["/", "blocked 30"], result.stdout
+    assert data.read_text() == "a\n1\n"

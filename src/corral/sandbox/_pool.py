@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import ctypes
 import errno
 import itertools
 import json
@@ -194,7 +195,44 @@ def _open_input(value: InputValue) -> int:
     if st.st_mode & stat.S_IWOTH:
         with os.fdopen(fd, "rb") as f:
             return _sealed_memfd(f.read())
-    return fd
+    return _anonymous(fd)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_SYS_OPEN_TREE = 428
+_OPEN_TREE_CLONE = 1
+_AT_EMPTY_PATH = 0x1000
+_SYS_MOUNT_SETATTR = 442
+_MOUNT_ATTR_RDONLY = 1
+
+
+def _anonymous(fd: int) -> int:
+    """The same file through a detached read-only mount of itself, so that the job's ``/proc/self/fd`` shows
+    ``/`` rather than the file's host path, and no reopen can write it. Falls back to ``fd`` where the kernel
+    or privileges do not allow it."""
+    tree = int(_libc.syscall(_SYS_OPEN_TREE, fd, b"", _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_EMPTY_PATH))
+    if tree < 0:
+        return fd
+    try:
+        # And read-only, whatever the file's mode bits would let the job's uid do through a reopen.
+        attr = (ctypes.c_uint64 * 4)(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+        rc = _libc.syscall(
+            _SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)
+        )
+        if rc != 0:
+            return fd
+        reopened = os.open(f"/proc/self/fd/{tree}", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return fd
+    finally:
+        os.close(tree)
+    same = os.fstat(reopened), os.fstat(fd)
+    if (same[0].st_dev, same[0].st_ino) != (same[1].st_dev, same[1].st_ino):
+        os.close(reopened)
+        return fd
+    os.close(fd)
+    return reopened
 
 
 def _sealed_memfd(data: bytes) -> int:
