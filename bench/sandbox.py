@@ -3,11 +3,16 @@
 Run as root from the repository: ``.venv/bin/python bench/sandbox.py`` (``--quick`` for fewer repetitions).
 Prints medians (p50) and p90 in milliseconds, throughput in jobs/s, and the published figures of other
 sandboxes for reference (not measured here).
+
+``--against DIR`` (the ``src`` directory of another checkout, e.g. ``git worktree add /tmp/base <commit>``)
+also measures the warm pool of that code in the same run: both are run in turn, in fresh processes, for
+``--rounds`` rounds, and the medians over rounds are printed side by side with their ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -90,10 +95,73 @@ def bwrap_per_job(python: str, code: str) -> None:
     )
 
 
+def pool_figures(quick: bool) -> dict[str, float]:
+    """The warm pool's figures: trivial and pandas p50/p90 (ms), trivial jobs/s with 2 callers per worker."""
+    n_jobs = 50 if quick else 300
+    with SandboxPool() as pool:
+        for _ in range(10):
+            pool.run_python_sync("pass")
+        trivial = timed(lambda: pool.run_python_sync("pass"), n_jobs)
+        pandas_pool = timed(lambda: pool.run_python_sync(PANDAS_JOB), max(20, n_jobs // 10))
+        done = 0
+        lock = threading.Lock()
+        stop = time.perf_counter() + (3.0 if quick else 6.0)
+
+        def client() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                pool.run_python_sync("pass", limits=Limits())
+                with lock:
+                    done += 1
+
+        started = time.perf_counter()
+        clients = [threading.Thread(target=client) for _ in range(pool.size * 2)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        throughput = done / (time.perf_counter() - started)
+    return {
+        "trivial p50": p(trivial, 50),
+        "trivial p90": p(trivial, 90),
+        "pandas p50": p(pandas_pool, 50),
+        "pandas p90": p(pandas_pool, 90),
+        "jobs/s": throughput,
+    }
+
+
+def compare(against: str, rounds: int, quick: bool) -> None:
+    """This checkout's warm pool against another's, in turn, in fresh processes; medians over rounds."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src")
+    runs: dict[str, list[dict[str, float]]] = {"this": [], "other": []}
+    for _ in range(rounds):
+        for name, src in (("other", against), ("this", here)):
+            argv = [sys.executable, __file__, "--pool-json"] + (["--quick"] if quick else [])
+            env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
+            out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    print(f"load average before/after: {os.getloadavg()[0]:.1f} (1 min), {rounds} rounds each, alternating")
+    print(f"{'warm pool figure':22} {'this':>9} {'other':>9} {'this/other':>11}")
+    for key in runs["this"][0]:
+        mine = statistics.median(r[key] for r in runs["this"])
+        theirs = statistics.median(r[key] for r in runs["other"])
+        print(f"{key:22} {mine:9.1f} {theirs:9.1f} {mine / theirs:11.2f}")
+    print("(ms, lower is better; jobs/s, higher is better)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--against", metavar="SRC", help="also measure the warm pool of the code in SRC")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the comparison (default 5)")
+    parser.add_argument("--pool-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pool_json:
+        print(json.dumps(pool_figures(args.quick)))
+        return
+    if args.against:
+        compare(args.against, args.rounds, args.quick)
+        return
     n_small = 10 if args.quick else 30
     n_jobs = 50 if args.quick else 300
     rows: list[tuple[str, float, float]] = []

