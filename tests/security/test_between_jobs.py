@@ -18,8 +18,8 @@ from corral.sandbox._pool import leftovers
 from .conftest import BACKENDS
 
 #: Job code that searches everything it can read of its own process for ``MARK`` followed by 24 hex digits:
-#: all its writable anonymous memory, heap and stack (read in place), /dev, /tmp, /dev/shm,
-#: /work, its environment, module names and the text of every live object the garbage collector knows.
+#: every resident page of its writable anonymous memory, heap and stack (read in place), /dev, /tmp, /dev/shm,
+#: /work, its environment, module names and the text of every object the garbage collector tracks.
 #: MARK is assembled at run time, so the searching code itself never holds a complete marker.
 SEARCH = textwrap.dedent(
     """
@@ -27,6 +27,8 @@ SEARCH = textwrap.dedent(
     MARK = 'corral' + '-planted-'
     pattern = re.compile(MARK.encode() + rb'[0-9a-f]{24}')
     found = set()
+    PAGE = os.sysconf('SC_PAGE_SIZE')
+    libc = ctypes.CDLL(None)
     with open('/proc/self/maps') as maps:
         regions = [line.split() for line in maps]
     for fields in regions:
@@ -36,17 +38,28 @@ SEARCH = textwrap.dedent(
         if len(fields) > 5 and fields[5] not in ('[heap]', '[stack]'):
             continue
         start, end = (int(x, 16) for x in fields[0].split('-'))
-        chunk = ctypes.string_at(start, end - start)
-        found.update(m.decode() for m in pattern.findall(chunk))
+        # Only resident pages can hold anything (mincore); each run of them is searched in place.
+        pages = (end - start) // PAGE
+        resident = (ctypes.c_ubyte * pages)()
+        if libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(end - start), resident) != 0:
+            resident = [1] * pages
+        page = 0
+        while page < pages:
+            if not resident[page] & 1:
+                page += 1
+                continue
+            first = page
+            while page < pages and resident[page] & 1:
+                page += 1
+            run = (ctypes.c_char * ((page - first) * PAGE)).from_address(start + first * PAGE)
+            found.update(m.decode() for m in pattern.findall(memoryview(run).cast('B')))
     for top in ('/dev', '/tmp', '/dev/shm', '/work'):
         for root, dirs, files in os.walk(top):
             found.update(pattern.findall(' '.join(dirs + files).encode()))
     found.update(pattern.findall(repr(dict(os.environ)).encode()))
     found.update(pattern.findall(' '.join(sys.modules).encode()))
     for obj in gc.get_objects():
-        if isinstance(obj, (str, bytes)):
-            text = obj.encode(errors='replace') if isinstance(obj, str) else obj
-            found.update(pattern.findall(text))
+        found.update(pattern.findall(repr(obj).encode(errors='replace')[:100000]))
     print('FOUND', sorted(x.decode() if isinstance(x, bytes) else x for x in found))
     """
 )
