@@ -6,8 +6,9 @@
 '42\\n'
 
 The default backend is a pool of warm workers under Debian's bubblewrap, each its own unprivileged uid with
-the data libraries preloaded, forking a fresh namespaced, seccomp-filtered, cgroup-limited child per job. See
-``docs/sandbox.md`` for the design and :func:`check` for what this machine supports.
+the data libraries preloaded in zygotes that never hold a job's data, cloning a fresh namespaced,
+seccomp-filtered, cgroup-limited process per job. See ``docs/sandbox.md`` for the design and :func:`check` for
+what this machine supports.
 """
 
 from corral.sandbox._api import DEFAULT_MAX_ROWS, run_python, run_python_sync, run_sql, run_sql_sync

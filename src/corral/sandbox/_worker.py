@@ -5,22 +5,24 @@ nothing from corral (the repository is not visible in there), only the standard 
 libraries. The host speaks to it over one AF_UNIX stream socket: 4-byte big-endian length + JSON, with file
 descriptors attached to the length prefix (input files host→worker, the job's scratch directory worker→host).
 
-Two processes make a worker, split so that no job ever inherits another job's data:
+Three processes make a worker, split so that no job ever inherits another job's data:
 
-- the **zygote** imports the preloaded libraries and is forked off before the first job. It never receives a
-  job, its code, its inputs or its output: it only clones job processes (on a one-byte request) and reports
-  their pids and exit statuses. Every job is cloned from it, so every job starts from the same memory.
-- the **broker** talks to the host: it receives a job, hands it to a job process, drains the job's output,
-  enforces the wall clock and the CPU time of the job's cgroup, and replies.
+- two **zygotes**, one per job slot, forked after the preload and before the first job. A zygote never
+  receives a job, its code, its inputs or its output: it keeps one job process cloned and waiting in its
+  slot's job cgroup (the next one once the previous has exited), and reports pids and exit statuses. Every job
+  is cloned from a zygote, so every job starts from the same memory.
+- the **broker** talks to the host: it receives a job, hands it to the ready job process of the job's slot,
+  drains the job's output, enforces the wall clock and the CPU time of the slot's cgroup, and replies.
 
-Per job: the job's process was cloned by the zygote ahead of time straight into new user, mount, PID, network,
-IPC, UTS and cgroup namespaces — PID 1 of its own PID namespace — has mapped its uid, mounted its own /proc
-and waits (its /dev is the worker's: read-only, five device nodes). When a job arrives it joins the job cgroup
-(memory, pids and CPU time of its whole process tree), mounts size-capped tmpfs on /work (scratch), /tmp and
-/dev/shm and a read-only /data of links to the input descriptors, sends the scratch directory's fd, sets
-rlimits, drops every capability, sets no_new_privs, non-dumpable and the seccomp filter, reseeds every random
-generator from the kernel, says "ready" and executes the job's code. Its status channel then carries exactly
-one fixed-size record ("done", exit code); anything else is a broken protocol and ends the job.
+Per job: the job's process was cloned by a zygote ahead of time, straight into new user, mount, PID, network,
+IPC, UTS and cgroup namespaces — PID 1 of its own PID namespace — and into its slot's job cgroup (memory, pids
+and CPU time of its whole process tree); it has mapped its uid, mounted its own /proc and waits (its /dev is
+the worker's: read-only, five device nodes). When a job arrives it mounts size-capped tmpfs on /work
+(scratch), /tmp and /dev/shm and a read-only /data of links to the input descriptors, sets rlimits, drops
+every capability, sets no_new_privs, non-dumpable and the seccomp filter, reseeds every random generator from
+the kernel, sends "ready" with the scratch directory's fd, and executes the job's code. Its status channel
+then carries exactly one fixed-size record ("done", exit code); anything else is a broken protocol and ends
+the job.
 """
 
 from __future__ import annotations
