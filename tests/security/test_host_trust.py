@@ -296,3 +296,25 @@ def test_inputs_show_no_host_path_and_cannot_be_written(sandbox: Sandbox, tmp_pa
     assert str(tmp_path.parent) not in result.stdout, result.stdout
     assert result.stdout.splitlines() == [f"/{tmp_path.name}/private-name.csv", "blocked 30"], result.stdout
     assert data.read_text() == "a\n1\n"
+
+
+def test_a_descriptor_sent_on_the_status_channel_is_refused(sandbox: Sandbox, pool: SandboxPool) -> None:
+    """After "ready" the job may send one record, never a descriptor (it could name anything it opened)."""
+    code = textwrap.dedent(
+        """
+        import os, socket
+        for name in os.listdir('/proc/self/fd'):
+            try:
+                if os.readlink(f'/proc/self/fd/{name}').startswith('socket:'):
+                    link = socket.socket(fileno=int(name))
+                    socket.send_fds(link, [b'S'], [os.open('/work', os.O_RDONLY)])
+                    link.detach()
+            except OSError:
+                pass
+        open('/work/planted.txt', 'w').write('x')
+        """
+    )
+    before = pool.worker_pids
+    result = sandbox.run(code)
+    assert not result.ok and "status channel" in result.stderr, result
+    assert pool.worker_pids == before
