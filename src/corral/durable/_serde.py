@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import zlib
+from enum import Enum
 from typing import Any
 
 import pydantic_core
@@ -121,3 +123,56 @@ def dumps(value: Any) -> str:
 
 
 loads = _loads
+
+
+# -- argument fingerprints -----------------------------------------------------------------------------------
+# A step's arguments are fingerprinted so a replay can tell that the code now passes other arguments at the
+# same position. Bounded work per step (long-running agents pass whole conversations): strings and scalars in
+# full, containers by length and their first and last few items, models by their fields, a few levels deep;
+# anything else (clients, functions, sets, paths) by its type only, since its text may differ per process.
+_EDGE = 4
+_DEPTH = 4
+_BUDGET = 256
+
+
+def fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """A CRC-32 of ``args`` and ``kwargs`` that is the same in every process for the same values."""
+    if not kwargs and all(type(a) in _SCALARS for a in args):  # the common case, cheaply
+        return zlib.crc32(repr(args).encode("utf-8", "surrogatepass"))
+    parts: list[str] = []
+    budget = [_BUDGET]
+    _walk(args, parts, 0, budget)
+    _walk(kwargs, parts, 0, budget)
+    return zlib.crc32("\x1f".join(parts).encode("utf-8", "surrogatepass"))
+
+
+def _walk(value: Any, parts: list[str], depth: int, budget: list[int]) -> None:
+    budget[0] -= 1
+    kind = type(value)
+    if kind in _SCALARS:
+        parts.append(repr(value))
+        return
+    if budget[0] <= 0 or depth >= _DEPTH:
+        parts.append(f"<{kind.__qualname__}>")
+        return
+    if isinstance(value, list | tuple):  # a tuple replays as a list: the same fingerprint
+        parts.append(f"[{len(value)}")
+        items = value if len(value) <= 2 * _EDGE else [*value[:_EDGE], *value[-_EDGE:]]
+        for item in items:
+            _walk(item, parts, depth + 1, budget)
+        parts.append("]")
+    elif isinstance(value, dict):
+        parts.append(f"{{{len(value)}")
+        for i, (k, v) in enumerate(value.items()):
+            if i >= 2 * _EDGE:
+                break
+            parts.append(str(k))
+            _walk(v, parts, depth + 1, budget)
+        parts.append("}")
+    elif isinstance(value, BaseModel):
+        parts.append(kind.__qualname__)
+        _walk(dict(value), parts, depth + 1, budget)
+    elif isinstance(value, Enum):
+        parts.append(repr(value.value))
+    else:
+        parts.append(f"<{kind.__qualname__}>")
