@@ -96,9 +96,7 @@ def wal_damage(path: Path) -> str | None:
     big = bool(magic & 1)
     frame = _FRAME_HEADER + page_size
     header_ok = (
-        magic in _WAL_MAGIC
-        and 512 <= page_size <= 65536
-        and _wal_sum(data[:24], big, 0, 0) == (ck0, ck1)
+        magic in _WAL_MAGIC and 512 <= page_size <= 65536 and _wal_sum(data[:24], big, 0, 0) == (ck0, ck1)
     )
     if not header_ok:
         return _damaged_header(data, path)

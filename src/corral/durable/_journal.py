@@ -191,11 +191,10 @@ class Journal(ABC):
         steal_from: str | None = None,
     ) -> list[RunRecord]:
         """Atomically lease runnable runs (pending; waiting with a due timer; running with an expired lease)
-        and mark them running, each under a new lease ``generation`` (one more than the run's last). With ``run_id``: that run if it is not final and no live lease by another
-        worker
-        holds it (waiting runs included: the caller replays them). A lease held by ``steal_from`` (a worker
-        known to
-        be dead) counts as expired."""
+        and mark them running, each under a new lease ``generation`` (one more than the run's last). With
+        ``run_id``: that run if it is not final and no live lease by another worker holds it (waiting runs
+        included: the caller replays them). A lease held by ``steal_from`` (a worker known to be dead) counts
+        as expired."""
 
     @abstractmethod
     def renew(self, *, worker_id: str, run_ids: Sequence[str], now: float, lease_seconds: float) -> set[str]:

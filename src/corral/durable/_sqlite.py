@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 from corral import __version__
 from corral._errors import UsageError
-from corral.durable._serde import encode_error
 from corral.durable._integrity import run_checksum, signal_checksum, step_checksum, wal_damage
 from corral.durable._journal import Journal, RunRecord, RunStatus, StepRecord, StepStatus
+from corral.durable._serde import encode_error
 from corral.durable.errors import (
     JournalCorrupt,
     JournalError,
@@ -87,7 +87,8 @@ _MIGRATIONS: tuple[str, ...] = (
     UPDATE steps SET checksum = corral_step_checksum(run_id, position, name, status, value, value_type, key,
         args_hash, started_at, ended_at);
     UPDATE runs SET checksum = corral_run_checksum(run_id, function, input, output, output_type),
-        final_steps = (SELECT count(*) FROM steps s WHERE s.run_id = runs.run_id AND s.status IN ('ok', 'error'));
+        final_steps = (SELECT count(*) FROM steps s WHERE s.run_id = runs.run_id
+            AND s.status IN ('ok', 'error'));
     UPDATE signals SET checksum = corral_signal_checksum(run_id, name, payload)
     """,
 )
@@ -105,7 +106,9 @@ _RUN_COLUMNS = (
     "r.waiting_for, t.wake_at, l.worker_id, l.expires_at, r.generation, r.checksum"
 )
 _RUN_FROM = "runs r LEFT JOIN timers t ON t.run_id = r.run_id LEFT JOIN leases l ON l.run_id = r.run_id"
-_STEP_COLUMNS = "run_id, position, name, status, value, value_type, key, started_at, ended_at, args_hash, checksum"
+_STEP_COLUMNS = (
+    "run_id, position, name, status, value, value_type, key, started_at, ended_at, args_hash, checksum"
+)
 _UPSERT = (
     " ON CONFLICT (run_id, position) DO UPDATE SET name = excluded.name, "
     "status = excluded.status, value = excluded.value, value_type = excluded.value_type, key = excluded.key, "
@@ -358,7 +361,9 @@ class SqliteJournal(Journal):
         with self._tx() as conn:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "schema_version" in tables:
-                version, written_by = conn.execute("SELECT version, written_by FROM schema_version").fetchone()
+                version, written_by = conn.execute(
+                    "SELECT version, written_by FROM schema_version"
+                ).fetchone()
             elif tables:
                 raise UsageError(
                     f"{self.path} is an SQLite database but not a corral journal (tables: "
@@ -424,7 +429,9 @@ class SqliteJournal(Journal):
         return run
 
     def _step(self, row: Sequence[Any]) -> StepRecord:
-        if row[10] != step_checksum(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[9], row[7], row[8]):
+        if row[10] != step_checksum(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[9], row[7], row[8]
+        ):
             raise self._corrupt(row[0], row[1], f"the row of step {row[2]!r} does not match its checksum")
         return StepRecord(
             run_id=row[0],
@@ -452,14 +459,18 @@ class SqliteJournal(Journal):
                             cell.decode("utf-8")
                         except UnicodeDecodeError:
                             position = row[0] if table == "steps" else None
-                            return self._corrupt(run_id, position, "its row holds bytes that are not valid UTF-8")
+                            return self._corrupt(
+                                run_id, position, "its row holds bytes that are not valid UTF-8"
+                            )
         finally:
             conn.text_factory = str
         return self._corrupt(run_id, None, "a row holds bytes that are not valid UTF-8")
 
     def _run_row(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
         try:
-            row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM {_RUN_FROM} WHERE r.run_id = ?", (run_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM {_RUN_FROM} WHERE r.run_id = ?", (run_id,)
+            ).fetchone()
         except sqlite3.OperationalError as exc:
             if _BAD_TEXT in str(exc):
                 raise self._bad_text("runs", "run_id = ?", (run_id,), run_id) from None
@@ -548,8 +559,9 @@ class SqliteJournal(Journal):
             if not self._held(conn, run_id, worker_id, generation):
                 return False
             conn.execute(
-                "UPDATE runs SET status = ?, output = ?, output_type = ?, waiting_for = NULL, updated_at = ?, "
-                "checksum = corral_run_checksum(run_id, function, input, ?, ?) WHERE run_id = ?",
+                "UPDATE runs SET status = ?, output = ?, output_type = ?, waiting_for = NULL, "
+                "updated_at = ?, checksum = corral_run_checksum(run_id, function, input, ?, ?) "
+                "WHERE run_id = ?",
                 (status.value, output, output_type, now, output, output_type, run_id),
             )
             self._count_final(conn, run_id)
@@ -686,8 +698,8 @@ class SqliteJournal(Journal):
             if done is not None and done[0] in (StepStatus.OK.value, StepStatus.ERROR.value):
                 return None
             row = conn.execute(
-                "SELECT id, payload, checksum FROM signals WHERE run_id = ? AND name = ? AND consumed_at IS NULL "
-                "ORDER BY id LIMIT 1",
+                "SELECT id, payload, checksum FROM signals WHERE run_id = ? AND name = ? "
+                "AND consumed_at IS NULL ORDER BY id LIMIT 1",
                 (run_id, name),
             ).fetchone()
             if row is None:
