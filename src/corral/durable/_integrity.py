@@ -16,6 +16,7 @@ _WAL_MAGIC = (0x377F0682, 0x377F0683)
 _WAL_HEADER = 32
 _FRAME_HEADER = 24
 _SHM_HEADER = 48
+_TIMES = struct.Struct("<dd").pack
 
 
 def _crc(text: str) -> int:
@@ -35,12 +36,13 @@ def step_checksum(
     started_at: float,
     ended_at: float | None,
 ) -> int:
-    """CRC-32 of a step row: every column, so a changed payload, key, name or position is detected."""
-    ended = None if ended_at is None else float(ended_at)
-    return _crc(
-        f"{run_id}{_SEP}{position}{_SEP}{name}{_SEP}{status}{_SEP}{value}{_SEP}{value_type}{_SEP}{key}"
-        f"{_SEP}{args_hash}{_SEP}{float(started_at)!r}{_SEP}{ended!r}"
-    )
+    """CRC-32 of a step row: every column, so a changed payload, key, name, position or time is detected.
+
+    On the hot path of every step write: the times go in as their 8 bytes (``repr`` of a float is slow).
+    """
+    text = f"{run_id}{_SEP}{position}{_SEP}{name}{_SEP}{status}{_SEP}{value_type}{_SEP}{key}{_SEP}{args_hash}"
+    crc = zlib.crc32(f"{text}{_SEP}{value}".encode("utf-8", "surrogatepass"))
+    return zlib.crc32(_TIMES(started_at, -1.0 if ended_at is None else ended_at), crc)
 
 
 def run_checksum(
@@ -82,8 +84,9 @@ def wal_damage(path: Path) -> str | None:
 
     Call it after a read on the database (so SQLite has recovered the WAL index). SQLite keeps WAL frames only
     up to the first frame whose checksum fails; a later *commit* frame of the same WAL generation (same salts)
-    proves that committed transactions are being thrown away. A frame that fails and has nothing of its
-    generation after it is the torn write of a process killed while committing, which was never committed.
+    that is intact (it chains from the checksum stored in the frame before it) proves that committed
+    transactions are being thrown away. A process killed while committing leaves a torn tail instead: its
+    commit frame is the one that fails, so nothing intact follows the break.
     """
     wal = Path(f"{path}-wal")
     try:
@@ -104,31 +107,41 @@ def wal_damage(path: Path) -> str | None:
     last = _max_frame(Path(f"{path}-shm"))
     if last is None or frames <= last:
         return None
-    if last > 0:
-        at = _WAL_HEADER + (last - 1) * frame
-        s0, s1 = struct.unpack_from(">II", data, at + 16)
-    else:
-        s0, s1 = ck0, ck1
+    s0, s1 = _stored_sum(data, _WAL_HEADER + (last - 1) * frame) if last > 0 else (ck0, ck1)
     view = memoryview(data)
     broken: int | None = None
     for index in range(last + 1, frames + 1):
         at = _WAL_HEADER + (index - 1) * frame
-        f_salt0, f_salt1, f_ck0, f_ck1 = struct.unpack_from(">4I", data, at + 8)
+        commit, f_salt0, f_salt1, f_ck0, f_ck1 = struct.unpack_from(">5I", data, at + 4)
+        same = (f_salt0, f_salt1) == (salt0, salt1)
         if broken is None:
-            if (f_salt0, f_salt1) != (salt0, salt1):
-                return None  # the rest belongs to an older WAL generation
-            s0, s1 = _wal_sum(view[at : at + 8], big, s0, s1)
-            s0, s1 = _wal_sum(view[at + _FRAME_HEADER : at + frame], big, s0, s1)
-            if (s0, s1) != (f_ck0, f_ck1):
+            if same:
+                s0, s1 = _frame_sum(view, at, frame, big, s0, s1)
+            if not same or (s0, s1) != (f_ck0, f_ck1):
                 broken = index
             continue
-        commit = struct.unpack_from(">I", data, at + 4)[0]
-        if (f_salt0, f_salt1) == (salt0, salt1) and commit:
+        if (
+            same
+            and commit
+            and _frame_sum(view, at, frame, big, *_stored_sum(data, at - frame)) == (f_ck0, f_ck1)
+        ):
+            # An intact commit frame (it chains from the frame before it) after the break: committed data.
+            # A torn write of a killed process never looks like this: its commit frame is the torn one.
             return (
                 f"its write-ahead log {wal.name} is damaged at frame {broken}: committed frames up to frame "
                 f"{index} follow it and SQLite would drop them, replaying a shorter history"
             )
     return None
+
+
+def _stored_sum(data: bytes, at: int) -> tuple[int, int]:
+    s0, s1 = struct.unpack_from(">II", data, at + 16)
+    return int(s0), int(s1)
+
+
+def _frame_sum(view: memoryview, at: int, frame: int, big: bool, s0: int, s1: int) -> tuple[int, int]:
+    s0, s1 = _wal_sum(view[at : at + 8], big, s0, s1)
+    return _wal_sum(view[at + _FRAME_HEADER : at + frame], big, s0, s1)
 
 
 def _damaged_header(data: bytes, path: Path) -> str | None:

@@ -131,14 +131,21 @@ loads = _loads
 # full, containers by length and their first and last few items, models by their fields, a few levels deep;
 # anything else (clients, functions, sets, paths) by its type only, since its text may differ per process.
 _EDGE = 4
+_SCALAR_TYPES = frozenset(_SCALARS)
+_NO_ARGS = zlib.crc32(b"()")
 _DEPTH = 4
 _BUDGET = 256
 
 
 def fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """A CRC-32 of ``args`` and ``kwargs`` that is the same in every process for the same values."""
-    if not kwargs and all(type(a) in _SCALARS for a in args):  # the common case, cheaply
-        return zlib.crc32(repr(args).encode("utf-8", "surrogatepass"))
+    if not kwargs:  # the common cases, cheaply (each shape always takes the same path)
+        if not args:
+            return _NO_ARGS
+        if len(args) == 1 and type(args[0]) in _SCALAR_TYPES:
+            return zlib.crc32(repr(args[0]).encode("utf-8", "surrogatepass"))
+        if all(type(a) in _SCALAR_TYPES for a in args):
+            return zlib.crc32(repr(args).encode("utf-8", "surrogatepass"))
     parts: list[str] = []
     budget = [_BUDGET]
     _walk(args, parts, 0, budget)
