@@ -83,6 +83,7 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE steps ADD COLUMN args_hash INTEGER;
     ALTER TABLE steps ADD COLUMN checksum INTEGER;
     ALTER TABLE signals ADD COLUMN checksum INTEGER;
+    ALTER TABLE leases ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     UPDATE steps SET checksum = corral_step_checksum(run_id, position, name, status, value, value_type, key,
         args_hash, started_at, ended_at);
@@ -116,10 +117,13 @@ _UPSERT = (
     "checksum = excluded.checksum WHERE steps.status IN ('intent', 'waiting')"
 )
 _WRITE_STEP = f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _UPSERT
-# The fenced write: one statement (one commit), refused unless the run is running under the writer's claim.
+# The fenced write: one statement (one commit), refused unless the writer's claim still holds the run. A lease
+# row exists only while its run is running (park, finish, cancel and release delete it), and the leases table
+# is small and keyed by run id, so the fence is one lookup in a page that is usually cached.
+_FENCE = "SELECT 1 FROM leases WHERE run_id = ? AND generation = ?"
 _WRITE_STEP_FENCED = (
-    f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS "
-    "(SELECT 1 FROM runs WHERE run_id = ? AND generation = ? AND status = 'running')" + _UPSERT
+    f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS ({_FENCE})"
+    + _UPSERT
 )
 _HELD = (
     "SELECT r.status, l.worker_id, r.generation FROM runs r LEFT JOIN leases l ON l.run_id = r.run_id "
@@ -503,8 +507,9 @@ class SqliteJournal(Journal):
                 return False
             if leased and lease_seconds is not None:
                 conn.execute(
-                    "INSERT OR REPLACE INTO leases (run_id, worker_id, expires_at) VALUES (?, ?, ?)",
-                    (run.run_id, run.worker_id, run.created_at + lease_seconds),
+                    "INSERT OR REPLACE INTO leases (run_id, worker_id, expires_at, generation) "
+                    "VALUES (?, ?, ?, ?)",
+                    (run.run_id, run.worker_id, run.created_at + lease_seconds, run.generation),
                 )
             return True
 
@@ -612,14 +617,14 @@ class SqliteJournal(Journal):
             if row is None:
                 raise RunNotFound(run_id)
             if not RunStatus(row[0]).is_final:
-                # The status fences the executing worker's next write; the lease stays so that it also learns
-                # of the cancellation when it renews.
+                # Dropping the lease fences the executing worker's next write (and its next renewal).
                 conn.execute(
                     "UPDATE runs SET status = 'cancelled', waiting_for = NULL, updated_at = ? WHERE "
                     "run_id = ?",
                     (now, run_id),
                 )
                 conn.execute("DELETE FROM timers WHERE run_id = ?", (run_id,))
+                conn.execute("DELETE FROM leases WHERE run_id = ?", (run_id,))
             found = self._run_row(conn, run_id)
         assert found is not None
         return found
@@ -685,13 +690,8 @@ class SqliteJournal(Journal):
         self, run_id: str, name: str, step: StepRecord, *, generation: int | None = None
     ) -> StepRecord | None:
         with self._tx() as conn:
-            if generation is not None:
-                held = conn.execute(
-                    "SELECT 1 FROM runs WHERE run_id = ? AND generation = ? AND status = 'running'",
-                    (run_id, generation),
-                ).fetchone()
-                if held is None:
-                    return None
+            if generation is not None and conn.execute(_FENCE, (run_id, generation)).fetchone() is None:
+                return None
             done = conn.execute(
                 "SELECT status FROM steps WHERE run_id = ? AND position = ?", (step.run_id, step.position)
             ).fetchone()
@@ -778,7 +778,8 @@ class SqliteJournal(Journal):
                     (now, rid),
                 )
                 conn.execute(
-                    "INSERT OR REPLACE INTO leases (run_id, worker_id, expires_at) VALUES (?, ?, ?)",
+                    "INSERT OR REPLACE INTO leases (run_id, worker_id, expires_at, generation) "
+                    "VALUES (?1, ?2, ?3, (SELECT generation FROM runs WHERE run_id = ?1))",
                     (rid, worker_id, now + lease_seconds),
                 )
                 conn.execute("DELETE FROM timers WHERE run_id = ?", (rid,))
