@@ -44,6 +44,8 @@ _OK = StepStatus.OK
 _ERROR = StepStatus.ERROR
 _INTENT = StepStatus.INTENT
 _WAITING = StepStatus.WAITING
+# Results that are certainly not awaitable: skips ``inspect.isawaitable`` on the hot path.
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None), tuple})
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +309,7 @@ class RunContext:
         try:
             if retry is None:
                 result = fn(*args, **kwargs)
-                if inspect.isawaitable(result):
+                if type(result) not in _PLAIN and inspect.isawaitable(result):
                     result = await result
             else:
                 result = await self._retrying(retry, fn, args, kwargs)
@@ -318,7 +320,7 @@ class RunContext:
             _current_step.reset(token)
         try:
             text, value_type, value = _serde.encode(
-                result, f"run {self.run_id!r}, step {position} ({name!r})"
+                result, lambda: f"run {self.run_id!r}, step {position} ({name!r})"
             )
         except NotSerializable as exc:
             self._fail(position, name, key, started, exc, args_hash)

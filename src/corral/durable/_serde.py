@@ -11,6 +11,7 @@ import importlib
 import json
 import sys
 import zlib
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -48,28 +49,32 @@ def import_path(path: str, *, only_loaded: bool = False) -> Any:
     return obj
 
 
-def encode(value: Any, what: str) -> tuple[str, str | None, Any]:
-    """(JSON text, model class path or None, the value as a replay will see it). ``what`` names it in
+def encode(value: Any, what: str | Callable[[], str]) -> tuple[str, str | None, Any]:
+    """(JSON text, model class path or None, the value as a replay will see it). ``what`` (or a function
+    that makes it, so that the hot path formats nothing) names it in
     errors."""
     if isinstance(value, BaseModel):
         try:
             return value.model_dump_json(), type_path(type(value)), value
         except pydantic_core.PydanticSerializationError as exc:
             raise NotSerializable(
-                f"{what}: the pydantic model {type(value).__name__} cannot be dumped: {exc}"
+                f"{_name(what)}: the pydantic model {type(value).__name__} cannot be dumped: {exc}"
             ) from exc
     try:
         text = _dumps(value)
     except (TypeError, ValueError) as exc:
         raise NotSerializable(
-            f"{what} returned a {type(value).__module__}.{type(value).__qualname__}, which the journal "
-            f"cannot "
-            f"store: return JSON-serialisable values (dict, list, str, int, float, bool, None) or a pydantic "
-            f"model ({exc})"
+            f"{_name(what)} returned a {type(value).__module__}.{type(value).__qualname__}, which the "
+            f"journal cannot store: return JSON-serialisable values (dict, list, str, int, float, bool, "
+            f"None) or a pydantic model ({exc})"
         ) from exc
     # Scalars come back identical; containers are round-tripped so the first run sees what a replay will see
     # (tuples become lists, int keys become strings).
     return text, None, value if isinstance(value, _SCALARS) else _loads(text)
+
+
+def _name(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
 
 
 def decode(text: str | None, value_type: str | None, returns: Any = None) -> Any:
