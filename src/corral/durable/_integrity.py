@@ -7,6 +7,7 @@ damaged frame, so one flipped byte in the middle of the WAL would otherwise repl
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -90,23 +91,30 @@ def wal_damage(path: Path) -> str | None:
     """
     wal = Path(f"{path}-wal")
     try:
-        data = wal.read_bytes()
+        with wal.open("rb") as f:
+            head = f.read(_WAL_HEADER)
+            size = os.fstat(f.fileno()).st_size
+            if len(head) < _WAL_HEADER:
+                return None
+            magic, _version, page_size, _seq, salt0, salt1, ck0, ck1 = struct.unpack_from(">8I", head)
+            big = bool(magic & 1)
+            frame = _FRAME_HEADER + page_size
+            header_ok = (
+                magic in _WAL_MAGIC
+                and 512 <= page_size <= 65536
+                and _wal_sum(head[:24], big, 0, 0) == (ck0, ck1)
+            )
+            last = _max_frame(Path(f"{path}-shm"))
+            frames = (size - _WAL_HEADER) // frame if header_ok else 0
+            if header_ok and (last is None or frames <= last):
+                return None  # the usual case: nothing past what SQLite keeps, and the WAL is not read
+            data = head + f.read()
     except OSError:
         return None
-    if len(data) < _WAL_HEADER:
-        return None
-    magic, _version, page_size, _seq, salt0, salt1, ck0, ck1 = struct.unpack_from(">8I", data)
-    big = bool(magic & 1)
-    frame = _FRAME_HEADER + page_size
-    header_ok = (
-        magic in _WAL_MAGIC and 512 <= page_size <= 65536 and _wal_sum(data[:24], big, 0, 0) == (ck0, ck1)
-    )
     if not header_ok:
         return _damaged_header(data, path)
+    assert last is not None
     frames = (len(data) - _WAL_HEADER) // frame
-    last = _max_frame(Path(f"{path}-shm"))
-    if last is None or frames <= last:
-        return None
     s0, s1 = _stored_sum(data, _WAL_HEADER + (last - 1) * frame) if last > 0 else (ck0, ck1)
     view = memoryview(data)
     broken: int | None = None

@@ -101,6 +101,7 @@ _SQLITE_NOTADB = 26
 _BAD_TEXT = "Could not decode to UTF-8"
 
 Synchronous = Literal["normal", "full"]
+_STEP_STATUS = {s.value: s for s in StepStatus}
 
 _RUN_COLUMNS = (
     "r.run_id, r.function, r.input, r.status, r.created_at, r.updated_at, r.output, r.output_type, "
@@ -159,6 +160,16 @@ def _step_row(step: StepRecord) -> tuple[Any, ...]:
     )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _register_functions(conn: sqlite3.Connection) -> None:
     """The checksum functions, for migrations that fill checksums of rows written before they existed."""
     conn.create_function("corral_step_checksum", 10, step_checksum, deterministic=True)
@@ -190,7 +201,7 @@ class SqliteJournal(Journal):
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
-            self._create(busy_timeout)
+            self._create(busy_timeout, synchronous)
         try:
             empty = self.path.stat().st_size == 0
         except OSError as exc:
@@ -225,8 +236,11 @@ class SqliteJournal(Journal):
                     f"{damage}. Keep a copy of the file and its -wal file; to accept the loss of those "
                     f"commits, run `sqlite3 {self.path} 'PRAGMA wal_checkpoint(TRUNCATE)'`",
                 )
-            self._migrate(new=False)
-            self._apply_synchronous(synchronous)
+            if self._needs_writing(synchronous):
+                self._migrate(new=False)
+                self._apply_synchronous(synchronous)
+            else:
+                self._apply_synchronous(None)
         except sqlite3.Error as exc:
             self._conn.close()
             raise self._translate(exc) from exc
@@ -234,18 +248,28 @@ class SqliteJournal(Journal):
             self._conn.close()
             raise
 
-    def _create(self, busy_timeout: float) -> None:
+    def _create(self, busy_timeout: float, synchronous: Synchronous | None) -> None:
         """Create the journal under a temporary name and link it into place, so that a process killed while
         creating it never leaves a half-made (e.g. empty) journal behind."""
+        self._remove_stale_temporaries()
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             self._conn = sqlite3.connect(tmp, isolation_level=None, timeout=busy_timeout)
             try:
+                # No fsync while building a file nobody sees yet: one fsync below, before it is published
+                # (with "full"); a killed process loses nothing the page cache holds either way.
+                self._conn.execute("PRAGMA synchronous=OFF")
                 _register_functions(self._conn)
                 self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
                 self._migrate(new=True)
             finally:
                 self._conn.close()  # the last connection: checkpoints and removes the WAL
+            if synchronous == "full":
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
                 os.link(tmp, self.path)
         except sqlite3.Error as exc:
@@ -257,15 +281,37 @@ class SqliteJournal(Journal):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
 
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of creators that were killed (their pid no longer exists)."""
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp*"):
+            pid = leftover.name[len(self.path.name) + 2 :].split(".", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+
+    def _stored_synchronous(self) -> str:
+        row = self._conn.execute("SELECT value FROM settings WHERE name = 'synchronous'").fetchone()
+        return str(row[0]) if row is not None else "normal"
+
+    def _needs_writing(self, wanted: Synchronous | None) -> bool:
+        """Whether opening must write (migrate, or store another mode); a plain open takes no write lock."""
+        try:
+            version = self._conn.execute("SELECT version FROM schema_version").fetchone()[0]
+        except sqlite3.OperationalError:
+            return True  # no schema_version table: _migrate says what the file is
+        if version != SCHEMA_VERSION:
+            return True
+        return wanted is not None and wanted != self._stored_synchronous()
+
     def _apply_synchronous(self, wanted: Synchronous | None) -> None:
-        with self._tx() as conn:
-            row = conn.execute("SELECT value FROM settings WHERE name = 'synchronous'").fetchone()
-            stored = row[0] if row is not None else "normal"
-            if wanted is not None and wanted != stored:
+        if wanted is None:
+            stored = self._stored_synchronous()
+        else:
+            with self._tx() as conn:
                 conn.execute(
                     "INSERT OR REPLACE INTO settings (name, value) VALUES ('synchronous', ?)", (wanted,)
                 )
-                stored = wanted
+            stored = wanted
         if stored not in ("normal", "full"):
             raise JournalCorrupt(self.path, f"its stored synchronous mode {stored!r} is not normal or full")
         self._conn.execute(f"PRAGMA synchronous={stored.upper()}")
@@ -433,21 +479,17 @@ class SqliteJournal(Journal):
         return run
 
     def _step(self, row: Sequence[Any]) -> StepRecord:
-        if row[10] != step_checksum(
-            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[9], row[7], row[8]
+        # Runs once per recorded step on every resume: positional, no enum constructor.
+        run_id, position, name, status, value, value_type, key, started, ended, args_hash, checksum = row
+        if checksum != step_checksum(
+            run_id, position, name, status, value, value_type, key, args_hash, started, ended
         ):
-            raise self._corrupt(row[0], row[1], f"the row of step {row[2]!r} does not match its checksum")
+            raise self._corrupt(run_id, position, f"the row of step {name!r} does not match its checksum")
+        step_status = _STEP_STATUS.get(status)
+        if step_status is None:
+            raise self._corrupt(run_id, position, f"unknown step status {status!r}")
         return StepRecord(
-            run_id=row[0],
-            position=row[1],
-            name=row[2],
-            status=StepStatus(row[3]),
-            value=row[4],
-            value_type=row[5],
-            key=row[6],
-            started_at=row[7],
-            ended_at=row[8],
-            args_hash=row[9],
+            run_id, position, name, step_status, value, value_type, key, started, ended, args_hash
         )
 
     def _bad_text(self, table: str, where: str, params: tuple[Any, ...], run_id: str) -> JournalCorrupt:
