@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -81,6 +82,18 @@ def _max_frame(shm: Path) -> int | None:
 
 
 def wal_damage(path: Path) -> str | None:
+    """Why committed frames of ``path``'s WAL would be dropped, or None (see ``_wal_damage``).
+
+    Damage stays; a writer in another process that restarts the WAL while it is read does not. So a finding
+    is confirmed by a second look before it is reported.
+    """
+    if _wal_damage(path) is None:
+        return None
+    time.sleep(0.05)
+    return _wal_damage(path)
+
+
+def _wal_damage(path: Path) -> str | None:
     """Why committed frames of ``path``'s WAL would be dropped, or None if none would be.
 
     Call it after a read on the database (so SQLite has recovered the WAL index). SQLite keeps WAL frames only
@@ -108,9 +121,12 @@ def wal_damage(path: Path) -> str | None:
             frames = (size - _WAL_HEADER) // frame if header_ok else 0
             if header_ok and (last is None or frames <= last):
                 return None  # the usual case: nothing past what SQLite keeps, and the WAL is not read
-            data = head + f.read()
+            f.seek(0)
+            data = f.read()
     except OSError:
         return None
+    if data[:_WAL_HEADER] != head or _max_frame(Path(f"{path}-shm")) != last:
+        return None  # a writer restarted or grew the WAL meanwhile: what was read is no evidence
     if not header_ok:
         return _damaged_header(data, path)
     assert last is not None
