@@ -93,13 +93,13 @@ class Worker:
     async def serve(self) -> None:
         """Execute runs as they become runnable until ``stop()`` is called.
 
-        Every ``poll_interval`` (at most every half second) it also looks for runs held by processes of this
-        host that died, and takes them over at once rather than when their lease expires.
+        Every ``poll_interval`` (at most every quarter second) it also looks for runs held by processes of
+        this host that died, and takes them over at once rather than when their lease expires.
         """
         self._stop.clear()
         running: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
-        recover_every = min(self.poll_interval, 0.5)
+        recover_every = min(self.poll_interval, 0.25)
         next_recover = 0.0
         while not self._stop.is_set():
             if loop.time() >= next_recover:
