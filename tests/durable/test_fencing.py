@@ -73,6 +73,7 @@ def test_cancel_stops_the_executing_process_at_its_next_step(tmp_path: Path) -> 
         watcher.close()
     assert out.startswith("RunCancelled"), (out, err)
     last = max(s.ended_at or s.started_at for s in steps)
+    print(f"last step {last - before:+.3f} s, exit {exited - before:.3f} s after `runs cancel` began")
     # The time from `runs cancel` to the last recorded step: nothing is recorded after the cancellation.
     assert last <= cancelled_at, f"a step was recorded {last - before:.3f} s after `runs cancel` began"
     assert exited - before < 2.0, f"the process went on for {exited - before:.2f} s after the cancellation"
@@ -113,6 +114,7 @@ def test_a_worker_on_the_same_host_takes_over_a_killed_run_within_a_second(tmp_p
         if child.poll() is None:
             child.kill()
             child.communicate()
+    print(f"takeover {taken_over - killed:.3f} s after the SIGKILL")  # shown with `pytest -s`
     assert rt_result_done_by_worker(path)
     assert taken_over - killed < 1.0, (
         f"the worker took the run over {taken_over - killed:.2f} s after the kill"
