@@ -169,3 +169,21 @@ async def test_a_stale_lease_holder_is_fenced_and_the_new_holder_goes_on(journal
         ("after", StepStatus.OK, '"after"'),
     ]
     assert journal.get_run("fenced").status is RunStatus.COMPLETED  # type: ignore[union-attr]
+
+
+async def test_a_worker_does_not_count_a_cancelled_run_as_failed(journal: Journal) -> None:
+    rt = Runtime(journal)
+    failures: list[tuple[str, Exception]] = []
+
+    async def cancels_itself(ctx: RunContext) -> int:
+        await ctx.step("work", lambda: 1)
+        rt.cancel(ctx.run_id)  # as `corral runs cancel` would, from outside
+        return int(await ctx.step("more", lambda: 2))
+
+    rt.register(cancels_itself)
+    rt.start(cancels_itself, run_id="c")
+    worker = Worker(rt, on_failure=lambda run_id, exc: failures.append((run_id, exc)))
+    assert await worker.run_until_idle() == 1
+    assert worker.failed == 0 and failures == []
+    assert rt.get_run("c").status is RunStatus.CANCELLED
+    assert [s.name for s in rt.steps("c")] == ["work"], "nothing recorded after the cancellation"

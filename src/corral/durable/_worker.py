@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from corral.durable._journal import RunRecord, RunStatus
 from corral.durable._runtime import Runtime, holder_is_dead, new_worker_id
-from corral.durable.errors import JournalError, RunSuspended
+from corral.durable.errors import JournalError, LeaseLost, RunCancelled, RunSuspended
 
 log = logging.getLogger("corral.durable")
 
@@ -68,6 +68,12 @@ class Worker:
             self.executed += 1
         except RunSuspended:
             self.executed += 1
+        except RunCancelled:  # cancelled from outside while it ran: what was asked for, not a failure
+            self.executed += 1
+            log.info("run %s stopped: it was cancelled", run.run_id)
+        except LeaseLost as exc:  # another worker executes the run now; this execution's end is not the run's
+            self.executed += 1
+            log.warning("run %s: %s", run.run_id, exc)
         except Exception as exc:  # a failed run is recorded (or left for a later resume); the worker goes on
             self.executed += 1
             self.failed += 1
