@@ -152,6 +152,19 @@ def test_invalid_utf8_is_named_and_the_worker_says_why_and_fails_the_run(tmp_pat
     rt.close()
 
 
+def test_invalid_utf8_in_a_run_row_is_named_when_listing(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    rt = Runtime(SqliteJournal(path))
+    rt.run_sync(priced, run_id="ok")
+    rt.run_sync(priced, run_id="bad")
+    rt.close()
+    _sql(path, "UPDATE runs SET output = CAST(X'31ff32' AS TEXT) WHERE run_id = 'bad'")
+    result = runner.invoke(app, ["runs", "list", "--journal", str(path)])
+    assert (
+        result.exit_code == 1 and "run 'bad': its row holds bytes that are not valid UTF-8" in result.output
+    )
+
+
 def _wal_snapshot(tmp_path: Path) -> tuple[bytes, bytes]:
     """A journal's database file and WAL as a process that still holds it open leaves them (not merged)."""
     live = tmp_path / "live" / "j.sqlite"

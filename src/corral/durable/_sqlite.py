@@ -492,25 +492,25 @@ class SqliteJournal(Journal):
             run_id, position, name, step_status, value, value_type, key, started, ended, args_hash
         )
 
-    def _bad_text(self, table: str, where: str, params: tuple[Any, ...], run_id: str) -> JournalCorrupt:
-        """Find the row whose text is not UTF-8 (the driver does not say which) and name it."""
+    def _bad_text(
+        self, table: str, where: str, params: tuple[Any, ...], run_id: str | None
+    ) -> JournalCorrupt:
+        """Find the row whose text is not UTF-8 (the driver does not say which) and name its run and step."""
         conn = self._conn
         conn.text_factory = bytes
         try:
-            columns = "position, " if table == "steps" else ""
-            for row in conn.execute(f"SELECT {columns}* FROM {table} WHERE {where}", params):
-                for cell in row:
+            columns = "run_id, position" if table == "steps" else "run_id, NULL"
+            for row in conn.execute(f"SELECT {columns}, * FROM {table} WHERE {where}", params):
+                for cell in row[2:]:
                     if isinstance(cell, bytes):
                         try:
                             cell.decode("utf-8")
                         except UnicodeDecodeError:
-                            position = row[0] if table == "steps" else None
-                            return self._corrupt(
-                                run_id, position, "its row holds bytes that are not valid UTF-8"
-                            )
+                            rid = row[0].decode("utf-8", "backslashreplace") if row[0] else run_id or "?"
+                            return self._corrupt(rid, row[1], "its row holds bytes that are not valid UTF-8")
         finally:
             conn.text_factory = str
-        return self._corrupt(run_id, None, "a row holds bytes that are not valid UTF-8")
+        return self._corrupt(run_id or "?", None, "a row holds bytes that are not valid UTF-8")
 
     def _run_row(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
         try:
@@ -570,7 +570,12 @@ class SqliteJournal(Journal):
         sql += " ORDER BY r.created_at DESC, r.run_id DESC LIMIT ? OFFSET ?"
         params += [limit, offset]
         with self._read() as conn:
-            return [self._run(row) for row in conn.execute(sql, params)]
+            try:
+                return [self._run(row) for row in conn.execute(sql, params)]
+            except sqlite3.OperationalError as exc:
+                if _BAD_TEXT in str(exc):
+                    raise self._bad_text("runs", "1", (), None) from None
+                raise
 
     @staticmethod
     def _held(conn: sqlite3.Connection, run_id: str, worker_id: str, generation: int | None) -> bool:
