@@ -38,6 +38,7 @@ TerminalReason = Literal[
     "tool_timeout",  # one tool timed out max_tool_timeouts times
     "retries_exhausted",  # a kind of mistake (bad arguments, unknown tool, bad output) max_retries+1 times
     "approval_denied",  # a human (or the lack of one) refused a call and the guards say stop on refusal
+    "judge_failed",  # the judges failed the answer after the last revision (and no human overruled them)
     "model_error",  # the model could not be reached at all (after its own retries)
 ]
 
