@@ -13,8 +13,8 @@ from corral.guards import (
     Approvals,
     GuardConfigError,
     Judged,
-    Judging,
     JudgeState,
+    Judging,
     LLMJudge,
     Validator,
 )

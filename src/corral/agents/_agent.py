@@ -414,7 +414,13 @@ class _Run:
         ctx, agent = self.ctx, self.agent
         arguments = call.arguments or {}
         if agent.approver is None:
-            return await request_approval(ctx, tool.name, arguments, policy=policy, why=why)
+            asked = ctx.last_step_ended()
+            decision = await request_approval(ctx, tool.name, arguments, policy=policy, why=why)
+            answered = ctx.last_step_ended()
+            if asked is not None and answered is not None:
+                # Journaled times, so a replay computes the same wait.
+                self.state.record_wait((answered - asked).total_seconds())
+            return decision
         request = ApprovalRequest(
             run_id=ctx.run_id, tool=tool.name, arguments=arguments, tool_call_id=call.id
         )

@@ -121,6 +121,8 @@ class GuardState:
     started_at: float
     usage: Usage = field(default_factory=Usage)
     turns: int = 0
+    #: Seconds the run spent parked for a human (approvals): not the run's own time, so not in its budget.
+    waited: float = 0.0
     _last_call: str | None = None
     _repeats: int = 0
     _errors: Counter[str] = field(default_factory=Counter)
@@ -129,8 +131,13 @@ class GuardState:
     _corrections: Counter[str] = field(default_factory=Counter)
 
     def elapsed(self, now: float) -> float:
-        """Seconds since the run started, by the run's recorded clock."""
-        return now - self.started_at
+        """Seconds since the run started, by the run's recorded clock, less the time it waited for humans."""
+        return now - self.started_at - self.waited
+
+    def record_wait(self, seconds: float) -> None:
+        """Leave ``seconds`` spent waiting for a human's decision out of the time budget: a run that waited
+        a day for an approval has not worked for a day."""
+        self.waited += max(seconds, 0.0)
 
     def _time_trip(self, now: float) -> GuardTrip | None:
         limit = self.guards.max_wall_s
