@@ -25,6 +25,7 @@ from corral.durable import (
 )
 from corral.guards import (
     ApprovalAlreadyDecided,
+    ApprovalError,
     ApprovalMismatch,
     ApprovalNotFound,
     ApprovalPolicy,
@@ -303,6 +304,7 @@ async def test_deliver_wakes_a_run_whose_signal_was_lost(rt: Runtime) -> None:
 def test_two_deciders_racing_on_sqlite_one_wins(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     rt = Runtime(SqliteJournal(path))
+    rt.start(deploy, "1.2", run_id="r")  # a run that is not over: its requests may be decided
     ledger = ledger_for(rt.journal)
     for i in range(20):
         record = ApprovalRecord(
@@ -333,3 +335,18 @@ def test_two_deciders_racing_on_sqlite_one_wins(tmp_path: Path) -> None:
         i, who = w.split(":")
         got = Approvals(rt).get(f"ap-{i}").decision
         assert got is not None and got.by == who
+
+
+async def test_a_request_of_a_cancelled_run_is_not_listed_nor_decidable(rt: Runtime) -> None:
+    record = await park(rt, "r1", "1.2")
+    rt.cancel("r1")
+    assert Approvals(rt).list() == []
+    with pytest.raises(ApprovalError, match="is cancelled"):
+        Approvals(rt).approve(record.id, by="ada")
+
+
+async def test_an_oversized_reason_is_a_clear_error(rt: Runtime) -> None:
+    record = await park(rt, "r1", "1.2")
+    with pytest.raises(UsageError, match="not valid"):
+        Approvals(rt).reject(record.id, by="ada", reason="x" * 5000)
+    assert Approvals(rt).get(record.id).status == "pending"

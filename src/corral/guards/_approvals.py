@@ -61,7 +61,12 @@ from corral.durable import (
 )
 from corral.guards._approval import ApprovalDecision
 from corral.guards._policy import ApprovalPolicy, Notify
-from corral.guards.errors import ApprovalAlreadyDecided, ApprovalMismatch, ApprovalNotFound
+from corral.guards.errors import (
+    ApprovalAlreadyDecided,
+    ApprovalError,
+    ApprovalMismatch,
+    ApprovalNotFound,
+)
 
 _log = logging.getLogger("corral.guards")
 
@@ -371,11 +376,18 @@ class Approvals:
                 if record is None or (run_id is not None and record.run_id != run_id):
                     continue
                 if wanted is None or record.status in wanted:
+                    if record.decision is None and self._orphaned(record):
+                        continue
                     found.append(record)
             if len(page) < 500:
                 break
             offset += 500
         return found[:limit]
+
+    def _orphaned(self, record: ApprovalRecord) -> bool:
+        # A pending request of a run that ended (cancelled) can never be decided: not worth listing.
+        run = self.runtime.journal.get_run(record.run_id)
+        return run is None or run.status.is_final
 
     def get(self, approval_id: str) -> ApprovalRecord:
         """The request; ``ApprovalNotFound`` if there is none."""
@@ -438,14 +450,23 @@ class Approvals:
                 f"approval {approval_id!r} is for arguments with hash {record.args_hash[:12]}…, not "
                 f"{args_hash[:12]}…: look at the request again (`corral approvals show {approval_id}`)"
             )
-        decision = Decision(
-            outcome=outcome,
-            by=by.strip(),
-            at=self.runtime.clock.time(),
-            reason=reason,
-            arguments=arguments,
-            args_hash=record.args_hash,
-        )
+        run = self.runtime.journal.get_run(record.run_id)
+        if run is None or run.status.is_final:
+            state = "gone" if run is None else run.status.value
+            raise ApprovalError(
+                f"approval {approval_id!r}: its run {record.run_id!r} is {state}; there is nothing to decide"
+            )
+        try:
+            decision = Decision(
+                outcome=outcome,
+                by=by.strip(),
+                at=self.runtime.clock.time(),
+                reason=reason,
+                arguments=arguments,
+                args_hash=record.args_hash,
+            )
+        except ValidationError as exc:
+            raise UsageError(f"approval {approval_id!r}: the decision is not valid: {exc}") from exc
         decided = record.model_copy(update={"decision": decision})
         changed = self.ledger.transition(
             KIND, approval_id, expect="pending", to="decided", data=decided.model_dump_json(), now=decision.at
