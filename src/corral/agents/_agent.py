@@ -424,10 +424,10 @@ class _Run:
         request = ApprovalRequest(
             run_id=ctx.run_id, tool=tool.name, arguments=arguments, tool_call_id=call.id
         )
-        decision: ApprovalDecision = await ctx.step(
+        decided: ApprovalDecision = await ctx.step(
             f"approval:{tool.name}", agent._decide, request, returns=ApprovalDecision
         )
-        return decision
+        return decided
 
     def edited(
         self, tool: Tool[..., Any], call: ToolCall, decision: ApprovalDecision
