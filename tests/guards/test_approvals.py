@@ -350,3 +350,30 @@ async def test_an_oversized_reason_is_a_clear_error(rt: Runtime) -> None:
     with pytest.raises(UsageError, match="not valid"):
         Approvals(rt).reject(record.id, by="ada", reason="x" * 5000)
     assert Approvals(rt).get(record.id).status == "pending"
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        # The record is this request's, but the decision was made for other arguments.
+        lambda rec, d: rec.model_copy(update={"decision": d.model_copy(update={"args_hash": "0" * 64})}),
+        # The decision matches these arguments, but the record says another run or another step.
+        lambda rec, d: rec.model_copy(update={"decision": d, "run_id": "elsewhere"}),
+        lambda rec, d: rec.model_copy(update={"decision": d, "position": rec.position + 1}),
+        lambda rec, d: rec.model_copy(update={"decision": d, "action": "other"}),
+        lambda rec, d: rec.model_copy(update={"decision": d, "args_hash": "0" * 64}),
+    ],
+)
+async def test_each_part_of_the_binding_is_checked(rt: Runtime, forge: Any) -> None:
+    record = await park(rt, "r1", "1.2")
+    decision = Decision(outcome="approve", by="mallory", at=1.0, args_hash=record.args_hash)
+    forged = forge(record, decision)
+    ledger = ledger_for(rt.journal)
+    assert ledger.transition(
+        "approval", record.id, expect="pending", to="decided", data=forged.model_dump_json(), now=1.0
+    )
+    rt.send_signal("r1", record.signal, None)
+    assert (await rt.resume("r1")).startswith(
+        "refused by corral: the decision recorded for this request was not"
+    )
+    assert effects == []

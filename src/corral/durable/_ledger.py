@@ -152,6 +152,8 @@ class SqliteLedger(Ledger):
                 self._conn.execute(statement)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the ledger in {self.path}: {exc}") from exc
+        # Closed when the ledger goes (with its journal, in ledger_for), or by close().
+        self._closer = weakref.finalize(self, self._conn.close)
 
     def _fail(self, exc: sqlite3.Error) -> JournalError:
         return JournalError(f"the ledger in {self.path} failed: {exc}")
@@ -221,7 +223,7 @@ class SqliteLedger(Ledger):
     def close(self) -> None:
         """Close the ledger's connection."""
         with self._lock:
-            self._conn.close()
+            self._closer()
 
 
 _LEDGERS: weakref.WeakKeyDictionary[Journal, Ledger] = weakref.WeakKeyDictionary()
@@ -244,10 +246,7 @@ def ledger_for(source: Journal | RunContext) -> Ledger:
             if path is None:
                 found = MemoryLedger()
             elif isinstance(path, Path):
-                sqlite = SqliteLedger(path, synchronous=str(getattr(journal, "synchronous", "normal")))
-                # Closed with its journal's object, not left to the garbage collector.
-                weakref.finalize(journal, sqlite.close)
-                found = sqlite
+                found = SqliteLedger(path, synchronous=str(getattr(journal, "synchronous", "normal")))
             else:
                 raise UsageError(f"{type(journal).__name__} has no ledger: its 'path' is not a file path")
             _LEDGERS[journal] = found
