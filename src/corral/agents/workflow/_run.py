@@ -27,7 +27,7 @@ from pydantic_core import to_jsonable_python
 
 from corral.agents.errors import WorkflowEdgeError, WorkflowNotFound
 from corral.agents.workflow._graph import END, End
-from corral.durable import DeterminismError, RunContext, Runtime, RunSuspended
+from corral.durable import DeterminismError, RunContext, RunStatus, Runtime, RunSuspended
 
 if TYPE_CHECKING:
     from corral.agents.workflow._workflow import Workflow
@@ -36,8 +36,6 @@ S = TypeVar("S", bound=BaseModel)
 
 #: Workflows of this process by name: a worker (or a branch's child run) finds its workflow here.
 WORKFLOWS: dict[str, Workflow[Any]] = {}
-#: Child runs started by parallel nodes, by parent run id (rebuilt by replay in a new process).
-_children: dict[str, list[str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +150,6 @@ async def run_parallel(
     for i, item in enumerate(items):
         child = f"{ctx.run_id}/{node}.{number}.{i}"
         ids.append(await ctx.spawn(run_branch, workflow, node, snapshot, item, run_id=child))
-    known = _children.setdefault(ctx.run_id, [])
-    known.extend(i for i in ids if i not in known)
     return [await ctx.join(child) for child in ids]
 
 
@@ -168,16 +164,23 @@ async def _finish_child(rt: Runtime, child: str) -> None:
             await drive(rt, parked)
 
 
+def open_branches(rt: Runtime, run_id: str) -> list[str]:
+    """The unfinished branch runs of ``run_id`` (their ids extend the parent's, see :func:`run_parallel`):
+    found in the journal, so a new process resuming a parked workflow finds them too."""
+    live = [RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING]
+    prefix = f"{run_id}/"
+    return sorted(r.run_id for r in rt.list_runs(status=live, limit=100_000) if r.run_id.startswith(prefix))
+
+
 async def drive(rt: Runtime, parked: RunSuspended) -> Any:
     """Bring a run parked on its parallel branches to its end in this process: execute the branches
     concurrently, then resume the run. A run parked for anything else (an approval, a timer) or on a
     branch that cannot finish here raises ``RunSuspended`` again."""
     run_id = parked.run_id
     while True:
-        children = _children.get(run_id, [])
-        if not (parked.signal or "").startswith("child:") or not children:
+        if not (parked.signal or "").startswith("child:"):
             raise parked
-        open_before = [c for c in children if not rt.get_run(c).status.is_final]
+        open_before = open_branches(rt, run_id)
         await asyncio.gather(*(_finish_child(rt, c) for c in open_before))
         if open_before and all(not rt.get_run(c).status.is_final for c in open_before):
             raise parked

@@ -32,7 +32,7 @@ from corral.agents.workflow._check import GraphReport, check_graph
 from corral.agents.workflow._graph import End, Graph
 from corral.agents.workflow._mermaid import mermaid
 from corral.agents.workflow._run import WORKFLOWS, WorkflowResult, drive, execute, run_workflow
-from corral.durable import RunContext, Runtime, RunSuspended
+from corral.durable import RunBusy, RunContext, RunStatus, Runtime, RunSuspended
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -95,6 +95,12 @@ class Workflow(Graph[S]):
             raw = await runtime.run(run_workflow, self.name, state.model_dump(mode="json"), run_id=run_id)
         except RunSuspended as parked:
             raw = await drive(runtime, parked)
+        except RunBusy:
+            # Resumed while parked on its branches (e.g. after a crash): finish them, then the run.
+            run = runtime.get_run(run_id or "")
+            if run.status is not RunStatus.WAITING or not (run.waiting_for or "").startswith("child:"):
+                raise
+            raw = await drive(runtime, RunSuspended(run.run_id, "signal", run.waiting_for, run.wake_at))
         return WorkflowResult(
             raw["output"], self.state_type.model_validate(raw["state"]), list(raw["path"]), str(raw["run_id"])
         )
