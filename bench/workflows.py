@@ -33,13 +33,12 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from agent_loop import measure as measure_agent  # noqa: E402
-from agent_loop import measure_floor as agent_floor  # noqa: E402
-from agent_loop import step as agent_tool  # noqa: E402
-
-from corral.agents import End, Workflow  # noqa: E402
-from corral.durable import RunContext, Runtime, SqliteJournal  # noqa: E402
-from corral.models import (  # noqa: E402
+from agent_loop import measure as measure_agent
+from agent_loop import measure_floor as agent_floor
+from agent_loop import step as agent_tool
+from corral.agents import End, Workflow
+from corral.durable import RunContext, Runtime, SqliteJournal
+from corral.models import (
     AssistantMessage,
     Message,
     Model,
@@ -157,10 +156,8 @@ def langgraph_per_node(n: int, journal_dir: str, *, checkpoint: bool) -> float |
         config["configurable"] = {"thread_id": "t1"}
     app = graph.compile(**options)
     started = time.perf_counter()
-    if checkpoint:
-        out = app.invoke({"n": 0}, config, durability="sync")
-    else:
-        out = app.invoke({"n": 0}, config)
+    invoke_options = {"durability": "sync"} if checkpoint else {}
+    out = app.invoke({"n": 0}, config, **invoke_options)
     total = time.perf_counter() - started
     assert out["n"] == n, out
     return total / n
@@ -188,9 +185,14 @@ def main() -> None:
             loop_own = statistics.median(t - m - f for t, m, f in loops) / n
             label = "corral agent loop step (sync tool)"
             print(f"{n:>5}  {label:<34} {_us(loop_total)} {_us(loop_floor)} {_us(loop_own)}")
-            for checkpoint, name in ((False, "LangGraph node, no checkpointer"), (True, "LangGraph node + SqliteSaver")):
+            for checkpoint, name in (
+                (False, "LangGraph node, no checkpointer"),
+                (True, "LangGraph node + SqliteSaver"),
+            ):
                 timings = [langgraph_per_node(n, tmp, checkpoint=checkpoint) for _ in range(REPEATS)]
-                per_node = None if timings[0] is None else statistics.median(t for t in timings if t is not None)
+                per_node = (
+                    None if timings[0] is None else statistics.median(t for t in timings if t is not None)
+                )
                 print(f"{n:>5}  {name:<34} {_us(per_node)}")
 
 

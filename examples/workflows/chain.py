@@ -1,7 +1,7 @@
 """Prompt chaining with a gate: an outline, checked, then the text written from it.
 
-    python examples/workflows/chain.py "Why do databases use write-ahead logs?"
-    corral graph show examples.workflows.chain:workflow
+python examples/workflows/chain.py "Why do databases use write-ahead logs?"
+corral graph show examples.workflows.chain:workflow
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Evaluator–optimizer: a writer revises until a reviewer accepts, at most twice.
 
-    python examples/workflows/evaluator.py "A one-line slogan for a crash-proof agent framework."
+python examples/workflows/evaluator.py "A one-line slogan for a crash-proof agent framework."
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from corral.models import Model, ModelSettings, resolve_model
 def build(model: Model) -> Workflow[RevisionState]:
     """A writer and a reviewer, two revisions at most."""
     guards = Guards(max_steps=2, max_tokens=2_000)
-    writer = Agent(model, instructions="Write what is asked, briefly.", guards=guards, settings=ModelSettings(max_tokens=80))
+    writer = Agent(
+        model,
+        instructions="Write what is asked, briefly.",
+        guards=guards,
+        settings=ModelSettings(max_tokens=80),
+    )
     reviewer = Agent(
         model,
         instructions="Review the draft against the task. Accept it if it does the task; otherwise say what to fix.",

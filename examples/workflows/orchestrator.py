@@ -1,6 +1,6 @@
 """Orchestrator–workers: the orchestrator's plan decides how many workers run, and on what.
 
-    python examples/workflows/orchestrator.py "Compare SQLite, DuckDB and PostgreSQL for a data agent."
+python examples/workflows/orchestrator.py "Compare SQLite, DuckDB and PostgreSQL for a data agent."
 """
 
 from __future__ import annotations

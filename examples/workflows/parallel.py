@@ -21,8 +21,12 @@ def build_sections(model: Model) -> Workflow[ParallelState]:
     guards = Guards(max_steps=2, max_tokens=2_000)
     short = ModelSettings(max_tokens=150)
     sections = {
-        "benefits": Agent(model, instructions="List the two main benefits of the proposal.", guards=guards, settings=short),
-        "risks": Agent(model, instructions="List the two main risks of the proposal.", guards=guards, settings=short),
+        "benefits": Agent(
+            model, instructions="List the two main benefits of the proposal.", guards=guards, settings=short
+        ),
+        "risks": Agent(
+            model, instructions="List the two main risks of the proposal.", guards=guards, settings=short
+        ),
     }
     return sectioning("example-sections", sections)
 

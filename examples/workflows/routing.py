@@ -1,6 +1,6 @@
 """Routing: a classifier picks which specialised agent answers.
 
-    python examples/workflows/routing.py "I was charged twice this month"
+python examples/workflows/routing.py "I was charged twice this month"
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ def build(model: Model) -> Workflow[RouteState]:
     short = ModelSettings(max_tokens=200)
 
     def specialist(topic: str) -> Agent[str]:
-        return Agent(model, instructions=f"You answer {topic} questions in two sentences.", guards=guards, settings=short)
+        return Agent(
+            model,
+            instructions=f"You answer {topic} questions in two sentences.",
+            guards=guards,
+            settings=short,
+        )
 
     classifier = Agent(
         model,
@@ -28,7 +33,11 @@ def build(model: Model) -> Workflow[RouteState]:
         guards=guards,
         settings=ModelSettings(max_tokens=5, temperature=0.0),
     )
-    routes = {"billing": specialist("billing"), "technical": specialist("technical"), "general": specialist("general")}
+    routes = {
+        "billing": specialist("billing"),
+        "technical": specialist("technical"),
+        "general": specialist("general"),
+    }
     return routing("example-routing", classifier, routes, default="general")
 
 

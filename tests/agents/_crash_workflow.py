@@ -21,7 +21,14 @@ from pydantic import BaseModel, Field
 
 from corral.agents import Agent, End, Workflow
 from corral.durable import RunContext, Runtime, SqliteJournal
-from corral.models import JournaledModel, Message, ScriptedModel, ToolDefinition, ToolResultMessage, UserMessage
+from corral.models import (
+    JournaledModel,
+    Message,
+    ScriptedModel,
+    ToolDefinition,
+    ToolResultMessage,
+    UserMessage,
+)
 from corral.tools import tool
 
 JOURNAL, WORKDIR = sys.argv[1], Path(sys.argv[2])
@@ -89,7 +96,13 @@ def summarised(state: State, result: Any) -> Any:
     return "fan"
 
 
-wf.agent("summarise", Agent(model, tools=[lookup]), prompt=lambda s: "Summarise corral.", then=summarised, next=["fan"])
+wf.agent(
+    "summarise",
+    Agent(model, tools=[lookup]),
+    prompt=lambda s: "Summarise corral.",
+    then=summarised,
+    next=["fan"],
+)
 
 
 async def branch(ctx: RunContext, state: State, index: int) -> str:
@@ -99,7 +112,7 @@ async def branch(ctx: RunContext, state: State, index: int) -> str:
         log(f"step:branch{index}")
         if index == 1 and hangs("branch"):
             # Die only once the other branches have finished their work.
-            while not all((WORKDIR / f"done{i}").exists() for i in (0, 2)):
+            while not all((WORKDIR / f"done{i}").exists() for i in (0, 2)):  # noqa: ASYNC110 - a test probe
                 await asyncio.sleep(0.02)
             hang_here("branch")
         return reply.message.content or ""

@@ -1,4 +1,4 @@
-"""The five workflow patterns, each through its runnable example in ``examples/workflows/`` (scripted model)."""
+"""The five workflow patterns, each through its runnable example in ``examples/workflows/`` (scripted)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,10 @@ def rt() -> Runtime:
 
 def test_prompt_chain_passes_each_output_on_through_its_gate() -> None:
     model = by_role(
-        {"Write a short outline": "- logs first\n- then pages", "Write a short answer": lambda p: f"Answer from: {p}"}
+        {
+            "Write a short outline": "- logs first\n- then pages",
+            "Write a short answer": lambda p: f"Answer from: {p}",
+        }
     )
     result = example("chain").build(model).run_sync(ChainState(input="Why WAL?"), runtime=rt())
     assert result.output == "Answer from: - logs first\n- then pages"
@@ -69,7 +72,9 @@ def test_prompt_chains_gate_stops_a_weak_link() -> None:
     assert model.seen == ["Write a short outline"]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("said", "route"), [("Billing.", "billing"), ("technical", "technical"), ("?", "general")])
+@pytest.mark.parametrize(
+    ("said", "route"), [("Billing.", "billing"), ("technical", "technical"), ("?", "general")]
+)
 def test_routing_sends_the_input_to_the_agent_the_classifier_names(said: str, route: str) -> None:
     model = by_role(
         {
@@ -85,7 +90,9 @@ def test_routing_sends_the_input_to_the_agent_the_classifier_names(said: str, ro
 
 
 def test_sectioning_runs_each_section_and_joins_them_in_order() -> None:
-    model = by_role({"List the two main benefits": "faster builds", "List the two main risks": "migration effort"})
+    model = by_role(
+        {"List the two main benefits": "faster builds", "List the two main risks": "migration effort"}
+    )
     result = example("parallel").build_sections(model).run_sync(ParallelState(input="move CI"), runtime=rt())
     assert result.output == "benefits: faster builds\n\nrisks: migration effort"
 
@@ -105,8 +112,10 @@ def test_orchestrator_plan_decides_the_workers() -> None:
         }
     )
     journal = MemoryJournal()
-    result = example("orchestrator").build(model).run_sync(
-        OrchestratorState(task="compare"), runtime=Runtime(journal), run_id="o1"
+    result = (
+        example("orchestrator")
+        .build(model)
+        .run_sync(OrchestratorState(task="compare"), runtime=Runtime(journal), run_id="o1")
     )
     assert result.state.subtasks == ["SQLite", "DuckDB", "PostgreSQL"]
     assert result.state.outputs == ["notes on SQLite", "notes on DuckDB", "notes on PostgreSQL"]
@@ -119,14 +128,18 @@ def test_orchestrator_plan_decides_the_workers() -> None:
 def test_evaluator_optimizer_revises_until_accepted() -> None:
     verdicts = iter(['{"verdict": "revise", "feedback": "shorter"}', '{"verdict": "accept", "feedback": ""}'])
     drafts = iter(["a long first draft", "short"])
-    model = by_role({"Write what is asked": lambda p: next(drafts), "Review the draft": lambda p: next(verdicts)})
+    model = by_role(
+        {"Write what is asked": lambda p: next(drafts), "Review the draft": lambda p: next(verdicts)}
+    )
     result = example("evaluator").build(model).run_sync(RevisionState(task="slogan"), runtime=rt())
     assert result.output == "short" and result.state.accepted
     assert result.path == ["draft", "evaluate", "draft", "evaluate"]
 
 
 def test_evaluator_optimizer_stops_at_its_bound() -> None:
-    model = by_role({"Write what is asked": "a draft", "Review the draft": '{"verdict": "revise", "feedback": "no"}'})
+    model = by_role(
+        {"Write what is asked": "a draft", "Review the draft": '{"verdict": "revise", "feedback": "no"}'}
+    )
     wf = example("evaluator").build(model)
     result = wf.run_sync(RevisionState(task="slogan"), runtime=rt())
     assert len(result.state.drafts) == 3 and not result.state.accepted  # the first draft and two revisions
@@ -142,6 +155,7 @@ def test_every_example_workflow_passes_its_checks() -> None:
 
 
 def test_examples_worst_case_follows_from_the_agents_guards() -> None:
-    # The orchestrator example: plan (3 steps) + 4 workers (3 each) + synthesis (3) = 18 calls, 3,000 tokens each.
+    # The orchestrator example: plan (3 steps) + 4 workers (3 each) + synthesis (3) = 18 calls; each of
+    # the six agent runs may use 3,000 tokens.
     report = example("orchestrator").workflow.check()
     assert (report.worst.model_calls, report.worst.tokens) == (18, 18_000)

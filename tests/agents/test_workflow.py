@@ -20,7 +20,7 @@ from corral.agents import (
 )
 from corral.agents.workflow import check_graph, mermaid, run_path
 from corral.apps.cli import app
-from corral.durable import DeterminismError, MemoryJournal, RunContext, Runtime, RunSuspended, SqliteJournal
+from corral.durable import DeterminismError, MemoryJournal, RunContext, RunSuspended, Runtime, SqliteJournal
 from corral.guards import Guards
 from corral.models import ScriptedModel
 
@@ -314,7 +314,9 @@ def test_a_plan_with_more_branches_than_declared_fails() -> None:
         return item
 
     wf = Workflow("too-wide", state=Doc)
-    wf.parallel("fan", branch, plan=lambda s: [1, 2, 3], combine=lambda s, r: End(), next=[End], max_branches=2)
+    wf.parallel(
+        "fan", branch, plan=lambda s: [1, 2, 3], combine=lambda s, r: End(), next=[End], max_branches=2
+    )
     with pytest.raises(WorkflowEdgeError, match="planned 3 branches; it is bounded to max_branches=2"):
         wf.run_sync(Doc(), runtime=Runtime(MemoryJournal()))
 

@@ -21,7 +21,11 @@ import pytest
 SCRIPT = Path(__file__).with_name("_crash_workflow.py")
 EXPECTED = {
     "output": 3,
-    "state": {"fetched": ["a", "b"], "summary": "corral is durable.", "branches": ["branch 0 done", "branch 1 done", "branch 2 done"]},
+    "state": {
+        "fetched": ["a", "b"],
+        "summary": "corral is durable.",
+        "branches": ["branch 0 done", "branch 1 done", "branch 2 done"],
+    },
     "path": ["fetch", "summarise", "fan"],
 }
 #: Every call of one uninterrupted run, once each.

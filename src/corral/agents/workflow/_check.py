@@ -57,7 +57,9 @@ class GraphReport:
             tokens = "unbounded" if w.tokens is None else f"{w.tokens:,}"
             cost = "unbounded" if w.cost_usd is None else f"${w.cost_usd:.4f}"
             lines.append(f"  worst case of one run: {calls} model calls, {tokens} tokens, {cost}")
-            lines += [f"  {name}: at most {n} visit{'s' if n != 1 else ''}" for name, n in self.visits.items()]
+            lines += [
+                f"  {name}: at most {n} visit{'s' if n != 1 else ''}" for name, n in self.visits.items()
+            ]
         return "\n".join(lines)
 
 

@@ -137,7 +137,7 @@ class Graph(Generic[S]):
         self,
         fn: NodeFn | None = None,
         *,
-        next: Sequence[EdgeSpec],  # noqa: A002 - the word a graph's reader expects
+        next: Sequence[EdgeSpec],
         name: str | None = None,
         start: bool = False,
         max_visits: int | None = None,
@@ -153,9 +153,7 @@ class Graph(Generic[S]):
 
         def add(f: NodeFn) -> NodeFn:
             node_name = name or f.__name__
-            self._add(
-                Node(node_name, f, tuple(next), "node", max_visits, budget or Budget()), start=start
-            )
+            self._add(Node(node_name, f, tuple(next), "node", max_visits, budget or Budget()), start=start)
             f.__corral_node__ = node_name  # type: ignore[attr-defined]
             return f
 
@@ -168,7 +166,7 @@ class Graph(Generic[S]):
         *,
         prompt: Callable[[S], str],
         then: Callable[[S, AgentResult[Any]], Next],
-        next: Sequence[EdgeSpec],  # noqa: A002
+        next: Sequence[EdgeSpec],
         start: bool = False,
         max_visits: int | None = None,
     ) -> None:
@@ -191,7 +189,7 @@ class Graph(Generic[S]):
         *,
         plan: Callable[[S], Sequence[Any]],
         combine: Callable[[S, list[R]], Next],
-        next: Sequence[EdgeSpec],  # noqa: A002
+        next: Sequence[EdgeSpec],
         max_branches: int,
         budget: Budget | None = None,
         start: bool = False,

@@ -27,7 +27,7 @@ from pydantic_core import to_jsonable_python
 
 from corral.agents.errors import WorkflowEdgeError, WorkflowNotFound
 from corral.agents.workflow._graph import END, End
-from corral.durable import DeterminismError, RunContext, RunStatus, Runtime, RunSuspended
+from corral.durable import DeterminismError, RunContext, RunStatus, RunSuspended, Runtime
 
 if TYPE_CHECKING:
     from corral.agents.workflow._workflow import Workflow
@@ -105,7 +105,9 @@ async def execute(wf: Workflow[S], ctx: RunContext, state: S) -> WorkflowResult[
         taken = wf.edge_name(node, returned)
         recorded = await ctx.step(f"node:{node}", _same, taken)
         if recorded != taken:
-            raise DeterminismError(ctx.run_id, ctx.position - 1, f"{node} -> {recorded}", f"{node} -> {taken}")
+            raise DeterminismError(
+                ctx.run_id, ctx.position - 1, f"{node} -> {recorded}", f"{node} -> {taken}"
+            )
         path.append(node)
         if taken == END:
             output = returned.value if isinstance(returned, End) else None

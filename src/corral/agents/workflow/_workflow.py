@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -32,7 +32,7 @@ from corral.agents.workflow._check import GraphReport, check_graph
 from corral.agents.workflow._graph import End, Graph
 from corral.agents.workflow._mermaid import mermaid
 from corral.agents.workflow._run import WORKFLOWS, WorkflowResult, drive, execute, run_workflow
-from corral.durable import RunBusy, RunContext, RunStatus, Runtime, RunSuspended
+from corral.durable import RunBusy, RunContext, RunStatus, RunSuspended, Runtime
 
 S = TypeVar("S", bound=BaseModel)
 

@@ -57,9 +57,9 @@ def prompt_chain(name: str, links: Sequence[Agent[Any]], *, gate: Gate | None = 
         def then(state: ChainState, result: AgentResult[Any], i: int = i, last: bool = last) -> Next:
             text = _text(result)
             state.outputs.append(text)
-            why = (
-                f"link {i} ended with {result.reason}: {result.detail}" if not result.ok else None
-            ) or (None if last or gate is None else gate(i, text))
+            why = (f"link {i} ended with {result.reason}: {result.detail}" if not result.ok else None) or (
+                None if last or gate is None else gate(i, text)
+            )
             if why is not None:
                 state.stopped = why
                 return End(None)
@@ -162,7 +162,9 @@ def _widest(budgets: Sequence[Budget]) -> Budget:
         return None if any(v is None for v in values) else max(values)
 
     return Budget(
-        top([b.model_calls for b in budgets]), top([b.tokens for b in budgets]), top([b.cost_usd for b in budgets])
+        top([b.model_calls for b in budgets]),
+        top([b.tokens for b in budgets]),
+        top([b.cost_usd for b in budgets]),
     )
 
 
