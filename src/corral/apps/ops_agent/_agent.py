@@ -1,0 +1,515 @@
+"""The observability agent: a checked workflow from a symptom to a root cause, and a fix a human approves.
+
+::
+
+    triage ─► evidence ─► hypotheses ─► check ⟲ (≤3) ─► choose ─► report ─► remediate ─► verify ─► end
+                                                                    └──────────┴──────────────► end
+
+- **triage**: the symptom's words (and, when there is a model, the model) name the areas to examine;
+  the processes to focus on are found from ``--service``/``--pid``.
+- **evidence**: read-only tools, each a journaled step whose output is redacted inside the step.
+- **hypotheses**: deterministic detectors rank causes, each citing its evidence.
+- **check**: the best unchecked hypotheses are tested — a backtrace of the suspect (a core dump: asks for
+  approval unless allowed), or a second watch.
+- **choose**: among near-tied hypotheses the model may pick (checked); otherwise the ranking stands.
+- **report**: cause, evidence with links to the journal steps, confidence, recommendation.
+- **remediate**: a typed action built from the cause's own facts, parked for a human's approval;
+  **verify**: after it ran, the evidence is gathered again and the detectors must no longer see the cause.
+
+Every effect is a step of one durable run: a crash mid-incident resumes where it was.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.agents import End, Workflow
+from corral.agents.workflow import Budget
+from corral.apps.ops_agent import _actions as actions
+from corral.apps.ops_agent._advice import model_choice, model_triage, near_tied
+from corral.apps.ops_agent._detect import AREAS, detect, judge_backtraces, renumber, triage
+from corral.apps.ops_agent._report import ActionOutcome, Evidence, Hypothesis, Report
+from corral.apps.ops_agent._tools import OpsTools
+from corral.apps.ops_agent.errors import ActionError
+from corral.durable import MemoryJournal, RunContext, Runtime
+from corral.guards import ApprovalPolicy, request_approval
+from corral.models import Model
+from corral.tools import Tool, ToolError
+
+CoreDumps = Literal["ask", "allow", "never"]
+
+RECOMMEND: dict[str, str] = {
+    "close_wait_leak": "The process leaves sockets open after the peer closed them: close the socket when a "
+    "read returns EOF or fails (and in every error path). A restart frees them for now.",
+    "memory_leak": "The process keeps memory it no longer needs: profile its heap (what grows), fix the "
+    "reference that keeps it, and cap it (cgroup memory limit) meanwhile. A restart bounds the damage.",
+    "cpu_spin": "One thread loops without waiting: the backtrace shows where. Fix the loop's exit condition "
+    "or add the missing wait. Killing or restarting the process stops the burn.",
+    "cpu_bound": "The process is CPU-bound: profile it, add capacity, or shed load.",
+    "deadlock": "Threads wait on each other's locks: take the locks in one global order (or with timeouts). "
+    "The process will not recover by itself: restart it.",
+    "disk_full": "A file fills the filesystem: rotate and compress it (logrotate with copytruncate), lower "
+    "the log level, and alert before the disk is full. Truncating it frees the space now.",
+    "crash_loop": "The service fails at start-up and is restarted again and again: fix the repeated error "
+    "shown; restarting it again will not help.",
+    "listen_overflow": "Connections arrive faster than the process accepts them: make the accept loop faster "
+    "(more workers, no blocking work before accept) and raise the listen backlog (and net.core.somaxconn).",
+    "fd_leak": "The process opens files or sockets without closing them: find the missing close; raise "
+    "its open-files limit meanwhile.",
+    "zombies": "The parent does not wait() for its exited children: reap them (SIGCHLD handler).",
+    "memory_pressure": "The machine is short of memory: find the biggest consumers and cap or move them.",
+}
+
+
+class DiagnoseRequest(BaseModel):
+    """What to diagnose and how far the agent may go (journaled as the run's input).
+
+    ``core_dumps``: ``"ask"`` asks a human before pausing a process for a core (the default), ``"allow"``
+    takes cores without asking, ``"never"`` does without backtraces. ``remediate``: propose a fix (it
+    still waits for a human's approval) or only report.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    symptom: str = Field(min_length=1, max_length=2000)
+    service: str | None = Field(default=None, max_length=200)
+    pid: int | None = Field(default=None, gt=0)
+    log_paths: list[str] = Field(default_factory=list, max_length=20)
+    metrics_urls: list[str] = Field(default_factory=list, max_length=10)
+    core_dumps: CoreDumps = "ask"
+    remediate: bool = True
+    samples: int = Field(default=3, ge=2, le=10)
+    interval_s: float = Field(default=1.0, gt=0, le=5)
+    approval_timeout_s: float | None = 3600.0
+
+
+class OpsEvent(BaseModel):
+    """A live step of a diagnosis, for a terminal or a UI: ``stage`` is the node, ``message`` one line."""
+
+    stage: str
+    message: str
+
+
+class Incident(BaseModel):
+    """The workflow's state: the request, evidence, hypotheses and the report as it forms."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    request: DiagnoseRequest
+    agent: Any = Field(default=None, exclude=True)
+    areas: list[str] = Field(default_factory=list)
+    focus: list[int] = Field(default_factory=list)
+    evidence: list[Evidence] = Field(default_factory=list)
+    hypotheses: list[Hypothesis] = Field(default_factory=list)
+    chosen: str | None = None
+    chosen_by: Literal["detectors", "model"] = "detectors"
+    report: Report | None = None
+    notes: list[str] = Field(default_factory=list)
+    #: This agent's own pid (journaled), never a focus; the prefix of evidence ids.
+    me: int = 0
+    prefix: str = "E"
+
+
+def _agent(s: Incident) -> OpsAgent:
+    agent: OpsAgent = s.agent
+    return agent
+
+
+# -- nodes --------------------------------------------------------------------------------------------------
+ops_workflow: Workflow[Incident] = Workflow("ops-diagnose", state=Incident)
+
+
+@ops_workflow.node(next=["evidence"], name="triage", budget=Budget(model_calls=1, tokens=600))
+async def triage_node(ctx: RunContext, s: Incident) -> Any:
+    agent, req = _agent(s), s.request
+    s.areas = triage(req.symptom)
+    if agent.model is not None:
+        extra, note = await model_triage(ctx, agent.model, agent.tools.redactor.text(req.symptom))
+        s.areas = sorted(set(s.areas) | set(extra)) if extra and set(s.areas) != set(AREAS) else s.areas
+        if note:
+            s.notes.append(note)
+    found = await agent.collect(ctx, s, "processes", {"match": req.service or "", "pid": req.pid or 0})
+    s.me = await ctx.step("self:pid", os.getpid)
+    s.focus = _focus(found, req, s.me)
+    agent.emit("triage", f"areas {', '.join(s.areas)}; focus on {len(s.focus)} process(es) {s.focus[:8]}")
+    return "evidence"
+
+
+def _focus(found: Evidence, req: DiagnoseRequest, me: int) -> list[int]:
+    rows = found.data.get("processes", []) if found.ok and isinstance(found.data, dict) else []
+    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("pid"), int)]
+    if req.pid or req.service:
+        wanted = [r["pid"] for r in rows if (req.pid and (r["pid"] == req.pid or r.get("ppid") == req.pid))
+                  or (req.service and (req.service in str(r.get("name")) or req.service in str(r.get("cmdline"))
+                                       or str(r.get("unit", "")).startswith(req.service)))]  # fmt: skip
+        return sorted(set(wanted) - {me})[:32]
+    busiest = sorted(rows, key=lambda r: -float(r.get("cpu_s", 0)))[:5]
+    biggest = sorted(rows, key=lambda r: -float(r.get("rss_kb", 0)))[:5]
+    return sorted({r["pid"] for r in busiest + biggest} - {me, 1})
+
+
+@ops_workflow.node(next=["hypotheses"])
+async def evidence(ctx: RunContext, s: Incident) -> Any:
+    agent, req = _agent(s), s.request
+    node = await agent.collect(ctx, s, "node_metrics", {})
+    samples = max(req.samples, 4) if "memory" in s.areas else req.samples
+    if s.focus:
+        await agent.collect(ctx, s, "watch_processes", {"pids": s.focus, "samples": samples, "interval_s": req.interval_s})
+        if req.pid or req.service:
+            await agent.collect(ctx, s, "environment", {"pid": s.focus[0]})
+    for path in await agent.find_logs(ctx, s):
+        await agent.collect(ctx, s, "read_log", {"path": path, "since_s": 900, "lines": 200})
+    if req.service:
+        await agent.collect(ctx, s, "journal", {"unit": req.service, "since_s": 900, "lines": 200})
+    for url in req.metrics_urls:
+        await agent.collect(ctx, s, "scrape_metrics", {"url": url})
+    mounts = node.data.get("mounts", []) if node.ok and isinstance(node.data, dict) else []
+    for m in [m for m in mounts if isinstance(m, dict) and max(m.get("used_pct", 0), m.get("inodes_used_pct", 0)) >= 90][:3]:
+        walk = await agent.collect(ctx, s, "disk_usage", {"path": str(m.get("mountpoint")), "top": 10})
+        biggest = walk.data.get("biggest", []) if walk.ok and isinstance(walk.data, dict) else []
+        if biggest and isinstance(biggest[0], dict):
+            await agent.collect(ctx, s, "who_has_open", {"path": str(biggest[0].get("path"))})
+    return "hypotheses"
+
+
+@ops_workflow.node(next=["check"])
+async def hypotheses(ctx: RunContext, s: Incident) -> Any:
+    s.hypotheses = detect(s.evidence, s.areas)
+    for h in s.hypotheses[:5]:
+        _agent(s).emit("hypotheses", f"{h.id} {h.score:.2f} {h.title}")
+    if not s.hypotheses:
+        _agent(s).emit("hypotheses", "no detector found a cause in the evidence")
+    return "check"
+
+
+@ops_workflow.node(next=["check", "choose"], max_visits=3)
+async def check(ctx: RunContext, s: Incident) -> Any:
+    agent = _agent(s)
+    todo = next((h for h in s.hypotheses[:3] if h.check and not h.checked and h.score >= 0.25), None)
+    if todo is None:
+        return "choose"
+    index = s.hypotheses.index(todo)
+    if todo.check == "backtrace":
+        updated = await agent.check_backtrace(ctx, s, todo)
+    else:
+        updated = await agent.check_rewatch(ctx, s, todo)
+    s.hypotheses[index] = updated
+    s.hypotheses = renumber(s.hypotheses)
+    agent.emit("check", f"{updated.kind} on {updated.pid}: now {updated.score:.2f} — {updated.title}")
+    return "check"
+
+
+@ops_workflow.node(next=["report"], budget=Budget(model_calls=1, tokens=2000))
+async def choose(ctx: RunContext, s: Incident) -> Any:
+    agent = _agent(s)
+    tied = near_tied(s.hypotheses)
+    s.chosen = s.hypotheses[0].id if s.hypotheses else None
+    if agent.model is not None and len(tied) >= 2:
+        texts = {e.id: str(e.data if e.ok else e.error) for e in s.evidence}
+        picked, note = await model_choice(ctx, agent.model, agent.tools.redactor.text(s.request.symptom), tied, texts)
+        if note:
+            s.notes.append(note)
+        if picked is not None and picked != s.chosen:
+            s.chosen, s.chosen_by = picked, "model"
+        agent.emit("choose", f"the model picked {picked or 'nothing usable'} among {[h.id for h in tied]}")
+    return "report"
+
+
+@ops_workflow.node(next=["remediate", End])
+async def report(ctx: RunContext, s: Incident) -> Any:
+    cause = next((h for h in s.hypotheses if h.id == s.chosen), None)
+    if cause is not None and cause.score < 0.4:
+        s.notes.append(f"the best hypothesis ({cause.title}) scores only {cause.score:.2f}: not called a cause")
+        cause = None
+    s.report = Report(
+        symptom=s.request.symptom, status="diagnosed" if cause else "inconclusive", cause=cause,
+        confidence=cause.score if cause else 0.0, alternatives=[h for h in s.hypotheses if h is not cause][:5],
+        evidence=s.evidence, chosen_by=s.chosen_by, run_id=ctx.run_id, notes=list(s.notes),
+        recommendation=RECOMMEND.get(cause.kind, "") if cause else
+        "No detector found a cause; the evidence is attached. Look at the alternatives, or widen the search "
+        "(--service, --pid, log paths, metrics URLs).",
+        summary=_summary(cause, s),
+    )  # fmt: skip
+    _agent(s).emit("report", s.report.summary)
+    if cause is None or not s.request.remediate:
+        return End(s.report)
+    return "remediate"
+
+
+def _summary(cause: Hypothesis | None, s: Incident) -> str:
+    if cause is None:
+        return f"No root cause found for {s.request.symptom!r} ({len(s.evidence)} pieces of evidence examined)."
+    return f"Root cause ({cause.score:.0%} confident): {cause.title}. Evidence: {', '.join(cause.evidence)}."
+
+
+@ops_workflow.node(next=["verify", End])
+async def remediate(ctx: RunContext, s: Incident) -> Any:
+    agent, rep = _agent(s), s.report
+    assert rep is not None and rep.cause is not None
+    proposed = await agent.propose(ctx, s, rep.cause)
+    if proposed is None:
+        rep.notes.append("no automatic remediation fits this cause; see the recommendation")
+        return End(rep)
+    outcome = ActionOutcome(action=proposed.action, arguments=proposed.arguments())
+    rep.remediation = outcome
+    agent.emit("remediate", f"proposing {outcome.action} {outcome.arguments}: waiting for a human's approval")
+    policy = ApprovalPolicy(timeout_s=s.request.approval_timeout_s, on_timeout="reject")
+    decision = await request_approval(ctx, proposed.action, outcome.arguments, policy=policy,
+                                      why=f"{rep.cause.title} (confidence {rep.cause.score:.0%})")  # fmt: skip
+    outcome.decided_by, outcome.reason = decision.by, decision.reason
+    if not decision.approved:
+        outcome.approval = "rejected"
+        agent.emit("remediate", f"not approved: {decision.reason}")
+        return End(rep)
+    outcome.approval = "edited" if decision.arguments is not None else "approved"
+    args = decision.arguments if decision.arguments is not None else outcome.arguments
+    result = await ctx.step(f"action:{proposed.action}", _execute, proposed.action, args)
+    outcome.arguments, outcome.executed, outcome.result = args, bool(result["executed"]), str(result["result"])
+    agent.emit("remediate", outcome.result)
+    return "verify" if outcome.executed else End(rep)
+
+
+def _execute(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"executed": True, "result": actions.parse_action(name, arguments).run()}
+    except (ActionError, OSError) as exc:
+        return {"executed": False, "result": f"{name} failed: {exc}"}
+
+
+@ops_workflow.node(next=[End])
+async def verify(ctx: RunContext, s: Incident) -> Any:
+    agent, rep = _agent(s), s.report
+    assert rep is not None and rep.cause is not None and rep.remediation is not None
+    cause = rep.cause
+    await ctx.step("wait:settle", _settle, cause.pid)
+    again = Incident(request=s.request, agent=agent, areas=s.areas, me=s.me, prefix="V")
+    found = await agent.collect(ctx, again, "processes", {"match": s.request.service or "", "pid": s.request.pid or 0})
+    again.focus = [p for p in _focus(found, s.request, s.me) if p != cause.pid or cause.kind == "disk_full"]
+    await agent.collect(ctx, again, "node_metrics", {})
+    if again.focus:
+        await agent.collect(ctx, again, "watch_processes", {"pids": again.focus, "samples": s.request.samples,
+                                                            "interval_s": s.request.interval_s})  # fmt: skip
+    still = [h for h in detect(again.evidence, s.areas) if h.kind == cause.kind and h.score >= 0.5
+             and (h.pid == cause.pid or h.pid in again.focus or h.path == cause.path or cause.kind == "disk_full")]
+    rep.evidence.extend(again.evidence)
+    rep.remediation.verified = not still
+    rep.remediation.verification = (f"the symptom is gone: no {cause.kind} any more ({len(again.evidence)} new "
+                                     "pieces of evidence)") if not still else f"the symptom persists: {still[0].title}"  # fmt: skip
+    agent.emit("verify", rep.remediation.verification)
+    return End(rep)
+
+
+def _settle(pid: int | None) -> bool:
+    import time
+
+    deadline = time.monotonic() + 5.0
+    while pid and time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read(4096).rsplit(b")", 1)[-1].split()[0] == b"Z":
+                break
+        time.sleep(0.1)
+    return True
+
+
+# -- the agent ----------------------------------------------------------------------------------------------
+@dataclass
+class OpsAgent:
+    """Diagnoses a misbehaving service; proposes a fix that runs only after a human approves it.
+
+    ``model`` (optional) helps with triage and with choosing among near-tied hypotheses; without one the
+    detectors decide alone. ``tools`` holds the redactor and the encrypted core store. ``on_event`` gets
+    each live step.
+    """
+
+    model: Model | None = None
+    tools: OpsTools = field(default_factory=OpsTools)
+    on_event: Callable[[OpsEvent], None] | None = None
+    _tools: dict[str, Tool[..., Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._tools = {t.name: t for t in self.tools.read_only()}
+
+    def emit(self, stage: str, message: str) -> None:
+        if self.on_event is not None:
+            self.on_event(OpsEvent(stage=stage, message=message))
+
+    async def collect(self, ctx: RunContext, s: Incident, name: str, arguments: dict[str, Any]) -> Evidence:
+        """Run the read-only tool ``name`` as a journaled step; its output (or error) is redacted inside."""
+        position = ctx.position
+        tool = self._tools[name]
+
+        async def call() -> dict[str, Any]:
+            try:
+                return {"ok": True, "data": await tool.call(arguments)}
+            except ToolError as exc:
+                return {"ok": False, "error": self.tools.redactor.text(str(exc))[:600]}
+
+        raw = await ctx.step(f"tool:{name}", call)
+        e = Evidence(id=f"{s.prefix}{len(s.evidence) + 1}", tool=name, arguments=self.tools.redactor.scrub(arguments),
+                     ok=bool(raw.get("ok")), data=raw.get("data"), error=raw.get("error"), ref=f"{ctx.run_id}#{position}")  # fmt: skip
+        s.evidence.append(e)
+        self.emit("evidence", f"{e.id} {name} {_short(e.arguments)}: " + ("ok" if e.ok else f"failed: {e.error}"))
+        return e
+
+    async def find_logs(self, ctx: RunContext, s: Incident) -> list[str]:
+        """Log files worth reading: those the focus processes hold open, those in their working
+        directories, and the request's ``log_paths`` (files or directories); newest first, at most 5."""
+        return list(await ctx.step("find:logs", _find_logs, s.focus[:16], s.request.log_paths))
+
+    async def check_backtrace(self, ctx: RunContext, s: Incident, h: Hypothesis) -> Hypothesis:
+        """Confirm or refute ``h`` from the backtraces of a core of its process."""
+        checked = h.model_copy(update={"checked": True})
+        if s.request.core_dumps == "never" or h.pid is None:
+            s.notes.append(f"{h.id}: no backtrace taken (core dumps are off)")
+            return checked
+        if s.request.core_dumps == "ask":
+            name = _name_of(s.evidence, h.pid)
+            decision = await request_approval(
+                ctx, "take_core", {"pid": h.pid, "name": name}, why=f"backtraces to check: {h.title} "
+                "(gcore pauses the process while it writes the core)",
+                policy=ApprovalPolicy(timeout_s=s.request.approval_timeout_s, on_timeout="reject"))  # fmt: skip
+            if not decision.approved:
+                s.notes.append(f"{h.id}: core dump not approved ({decision.reason})")
+                return checked
+        core_id = re.sub(r"[^a-z0-9-]", "-", f"{ctx.run_id[:40].lower()}-{h.pid}")
+        position = ctx.position
+        taken = await ctx.step("core:take", self._take_core, h.pid, core_id)
+        s.evidence.append(Evidence(id=f"E{len(s.evidence) + 1}", tool="take_core", arguments={"pid": h.pid},
+                                   ok=bool(taken.get("ok")), data=taken.get("data"), error=taken.get("error"),
+                                   ref=f"{ctx.run_id}#{position}"))  # fmt: skip
+        if not taken.get("ok"):
+            return checked
+        stacks = await self.collect(ctx, s, "backtraces", {"core_id": core_id})
+        return judge_backtraces(h, stacks) if stacks.ok and isinstance(stacks.data, dict) else checked
+
+    def _take_core(self, pid: int, core_id: str) -> dict[str, Any]:
+        try:
+            return {"ok": True, "data": self.tools.take_core(pid, core_id)}
+        except (OSError, ActionError, Exception) as exc:  # an evidence failure, never the run's
+            return {"ok": False, "error": self.tools.redactor.text(str(exc))[:600]}
+
+    async def check_rewatch(self, ctx: RunContext, s: Incident, h: Hypothesis) -> Hypothesis:
+        """Confirm ``h`` if a second watch still shows it, refute it otherwise."""
+        pids = [h.pid] if h.pid is not None else s.focus
+        e = await self.collect(ctx, s, "watch_processes", {"pids": pids, "samples": s.request.samples,
+                                                           "interval_s": s.request.interval_s})  # fmt: skip
+        again = [x for x in detect([*[x for x in s.evidence if x.tool == "processes"], e], s.areas)
+                 if x.kind == h.kind and x.pid == h.pid]  # fmt: skip
+        out = h.model_copy(deep=True)
+        out.checked, out.evidence = True, [*h.evidence, e.id]
+        out.score = round(min(0.98, h.score + 0.05), 3) if again else round(h.score * 0.6, 3)
+        out.title += "; a second watch shows it again" if again else "; a second watch did not show it again"
+        return out
+
+    async def propose(self, ctx: RunContext, s: Incident, cause: Hypothesis) -> actions._Action | None:
+        """The remediation that fits ``cause``, built from its own facts (never from model text)."""
+        if cause.kind == "disk_full" and cause.path:
+            inode = await ctx.step("inspect:file", _inode, cause.path)
+            return actions.TruncateFile(path=cause.path, inode=inode) if inode else None
+        if cause.kind in {"close_wait_leak", "memory_leak", "cpu_spin", "deadlock", "fd_leak"} and cause.pid:
+            unit = _unit_of(s.evidence, cause.pid)
+            service = s.request.service
+            if unit and service and unit in (service, f"{service}.service"):
+                return actions.RestartUnit(unit=unit)
+            name = _name_of(s.evidence, cause.pid)
+            return actions.KillProcess(pid=cause.pid, name=name, signal="TERM") if name and cause.pid > 1 else None
+        return None
+
+    async def diagnose_in(self, ctx: RunContext, request: DiagnoseRequest) -> Report:
+        """Diagnose as steps of ``ctx``'s run."""
+        state = Incident(request=request, agent=self)
+        result = await ops_workflow.run_in(ctx, state)
+        assert isinstance(result.output, Report)
+        return result.output
+
+    async def diagnose(self, request: DiagnoseRequest | str, *, runtime: Runtime | None = None,
+                       run_id: str | None = None) -> Report:  # fmt: skip
+        """Diagnose ``request`` (a symptom, or a full :class:`DiagnoseRequest`) as a durable run of its own
+        on ``runtime`` (default: in memory). A run parked on an approval raises
+        :class:`~corral.durable.RunSuspended`; call again with the same ``run_id`` once it is decided."""
+        req = DiagnoseRequest(symptom=request) if isinstance(request, str) else request
+
+        async def ops_diagnose(ctx: RunContext, request: dict[str, Any]) -> Report:
+            return await self.diagnose_in(ctx, DiagnoseRequest.model_validate(request))
+
+        rt = runtime if runtime is not None else Runtime(MemoryJournal())
+        report: Report = await rt.run(ops_diagnose, req.model_dump(mode="json"), run_id=run_id)
+        return report
+
+
+def _short(arguments: dict[str, Any]) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in arguments.items())
+    return text[:120]
+
+
+def _process_rows(evidence: list[Evidence]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for e in evidence:
+        if e.tool == "processes" and e.ok and isinstance(e.data, dict):
+            rows.extend(r for r in e.data.get("processes", []) if isinstance(r, dict))
+    return rows
+
+
+def _name_of(evidence: list[Evidence], pid: int) -> str:
+    return next((str(r.get("name")) for r in _process_rows(evidence) if r.get("pid") == pid), "")
+
+
+def _unit_of(evidence: list[Evidence], pid: int) -> str | None:
+    unit = next((r.get("unit") for r in _process_rows(evidence) if r.get("pid") == pid), None)
+    return str(unit) if unit else None
+
+
+def _inode(path: str) -> int:
+    try:
+        return os.stat(path, follow_symlinks=False).st_ino
+    except OSError:
+        return 0
+
+
+_LOG_NAME = (".log", ".out", ".err", ".txt")
+
+
+def _find_logs(pids: list[int], extra: list[str]) -> list[str]:
+    import stat
+
+    from corral.apps.ops_agent import _procfs as procfs
+
+    candidates: set[str] = set()
+    dirs: set[str] = set()
+    for pid in pids:
+        for target in procfs.open_files(pid, limit=512):
+            if target.startswith("/") and (target.endswith(_LOG_NAME) or "/log" in target):
+                candidates.add(target)
+        try:
+            dirs.add(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            pass
+    for path in extra:
+        (dirs.add if os.path.isdir(path) else candidates.add)(path)
+    for d in sorted(dirs)[:16]:
+        if d == "/":
+            continue
+        try:
+            with os.scandir(d) as it:
+                for i, entry in enumerate(it):
+                    if i > 2000:
+                        break
+                    if entry.name.endswith(_LOG_NAME) or "log" in entry.name.lower():
+                        candidates.add(entry.path)
+        except OSError:
+            continue
+    files = []
+    for path in candidates:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            files.append((st.st_mtime, path))
+    return [p for _, p in sorted(files, reverse=True)[:5]]

@@ -1,0 +1,118 @@
+"""Watching processes over a few seconds: what only shows as change — memory growth, CPU per thread,
+sockets piling up in CLOSE_WAIT, listen queues overflowing."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+from corral.apps.ops_agent import _procfs as procfs
+
+
+class ProcSample(BaseModel):
+    """One process at one instant of a watch."""
+
+    pid: int
+    t: float
+    rss_kb: int
+    cpu_s: float
+    threads: int
+    open_fds: int | None
+    state: str
+    tcp: dict[str, int] = Field(default_factory=dict)
+
+
+class ThreadLoad(BaseModel):
+    """A thread's CPU use over the watch, in cores (1.0 = one core busy all the time)."""
+
+    pid: int
+    tid: int
+    name: str
+    cores: float
+    wchan: str = ""
+
+
+class ListenQueue(BaseModel):
+    """A listening socket's accept queue at the last sample: ``queued`` of at most ``backlog``."""
+
+    pid: int | None
+    local: str
+    queued: int
+    backlog: int
+
+
+class Watch(BaseModel):
+    """What a watch saw: samples per process, thread loads, listen queues and the kernel's listen-overflow
+    counters' growth during the watch."""
+
+    interval_s: float
+    samples: dict[int, list[ProcSample]] = Field(default_factory=dict)
+    threads: list[ThreadLoad] = Field(default_factory=list)
+    listen: list[ListenQueue] = Field(default_factory=list)
+    listen_overflows: int = 0
+    listen_drops: int = 0
+    gone: list[int] = Field(default_factory=list)
+
+
+def _wchan(pid: int, tid: int) -> str:
+    with contextlib.suppress(OSError):
+        return procfs.read_text(procfs.PROC / str(pid) / "task" / str(tid) / "wchan", 128).strip()
+    return ""
+
+
+def _tcp_by_pid(pid_set: set[int]) -> tuple[dict[int, Counter[str]], list[procfs.TcpSocket]]:
+    owners = procfs.socket_owners(pid_set=pid_set)
+    per: dict[int, Counter[str]] = {pid: Counter() for pid in pid_set}
+    mine = []
+    for sock in procfs.tcp_sockets():
+        pid = owners.get(sock.inode)
+        if pid is not None:
+            sock.pid = pid
+            per[pid][sock.state] += 1
+            mine.append(sock)
+    return per, mine
+
+
+def watch(pids: list[int], *, samples: int = 3, interval_s: float = 1.0) -> Watch:
+    """Sample ``pids`` ``samples`` times, ``interval_s`` apart (at most 64 processes, 10 samples)."""
+    pid_set = set(pids[:64])
+    samples = max(2, min(samples, 10))
+    out = Watch(interval_s=interval_s, samples={pid: [] for pid in pid_set})
+    first_threads: dict[tuple[int, int], float] = {}
+    counters0 = procfs.tcp_ext_counters()
+    start = time.monotonic()
+    sockets: list[procfs.TcpSocket] = []
+    for i in range(samples):
+        if i:
+            time.sleep(interval_s)
+        now = round(time.monotonic() - start, 3)
+        tcp, sockets = _tcp_by_pid(pid_set)
+        for pid in sorted(pid_set):
+            p = procfs.read_process(pid)
+            if p is None:
+                if pid not in out.gone:
+                    out.gone.append(pid)
+                continue
+            out.samples[pid].append(ProcSample(pid=pid, t=now, rss_kb=p.rss_kb, cpu_s=p.cpu_s, threads=p.threads,
+                                               open_fds=p.open_fds, state=p.state, tcp=dict(tcp[pid])))  # fmt: skip
+            if i == 0:
+                for t in procfs.threads_of(pid):
+                    first_threads[(pid, t.tid)] = t.cpu_s
+    elapsed = max(1e-3, time.monotonic() - start)
+    for pid in sorted(pid_set):
+        for t in procfs.threads_of(pid):
+            before = first_threads.get((pid, t.tid))
+            if before is not None:
+                cores = round((t.cpu_s - before) / elapsed, 3)
+                out.threads.append(ThreadLoad(pid=pid, tid=t.tid, name=t.name, cores=cores, wchan=_wchan(pid, t.tid)))
+    counters1 = procfs.tcp_ext_counters()
+    out.listen_overflows = counters1.get("ListenOverflows", 0) - counters0.get("ListenOverflows", 0)
+    out.listen_drops = counters1.get("ListenDrops", 0) - counters0.get("ListenDrops", 0)
+    out.listen = [ListenQueue(pid=s.pid, local=s.local, queued=s.rx_queue, backlog=s.tx_queue)
+                  for s in sockets if s.state == "LISTEN"]  # fmt: skip
+    out.threads.sort(key=lambda t: -t.cores)
+    out.threads = out.threads[:64]
+    return out
