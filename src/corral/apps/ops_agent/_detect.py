@@ -151,8 +151,10 @@ def _thread_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesi
 
 def _listen_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesis]:
     overflows = int(_num(e.data.get("listen_overflows")))
-    full = [q for q in e.data.get("listen", []) if isinstance(q, dict)
-            and _num(q.get("backlog")) > 0 and _num(q.get("queued")) >= _num(q.get("backlog"))]  # fmt: skip
+    queues = [q for q in e.data.get("listen", []) if isinstance(q, dict)]
+    full = [q for q in queues if _num(q.get("backlog")) > 0 and _num(q.get("queued")) >= _num(q.get("backlog"))]
+    if not full and overflows > 0:  # backlog unknown (no ss): a waiting queue while the kernel drops
+        full = [q for q in queues if _num(q.get("queued")) > 0]
     for q in full:
         pid = q.get("pid") if isinstance(q.get("pid"), int) else None
         yield Hypothesis(
@@ -256,27 +258,37 @@ def _process_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
 
 
 # -- backtraces ---------------------------------------------------------------------------------------------
-LOCK_WAIT = ("__lll_lock_wait", "pthread_mutex_lock", "___pthread_mutex_lock", "__pthread_mutex_lock",
-             "pthread_rwlock_rdlock", "pthread_rwlock_wrlock", "___pthread_rwlock", "PyThread_acquire_lock",
-             "acquire_timed", "lock_PyThread_acquire_lock", "sem_wait", "__new_sem_wait", "do_futex_wait",
-             "std::mutex::lock", "futex_lock", "lll_lock")  # fmt: skip
-IO_WAIT = ("epoll_wait", "poll", "__poll", "ppoll", "select", "__select", "pselect", "accept", "accept4",
-           "recv", "recvfrom", "recvmsg", "__libc_recv", "read", "__libc_read", "nanosleep", "clock_nanosleep",
-           "__clock_nanosleep", "pause", "sigwait", "sigtimedwait", "pthread_cond_wait", "pthread_cond_timedwait",
-           "___pthread_cond_wait", "___pthread_cond_timedwait", "__pthread_cond_wait", "wait4", "waitpid",
-           "pthread_join", "__pthread_clockjoin_ex", "epoll_pwait", "io_getevents", "msgrcv")  # fmt: skip
+LOCK_WAIT = ("lll_lock_wait", "pthread_mutex_lock", "pthread_rwlock_rdlock", "pthread_rwlock_wrlock",
+             "PyThread_acquire_lock", "acquire_timed", "lock_PyThread_acquire_lock", "sem_wait", "new_sem_wait",
+             "do_futex_wait", "std::mutex::lock", "futex_lock", "lll_lock")  # fmt: skip
+IO_WAIT = frozenset({
+    "epoll_wait", "epoll_pwait", "poll", "ppoll", "select", "pselect", "pselect6", "accept", "accept4",
+    "recv", "recvfrom", "recvmsg", "libc_recv", "read", "libc_read", "nanosleep", "clock_nanosleep", "sleep",
+    "pause", "sigwait", "sigtimedwait", "sigsuspend", "pthread_cond_wait", "pthread_cond_timedwait",
+    "pthread_cond_clockwait", "wait4", "waitpid", "waitid", "pthread_join", "pthread_clockjoin_ex",
+    "io_getevents", "msgrcv", "semop", "semtimedop", "usleep",
+})  # fmt: skip
 
 
 def _base(function: str) -> str:
-    return function.split("(")[0].removeprefix("__GI_").removeprefix("__GI___")
+    name = function.split("(")[0]
+    return re.sub(r"^_*(?:GI_+)?", "", name).removesuffix("64")
 
 
 def wait_kind(frames: list[dict[str, Any]], depth: int = 12) -> str:
     """``lock`` when a thread waits to take a lock, ``io`` when it waits for I/O, time, a condition or a
-    child, ``running`` otherwise (the innermost frame that decides wins)."""
+    child, ``running`` otherwise (the innermost frame that decides wins).
+
+    >>> wait_kind([{"function": "__GI___clock_nanosleep"}, {"function": "serve"}])
+    'io'
+    >>> wait_kind([{"function": "futex_wait"}, {"function": "__lll_lock_wait"}, {"function": "transfer"}])
+    'lock'
+    >>> wait_kind([{"function": "compute_checksums"}, {"function": "start_thread"}])
+    'running'
+    """
     for frame in frames[:depth]:
         name = _base(str(frame.get("function", "")))
-        if any(name == w or name.startswith(w) or name.endswith(w) for w in IO_WAIT):
+        if name in IO_WAIT:
             return "io"
         if any(w in name for w in LOCK_WAIT):
             return "lock"

@@ -8,6 +8,9 @@ step that records the output.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import shutil
+import subprocess
 import os
 import time
 from collections import Counter
@@ -201,7 +204,7 @@ def holders(path: str, *, limit: int = 200_000) -> list[int]:
 # -- sockets ----------------------------------------------------------------------------------------------
 class TcpSocket(BaseModel):
     """One TCP socket from ``/proc/net/tcp{,6}``. For a LISTEN socket ``rx_queue`` is the accept queue's
-    length now and ``tx_queue`` its limit (the backlog)."""
+    length now."""
 
     local: str
     remote: str
@@ -219,7 +222,7 @@ def _address(hexaddr: str) -> str:
     else:
         words = [host[i : i + 8] for i in range(0, 32, 8)]
         raw = b"".join(bytes.fromhex(w)[::-1] for w in words)
-        ip = "[" + ":".join(raw[i : i + 2].hex() for i in range(0, 16, 2)) + "]"
+        ip = f"[{ipaddress.IPv6Address(raw)}]"
     return f"{ip}:{int(port, 16)}"
 
 
@@ -261,6 +264,25 @@ def socket_owners(*, pid_set: set[int] | None = None, limit: int = 200_000) -> d
                     if target.startswith("socket:["):
                         owners.setdefault(int(target[8:-1]), pid)
     return owners
+
+
+def listen_backlogs(*, timeout_s: float = 5.0) -> dict[str, int]:
+    """Each listening socket's backlog (the accept queue's limit) by local address, from ``ss -ltn``
+    (``/proc/net/tcp`` does not show it); empty when ``ss`` is missing or fails."""
+    ss = shutil.which("ss")
+    if ss is None:
+        return {}
+    try:
+        done = subprocess.run([ss, "-ltnH"], capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return {}
+    out: dict[str, int] = {}
+    for line in done.stdout.decode("utf-8", "replace").splitlines()[:10_000]:
+        f = line.split()
+        if len(f) >= 4 and f[2].isdigit():
+            local = f[3].replace("*:", "0.0.0.0:", 1) if f[3].startswith("*:") else f[3]
+            out[local.split("%")[0]] = int(f[2])
+    return out
 
 
 def tcp_ext_counters() -> dict[str, int]:

@@ -143,6 +143,7 @@ class OpsTools:
         """TCP sockets per process and state, listen queues (queued / backlog) and the kernel's
         ListenOverflows and ListenDrops counters."""
         owners = procfs.socket_owners()
+        backlogs = procfs.listen_backlogs()
         per: dict[int, dict[str, int]] = {}
         listen = []
         for s in procfs.tcp_sockets():
@@ -153,7 +154,8 @@ class OpsTools:
                 states = per.setdefault(owner, {})
                 states[s.state] = states.get(s.state, 0) + 1
             if s.state == "LISTEN":
-                listen.append({"pid": owner, "local": s.local, "queued": s.rx_queue, "backlog": s.tx_queue})
+                listen.append({"pid": owner, "local": s.local, "queued": s.rx_queue,
+                               "backlog": backlogs.get(s.local, 0)})
         counters = procfs.tcp_ext_counters()
         return self.out({"per_process": {str(k): v for k, v in sorted(per.items())[:200]}, "listen": listen[:100],
                          "ListenOverflows": counters.get("ListenOverflows", 0),

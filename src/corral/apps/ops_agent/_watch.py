@@ -111,7 +111,8 @@ def watch(pids: list[int], *, samples: int = 3, interval_s: float = 1.0) -> Watc
     counters1 = procfs.tcp_ext_counters()
     out.listen_overflows = counters1.get("ListenOverflows", 0) - counters0.get("ListenOverflows", 0)
     out.listen_drops = counters1.get("ListenDrops", 0) - counters0.get("ListenDrops", 0)
-    out.listen = [ListenQueue(pid=s.pid, local=s.local, queued=s.rx_queue, backlog=s.tx_queue)
+    backlogs = procfs.listen_backlogs() if any(s.state == "LISTEN" for s in sockets) else {}
+    out.listen = [ListenQueue(pid=s.pid, local=s.local, queued=s.rx_queue, backlog=backlogs.get(s.local, 0))
                   for s in sockets if s.state == "LISTEN"]  # fmt: skip
     out.threads.sort(key=lambda t: -t.cores)
     out.threads = out.threads[:64]
