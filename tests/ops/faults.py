@@ -84,8 +84,8 @@ for w in workers: w.join()
 DISK_FILLER = """
 import sys, time, os
 path = sys.argv[1]
-print("ready", flush=True)
 with open(path, "a") as log:
+    print("ready", flush=True)
     n = 0
     while True:
         try:

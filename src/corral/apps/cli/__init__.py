@@ -27,6 +27,7 @@ def _root(
 for _module in (_runs, _models, _sandbox, _ask, _graph):
     _module.register(app)
 _approvals.register(app)
+__import__("corral.apps.cli._ops", fromlist=["register"]).register(app)
 
 
 def main() -> None:
