@@ -54,6 +54,8 @@ def _print(report: Report, as_json: bool) -> None:
     out = Console()
     colour = "green" if report.status == "diagnosed" else "yellow"
     out.print(f"[bold {colour}]{report.status}[/bold {colour}]  {escape(report.summary)}")
+    if report.explanation:
+        out.print(escape(report.explanation))
     for e in report.cited():
         out.print(f"  [dim]{e.id}[/dim] {e.tool} {escape(json.dumps(e.arguments))[:100]} → journal step {e.ref}")
     if report.recommendation:

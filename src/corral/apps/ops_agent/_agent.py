@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from corral.agents import End, Workflow
 from corral.agents.workflow import Budget
 from corral.apps.ops_agent import _actions as actions
-from corral.apps.ops_agent._advice import model_choice, model_triage, near_tied
+from corral.apps.ops_agent._advice import model_choice, model_triage, model_wording, near_tied
 from corral.apps.ops_agent._detect import AREAS, detect, judge_backtraces, renumber, triage
 from corral.apps.ops_agent._report import ActionOutcome, Evidence, Hypothesis, Report
 from corral.apps.ops_agent._tools import OpsTools
@@ -221,7 +221,7 @@ async def choose(ctx: RunContext, s: Incident) -> Any:
     return "report"
 
 
-@ops_workflow.node(next=["remediate", End])
+@ops_workflow.node(next=["remediate", End], budget=Budget(model_calls=1, tokens=1500))
 async def report(ctx: RunContext, s: Incident) -> Any:
     cause = next((h for h in s.hypotheses if h.id == s.chosen), None)
     if cause is not None and cause.score < 0.4:
@@ -236,7 +236,15 @@ async def report(ctx: RunContext, s: Incident) -> Any:
         "(--service, --pid, log paths, metrics URLs).",
         summary=_summary(cause, s),
     )  # fmt: skip
-    _agent(s).emit("report", s.report.summary)
+    agent = _agent(s)
+    if cause is not None and agent.model is not None:
+        texts = {e.id: str(e.data if e.ok else e.error) for e in s.evidence}
+        row = next((r for r in _process_rows(s.evidence) if r.get("pid") == cause.pid), {})
+        context = f"process: {row.get('name', '')} {row.get('cmdline', '')}" if row else ""
+        s.report.explanation, note = await model_wording(ctx, agent.model, cause, texts, context)
+        if note:
+            s.report.notes.append(note)
+    agent.emit("report", s.report.summary)
     if cause is None or not s.request.remediate:
         return End(s.report)
     return "remediate"

@@ -123,14 +123,19 @@ def _thread_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesi
     reported: set[int] = set()
     for t in threads:
         cores, pid = _num(t.get("cores")), int(_num(t.get("pid")))
-        if cores >= 0.3 and pid not in reported:
+        samples = int(_num(t.get("samples")))
+        always_running = samples >= 2 and _num(t.get("running")) >= samples - (1 if samples > 2 else 0)
+        if (cores >= 0.3 or (cores >= 0.05 and always_running)) and pid not in reported:
+            cores_seen = cores
+            cores = max(cores, 0.5) if always_running else cores
             reported.add(pid)
             tid = int(_num(t.get("tid")))
             yield Hypothesis(
                 id="", kind="cpu_spin", pid=pid, evidence=[e.id], check="backtrace",
                 score=min(0.9, 0.45 + 0.45 * min(1.0, cores)),
-                title=f"thread {tid} of {_label(pid, names)} burns {cores:.2f} of a core",
-                facts={"tid": tid, "thread_name": str(t.get("name", ""))[:64], "cores": cores,
+                title=f"thread {tid} of {_label(pid, names)} burns {cores_seen:.2f} of a core"
+                      + (" and is always runnable" if always_running else ""),
+                facts={"tid": tid, "thread_name": str(t.get("name", ""))[:64], "cores": cores_seen,
                        "process_cores": round(per_pid[pid], 3)},
             )  # fmt: skip
     blocked: Counter[int] = Counter()

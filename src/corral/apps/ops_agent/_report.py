@@ -74,6 +74,8 @@ class Report(BaseModel):
     status: Literal["diagnosed", "inconclusive"]
     cause: Hypothesis | None = None
     summary: str = ""
+    #: The model's explanation of the cause, when there is a model and its reply passed the check.
+    explanation: str | None = None
     confidence: float = 0.0
     alternatives: list[Hypothesis] = Field(default_factory=list)
     evidence: list[Evidence] = Field(default_factory=list)

@@ -33,6 +33,10 @@ class ThreadLoad(BaseModel):
     name: str
     cores: float
     wchan: str = ""
+    #: In how many of the samples the thread was running or runnable (state R): a thread that spins on a
+    #: crowded machine gets little CPU but is always runnable.
+    running: int = 0
+    samples: int = 0
 
 
 class ListenQueue(BaseModel):
@@ -82,6 +86,7 @@ def watch(pids: list[int], *, samples: int = 3, interval_s: float = 1.0) -> Watc
     samples = max(2, min(samples, 10))
     out = Watch(interval_s=interval_s, samples={pid: [] for pid in pid_set})
     first_threads: dict[tuple[int, int], float] = {}
+    running: Counter[tuple[int, int]] = Counter()
     counters0 = procfs.tcp_ext_counters()
     start = time.monotonic()
     sockets: list[procfs.TcpSocket] = []
@@ -98,16 +103,18 @@ def watch(pids: list[int], *, samples: int = 3, interval_s: float = 1.0) -> Watc
                 continue
             out.samples[pid].append(ProcSample(pid=pid, t=now, rss_kb=p.rss_kb, cpu_s=p.cpu_s, threads=p.threads,
                                                open_fds=p.open_fds, state=p.state, tcp=dict(tcp[pid])))  # fmt: skip
-            if i == 0:
-                for t in procfs.threads_of(pid):
+            for t in procfs.threads_of(pid):
+                if i == 0:
                     first_threads[(pid, t.tid)] = t.cpu_s
+                running[(pid, t.tid)] += t.state == "R"
     elapsed = max(1e-3, time.monotonic() - start)
     for pid in sorted(pid_set):
         for t in procfs.threads_of(pid):
             before = first_threads.get((pid, t.tid))
             if before is not None:
                 cores = round((t.cpu_s - before) / elapsed, 3)
-                out.threads.append(ThreadLoad(pid=pid, tid=t.tid, name=t.name, cores=cores, wchan=_wchan(pid, t.tid)))
+                out.threads.append(ThreadLoad(pid=pid, tid=t.tid, name=t.name, cores=cores, wchan=_wchan(pid, t.tid),
+                                              running=running[(pid, t.tid)], samples=samples))  # fmt: skip
     counters1 = procfs.tcp_ext_counters()
     out.listen_overflows = counters1.get("ListenOverflows", 0) - counters0.get("ListenOverflows", 0)
     out.listen_drops = counters1.get("ListenDrops", 0) - counters0.get("ListenDrops", 0)
