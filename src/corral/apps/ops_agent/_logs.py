@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from corral.apps.ops_agent.errors import EvidenceError
 
 # A timestamp at (or near) the start of a line: ISO 8601 or syslog's "Dec  1 15:59:35".
-_ISO = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})")
+_ISO = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:[.,]\d+)?(Z|[+-]\d{2}:?\d{2})?")
 _SYSLOG = re.compile(r"^([A-Z][a-z]{2})\s+(\d{1,2}) (\d{2}:\d{2}:\d{2})")
 
 
@@ -27,20 +27,28 @@ class LogLines(BaseModel):
 
 
 def line_time(line: str, *, now: datetime) -> datetime | None:
-    """The timestamp a log line starts with, if it has one (UTC assumed when it names no zone)."""
+    """The timestamp a log line starts with, if it has one (local time when it names no zone).
+
+    >>> line_time("2026-12-01T10:00:00Z boot", now=datetime.now(UTC)).isoformat()
+    '2026-12-01T10:00:00+00:00'
+    >>> line_time("2026-12-01 10:00:00+02:00 boot", now=datetime.now(UTC)).isoformat()
+    '2026-12-01T10:00:00+02:00'
+    """
     m = _ISO.search(line[:64])
     if m:
+        zone = (m.group(3) or "").replace("Z", "+00:00")
         try:
-            return datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}").replace(tzinfo=UTC)
+            when = datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}{zone}")
         except ValueError:
             return None
+        return when if when.tzinfo is not None else when.astimezone()
     m = _SYSLOG.match(line)
     if m:
         try:
             parsed = datetime.strptime(f"{now.year} {m.group(1)} {m.group(2)} {m.group(3)}", "%Y %b %d %H:%M:%S")
         except ValueError:
             return None
-        return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone()
     return None
 
 

@@ -205,8 +205,10 @@ class OpsTools:
 
         run = self.sandbox_run or run_python_sync
         with cores.private_dir() as work:
-            core = self.store.decrypt_to(core_id, work / "core")
-            result = run(cores.core_strings_job(pattern, limit), inputs={"core": str(core)},
+            # Handed over as bytes: the sandbox's unprivileged user cannot read the private directory.
+            with self.store.decrypt_to(core_id, work / "core").open("rb") as f:
+                data = f.read(256 << 20)
+            result = run(cores.core_strings_job(pattern, limit), inputs={"core": data},
                          limits=Limits(wall_seconds=30, cpu_seconds=20, memory_bytes=1 << 30))  # fmt: skip
         if not result.ok:
             raise CoreDumpError(f"the core strings job failed: {result.stderr.strip()[-300:]}")
