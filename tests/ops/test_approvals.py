@@ -32,7 +32,7 @@ def leaky_server(tmp_path: Path) -> faults.Fault:
 
 
 def request(pid: int) -> DiagnoseRequest:
-    return DiagnoseRequest(symptom="connections pile up", pid=pid, core_dumps="never")
+    return DiagnoseRequest(symptom="connections pile up", pid=pid, core_dumps="never", interval_s=0.5)
 
 
 async def parked(make_agent, runtime: Runtime, pid: int, run_id: str = "r"):  # type: ignore[no-untyped-def]
@@ -104,7 +104,7 @@ def test_actions_check_their_target_before_acting(tmp_path: Path) -> None:
 async def test_a_core_dump_asks_first_by_default(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
     stuck = faults.start([faults.PY, str(faults.script(tmp_path, "ledger.py", faults.DEADLOCK))], cwd=tmp_path)
     runtime = Runtime(MemoryJournal())
-    req = DiagnoseRequest(symptom="requests hang", pid=stuck.pid, remediate=False)
+    req = DiagnoseRequest(symptom="requests hang", pid=stuck.pid, remediate=False, interval_s=0.5)
     agent = make_agent()
     with faults.running(stuck):
         time.sleep(0.5)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 async def diagnose(make_agent, symptom: str, pid: int, **options) -> Report:  # type: ignore[no-untyped-def]
-    request = DiagnoseRequest(symptom=symptom, pid=pid, remediate=False, core_dumps="allow", **options)
+    request = DiagnoseRequest(symptom=symptom, pid=pid, remediate=False, core_dumps="allow", interval_s=0.5, **options)
     runtime = Runtime(MemoryJournal())
     report = await make_agent().diagnose(request, runtime=runtime, run_id="incident")
     assert report.run_id == "incident"

@@ -89,7 +89,7 @@ async def test_no_secret_in_model_requests_or_the_journal(tmp_path: Path) -> Non
 
         time.sleep(0.5)
         report = await agent.diagnose(DiagnoseRequest(symptom="billing hangs", pid=proc.pid, core_dumps="allow",
-                                                      remediate=False), runtime=runtime, run_id="secrets")  # fmt: skip
+                                                      remediate=False, interval_s=0.5), runtime=runtime, run_id="secrets")  # fmt: skip
     runtime.close()
 
     # The scenario did what it should: the evidence came from every source, and a core was taken.
