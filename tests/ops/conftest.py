@@ -23,14 +23,17 @@ def store(tmp_path: Path) -> CoreStore:
 @pytest.fixture
 def make_agent(store: CoreStore):  # type: ignore[no-untyped-def]
     def make(model: Model | None = None, events: list[OpsEvent] | None = None) -> OpsAgent:
-        return OpsAgent(model=model, tools=OpsTools(store=store),
-                        on_event=events.append if events is not None else None)  # fmt: skip
+        return OpsAgent(
+            model=model, tools=OpsTools(store=store), on_event=events.append if events is not None else None
+        )
 
     return make
 
 
-needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None or shutil.which("gcore") is None,
-                               reason="gdb is not installed (scripts/_setup.sh installs it)")  # fmt: skip
+needs_gdb = pytest.mark.skipif(
+    shutil.which("gdb") is None or shutil.which("gcore") is None,
+    reason="gdb is not installed (scripts/_setup.sh installs it)",
+)
 
 
 @pytest.fixture
@@ -40,8 +43,9 @@ def small_volume(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a tmpfs needs root")
     volume = tmp_path / "vol"
     volume.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(volume)], capture_output=True,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(volume)], capture_output=True, check=False
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:

@@ -3,6 +3,7 @@ core dumps ask first by default; a diagnosis killed midway resumes from its jour
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from corral.apps.cli import app
 from corral.apps.ops_agent import ActionError, DiagnoseRequest, KillProcess, parse_action
-from corral.durable import MemoryJournal, Runtime, RunSuspended, SqliteJournal
+from corral.durable import MemoryJournal, RunSuspended, Runtime, SqliteJournal
 from corral.guards import Approvals
 
 from . import faults
@@ -26,7 +27,9 @@ pytestmark = pytest.mark.slow
 
 
 def leaky_server(tmp_path: Path) -> faults.Fault:
-    server = faults.start([faults.PY, str(faults.script(tmp_path, "api.py", faults.CLOSE_WAIT_SERVER))], cwd=tmp_path)
+    server = faults.start(
+        [faults.PY, str(faults.script(tmp_path, "api.py", faults.CLOSE_WAIT_SERVER))], cwd=tmp_path
+    )
     faults.close_wait_clients(int(server.first_line), 15)
     return server
 
@@ -69,7 +72,9 @@ async def test_a_rejected_fix_does_not_run(tmp_path: Path, make_agent) -> None: 
     assert not report.remediation.executed
 
 
-@pytest.mark.parametrize("edit", [{"pid": 1, "name": "systemd"}, {"pid": "1; rm -rf /"}, {"unit": "x.service"}])
+@pytest.mark.parametrize(
+    "edit", [{"pid": 1, "name": "systemd"}, {"pid": "1; rm -rf /"}, {"unit": "x.service"}]
+)
 async def test_an_edit_that_is_not_a_valid_action_does_not_run(tmp_path: Path, make_agent, edit) -> None:  # type: ignore[no-untyped-def]
     runtime = Runtime(MemoryJournal())
     with faults.running(leaky_server(tmp_path)) as server:
@@ -102,12 +107,14 @@ def test_actions_check_their_target_before_acting(tmp_path: Path) -> None:
 
 @needs_gdb
 async def test_a_core_dump_asks_first_by_default(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
-    stuck = faults.start([faults.PY, str(faults.script(tmp_path, "ledger.py", faults.DEADLOCK))], cwd=tmp_path)
+    stuck = faults.start(
+        [faults.PY, str(faults.script(tmp_path, "ledger.py", faults.DEADLOCK))], cwd=tmp_path
+    )
     runtime = Runtime(MemoryJournal())
     req = DiagnoseRequest(symptom="requests hang", pid=stuck.pid, remediate=False, interval_s=0.5)
     agent = make_agent()
     with faults.running(stuck):
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
         with pytest.raises(RunSuspended):
             await agent.diagnose(req, runtime=runtime, run_id="core")
         [pending] = Approvals(runtime).list(run_id="core")
@@ -121,13 +128,15 @@ async def test_a_core_dump_asks_first_by_default(tmp_path: Path, make_agent) -> 
 async def test_a_diagnosis_killed_midway_resumes_from_its_journal(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
     journal = tmp_path / "journal.sqlite"
     with faults.running(leaky_server(tmp_path)) as server:
-        child = subprocess.Popen([sys.executable, "-m", "tests.ops._crash_child", str(journal), str(server.pid), "inc"],
-                                 cwd=Path(__file__).parents[2])  # fmt: skip
+        child = subprocess.Popen(  # noqa: ASYNC220 - the process to SIGKILL
+            [sys.executable, "-m", "tests.ops._crash_child", str(journal), str(server.pid), "inc"],
+            cwd=Path(__file__).parents[2],
+        )
         try:
             deadline = time.monotonic() + 60
             watched = None
             while watched is None and time.monotonic() < deadline and child.poll() is None:
-                time.sleep(0.1)
+                await asyncio.sleep(0.1)
                 if journal.exists():
                     rt = Runtime(SqliteJournal(journal))
                     watched = next((s for s in rt.steps("inc") if s.name == "tool:watch_processes"), None)
@@ -139,8 +148,17 @@ async def test_a_diagnosis_killed_midway_resumes_from_its_journal(tmp_path: Path
             child.wait(timeout=10)
         runtime = Runtime(SqliteJournal(journal))
         with pytest.raises(RunSuspended):
-            await make_agent().diagnose(DiagnoseRequest(symptom="connections pile up", pid=server.pid, core_dumps="never",
-                                        samples=4, interval_s=1.5), runtime=runtime, run_id="inc")  # fmt: skip
+            await make_agent().diagnose(
+                DiagnoseRequest(
+                    symptom="connections pile up",
+                    pid=server.pid,
+                    core_dumps="never",
+                    samples=4,
+                    interval_s=1.5,
+                ),
+                runtime=runtime,
+                run_id="inc",
+            )
         first = next(s for s in runtime.steps("inc") if s.name == "tool:watch_processes")
         assert first.value == watched.value  # replayed from the journal, not watched again
         [pending] = Approvals(runtime).list(run_id="inc")
@@ -153,17 +171,49 @@ def test_the_cli_parks_then_resumes_after_approval(tmp_path: Path) -> None:
     runner = CliRunner()
     env = {"CORRAL_CORE_DIR": str(tmp_path / "cores")}
     with faults.running(leaky_server(tmp_path)) as server:
-        first = runner.invoke(app, ["ops", "diagnose", "connections pile up", "--pid", str(server.pid), "--no-model",
-                                    "--cores", "never", "--journal", str(journal), "--run-id", "cli", "--json",
-                                    "--quiet"], env=env)  # fmt: skip
+        first = runner.invoke(
+            app,
+            [
+                "ops",
+                "diagnose",
+                "connections pile up",
+                "--pid",
+                str(server.pid),
+                "--no-model",
+                "--cores",
+                "never",
+                "--journal",
+                str(journal),
+                "--run-id",
+                "cli",
+                "--json",
+                "--quiet",
+            ],
+            env=env,
+        )
         assert first.exit_code == 3, first.output
         waiting = json.loads(first.stdout.strip().splitlines()[-1])
         assert waiting["status"] == "waiting" and waiting["run_id"] == "cli"
-        decided = runner.invoke(app, ["approvals", "approve", waiting["approvals"][0], "--journal", str(journal),
-                                      "--by", "oncall", "--reason", "leaks sockets"])  # fmt: skip
+        decided = runner.invoke(
+            app,
+            [
+                "approvals",
+                "approve",
+                waiting["approvals"][0],
+                "--journal",
+                str(journal),
+                "--by",
+                "oncall",
+                "--reason",
+                "leaks sockets",
+            ],
+        )
         assert decided.exit_code == 0, decided.output
-        second = runner.invoke(app, ["ops", "resume", "cli", "--no-model", "--journal", str(journal), "--json",
-                                     "--quiet"], env=env)  # fmt: skip
+        second = runner.invoke(
+            app,
+            ["ops", "resume", "cli", "--no-model", "--journal", str(journal), "--json", "--quiet"],
+            env=env,
+        )
         assert second.exit_code == 0, second.output
         report = json.loads(second.stdout.strip().splitlines()[-1])
         server.proc.wait(timeout=10)

@@ -30,15 +30,27 @@ def local():  # type: ignore[no-untyped-def]
 
 
 async def test_the_local_model_on_a_close_wait_leak(tmp_path: Path, local, store) -> None:  # type: ignore[no-untyped-def]
-    server = faults.start([faults.PY, str(faults.script(tmp_path, "api.py", faults.CLOSE_WAIT_SERVER))], cwd=tmp_path)
+    server = faults.start(
+        [faults.PY, str(faults.script(tmp_path, "api.py", faults.CLOSE_WAIT_SERVER))], cwd=tmp_path
+    )
     runtime = Runtime(MemoryJournal())
     with faults.running(server):
         faults.close_wait_clients(int(server.first_line), 20)
         agent = OpsAgent(model=local, tools=OpsTools(store=store))
-        report = await agent.diagnose(DiagnoseRequest(symptom="connections pile up on the API", pid=server.pid,
-                                                      remediate=False, core_dumps="never", interval_s=0.5),
-                                      runtime=runtime, run_id="local")  # fmt: skip
-    assert report.cause is not None and report.cause.kind == "close_wait_leak" and report.cause.pid == server.pid
+        report = await agent.diagnose(
+            DiagnoseRequest(
+                symptom="connections pile up on the API",
+                pid=server.pid,
+                remediate=False,
+                core_dumps="never",
+                interval_s=0.5,
+            ),
+            runtime=runtime,
+            run_id="local",
+        )
+    assert (
+        report.cause is not None and report.cause.kind == "close_wait_leak" and report.cause.pid == server.pid
+    )
     model_steps = [s.name for s in runtime.steps("local") if s.name.startswith("model:")]
     assert len(model_steps) >= 2  # triage and the wording
     assert report.explanation or any("explanation" in n for n in report.notes)

@@ -8,6 +8,8 @@ model is off here (the detectors decide) — ``test_local_model.py`` runs scenar
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -24,7 +26,9 @@ pytestmark = pytest.mark.slow
 
 
 async def diagnose(make_agent, symptom: str, pid: int, **options) -> Report:  # type: ignore[no-untyped-def]
-    request = DiagnoseRequest(symptom=symptom, pid=pid, remediate=False, core_dumps="allow", interval_s=0.5, **options)
+    request = DiagnoseRequest(
+        symptom=symptom, pid=pid, remediate=False, core_dumps="allow", interval_s=0.5, **options
+    )
     runtime = Runtime(MemoryJournal())
     report = await make_agent().diagnose(request, runtime=runtime, run_id="incident")
     assert report.run_id == "incident"
@@ -44,7 +48,9 @@ def assert_cause(report: Report, kind: str, pid: int | None) -> None:
 
 
 async def test_close_wait_leak(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
-    server = faults.start([faults.PY, str(faults.script(tmp_path, "api.py", faults.CLOSE_WAIT_SERVER))], cwd=tmp_path)
+    server = faults.start(
+        [faults.PY, str(faults.script(tmp_path, "api.py", faults.CLOSE_WAIT_SERVER))], cwd=tmp_path
+    )
     with faults.running(server):
         faults.close_wait_clients(int(server.first_line), 25)
         report = await diagnose(make_agent, "connections pile up on the API", server.pid)
@@ -53,7 +59,9 @@ async def test_close_wait_leak(tmp_path: Path, make_agent) -> None:  # type: ign
 
 
 async def test_memory_leak(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
-    leaker = faults.start([faults.PY, str(faults.script(tmp_path, "cache.py", faults.MEMORY_LEAK))], cwd=tmp_path)
+    leaker = faults.start(
+        [faults.PY, str(faults.script(tmp_path, "cache.py", faults.MEMORY_LEAK))], cwd=tmp_path
+    )
     with faults.running(leaker):
         report = await diagnose(make_agent, "memory keeps growing", leaker.pid)
     assert_cause(report, "memory_leak", leaker.pid)
@@ -72,9 +80,11 @@ async def test_cpu_spin_found_in_the_backtrace(tmp_path: Path, make_agent) -> No
 
 @needs_gdb
 async def test_deadlock_seen_in_the_backtraces(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
-    stuck = faults.start([faults.PY, str(faults.script(tmp_path, "ledger.py", faults.DEADLOCK))], cwd=tmp_path)
+    stuck = faults.start(
+        [faults.PY, str(faults.script(tmp_path, "ledger.py", faults.DEADLOCK))], cwd=tmp_path
+    )
     with faults.running(stuck):
-        time.sleep(0.5)  # both workers hold their first lock
+        await asyncio.sleep(0.5)  # both workers hold their first lock
         report = await diagnose(make_agent, "requests hang", stuck.pid)
     assert_cause(report, "deadlock", stuck.pid)
     assert report.cause is not None and len(report.cause.facts["lock_waiters"]) >= 2
@@ -82,11 +92,13 @@ async def test_deadlock_seen_in_the_backtraces(tmp_path: Path, make_agent) -> No
 
 async def test_disk_filled_by_a_log_file(tmp_path: Path, small_volume: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
     log = small_volume / "app.log"
-    writer = faults.start([faults.PY, str(faults.script(tmp_path, "app.py", faults.DISK_FILLER)), str(log)], cwd=tmp_path)
+    writer = faults.start(
+        [faults.PY, str(faults.script(tmp_path, "app.py", faults.DISK_FILLER)), str(log)], cwd=tmp_path
+    )
     with faults.running(writer):
         deadline = time.monotonic() + 20
-        while log.stat().st_size < 22 * 2**20 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while log.stat().st_size < 22 * 2**20 and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a file
+            await asyncio.sleep(0.1)
         report = await diagnose(make_agent, "writes fail: no space left on device", writer.pid)
     assert_cause(report, "disk_full", writer.pid)
     assert report.cause is not None and report.cause.path == str(log)
@@ -95,32 +107,45 @@ async def test_disk_filled_by_a_log_file(tmp_path: Path, small_volume: Path, mak
 async def test_crash_loop_visible_in_logs(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
     worker = faults.script(tmp_path, "worker.py", faults.CRASHER)
     supervisor = faults.script(tmp_path, "supervise.py", faults.SUPERVISOR)
-    loop = faults.start([faults.PY, "-c", f"print('ready', flush=True); exec(open({str(supervisor)!r}).read())",
-                         str(worker), str(tmp_path / "worker.log")], cwd=tmp_path)  # fmt: skip
+    loop = faults.start(
+        [
+            faults.PY,
+            "-c",
+            f"print('ready', flush=True); exec(open({str(supervisor)!r}).read())",
+            str(worker),
+            str(tmp_path / "worker.log"),
+        ],
+        cwd=tmp_path,
+    )
     with faults.running(loop):
-        time.sleep(2.0)  # a few cycles
+        await asyncio.sleep(2.0)  # a few cycles
         report = await diagnose(make_agent, "the service keeps going down", loop.pid)
     assert_cause(report, "crash_loop", None)
-    assert report.cause is not None and "could not connect to the database" in report.cause.facts["repeated_failure"]
+    assert (
+        report.cause is not None
+        and "could not connect to the database" in report.cause.facts["repeated_failure"]
+    )
 
 
 async def test_listen_backlog_overflow(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
-    server = faults.start([faults.PY, str(faults.script(tmp_path, "slow.py", faults.BACKLOG_SERVER))], cwd=tmp_path)
+    server = faults.start(
+        [faults.PY, str(faults.script(tmp_path, "slow.py", faults.BACKLOG_SERVER))], cwd=tmp_path
+    )
     with faults.running(server):
         for _ in range(12):  # pending connections keep retrying their SYNs while the queue is full
             s = socket.socket()
             s.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 s.connect(("127.0.0.1", int(server.first_line)))
-            except BlockingIOError:
-                pass
             server.extra.append(s)
         report = await diagnose(make_agent, "clients time out connecting", server.pid)
     assert_cause(report, "listen_overflow", server.pid)
 
 
 async def test_a_healthy_process_is_not_given_a_cause(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
-    idle = faults.start([faults.PY, "-c", "import time; print('ready', flush=True); time.sleep(60)"], cwd=tmp_path)
+    idle = faults.start(
+        [faults.PY, "-c", "import time; print('ready', flush=True); time.sleep(60)"], cwd=tmp_path
+    )
     with faults.running(idle):
         report = await diagnose(make_agent, "the API is slow", idle.pid)
     assert report.status == "inconclusive" and report.cause is None

@@ -8,6 +8,7 @@ scanned for each secret, and the core store for the secrets in the clear.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import secrets
@@ -38,11 +39,11 @@ with open("service.log", "a") as log:
 a, b = threading.Lock(), threading.Lock()
 def one():
     with a:
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
         with b: pass
 def two():
     with b:
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
         with a: pass
 ts = [threading.Thread(target=one), threading.Thread(target=two)]
 for t in ts: t.start()
@@ -72,11 +73,21 @@ async def test_no_secret_in_model_requests_or_the_journal(tmp_path: Path) -> Non
         "env_token": f"envtok{word}",
         "cmdline": f"cli{word}flag",
     }
-    env = {"DATABASE_URL": f"postgres://app:{planted['env_db']}@db.internal:5432/shop",
-           "API_TOKEN": planted["env_token"]}  # fmt: skip
+    env = {
+        "DATABASE_URL": f"postgres://app:{planted['env_db']}@db.internal:5432/shop",
+        "API_TOKEN": planted["env_token"],
+    }
     src = faults.script(tmp_path, "billing.py", SECRETIVE)
-    (tmp_path / "settings.json").write_text(json.dumps({"key": planted["memory"], "password": planted["password"],
-                                                        "email": planted["email"], "bearer": planted["bearer"]}))
+    (tmp_path / "settings.json").write_text(
+        json.dumps(
+            {
+                "key": planted["memory"],
+                "password": planted["password"],
+                "email": planted["email"],
+                "bearer": planted["bearer"],
+            }
+        )
+    )
     argv = [faults.PY, str(src), "--password", planted["cmdline"]]
     store = CoreStore(tmp_path / "cores")
     model = ScriptedModel(answer)
@@ -85,11 +96,14 @@ async def test_no_secret_in_model_requests_or_the_journal(tmp_path: Path) -> Non
     agent = OpsAgent(model=model, tools=OpsTools(store=store))
     proc = faults.start(argv, cwd=tmp_path, env=env)
     with faults.running(proc):
-        import time
-
-        time.sleep(0.5)
-        report = await agent.diagnose(DiagnoseRequest(symptom="billing hangs", pid=proc.pid, core_dumps="allow",
-                                                      remediate=False, interval_s=0.5), runtime=runtime, run_id="secrets")  # fmt: skip
+        await asyncio.sleep(0.5)
+        report = await agent.diagnose(
+            DiagnoseRequest(
+                symptom="billing hangs", pid=proc.pid, core_dumps="allow", remediate=False, interval_s=0.5
+            ),
+            runtime=runtime,
+            run_id="secrets",
+        )
     runtime.close()
 
     # The scenario did what it should: the evidence came from every source, and a core was taken.
@@ -106,8 +120,8 @@ async def test_no_secret_in_model_requests_or_the_journal(tmp_path: Path) -> Non
     with sqlite3.connect(journal_file) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        rows = "\n".join(str(row) for t in tables for row in db.execute(f'SELECT * FROM "{t}"'))  # noqa: S608
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("journal.sqlite*"))
+        rows = "\n".join(str(row) for t in tables for row in db.execute(f'SELECT * FROM "{t}"'))
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("journal.sqlite*"))  # noqa: ASYNC240
     stored = b"".join(p.read_bytes() for p in store.root.iterdir() if p.suffix == ".enc")
     assert stored, "no core was stored"
     assert "secrets" in rows and len(rows) > 1000  # the scan reads the real journal
@@ -116,7 +130,9 @@ async def test_no_secret_in_model_requests_or_the_journal(tmp_path: Path) -> Non
         assert secret not in rows and secret.encode() not in raw, f"{name} is in the journal"
         assert secret.encode() not in stored, f"{name} is stored in the clear with the core"
     # The core itself holds them (so the test is real): decrypted, the secret in memory is there.
-    plain = store.decrypt_to(next(p.name.split(".")[0] for p in store.root.glob("*.enc")), tmp_path / "core.plain")
+    plain = store.decrypt_to(
+        next(p.name.split(".")[0] for p in store.root.glob("*.enc")), tmp_path / "core.plain"
+    )
     assert planted["memory"].encode() in plain.read_bytes()
 
 
@@ -129,8 +145,10 @@ async def test_core_strings_are_read_in_the_sandbox_and_redacted(tmp_path: Path)
         pytest.skip("no sandbox backend here")
     word = secrets.token_hex(8)
     key = f"sk-live{word}memkey0123456789"
-    holder = faults.start([faults.PY, "-c", f"import time; k = {key!r}; print('ready', flush=True); time.sleep(60)"],
-                          cwd=tmp_path)  # fmt: skip
+    holder = faults.start(
+        [faults.PY, "-c", f"import time; k = {key!r}; print('ready', flush=True); time.sleep(60)"],
+        cwd=tmp_path,
+    )
     store = CoreStore(tmp_path / "cores")
     with SandboxPool(1) as pool, faults.running(holder):
         tools = OpsTools(store=store, sandbox_run=functools.partial(run_python_sync, pool=pool))

@@ -12,8 +12,8 @@ from corral.apps.ops_agent import (
     CoreStore,
     CoreStoreError,
     Evidence,
-    Redactor,
     RedactionRule,
+    Redactor,
     detect,
     ops_workflow,
     parse_backtraces,
@@ -38,7 +38,10 @@ from corral.models import ScriptedModel
         ("jwt eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2QT4", "SflKxwRJSMeKKF2QT4"),
         ("Server=db;User Id=sa;Pwd=Pa55word!;", "Pa55word!"),
         ("mail from bob.smith@corp.example.org failed", "bob.smith@corp.example.org"),
-        ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----", "MIIEpAIBAAKCAQEA"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+            "MIIEpAIBAAKCAQEA",
+        ),
         ("secret_token: xoxb-1234567890-abcdefghij", "xoxb-1234567890-abcdefghij"),
     ],
 )
@@ -52,31 +55,47 @@ def test_redaction_keeps_what_is_not_secret_and_is_configurable() -> None:
     assert r.text(line) == line
     custom = Redactor(rules=[RedactionRule("ticket", r"TKT-\d+")], literals=["correct-horse"])
     assert custom.text("TKT-123 correct-horse a@b.io") == "[redacted] [redacted] a@b.io"
-    assert r.scrub({"env": {"MY_DB_URL": "x", "PATH": "/bin"}, "n": 3}) == {"env": {"MY_DB_URL": "[redacted]",
-                                                                            "PATH": "/bin"}, "n": 3}  # fmt: skip
+    assert r.scrub({"env": {"MY_DB_URL": "x", "PATH": "/bin"}, "n": 3}) == {
+        "env": {"MY_DB_URL": "[redacted]", "PATH": "/bin"},
+        "n": 3,
+    }
 
 
 def watch_evidence(**data) -> Evidence:  # type: ignore[no-untyped-def]
-    return Evidence(id="E1", tool="watch_processes", data={"interval_s": 1.0, "samples": {}, "threads": [], "listen": [],
-                                                            "listen_overflows": 0, **data})  # fmt: skip
+    return Evidence(
+        id="E1",
+        tool="watch_processes",
+        data={"interval_s": 1.0, "samples": {}, "threads": [], "listen": [], "listen_overflows": 0, **data},
+    )
 
 
 def test_detectors_rank_what_the_numbers_show() -> None:
-    samples = {"42": [{"t": 0, "rss_kb": 100_000, "tcp": {"CLOSE_WAIT": 40}, "open_fds": 50},
-                      {"t": 2, "rss_kb": 100_100, "tcp": {"CLOSE_WAIT": 44}, "open_fds": 54}],
-               "43": [{"t": 0, "rss_kb": 50_000, "tcp": {}, "open_fds": 5},
-                      {"t": 2, "rss_kb": 90_000, "tcp": {}, "open_fds": 5}]}  # fmt: skip
+    samples = {
+        "42": [
+            {"t": 0, "rss_kb": 100_000, "tcp": {"CLOSE_WAIT": 40}, "open_fds": 50},
+            {"t": 2, "rss_kb": 100_100, "tcp": {"CLOSE_WAIT": 44}, "open_fds": 54},
+        ],
+        "43": [
+            {"t": 0, "rss_kb": 50_000, "tcp": {}, "open_fds": 5},
+            {"t": 2, "rss_kb": 90_000, "tcp": {}, "open_fds": 5},
+        ],
+    }
     found = detect([watch_evidence(samples=samples)], triage("connections pile up"))
     assert [(h.kind, h.pid) for h in found] == [("close_wait_leak", 42), ("memory_leak", 43)]
     assert found[0].id == "H1" and found[0].evidence == ["E1"]
 
 
 def test_detectors_read_hostile_evidence_without_failing() -> None:
-    hostile = [watch_evidence(samples={"x": "y", "5": [None, 3, {"t": "a"}]}, threads=[{"pid": "1; kill"}],
-                              listen=[{"queued": [], "backlog": {}}]),
-               Evidence(id="E2", tool="read_log", data={"lines": [None, 5, "exited"] * 5}),
-               Evidence(id="E3", tool="node_metrics", data={"mounts": [{"used_pct": "99"}, 7]}),
-               Evidence(id="E4", tool="processes", data="not a dict")]  # fmt: skip
+    hostile = [
+        watch_evidence(
+            samples={"x": "y", "5": [None, 3, {"t": "a"}]},
+            threads=[{"pid": "1; kill"}],
+            listen=[{"queued": [], "backlog": {}}],
+        ),
+        Evidence(id="E2", tool="read_log", data={"lines": [None, 5, "exited"] * 5}),
+        Evidence(id="E3", tool="node_metrics", data={"mounts": [{"used_pct": "99"}, 7]}),
+        Evidence(id="E4", tool="processes", data="not a dict"),
+    ]
     assert isinstance(detect(hostile, ["cpu"]), list)
 
 
@@ -138,8 +157,10 @@ def test_the_models_advice_is_checked() -> None:
     from corral.apps.ops_agent import Hypothesis
 
     async def run(ctx):  # type: ignore[no-untyped-def]
-        hs = [Hypothesis(id="H1", kind="cpu_spin", title="a", score=0.8), Hypothesis(id="H2", kind="deadlock",
-                                                                                    title="b", score=0.75)]  # fmt: skip
+        hs = [
+            Hypothesis(id="H1", kind="cpu_spin", title="a", score=0.8),
+            Hypothesis(id="H2", kind="deadlock", title="b", score=0.75),
+        ]
         areas, _ = await model_triage(ctx, ScriptedModel(['{"areas": ["cpu", "rm -rf /"]}']), "slow")
         bad, note = await model_choice(ctx, ScriptedModel(['{"id": "kill pid 1"}']), "slow", hs, {})
         good, _ = await model_choice(ctx, ScriptedModel(['{"id": "H2"}']), "slow", hs, {})
@@ -153,5 +174,13 @@ def test_the_models_advice_is_checked() -> None:
 def test_the_workflow_passes_its_static_checks() -> None:
     report = ops_workflow.check()
     assert report.ok, report.problems
-    assert set(ops_workflow.nodes) == {"triage", "evidence", "hypotheses", "check", "choose", "report", "remediate",
-                                       "verify"}  # fmt: skip
+    assert set(ops_workflow.nodes) == {
+        "triage",
+        "evidence",
+        "hypotheses",
+        "check",
+        "choose",
+        "report",
+        "remediate",
+        "verify",
+    }

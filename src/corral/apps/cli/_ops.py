@@ -23,8 +23,9 @@ from corral import CorralError
 if TYPE_CHECKING:
     from corral.apps.ops_agent import OpsAgent, OpsEvent, Report
 
-ops_app = typer.Typer(help="Diagnose a misbehaving service; fixes run only after a human approves.",
-                      no_args_is_help=True)  # fmt: skip
+ops_app = typer.Typer(
+    help="Diagnose a misbehaving service; fixes run only after a human approves.", no_args_is_help=True
+)
 
 ModelOption = Annotated[
     str | None, typer.Option("--model", help="Model for triage and choices (default: the setting, or local).")
@@ -57,22 +58,28 @@ def _print(report: Report, as_json: bool) -> None:
     if report.explanation:
         out.print(escape(report.explanation))
     for e in report.cited():
-        out.print(f"  [dim]{e.id}[/dim] {e.tool} {escape(json.dumps(e.arguments))[:100]} → journal step {e.ref}")
+        out.print(
+            f"  [dim]{e.id}[/dim] {e.tool} {escape(json.dumps(e.arguments))[:100]} → journal step {e.ref}"
+        )
     if report.recommendation:
         out.print(f"[bold]recommendation[/bold] {escape(report.recommendation)}")
     for h in report.alternatives[:3]:
         out.print(f"  [dim]also considered ({h.score:.2f}):[/dim] {escape(h.title)}")
     r = report.remediation
     if r is not None:
-        out.print(f"[bold]remediation[/bold] {r.action} {escape(json.dumps(r.arguments))}: {r.approval}"
-                  + (f", {escape(r.result or '')}" if r.executed else "")
-                  + (f"; {escape(r.verification or '')}" if r.verification else ""))  # fmt: skip
+        out.print(
+            f"[bold]remediation[/bold] {r.action} {escape(json.dumps(r.arguments))}: {r.approval}"
+            + (f", {escape(r.result or '')}" if r.executed else "")
+            + (f"; {escape(r.verification or '')}" if r.verification else "")
+        )
     for note in report.notes:
         out.print(f"[dim]note: {escape(note)}[/dim]")
 
 
-def _run(agent: OpsAgent, request: Any, journal: Path | None, run_id: str | None, as_json: bool, err: Console) -> None:
-    from corral.durable import Runtime, RunSuspended, SqliteJournal
+def _run(
+    agent: OpsAgent, request: Any, journal: Path | None, run_id: str | None, as_json: bool, err: Console
+) -> None:
+    from corral.durable import RunSuspended, Runtime, SqliteJournal
 
     if journal is None:
         from corral._config import journal_path
@@ -86,12 +93,21 @@ def _run(agent: OpsAgent, request: Any, journal: Path | None, run_id: str | None
 
         pending = Approvals(runtime).list(run_id=parked.run_id)
         for a in pending:
-            err.print(f"[magenta]waiting[/magenta] for a decision on {a.id}: {a.action} {escape(json.dumps(a.arguments))}"
-                      f" — {escape(a.why)}")  # fmt: skip
-        err.print(f"decide with `corral approvals approve|reject ID`, then `corral ops resume {parked.run_id}`")
+            err.print(
+                f"[magenta]waiting[/magenta] for a decision on {a.id}: {a.action} "
+                f"{escape(json.dumps(a.arguments))}"
+                f" — {escape(a.why)}"
+            )
+        err.print(
+            f"decide with `corral approvals approve|reject ID`, then `corral ops resume {parked.run_id}`"
+        )
         if as_json:
-            sys.stdout.write(json.dumps({"status": "waiting", "run_id": parked.run_id,
-                                         "approvals": [a.id for a in pending]}) + "\n")  # fmt: skip
+            sys.stdout.write(
+                json.dumps(
+                    {"status": "waiting", "run_id": parked.run_id, "approvals": [a.id for a in pending]}
+                )
+                + "\n"
+            )
         raise typer.Exit(3) from None
     except CorralError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
@@ -105,13 +121,25 @@ def _run(agent: OpsAgent, request: Any, journal: Path | None, run_id: str | None
 @ops_app.command("diagnose")
 def diagnose_command(
     symptom: Annotated[str, typer.Argument(help='What is wrong, e.g. "the API is slow".')],
-    service: Annotated[str | None, typer.Option("--service", help="The service (name or systemd unit).")] = None,
-    pid: Annotated[int | None, typer.Option("--pid", help="The process (and its children) to examine.")] = None,
-    log: Annotated[list[str] | None, typer.Option("--log", help="A log file or directory to read (repeat).")] = None,
-    metrics: Annotated[list[str] | None, typer.Option("--metrics", help="A Prometheus endpoint URL (repeat).")] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="The service (name or systemd unit).")
+    ] = None,
+    pid: Annotated[
+        int | None, typer.Option("--pid", help="The process (and its children) to examine.")
+    ] = None,
+    log: Annotated[
+        list[str] | None, typer.Option("--log", help="A log file or directory to read (repeat).")
+    ] = None,
+    metrics: Annotated[
+        list[str] | None, typer.Option("--metrics", help="A Prometheus endpoint URL (repeat).")
+    ] = None,
     cores: Annotated[str, typer.Option("--cores", help="Core dumps: ask (default), allow or never.")] = "ask",
-    no_remediate: Annotated[bool, typer.Option("--no-remediate", help="Report only; propose no fix.")] = False,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Name the run (resume it with the same id).")] = None,
+    no_remediate: Annotated[
+        bool, typer.Option("--no-remediate", help="Report only; propose no fix.")
+    ] = False,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Name the run (resume it with the same id).")
+    ] = None,
     model: ModelOption = None,
     no_model: NoModelOption = False,
     journal: JournalOption = None,
@@ -126,9 +154,15 @@ def diagnose_command(
 
     err = Console(stderr=True)
     try:
-        request = DiagnoseRequest(symptom=symptom, service=service, pid=pid, log_paths=log or [],
-                                  metrics_urls=metrics or [], core_dumps=cores,  # type: ignore[arg-type]
-                                  remediate=not no_remediate)  # fmt: skip
+        request = DiagnoseRequest(
+            symptom=symptom,
+            service=service,
+            pid=pid,
+            log_paths=log or [],
+            metrics_urls=metrics or [],
+            core_dumps=cores,  # type: ignore[arg-type]
+            remediate=not no_remediate,
+        )
     except ValidationError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
@@ -146,7 +180,7 @@ def resume_command(
 ) -> None:
     """Go on with a diagnosis that waited for a decision (or was interrupted), from its journal."""
     from corral.apps.ops_agent import DiagnoseRequest
-    from corral.durable import Runtime, RunNotFound, SqliteJournal
+    from corral.durable import RunNotFound, Runtime, SqliteJournal
 
     err = Console(stderr=True)
     if journal is None:

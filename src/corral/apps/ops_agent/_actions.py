@@ -103,11 +103,13 @@ class RaiseFileLimit(_Action):
         return f"raised the open-files limit of {self.pid} to {self.soft}/{self.hard}"
 
 
-Action = Annotated[KillProcess | RestartUnit | TruncateFile | RaiseFileLimit, Field(discriminator="action")]
+#: Any remediation.
+AnyAction = KillProcess | RestartUnit | TruncateFile | RaiseFileLimit
+Action = Annotated[AnyAction, Field(discriminator="action")]
 _ACTIONS: TypeAdapter[Action] = TypeAdapter(Action)
 
 
-def parse_action(name: str, arguments: Any) -> KillProcess | RestartUnit | TruncateFile | RaiseFileLimit:
+def parse_action(name: str, arguments: Any) -> AnyAction:
     """The action ``name`` with ``arguments`` (e.g. as a human edited them), validated strictly."""
     if not isinstance(arguments, dict):
         raise ActionError(f"the arguments of {name} must be an object")

@@ -42,14 +42,23 @@ SETTINGS = ModelSettings(temperature=0.0, max_tokens=120)
 
 async def model_triage(ctx: RunContext, model: Model, symptom: str) -> tuple[list[str], str]:
     """The areas the model names for ``symptom`` (possibly empty) and a note on what was refused."""
-    schema = OutputSchema(name="triage", json_schema={
-        "type": "object",
-        "properties": {"areas": {"type": "array", "items": {"enum": sorted(AREAS)}, "maxItems": 6}},
-        "required": ["areas"], "additionalProperties": False,
-    })  # fmt: skip
-    prompt = f"Symptom: {symptom}\nWhich areas? JSON like {{\"areas\": [\"cpu\", \"logs\"]}}."
-    response = await durable_request(ctx, model, [SystemMessage(content=TRIAGE_SYSTEM), UserMessage(content=prompt)],
-                                     output_schema=schema, settings=SETTINGS)  # fmt: skip
+    schema = OutputSchema(
+        name="triage",
+        json_schema={
+            "type": "object",
+            "properties": {"areas": {"type": "array", "items": {"enum": sorted(AREAS)}, "maxItems": 6}},
+            "required": ["areas"],
+            "additionalProperties": False,
+        },
+    )
+    prompt = f'Symptom: {symptom}\nWhich areas? JSON like {{"areas": ["cpu", "logs"]}}.'
+    response = await durable_request(
+        ctx,
+        model,
+        [SystemMessage(content=TRIAGE_SYSTEM), UserMessage(content=prompt)],
+        output_schema=schema,
+        settings=SETTINGS,
+    )
     value = _json(response.message.content or "")
     areas = value.get("areas") if isinstance(value, dict) else None
     if not isinstance(areas, list) or not all(isinstance(a, str) for a in areas):
@@ -68,9 +77,17 @@ def near_tied(hypotheses: list[Hypothesis]) -> list[Hypothesis]:
 
 
 def _brief(h: Hypothesis, evidence: dict[str, Any]) -> str:
-    return json.dumps({"id": h.id, "kind": h.kind, "claim": h.title[:300], "score": h.score,
-                       "facts": {k: v for k, v in h.facts.items() if k != "backtraces"},
-                       "evidence": {i: evidence.get(i, "")[:600] for i in h.evidence}}, default=str)  # fmt: skip
+    return json.dumps(
+        {
+            "id": h.id,
+            "kind": h.kind,
+            "claim": h.title[:300],
+            "score": h.score,
+            "facts": {k: v for k, v in h.facts.items() if k != "backtraces"},
+            "evidence": {i: evidence.get(i, "")[:600] for i in h.evidence},
+        },
+        default=str,
+    )
 
 
 async def model_choice(
@@ -78,17 +95,32 @@ async def model_choice(
 ) -> tuple[str | None, str]:
     """The id the model picks among ``candidates`` (None if its answer fails the checks), and a note."""
     ids = [h.id for h in candidates]
-    schema = OutputSchema(name="choice", json_schema={
-        "type": "object", "properties": {"id": {"enum": ids}}, "required": ["id"], "additionalProperties": False,
-    })  # fmt: skip
+    schema = OutputSchema(
+        name="choice",
+        json_schema={
+            "type": "object",
+            "properties": {"id": {"enum": ids}},
+            "required": ["id"],
+            "additionalProperties": False,
+        },
+    )
     body = "\n".join(_brief(h, evidence) for h in candidates)
-    prompt = f"Symptom: {symptom}\n<evidence>\n{body}\n</evidence>\nWhich id is the root cause? JSON like {{\"id\": \"{ids[0]}\"}}."
-    response = await durable_request(ctx, model, [SystemMessage(content=CHOOSE_SYSTEM), UserMessage(content=prompt)],
-                                     output_schema=schema, settings=SETTINGS)  # fmt: skip
+    question = f'Which id is the root cause? JSON like {{"id": "{ids[0]}"}}.'
+    prompt = f"Symptom: {symptom}\n<evidence>\n{body}\n</evidence>\n{question}"
+    response = await durable_request(
+        ctx,
+        model,
+        [SystemMessage(content=CHOOSE_SYSTEM), UserMessage(content=prompt)],
+        output_schema=schema,
+        settings=SETTINGS,
+    )
     value = _json(response.message.content or "")
     chosen = value.get("id") if isinstance(value, dict) else None
     if chosen not in ids:
-        return None, f"the model's choice {str(chosen)[:40]!r} is not one of {ids}: the detectors' ranking stands"
+        return (
+            None,
+            f"the model's choice {str(chosen)[:40]!r} is not one of {ids}: the detectors' ranking stands",
+        )
     return str(chosen), ""
 
 
@@ -100,15 +132,22 @@ async def model_wording(
     shown = "\n".join(f"{i}: {evidence.get(i, '')[:800]}" for i in cause.evidence)
     finding = json.dumps({"finding": cause.title, "facts": cause.facts}, default=str)[:1500]
     prompt = f"{finding}\n<evidence>\n{shown}\n{context[:800]}\n</evidence>\nExplain the root cause."
-    response = await durable_request(ctx, model, [SystemMessage(content=WORDING_SYSTEM), UserMessage(content=prompt)],
-                                     settings=ModelSettings(temperature=0.0, max_tokens=160))  # fmt: skip
+    response = await durable_request(
+        ctx,
+        model,
+        [SystemMessage(content=WORDING_SYSTEM), UserMessage(content=prompt)],
+        settings=ModelSettings(temperature=0.0, max_tokens=160),
+    )
     text = (response.message.content or "").strip()[:1200]
     if not text:
         return None, "the model gave no explanation"
     allowed = set(re.findall(r"\d+", finding))
     invented = [n for n in re.findall(r"\d+", text) if n not in allowed]
     if invented:
-        return None, f"the model's explanation stated figures the finding does not ({invented[:3]}): not shown"
+        return (
+            None,
+            f"the model's explanation stated figures the finding does not ({invented[:3]}): not shown",
+        )
     return text, ""
 
 

@@ -21,6 +21,7 @@ Every effect is a step of one durable run: a crash mid-incident resumes where it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable
@@ -122,10 +123,6 @@ def _agent(s: Incident) -> OpsAgent:
 
 
 # -- nodes --------------------------------------------------------------------------------------------------
-ops_workflow: Workflow[Incident] = Workflow("ops-diagnose", state=Incident)
-
-
-@ops_workflow.node(next=["evidence"], name="triage", budget=Budget(model_calls=1, tokens=600))
 async def triage_node(ctx: RunContext, s: Incident) -> Any:
     agent, req = _agent(s), s.request
     s.areas = triage(req.symptom)
@@ -145,22 +142,33 @@ def _focus(found: Evidence, req: DiagnoseRequest, me: int) -> list[int]:
     rows = found.data.get("processes", []) if found.ok and isinstance(found.data, dict) else []
     rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("pid"), int)]
     if req.pid or req.service:
-        wanted = [r["pid"] for r in rows if (req.pid and (r["pid"] == req.pid or r.get("ppid") == req.pid))
-                  or (req.service and (req.service in str(r.get("name")) or req.service in str(r.get("cmdline"))
-                                       or str(r.get("unit", "")).startswith(req.service)))]  # fmt: skip
+        wanted = [
+            r["pid"]
+            for r in rows
+            if (req.pid and (r["pid"] == req.pid or r.get("ppid") == req.pid))
+            or (
+                req.service
+                and (
+                    req.service in str(r.get("name"))
+                    or req.service in str(r.get("cmdline"))
+                    or str(r.get("unit", "")).startswith(req.service)
+                )
+            )
+        ]
         return sorted(set(wanted) - {me})[:32]
     busiest = sorted(rows, key=lambda r: -float(r.get("cpu_s", 0)))[:5]
     biggest = sorted(rows, key=lambda r: -float(r.get("rss_kb", 0)))[:5]
     return sorted({r["pid"] for r in busiest + biggest} - {me, 1})
 
 
-@ops_workflow.node(next=["hypotheses"])
 async def evidence(ctx: RunContext, s: Incident) -> Any:
     agent, req = _agent(s), s.request
     node = await agent.collect(ctx, s, "node_metrics", {})
     samples = max(req.samples, 4) if "memory" in s.areas else req.samples
     if s.focus:
-        await agent.collect(ctx, s, "watch_processes", {"pids": s.focus, "samples": samples, "interval_s": req.interval_s})
+        await agent.collect(
+            ctx, s, "watch_processes", {"pids": s.focus, "samples": samples, "interval_s": req.interval_s}
+        )
         if req.pid or req.service:
             await agent.collect(ctx, s, "environment", {"pid": s.focus[0]})
     for path in await agent.find_logs(ctx, s):
@@ -170,7 +178,11 @@ async def evidence(ctx: RunContext, s: Incident) -> Any:
     for url in req.metrics_urls:
         await agent.collect(ctx, s, "scrape_metrics", {"url": url})
     mounts = node.data.get("mounts", []) if node.ok and isinstance(node.data, dict) else []
-    for m in [m for m in mounts if isinstance(m, dict) and max(m.get("used_pct", 0), m.get("inodes_used_pct", 0)) >= 90][:3]:
+    for m in [
+        m
+        for m in mounts
+        if isinstance(m, dict) and max(m.get("used_pct", 0), m.get("inodes_used_pct", 0)) >= 90
+    ][:3]:
         walk = await agent.collect(ctx, s, "disk_usage", {"path": str(m.get("mountpoint")), "top": 10})
         biggest = walk.data.get("biggest", []) if walk.ok and isinstance(walk.data, dict) else []
         if biggest and isinstance(biggest[0], dict):
@@ -178,7 +190,6 @@ async def evidence(ctx: RunContext, s: Incident) -> Any:
     return "hypotheses"
 
 
-@ops_workflow.node(next=["check"])
 async def hypotheses(ctx: RunContext, s: Incident) -> Any:
     s.hypotheses = detect(s.evidence, s.areas)
     for h in s.hypotheses[:5]:
@@ -188,7 +199,6 @@ async def hypotheses(ctx: RunContext, s: Incident) -> Any:
     return "check"
 
 
-@ops_workflow.node(next=["check", "choose"], max_visits=3)
 async def check(ctx: RunContext, s: Incident) -> Any:
     agent = _agent(s)
     todo = next((h for h in s.hypotheses[:3] if h.check and not h.checked and h.score >= 0.25), None)
@@ -205,14 +215,15 @@ async def check(ctx: RunContext, s: Incident) -> Any:
     return "check"
 
 
-@ops_workflow.node(next=["report"], budget=Budget(model_calls=1, tokens=2000))
 async def choose(ctx: RunContext, s: Incident) -> Any:
     agent = _agent(s)
     tied = near_tied(s.hypotheses)
     s.chosen = s.hypotheses[0].id if s.hypotheses else None
     if agent.model is not None and len(tied) >= 2:
         texts = {e.id: str(e.data if e.ok else e.error) for e in s.evidence}
-        picked, note = await model_choice(ctx, agent.model, agent.tools.redactor.text(s.request.symptom), tied, texts)
+        picked, note = await model_choice(
+            ctx, agent.model, agent.tools.redactor.text(s.request.symptom), tied, texts
+        )
         if note:
             s.notes.append(note)
         if picked is not None and picked != s.chosen:
@@ -221,21 +232,30 @@ async def choose(ctx: RunContext, s: Incident) -> Any:
     return "report"
 
 
-@ops_workflow.node(next=["remediate", End], budget=Budget(model_calls=1, tokens=1500))
 async def report(ctx: RunContext, s: Incident) -> Any:
     cause = next((h for h in s.hypotheses if h.id == s.chosen), None)
     if cause is not None and cause.score < 0.4:
-        s.notes.append(f"the best hypothesis ({cause.title}) scores only {cause.score:.2f}: not called a cause")
+        s.notes.append(
+            f"the best hypothesis ({cause.title}) scores only {cause.score:.2f}: not called a cause"
+        )
         cause = None
     s.report = Report(
-        symptom=s.request.symptom, status="diagnosed" if cause else "inconclusive", cause=cause,
-        confidence=cause.score if cause else 0.0, alternatives=[h for h in s.hypotheses if h is not cause][:5],
-        evidence=s.evidence, chosen_by=s.chosen_by, run_id=ctx.run_id, notes=list(s.notes),
-        recommendation=RECOMMEND.get(cause.kind, "") if cause else
-        "No detector found a cause; the evidence is attached. Look at the alternatives, or widen the search "
+        symptom=s.request.symptom,
+        status="diagnosed" if cause else "inconclusive",
+        cause=cause,
+        confidence=cause.score if cause else 0.0,
+        alternatives=[h for h in s.hypotheses if h is not cause][:5],
+        evidence=s.evidence,
+        chosen_by=s.chosen_by,
+        run_id=ctx.run_id,
+        notes=list(s.notes),
+        recommendation=RECOMMEND.get(cause.kind, "")
+        if cause
+        else "No detector found a cause; the evidence is attached. Look at the alternatives, or widen the "
+        "search "
         "(--service, --pid, log paths, metrics URLs).",
         summary=_summary(cause, s),
-    )  # fmt: skip
+    )
     agent = _agent(s)
     if cause is not None and agent.model is not None:
         texts = {e.id: str(e.data if e.ok else e.error) for e in s.evidence}
@@ -252,11 +272,12 @@ async def report(ctx: RunContext, s: Incident) -> Any:
 
 def _summary(cause: Hypothesis | None, s: Incident) -> str:
     if cause is None:
-        return f"No root cause found for {s.request.symptom!r} ({len(s.evidence)} pieces of evidence examined)."
+        return (
+            f"No root cause found for {s.request.symptom!r} ({len(s.evidence)} pieces of evidence examined)."
+        )
     return f"Root cause ({cause.score:.0%} confident): {cause.title}. Evidence: {', '.join(cause.evidence)}."
 
 
-@ops_workflow.node(next=["verify", End])
 async def remediate(ctx: RunContext, s: Incident) -> Any:
     agent, rep = _agent(s), s.report
     assert rep is not None and rep.cause is not None
@@ -268,8 +289,13 @@ async def remediate(ctx: RunContext, s: Incident) -> Any:
     rep.remediation = outcome
     agent.emit("remediate", f"proposing {outcome.action} {outcome.arguments}: waiting for a human's approval")
     policy = ApprovalPolicy(timeout_s=s.request.approval_timeout_s, on_timeout="reject")
-    decision = await request_approval(ctx, proposed.action, outcome.arguments, policy=policy,
-                                      why=f"{rep.cause.title} (confidence {rep.cause.score:.0%})")  # fmt: skip
+    decision = await request_approval(
+        ctx,
+        proposed.action,
+        outcome.arguments,
+        policy=policy,
+        why=f"{rep.cause.title} (confidence {rep.cause.score:.0%})",
+    )
     outcome.decided_by, outcome.reason = decision.by, decision.reason
     if not decision.approved:
         outcome.approval = "rejected"
@@ -277,8 +303,12 @@ async def remediate(ctx: RunContext, s: Incident) -> Any:
         return End(rep)
     outcome.approval = "edited" if decision.arguments is not None else "approved"
     args = decision.arguments if decision.arguments is not None else outcome.arguments
-    result = await ctx.step(f"action:{proposed.action}", _execute, proposed.action, args)
-    outcome.arguments, outcome.executed, outcome.result = args, bool(result["executed"]), str(result["result"])
+    result: dict[str, Any] = await ctx.step(f"action:{proposed.action}", _execute, proposed.action, args)
+    outcome.arguments, outcome.executed, outcome.result = (
+        args,
+        bool(result["executed"]),
+        str(result["result"]),
+    )
     agent.emit("remediate", outcome.result)
     return "verify" if outcome.executed else End(rep)
 
@@ -290,25 +320,38 @@ def _execute(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         return {"executed": False, "result": f"{name} failed: {exc}"}
 
 
-@ops_workflow.node(next=[End])
 async def verify(ctx: RunContext, s: Incident) -> Any:
     agent, rep = _agent(s), s.report
     assert rep is not None and rep.cause is not None and rep.remediation is not None
     cause = rep.cause
     await ctx.step("wait:settle", _settle, cause.pid)
     again = Incident(request=s.request, agent=agent, areas=s.areas, me=s.me, prefix="V")
-    found = await agent.collect(ctx, again, "processes", {"match": s.request.service or "", "pid": s.request.pid or 0})
+    found = await agent.collect(
+        ctx, again, "processes", {"match": s.request.service or "", "pid": s.request.pid or 0}
+    )
     again.focus = [p for p in _focus(found, s.request, s.me) if p != cause.pid or cause.kind == "disk_full"]
     await agent.collect(ctx, again, "node_metrics", {})
     if again.focus:
-        await agent.collect(ctx, again, "watch_processes", {"pids": again.focus, "samples": s.request.samples,
-                                                            "interval_s": s.request.interval_s})  # fmt: skip
-    still = [h for h in detect(again.evidence, s.areas) if h.kind == cause.kind and h.score >= 0.5
-             and (h.pid == cause.pid or h.pid in again.focus or h.path == cause.path or cause.kind == "disk_full")]
+        await agent.collect(
+            ctx,
+            again,
+            "watch_processes",
+            {"pids": again.focus, "samples": s.request.samples, "interval_s": s.request.interval_s},
+        )
+    still = [
+        h
+        for h in detect(again.evidence, s.areas)
+        if h.kind == cause.kind
+        and h.score >= 0.5
+        and (h.pid == cause.pid or h.pid in again.focus or h.path == cause.path or cause.kind == "disk_full")
+    ]
     rep.evidence.extend(again.evidence)
     rep.remediation.verified = not still
-    rep.remediation.verification = (f"the symptom is gone: no {cause.kind} any more ({len(again.evidence)} new "
-                                     "pieces of evidence)") if not still else f"the symptom persists: {still[0].title}"  # fmt: skip
+    rep.remediation.verification = (
+        (f"the symptom is gone: no {cause.kind} any more ({len(again.evidence)} new pieces of evidence)")
+        if not still
+        else f"the symptom persists: {still[0].title}"
+    )
     agent.emit("verify", rep.remediation.verification)
     return End(rep)
 
@@ -323,6 +366,18 @@ def _settle(pid: int | None) -> bool:
                 break
         time.sleep(0.1)
     return True
+
+
+# -- the graph ----------------------------------------------------------------------------------------------
+ops_workflow: Workflow[Incident] = Workflow("ops-diagnose", state=Incident)
+ops_workflow.node(triage_node, next=["evidence"], name="triage", budget=Budget(model_calls=1, tokens=600))
+ops_workflow.node(evidence, next=["hypotheses"])
+ops_workflow.node(hypotheses, next=["check"])
+ops_workflow.node(check, next=["check", "choose"], max_visits=3)
+ops_workflow.node(choose, next=["report"], budget=Budget(model_calls=1, tokens=2000))
+ops_workflow.node(report, next=["remediate", End], budget=Budget(model_calls=1, tokens=1500))
+ops_workflow.node(remediate, next=["verify", End])
+ops_workflow.node(verify, next=[End])
 
 
 # -- the agent ----------------------------------------------------------------------------------------------
@@ -359,10 +414,19 @@ class OpsAgent:
                 return {"ok": False, "error": self.tools.redactor.text(str(exc))[:600]}
 
         raw = await ctx.step(f"tool:{name}", call)
-        e = Evidence(id=f"{s.prefix}{len(s.evidence) + 1}", tool=name, arguments=self.tools.redactor.scrub(arguments),
-                     ok=bool(raw.get("ok")), data=raw.get("data"), error=raw.get("error"), ref=f"{ctx.run_id}#{position}")  # fmt: skip
+        e = Evidence(
+            id=f"{s.prefix}{len(s.evidence) + 1}",
+            tool=name,
+            arguments=self.tools.redactor.scrub(arguments),
+            ok=bool(raw.get("ok")),
+            data=raw.get("data"),
+            error=raw.get("error"),
+            ref=f"{ctx.run_id}#{position}",
+        )
         s.evidence.append(e)
-        self.emit("evidence", f"{e.id} {name} {_short(e.arguments)}: " + ("ok" if e.ok else f"failed: {e.error}"))
+        self.emit(
+            "evidence", f"{e.id} {name} {_short(e.arguments)}: " + ("ok" if e.ok else f"failed: {e.error}")
+        )
         return e
 
     async def find_logs(self, ctx: RunContext, s: Incident) -> list[str]:
@@ -379,18 +443,29 @@ class OpsAgent:
         if s.request.core_dumps == "ask":
             name = _name_of(s.evidence, h.pid)
             decision = await request_approval(
-                ctx, "take_core", {"pid": h.pid, "name": name}, why=f"backtraces to check: {h.title} "
-                "(gcore pauses the process while it writes the core)",
-                policy=ApprovalPolicy(timeout_s=s.request.approval_timeout_s, on_timeout="reject"))  # fmt: skip
+                ctx,
+                "take_core",
+                {"pid": h.pid, "name": name},
+                why=f"backtraces to check: {h.title} (gcore pauses the process while it writes the core)",
+                policy=ApprovalPolicy(timeout_s=s.request.approval_timeout_s, on_timeout="reject"),
+            )
             if not decision.approved:
                 s.notes.append(f"{h.id}: core dump not approved ({decision.reason})")
                 return checked
         core_id = re.sub(r"[^a-z0-9-]", "-", f"{ctx.run_id[:40].lower()}-{h.pid}")
         position = ctx.position
         taken = await ctx.step("core:take", self._take_core, h.pid, core_id)
-        s.evidence.append(Evidence(id=f"E{len(s.evidence) + 1}", tool="take_core", arguments={"pid": h.pid},
-                                   ok=bool(taken.get("ok")), data=taken.get("data"), error=taken.get("error"),
-                                   ref=f"{ctx.run_id}#{position}"))  # fmt: skip
+        s.evidence.append(
+            Evidence(
+                id=f"E{len(s.evidence) + 1}",
+                tool="take_core",
+                arguments={"pid": h.pid},
+                ok=bool(taken.get("ok")),
+                data=taken.get("data"),
+                error=taken.get("error"),
+                ref=f"{ctx.run_id}#{position}",
+            )
+        )
         if not taken.get("ok"):
             return checked
         stacks = await self.collect(ctx, s, "backtraces", {"core_id": core_id})
@@ -405,17 +480,24 @@ class OpsAgent:
     async def check_rewatch(self, ctx: RunContext, s: Incident, h: Hypothesis) -> Hypothesis:
         """Confirm ``h`` if a second watch still shows it, refute it otherwise."""
         pids = [h.pid] if h.pid is not None else s.focus
-        e = await self.collect(ctx, s, "watch_processes", {"pids": pids, "samples": s.request.samples,
-                                                           "interval_s": s.request.interval_s})  # fmt: skip
-        again = [x for x in detect([*[x for x in s.evidence if x.tool == "processes"], e], s.areas)
-                 if x.kind == h.kind and x.pid == h.pid]  # fmt: skip
+        e = await self.collect(
+            ctx,
+            s,
+            "watch_processes",
+            {"pids": pids, "samples": s.request.samples, "interval_s": s.request.interval_s},
+        )
+        again = [
+            x
+            for x in detect([*[x for x in s.evidence if x.tool == "processes"], e], s.areas)
+            if x.kind == h.kind and x.pid == h.pid
+        ]
         out = h.model_copy(deep=True)
         out.checked, out.evidence = True, [*h.evidence, e.id]
         out.score = round(min(0.98, h.score + 0.05), 3) if again else round(h.score * 0.6, 3)
         out.title += "; a second watch shows it again" if again else "; a second watch did not show it again"
         return out
 
-    async def propose(self, ctx: RunContext, s: Incident, cause: Hypothesis) -> actions._Action | None:
+    async def propose(self, ctx: RunContext, s: Incident, cause: Hypothesis) -> actions.AnyAction | None:
         """The remediation that fits ``cause``, built from its own facts (never from model text)."""
         if cause.kind == "disk_full" and cause.path:
             inode = await ctx.step("inspect:file", _inode, cause.path)
@@ -426,7 +508,11 @@ class OpsAgent:
             if unit and service and unit in (service, f"{service}.service"):
                 return actions.RestartUnit(unit=unit)
             name = _name_of(s.evidence, cause.pid)
-            return actions.KillProcess(pid=cause.pid, name=name, signal="TERM") if name and cause.pid > 1 else None
+            return (
+                actions.KillProcess(pid=cause.pid, name=name, signal="TERM")
+                if name and cause.pid > 1
+                else None
+            )
         return None
 
     async def diagnose_in(self, ctx: RunContext, request: DiagnoseRequest) -> Report:
@@ -436,8 +522,9 @@ class OpsAgent:
         assert isinstance(result.output, Report)
         return result.output
 
-    async def diagnose(self, request: DiagnoseRequest | str, *, runtime: Runtime | None = None,
-                       run_id: str | None = None) -> Report:  # fmt: skip
+    async def diagnose(
+        self, request: DiagnoseRequest | str, *, runtime: Runtime | None = None, run_id: str | None = None
+    ) -> Report:
         """Diagnose ``request`` (a symptom, or a full :class:`DiagnoseRequest`) as a durable run of its own
         on ``runtime`` (default: in memory). A run parked on an approval raises
         :class:`~corral.durable.RunSuspended`; call again with the same ``run_id`` once it is decided."""
@@ -494,10 +581,8 @@ def _find_logs(pids: list[int], extra: list[str]) -> list[str]:
         for target in procfs.open_files(pid, limit=512):
             if target.startswith("/") and (target.endswith(_LOG_NAME) or "/log" in target):
                 candidates.add(target)
-        try:
+        with contextlib.suppress(OSError):
             dirs.add(os.readlink(f"/proc/{pid}/cwd"))
-        except OSError:
-            pass
     for path in extra:
         (dirs.add if os.path.isdir(path) else candidates.add)(path)
     for d in sorted(dirs)[:16]:

@@ -42,7 +42,9 @@ class CoreStore:
     The key is 32 random bytes created on first use (mode 0600); keep it apart from backups of the cores.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, key_file: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, key_file: str | os.PathLike[str] | None = None
+    ) -> None:
         self.root = Path(root)
         self.key_file = Path(key_file) if key_file is not None else self.root / "core.key"
 
@@ -70,7 +72,10 @@ class CoreStore:
         target = self.path(core_id)
         tmp = target.with_suffix(".tmp")
         size = plaintext.stat().st_size
-        with plaintext.open("rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        with (
+            plaintext.open("rb") as src,
+            open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out,
+        ):
             out.write(_MAGIC + base)
             index = 0
             while True:
@@ -93,7 +98,10 @@ class CoreStore:
         if not source.exists():
             raise CoreStoreError(f"no stored core {core_id!r} in {self.root}")
         aead = AESGCM(self._key())
-        with source.open("rb") as src, open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        with (
+            source.open("rb") as src,
+            open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out,
+        ):
             if src.read(len(_MAGIC)) != _MAGIC:
                 raise CoreStoreError(f"{source} is not an encrypted core")
             base, index, size = src.read(8), 0, source.stat().st_size
@@ -141,8 +149,9 @@ class CoreRecord(BaseModel):
     size_mb: float
 
 
-def take_core(pid: int, store: CoreStore, core_id: str, *, timeout_s: float = 60.0,
-              max_mb: int = 2048) -> CoreRecord:  # fmt: skip
+def take_core(
+    pid: int, store: CoreStore, core_id: str, *, timeout_s: float = 60.0, max_mb: int = 2048
+) -> CoreRecord:
     """``gcore`` the live process ``pid`` (it pauses while the core is written) into ``store``."""
     gcore = shutil.which("gcore")
     if gcore is None:
@@ -157,8 +166,9 @@ def take_core(pid: int, store: CoreStore, core_id: str, *, timeout_s: float = 60
     with private_dir() as work:
         prefix = work / "core"
         try:
-            done = subprocess.run([gcore, "-o", str(prefix), str(pid)], capture_output=True,
-                                  timeout=timeout_s, check=False)  # fmt: skip
+            done = subprocess.run(
+                [gcore, "-o", str(prefix), str(pid)], capture_output=True, timeout=timeout_s, check=False
+            )
         except subprocess.TimeoutExpired as exc:
             raise CoreDumpError(f"gcore of {pid} took more than {timeout_s:g} s") from exc
         written = work / f"core.{pid}"
@@ -199,15 +209,21 @@ def parse_backtraces(text: str, *, max_frames: int = 30) -> list[ThreadStack]:
     for line in text.splitlines():
         m = _THREAD.match(line)
         if m:
-            threads.append(ThreadStack(number=int(m.group(1)), tid=int(m.group(2)) if m.group(2) else None,
-                                       name=m.group(3) or ""))  # fmt: skip
+            threads.append(
+                ThreadStack(
+                    number=int(m.group(1)), tid=int(m.group(2)) if m.group(2) else None, name=m.group(3) or ""
+                )
+            )
             continue
         f = _FRAME.match(line)
         if f and threads and len(threads[-1].frames) < max_frames:
             threads[-1].frames.append(Frame(function=f.group(2), detail=f.group(3)[:300]))
     if not threads:  # a single-threaded core prints no "Thread" header
-        frames = [Frame(function=f.group(2), detail=f.group(3)[:300])
-                  for f in map(_FRAME.match, text.splitlines()) if f]  # fmt: skip
+        frames = [
+            Frame(function=f.group(2), detail=f.group(3)[:300])
+            for f in map(_FRAME.match, text.splitlines())
+            if f
+        ]
         if frames:
             threads.append(ThreadStack(number=1, frames=frames[:max_frames]))
     return threads
@@ -231,13 +247,45 @@ def isolated_argv(argv: list[str], work: Path) -> list[str]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return argv
-    return [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
-            "--tmpfs", "/tmp", "--tmpfs", "/root", "--tmpfs", "/home", "--tmpfs", "/run", "--proc", "/proc",
-            "--dev", "/dev", "--bind", str(work), str(work), "--chdir", str(work), "--", *argv]  # fmt: skip
+    return [
+        bwrap,
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/",
+        "/",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/root",
+        "--tmpfs",
+        "/home",
+        "--tmpfs",
+        "/run",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--bind",
+        str(work),
+        str(work),
+        "--chdir",
+        str(work),
+        "--",
+        *argv,
+    ]
 
 
-def read_backtraces(store: CoreStore, core_id: str, *, timeout_s: float = 60.0, cpu_s: int = 60,
-                    memory_bytes: int = 4 << 30, max_output: int = 1 << 20) -> str:  # fmt: skip
+def read_backtraces(
+    store: CoreStore,
+    core_id: str,
+    *,
+    timeout_s: float = 60.0,
+    cpu_s: int = 60,
+    memory_bytes: int = 4 << 30,
+    max_output: int = 1 << 20,
+) -> str:
     """gdb's threads and backtraces of the stored core ``core_id``, read in isolation (raw text)."""
     gdb = shutil.which("gdb")
     if gdb is None:
@@ -246,8 +294,19 @@ def read_backtraces(store: CoreStore, core_id: str, *, timeout_s: float = 60.0, 
         core = store.decrypt_to(core_id, work / "core")
         _give_to_nobody(core)
         exe_copy = store.root / f"{core_id}.exe"
-        argv = [gdb, "-batch", "-nx", "-iex", "set auto-load off", "-ex", "set pagination off",
-                "-ex", "set print frame-arguments scalars", "-ex", "thread apply all bt 40"]  # fmt: skip
+        argv = [
+            gdb,
+            "-batch",
+            "-nx",
+            "-iex",
+            "set auto-load off",
+            "-ex",
+            "set pagination off",
+            "-ex",
+            "set print frame-arguments scalars",
+            "-ex",
+            "thread apply all bt 40",
+        ]
         if exe_copy.exists():
             shutil.copyfile(exe_copy, work / "exe")
             os.chmod(work / "exe", 0o500)
@@ -262,13 +321,27 @@ def read_backtraces(store: CoreStore, core_id: str, *, timeout_s: float = 60.0, 
     return text
 
 
-def _run_isolated(argv: list[str], work: Path, timeout_s: float, cpu_s: int, memory_bytes: int,
-                  max_output: int, *, bwrap: bool = True) -> str:  # fmt: skip
+def _run_isolated(
+    argv: list[str],
+    work: Path,
+    timeout_s: float,
+    cpu_s: int,
+    memory_bytes: int,
+    max_output: int,
+    *,
+    bwrap: bool = True,
+) -> str:
     full = isolated_argv(argv, work) if bwrap else argv
     try:
-        done = subprocess.run(full, capture_output=True, timeout=timeout_s, check=False, cwd=work,
-                              env={"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"},
-                              preexec_fn=lambda: _limits(cpu_s, memory_bytes))  # fmt: skip
+        done = subprocess.run(
+            full,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+            cwd=work,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"},
+            preexec_fn=lambda: _limits(cpu_s, memory_bytes),
+        )
     except subprocess.TimeoutExpired as exc:
         raise CoreDumpError(f"gdb did not finish reading the core within {timeout_s:g} s") from exc
     return done.stdout[:max_output].decode("utf-8", "replace")
@@ -300,6 +373,10 @@ def parse_strings_output(stdout: str, limit: int) -> list[str]:
         value = json.loads(stdout)
     except json.JSONDecodeError as exc:
         raise CoreDumpError("the core strings job printed something that is not JSON") from exc
-    if not isinstance(value, list) or len(value) > limit or not all(isinstance(s, str) and len(s) <= 300 for s in value):
+    if (
+        not isinstance(value, list)
+        or len(value) > limit
+        or not all(isinstance(s, str) and len(s) <= 300 for s in value)
+    ):
         raise CoreDumpError("the core strings job printed an unexpected shape")
     return value

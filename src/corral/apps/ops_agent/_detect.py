@@ -9,6 +9,7 @@ Every input is a redacted tool output (JSON), so detectors read it defensively.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -21,19 +22,61 @@ from corral.apps.ops_agent._report import Evidence, Hypothesis, Kind
 AREAS: dict[str, tuple[str, ...]] = {
     "cpu": ("cpu", "load", "slow", "latency", "hot", "spin", "100%", "busy", "sluggish"),
     "memory": ("memory", "oom", "rss", "leak", "swap", "ram", "grow"),
-    "sockets": ("connection", "socket", "close_wait", "refused", "backlog", "accept", "reset", "pile",
-                "timeout", "timed out", "slow", "syn"),  # fmt: skip
+    "sockets": (
+        "connection",
+        "socket",
+        "close_wait",
+        "refused",
+        "backlog",
+        "accept",
+        "reset",
+        "pile",
+        "timeout",
+        "timed out",
+        "slow",
+        "syn",
+    ),
     "disk": ("disk", "space", "full", "inode", "enospc", "no space", "storage", "volume", "write"),
-    "logs": ("crash", "restart", "exit", "down", "flap", "dies", "died", "loop", "error", "fail", "unavailable"),
-    "threads": ("hang", "hung", "stuck", "freez", "not respond", "unresponsive", "deadlock", "blocked", "wedged",
-                "timeout", "slow"),  # fmt: skip
+    "logs": (
+        "crash",
+        "restart",
+        "exit",
+        "down",
+        "flap",
+        "dies",
+        "died",
+        "loop",
+        "error",
+        "fail",
+        "unavailable",
+    ),
+    "threads": (
+        "hang",
+        "hung",
+        "stuck",
+        "freez",
+        "not respond",
+        "unresponsive",
+        "deadlock",
+        "blocked",
+        "wedged",
+        "timeout",
+        "slow",
+    ),
 }
 AREA_OF: dict[Kind, str] = {
-    "close_wait_leak": "sockets", "listen_overflow": "sockets", "fd_leak": "sockets",
-    "memory_leak": "memory", "memory_pressure": "memory",
-    "cpu_spin": "cpu", "cpu_bound": "cpu", "deadlock": "threads",
-    "disk_full": "disk", "crash_loop": "logs", "zombies": "logs",
-}  # fmt: skip
+    "close_wait_leak": "sockets",
+    "listen_overflow": "sockets",
+    "fd_leak": "sockets",
+    "memory_leak": "memory",
+    "memory_pressure": "memory",
+    "cpu_spin": "cpu",
+    "cpu_bound": "cpu",
+    "deadlock": "threads",
+    "disk_full": "disk",
+    "crash_loop": "logs",
+    "zombies": "logs",
+}
 
 
 def triage(symptom: str) -> list[str]:
@@ -50,6 +93,10 @@ def _of(evidence: list[Evidence], tool: str) -> Iterator[Evidence]:
 
 def _num(value: Any, default: float = 0.0) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _names(evidence: list[Evidence]) -> dict[int, str]:
@@ -82,35 +129,56 @@ def _watch_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesis
             continue
         first, last = rows[0], rows[-1]
         span = max(1e-3, _num(last.get("t")) - _num(first.get("t")))
-        tcp_last = last.get("tcp") if isinstance(last.get("tcp"), dict) else {}
-        tcp_first = first.get("tcp") if isinstance(first.get("tcp"), dict) else {}
+        tcp_last = _dict(last.get("tcp"))
+        tcp_first = _dict(first.get("tcp"))
         cw, cw0 = int(_num(tcp_last.get("CLOSE_WAIT"))), int(_num(tcp_first.get("CLOSE_WAIT")))
         if cw >= 5:
             yield Hypothesis(
-                id="", kind="close_wait_leak", pid=pid, evidence=[e.id], check="rewatch",
+                id="",
+                kind="close_wait_leak",
+                pid=pid,
+                evidence=[e.id],
+                check="rewatch",
                 score=min(0.95, 0.55 + cw / 100 + (0.05 if cw > cw0 else 0.0)),
                 title=f"{_label(pid, names)} does not close its side of {cw} TCP connections (CLOSE_WAIT)",
-                facts={"close_wait": cw, "close_wait_at_start": cw0, "established": int(_num(tcp_last.get("ESTABLISHED")))},
-            )  # fmt: skip
+                facts={
+                    "close_wait": cw,
+                    "close_wait_at_start": cw0,
+                    "established": int(_num(tcp_last.get("ESTABLISHED"))),
+                },
+            )
         rss = [_num(r.get("rss_kb")) for r in rows]
         growth = rss[-1] - rss[0]
-        rising = all(b >= a for a, b in zip(rss, rss[1:], strict=False))
+        rising = all(b >= a for a, b in itertools.pairwise(rss))
         if rising and growth >= max(4096.0, 0.05 * rss[0]):
             slope = growth / 1024 / span
             yield Hypothesis(
-                id="", kind="memory_leak", pid=pid, evidence=[e.id], check="rewatch",
-                score=min(0.95, 0.55 + slope / 50), facts={"rss_mb_start": round(rss[0] / 1024, 1),
-                "rss_mb_end": round(rss[-1] / 1024, 1), "growth_mb_per_s": round(slope, 2)},
+                id="",
+                kind="memory_leak",
+                pid=pid,
+                evidence=[e.id],
+                check="rewatch",
+                score=min(0.95, 0.55 + slope / 50),
+                facts={
+                    "rss_mb_start": round(rss[0] / 1024, 1),
+                    "rss_mb_end": round(rss[-1] / 1024, 1),
+                    "growth_mb_per_s": round(slope, 2),
+                },
                 title=f"{_label(pid, names)} grows its memory {slope:.1f} MB/s "
-                      f"({rss[0] / 1024:.0f} → {rss[-1] / 1024:.0f} MB in {span:.1f} s) and never gives it back",
-            )  # fmt: skip
+                f"({rss[0] / 1024:.0f} → {rss[-1] / 1024:.0f} MB in {span:.1f} s) and never gives it back",
+            )
         fds = [_num(r.get("open_fds"), -1) for r in rows]
         if min(fds) >= 0 and fds[-1] - fds[0] >= 20 and cw < 5:
             yield Hypothesis(
-                id="", kind="fd_leak", pid=pid, evidence=[e.id], check="rewatch", score=0.5,
+                id="",
+                kind="fd_leak",
+                pid=pid,
+                evidence=[e.id],
+                check="rewatch",
+                score=0.5,
                 title=f"{_label(pid, names)} opens files without closing them ({fds[0]:.0f} → {fds[-1]:.0f})",
                 facts={"open_fds_start": fds[0], "open_fds_end": fds[-1]},
-            )  # fmt: skip
+            )
     yield from _thread_hypotheses(e, names)
     yield from _listen_hypotheses(e, names)
 
@@ -131,13 +199,21 @@ def _thread_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesi
             reported.add(pid)
             tid = int(_num(t.get("tid")))
             yield Hypothesis(
-                id="", kind="cpu_spin", pid=pid, evidence=[e.id], check="backtrace",
+                id="",
+                kind="cpu_spin",
+                pid=pid,
+                evidence=[e.id],
+                check="backtrace",
                 score=min(0.9, 0.45 + 0.45 * min(1.0, cores)),
                 title=f"thread {tid} of {_label(pid, names)} burns {cores_seen:.2f} of a core"
-                      + (" and is always runnable" if always_running else ""),
-                facts={"tid": tid, "thread_name": str(t.get("name", ""))[:64], "cores": cores_seen,
-                       "process_cores": round(per_pid[pid], 3)},
-            )  # fmt: skip
+                + (" and is always runnable" if always_running else ""),
+                facts={
+                    "tid": tid,
+                    "thread_name": str(t.get("name", ""))[:64],
+                    "cores": cores_seen,
+                    "process_cores": round(per_pid[pid], 3),
+                },
+            )
     blocked: Counter[int] = Counter()
     total: Counter[int] = Counter()
     for t in threads:
@@ -148,36 +224,55 @@ def _thread_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesi
     for pid, n in blocked.items():
         if n >= 2 and per_pid[pid] < 0.05 and pid not in reported:
             yield Hypothesis(
-                id="", kind="deadlock", pid=pid, evidence=[e.id], check="backtrace", score=0.3,
+                id="",
+                kind="deadlock",
+                pid=pid,
+                evidence=[e.id],
+                check="backtrace",
+                score=0.3,
                 title=f"{_label(pid, names)} is idle with {n} of {total[pid]} threads waiting on futexes",
                 facts={"futex_waiters": n, "threads": total[pid]},
-            )  # fmt: skip
+            )
 
 
 def _listen_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesis]:
     overflows = int(_num(e.data.get("listen_overflows")))
     queues = [q for q in e.data.get("listen", []) if isinstance(q, dict)]
-    full = [q for q in queues if _num(q.get("backlog")) > 0 and _num(q.get("queued")) >= _num(q.get("backlog"))]
+    full = [
+        q for q in queues if _num(q.get("backlog")) > 0 and _num(q.get("queued")) >= _num(q.get("backlog"))
+    ]
     if not full and overflows > 0:  # backlog unknown (no ss): a waiting queue while the kernel drops
         full = [q for q in queues if _num(q.get("queued")) > 0]
     for q in full:
         pid = q.get("pid") if isinstance(q.get("pid"), int) else None
         yield Hypothesis(
-            id="", kind="listen_overflow", pid=pid, evidence=[e.id], check="rewatch",
+            id="",
+            kind="listen_overflow",
+            pid=pid,
+            evidence=[e.id],
+            check="rewatch",
             score=0.6 + (0.3 if overflows > 0 else 0.0),
             title=f"{_label(pid, names)} does not accept connections fast enough: its listen queue on "
-                  f"{q.get('local')} is full ({int(_num(q.get('queued')))}/{int(_num(q.get('backlog')))}), "
-                  f"and the kernel dropped {overflows} connection attempts meanwhile",
-            facts={"local": str(q.get("local")), "queued": q.get("queued"), "backlog": q.get("backlog"),
-                   "listen_overflows": overflows},
-        )  # fmt: skip
+            f"{q.get('local')} is full ({int(_num(q.get('queued')))}/{int(_num(q.get('backlog')))}), "
+            f"and the kernel dropped {overflows} connection attempts meanwhile",
+            facts={
+                "local": str(q.get("local")),
+                "queued": q.get("queued"),
+                "backlog": q.get("backlog"),
+                "listen_overflows": overflows,
+            },
+        )
 
 
 # -- detectors over other evidence --------------------------------------------------------------------------
-_CRASH = re.compile(r"traceback|exception|panic|fatal|segmentation fault|core dumped|exited|exit (?:code|status)"
-                    r"|killed|crash|abort|main process exited", re.IGNORECASE)  # fmt: skip
-_START = re.compile(r"\bstart(?:ing|ed)\b|listening on|booting|initiali[sz]|ready to accept|restart",
-                    re.IGNORECASE)  # fmt: skip
+_CRASH = re.compile(
+    r"traceback|exception|panic|fatal|segmentation fault|core dumped|exited|exit (?:code|status)"
+    r"|killed|crash|abort|main process exited",
+    re.IGNORECASE,
+)
+_START = re.compile(
+    r"\bstart(?:ing|ed)\b|listening on|booting|initiali[sz]|ready to accept|restart", re.IGNORECASE
+)
 _SYSTEMD_RESTART = re.compile(r"restart counter is at (\d+)")
 
 
@@ -198,13 +293,21 @@ def _log_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
         common = Counter(_normal(x) for x in crashes).most_common(1)
         worst = next((x for x in crashes if _normal(x) == common[0][0]), "") if common else ""
         yield Hypothesis(
-            id="", kind="crash_loop", evidence=[e.id], path=str(e.data.get("source", ""))[:300],
+            id="",
+            kind="crash_loop",
+            evidence=[e.id],
+            path=str(e.data.get("source", ""))[:300],
             score=min(0.9, 0.5 + 0.05 * cycles),
-            title=f"the service crashes and restarts over and over ({cycles} cycles in {e.data.get('source')}); "
-                  f"the repeated failure: {worst[:200]!r}",
-            facts={"cycles": cycles, "crash_lines": len(crashes), "start_lines": len(starts),
-                   "repeated_failure": worst[:300]},
-        )  # fmt: skip
+            title=f"the service crashes and restarts over and over ({cycles} cycles in "
+            f"{e.data.get('source')}); "
+            f"the repeated failure: {worst[:200]!r}",
+            facts={
+                "cycles": cycles,
+                "crash_lines": len(crashes),
+                "start_lines": len(starts),
+                "repeated_failure": worst[:300],
+            },
+        )
 
 
 def _disk_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
@@ -218,9 +321,18 @@ def _disk_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
             if max(used, inodes) < 90:
                 continue
             mountpoint = str(m.get("mountpoint"))
-            cited, facts = [e.id], {"mountpoint": mountpoint, "used_pct": used, "inodes_used_pct": inodes,
-                                    "size_mb": m.get("size_mb")}  # fmt: skip
-            title = f"the filesystem {mountpoint} is {max(used, inodes):.0f}% full" + (" (inodes)" if inodes > used else "")
+            cited, facts = (
+                [e.id],
+                {
+                    "mountpoint": mountpoint,
+                    "used_pct": used,
+                    "inodes_used_pct": inodes,
+                    "size_mb": m.get("size_mb"),
+                },
+            )
+            title = f"the filesystem {mountpoint} is {max(used, inodes):.0f}% full" + (
+                " (inodes)" if inodes > used else ""
+            )
             score, path, pid = 0.55, None, None
             walk = next((w for w in walks if str(w.data.get("root")) == mountpoint), None)
             if walk is not None:
@@ -230,7 +342,9 @@ def _disk_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
                 if big and _num(big.get("size_mb")) >= 0.3 * size_mb:
                     path = str(big.get("path"))
                     score = 0.8 + (0.1 if _num(big.get("modified_s_ago"), 1e9) < 120 else 0.0)
-                    facts.update(file=path, file_mb=big.get("size_mb"), file_modified_s_ago=big.get("modified_s_ago"))
+                    facts.update(
+                        file=path, file_mb=big.get("size_mb"), file_modified_s_ago=big.get("modified_s_ago")
+                    )
                     title += f": {path} takes {_num(big.get('size_mb')):.0f} MB of it"
                     writer = writers.get(path)
                     if writer is not None:
@@ -240,8 +354,16 @@ def _disk_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
                             pid = holders[0]
                             facts["writers"] = holders[:10]
                             title += f", written by process {pid}"
-            yield Hypothesis(id="", kind="disk_full", score=score, evidence=cited, path=path, pid=pid,
-                             title=title, facts=facts)  # fmt: skip
+            yield Hypothesis(
+                id="",
+                kind="disk_full",
+                score=score,
+                evidence=cited,
+                path=path,
+                pid=pid,
+                title=title,
+                facts=facts,
+            )
 
 
 def _process_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
@@ -251,28 +373,83 @@ def _process_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
         parents = Counter(p.get("ppid") for p in table if p.get("pid") in zombies)
         for ppid, n in parents.items():
             if isinstance(ppid, int) and n >= 3:
-                yield Hypothesis(id="", kind="zombies", pid=ppid, evidence=[e.id], score=0.5 + min(0.3, n / 100),
-                                 title=f"process {ppid} does not reap its children: {n} zombies",
-                                 facts={"zombies": n})  # fmt: skip
+                yield Hypothesis(
+                    id="",
+                    kind="zombies",
+                    pid=ppid,
+                    evidence=[e.id],
+                    score=0.5 + min(0.3, n / 100),
+                    title=f"process {ppid} does not reap its children: {n} zombies",
+                    facts={"zombies": n},
+                )
     for e in _of(evidence, "node_metrics"):
         total, avail = _num(e.data.get("mem_total_mb")), _num(e.data.get("mem_available_mb"))
         if total and avail / total < 0.1:
-            yield Hypothesis(id="", kind="memory_pressure", evidence=[e.id], score=0.5,
-                             title=f"the machine is short of memory: {avail:.0f} of {total:.0f} MB available",
-                             facts={"mem_available_mb": avail, "mem_total_mb": total})  # fmt: skip
+            yield Hypothesis(
+                id="",
+                kind="memory_pressure",
+                evidence=[e.id],
+                score=0.5,
+                title=f"the machine is short of memory: {avail:.0f} of {total:.0f} MB available",
+                facts={"mem_available_mb": avail, "mem_total_mb": total},
+            )
 
 
 # -- backtraces ---------------------------------------------------------------------------------------------
-LOCK_WAIT = ("lll_lock_wait", "pthread_mutex_lock", "pthread_rwlock_rdlock", "pthread_rwlock_wrlock",
-             "PyThread_acquire_lock", "acquire_timed", "lock_PyThread_acquire_lock", "sem_wait", "new_sem_wait",
-             "do_futex_wait", "std::mutex::lock", "futex_lock", "lll_lock")  # fmt: skip
-IO_WAIT = frozenset({
-    "epoll_wait", "epoll_pwait", "poll", "ppoll", "select", "pselect", "pselect6", "accept", "accept4",
-    "recv", "recvfrom", "recvmsg", "libc_recv", "read", "libc_read", "nanosleep", "clock_nanosleep", "sleep",
-    "pause", "sigwait", "sigtimedwait", "sigsuspend", "pthread_cond_wait", "pthread_cond_timedwait",
-    "pthread_cond_clockwait", "wait4", "waitpid", "waitid", "pthread_join", "pthread_clockjoin_ex",
-    "io_getevents", "msgrcv", "semop", "semtimedop", "usleep",
-})  # fmt: skip
+LOCK_WAIT = (
+    "lll_lock_wait",
+    "pthread_mutex_lock",
+    "pthread_rwlock_rdlock",
+    "pthread_rwlock_wrlock",
+    "PyThread_acquire_lock",
+    "acquire_timed",
+    "lock_PyThread_acquire_lock",
+    "sem_wait",
+    "new_sem_wait",
+    "do_futex_wait",
+    "std::mutex::lock",
+    "futex_lock",
+    "lll_lock",
+)
+IO_WAIT = frozenset(
+    {
+        "epoll_wait",
+        "epoll_pwait",
+        "poll",
+        "ppoll",
+        "select",
+        "pselect",
+        "pselect6",
+        "accept",
+        "accept4",
+        "recv",
+        "recvfrom",
+        "recvmsg",
+        "libc_recv",
+        "read",
+        "libc_read",
+        "nanosleep",
+        "clock_nanosleep",
+        "sleep",
+        "pause",
+        "sigwait",
+        "sigtimedwait",
+        "sigsuspend",
+        "pthread_cond_wait",
+        "pthread_cond_timedwait",
+        "pthread_cond_clockwait",
+        "wait4",
+        "waitpid",
+        "waitid",
+        "pthread_join",
+        "pthread_clockjoin_ex",
+        "io_getevents",
+        "msgrcv",
+        "semop",
+        "semtimedop",
+        "usleep",
+    }
+)
 
 
 def _base(function: str) -> str:
@@ -303,10 +480,16 @@ def wait_kind(frames: list[dict[str, Any]], depth: int = 12) -> str:
 def judge_backtraces(h: Hypothesis, e: Evidence) -> Hypothesis:
     """``h`` (a cpu_spin or deadlock hypothesis) rescored from the backtraces in ``e``."""
     threads = [t for t in e.data.get("threads", []) if isinstance(t, dict)]
-    kinds = {int(_num(t.get("tid"))): wait_kind([f for f in t.get("frames", []) if isinstance(f, dict)])
-             for t in threads}  # fmt: skip
-    stacks = {int(_num(t.get("tid"))): [str(f.get("function")) for f in t.get("frames", []) if isinstance(f, dict)][:10]
-              for t in threads}  # fmt: skip
+    kinds = {
+        int(_num(t.get("tid"))): wait_kind([f for f in t.get("frames", []) if isinstance(f, dict)])
+        for t in threads
+    }
+    stacks = {
+        int(_num(t.get("tid"))): [str(f.get("function")) for f in t.get("frames", []) if isinstance(f, dict)][
+            :10
+        ]
+        for t in threads
+    }
     out = h.model_copy(deep=True)
     out.checked = True
     out.evidence = [*h.evidence, e.id]
@@ -325,8 +508,10 @@ def judge_backtraces(h: Hypothesis, e: Evidence) -> Hypothesis:
     out.facts.update(lock_waiters=lockers, io_waiters=io, backtraces={str(t): stacks[t] for t in lockers[:8]})
     if len(lockers) >= 2:
         out.score = 0.9 if not io else 0.7
-        out.title = (f"{h.title.split(' is idle')[0]} is deadlocked: threads {', '.join(map(str, lockers[:6]))} each "
-                     f"wait to take a lock and none runs")  # fmt: skip
+        out.title = (
+            f"{h.title.split(' is idle')[0]} is deadlocked: threads {', '.join(map(str, lockers[:6]))} each "
+            f"wait to take a lock and none runs"
+        )
     else:
         out.score = 0.1
         out.title += "; its backtraces show no lock waits"

@@ -38,9 +38,7 @@ class DiskUsage(BaseModel):
     cut: bool = False
 
 
-def disk_usage(
-    root: str, *, top: int = 10, max_entries: int = 50_000, max_seconds: float = 3.0
-) -> DiskUsage:
+def disk_usage(root: str, *, top: int = 10, max_entries: int = 50_000, max_seconds: float = 3.0) -> DiskUsage:
     """Walk ``root`` (one filesystem, no symlinks) and sum sizes per top-level directory."""
     start = time.monotonic()
     now = time.time()
@@ -79,7 +77,7 @@ def disk_usage(
                 _push(biggest, (size, entry.path, st.st_mtime), top)
                 _push(newest, (st.st_mtime, entry.path, size), top)
 
-    def entry(path: str, size: int, mtime: float) -> FileEntry:
+    def listed(path: str, size: float, mtime: float) -> FileEntry:
         return FileEntry(path=path, size_mb=round(size / 2**20, 2), modified_s_ago=round(now - mtime, 1))
 
     dirs = sorted(per_dir.items(), key=lambda kv: -kv[1])[:top]
@@ -87,10 +85,12 @@ def disk_usage(
         root=str(base),
         total_mb=round(total / 2**20, 2),
         files=files,
-        by_directory=[FileEntry(path=os.path.join(root, d), size_mb=round(s / 2**20, 2), modified_s_ago=0.0)
-                      for d, s in dirs],  # fmt: skip
-        biggest=[entry(p, s, m) for s, p, m in sorted(biggest, reverse=True)],
-        newest=[entry(p, s, m) for m, p, s in sorted(newest, reverse=True)],
+        by_directory=[
+            FileEntry(path=os.path.join(root, d), size_mb=round(s / 2**20, 2), modified_s_ago=0.0)
+            for d, s in dirs
+        ],
+        biggest=[listed(p, s, m) for s, p, m in sorted(biggest, reverse=True)],
+        newest=[listed(p, s, m) for m, p, s in sorted(newest, reverse=True)],
         cut=cut,
     )
 

@@ -45,7 +45,9 @@ def line_time(line: str, *, now: datetime) -> datetime | None:
     m = _SYSLOG.match(line)
     if m:
         try:
-            parsed = datetime.strptime(f"{now.year} {m.group(1)} {m.group(2)} {m.group(3)}", "%Y %b %d %H:%M:%S")
+            parsed = datetime.strptime(
+                f"{now.year} {m.group(1)} {m.group(2)} {m.group(3)}", "%Y %b %d %H:%M:%S"
+            )
         except ValueError:
             return None
         return parsed.astimezone()
@@ -77,8 +79,9 @@ def read_log(
     return _select(path, text, pattern, since_s, lines, cut=size > max_bytes)
 
 
-def _select(source: str, text: list[str], pattern: str | None, since_s: float | None, lines: int,
-            *, cut: bool) -> LogLines:  # fmt: skip
+def _select(
+    source: str, text: list[str], pattern: str | None, since_s: float | None, lines: int, *, cut: bool
+) -> LogLines:
     try:
         regex = re.compile(pattern, re.IGNORECASE) if pattern else None
     except re.error as exc:
@@ -109,8 +112,16 @@ def read_journal(
     journalctl = shutil.which("journalctl")
     if journalctl is None:
         raise EvidenceError("journalctl is not installed: no journald logs on this machine")
-    argv = [journalctl, "--no-pager", "-o", "short-iso", "-n", str(min(lines * 20, 20_000)),
-            "--since", f"-{int(since_s)}s"]  # fmt: skip
+    argv = [
+        journalctl,
+        "--no-pager",
+        "-o",
+        "short-iso",
+        "-n",
+        str(min(lines * 20, 20_000)),
+        "--since",
+        f"-{int(since_s)}s",
+    ]
     if unit:
         argv += ["-u", unit]
     try:

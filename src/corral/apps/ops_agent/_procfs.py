@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import shutil
 import subprocess
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -160,7 +160,9 @@ def threads_of(pid: int, *, limit: int = 512) -> list[ThreadInfo]:
         for tid in sorted(os.listdir(PROC / str(pid) / "task"))[:limit]:
             with contextlib.suppress(OSError, ValueError):
                 name, f = _stat_fields(read_text(PROC / str(pid) / "task" / tid / "stat", 4096))
-                out.append(ThreadInfo(tid=int(tid), name=name, state=f[0], cpu_s=(int(f[11]) + int(f[12])) / _TICKS))
+                out.append(
+                    ThreadInfo(tid=int(tid), name=name, state=f[0], cpu_s=(int(f[11]) + int(f[12])) / _TICKS)
+                )
     return out
 
 
@@ -187,7 +189,8 @@ def open_files(pid: int, *, limit: int = 4096) -> list[str]:
 
 def holders(path: str, *, limit: int = 200_000) -> list[int]:
     """The processes that hold ``path`` open (at most ``limit`` descriptors looked at)."""
-    found, seen = [], 0
+    found: list[int] = []
+    seen = 0
     for pid in pids():
         with contextlib.suppress(OSError):
             for fd in os.listdir(PROC / str(pid) / "fd"):
@@ -321,10 +324,28 @@ class NodeMetrics(BaseModel):
 
 
 _PSEUDO_FS = {
-    "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs", "securityfs",
-    "pstore", "bpf", "autofs", "hugetlbfs", "fusectl", "configfs", "binfmt_misc", "nsfs", "rpc_pipefs",
-    "devtmpfs", "ramfs", "efivarfs",
-}  # fmt: skip
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "devpts",
+    "mqueue",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "autofs",
+    "hugetlbfs",
+    "fusectl",
+    "configfs",
+    "binfmt_misc",
+    "nsfs",
+    "rpc_pipefs",
+    "devtmpfs",
+    "ramfs",
+    "efivarfs",
+}
 
 
 def _cpu_times() -> tuple[int, int]:
@@ -352,8 +373,15 @@ def mounts(*, limit: int = 200) -> list[Mount]:
         used = (st.f_blocks - st.f_bfree) / st.f_blocks * 100
         inodes = (st.f_files - st.f_ffree) / st.f_files * 100 if st.f_files else 0.0
         size = st.f_blocks * st.f_frsize / 2**20
-        out.append(Mount(mountpoint=mountpoint, fstype=f[2], size_mb=round(size, 1),
-                         used_pct=round(used, 1), inodes_used_pct=round(inodes, 1)))  # fmt: skip
+        out.append(
+            Mount(
+                mountpoint=mountpoint,
+                fstype=f[2],
+                size_mb=round(size, 1),
+                used_pct=round(used, 1),
+                inodes_used_pct=round(inodes, 1),
+            )
+        )
     return out
 
 

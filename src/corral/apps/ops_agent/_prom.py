@@ -30,8 +30,9 @@ class Scrape(BaseModel):
     cut: bool = False
 
 
-def scrape(url: str, *, prefix: str = "", limit: int = 300, timeout_s: float = 5.0,
-           max_bytes: int = 4 << 20) -> Scrape:  # fmt: skip
+def scrape(
+    url: str, *, prefix: str = "", limit: int = 300, timeout_s: float = 5.0, max_bytes: int = 4 << 20
+) -> Scrape:
     """GET ``url`` (http or https) and parse the Prometheus text exposition format."""
     if not url.startswith(("http://", "https://")):
         raise EvidenceError(f"a metrics endpoint is an http(s) URL, not {url!r}")

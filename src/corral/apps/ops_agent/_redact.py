@@ -14,6 +14,7 @@ journal records only the redacted text and a model can only be shown that. Rules
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -65,7 +66,9 @@ DEFAULT_RULES: tuple[RedactionRule, ...] = (
     RedactionRule("api_key", r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{20,}"),
     RedactionRule("google_key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
     RedactionRule("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-    RedactionRule("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", mask="[email]"),
+    RedactionRule(
+        "email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", mask="[email]"
+    ),
 )
 
 
@@ -80,7 +83,9 @@ class Redactor:
     rules: Sequence[RedactionRule] = DEFAULT_RULES
     literals: Sequence[str] = ()
     max_chars: int = 200_000
-    _compiled: tuple[tuple[re.Pattern[str], RedactionRule], ...] = field(init=False, repr=False, compare=False)
+    _compiled: tuple[tuple[re.Pattern[str], RedactionRule], ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_compiled", tuple((rule.compiled(), rule) for rule in self.rules))
@@ -93,7 +98,7 @@ class Redactor:
             if literal:
                 value = value.replace(literal, "[redacted]")
         for pattern, rule in self._compiled:
-            value = pattern.sub(lambda m, rule=rule: _mask(m, rule), value)
+            value = pattern.sub(functools.partial(_mask, rule=rule), value)
         return value
 
     def scrub(self, value: Any) -> Any:

@@ -100,7 +100,7 @@ class OpsTools:
 
     # -- the tools ------------------------------------------------------------------------------------------
     def node(self) -> Any:
-        """The machine: load, CPU busy share, memory, swap, and every real filesystem's space and inode use."""
+        """The machine: load, CPU busy share, memory, swap, and every real filesystem's space and inodes."""
         return self.out(procfs.node_metrics())
 
     def scrape(self, url: str, prefix: str = "") -> Any:
@@ -123,8 +123,13 @@ class OpsTools:
         zombies = [p.pid for p in table if p.state == "Z"]
         for p in chosen.values():
             p.cmdline = p.cmdline[:240]
-        return self.out({"processes": sorted(chosen.values(), key=lambda p: p.pid)[:200],
-                         "total": len(table), "zombies": zombies[:100]})  # fmt: skip
+        return self.out(
+            {
+                "processes": sorted(chosen.values(), key=lambda p: p.pid)[:200],
+                "total": len(table),
+                "zombies": zombies[:100],
+            }
+        )
 
     def environment(self, pid: int) -> Any:
         """The environment a process started with (secret-named variables masked)."""
@@ -154,12 +159,23 @@ class OpsTools:
                 states = per.setdefault(owner, {})
                 states[s.state] = states.get(s.state, 0) + 1
             if s.state == "LISTEN":
-                listen.append({"pid": owner, "local": s.local, "queued": s.rx_queue,
-                               "backlog": backlogs.get(s.local, 0)})
+                listen.append(
+                    {
+                        "pid": owner,
+                        "local": s.local,
+                        "queued": s.rx_queue,
+                        "backlog": backlogs.get(s.local, 0),
+                    }
+                )
         counters = procfs.tcp_ext_counters()
-        return self.out({"per_process": {str(k): v for k, v in sorted(per.items())[:200]}, "listen": listen[:100],
-                         "ListenOverflows": counters.get("ListenOverflows", 0),
-                         "ListenDrops": counters.get("ListenDrops", 0)})  # fmt: skip
+        return self.out(
+            {
+                "per_process": {str(k): v for k, v in sorted(per.items())[:200]},
+                "listen": listen[:100],
+                "ListenOverflows": counters.get("ListenOverflows", 0),
+                "ListenDrops": counters.get("ListenDrops", 0),
+            }
+        )
 
     def log(self, path: str, pattern: str = "", since_s: float = 0, lines: int = 100) -> Any:
         """Tail a log file: the last ``lines`` lines matching ``pattern`` (a regular expression), no older
@@ -169,8 +185,9 @@ class OpsTools:
 
     def journal(self, unit: str = "", pattern: str = "", since_s: float = 3600, lines: int = 100) -> Any:
         """journald's lines of a unit (or all) from the last ``since_s`` seconds matching ``pattern``."""
-        return self.out(logs.read_journal(unit or None, pattern=pattern or None, since_s=since_s,
-                                          lines=min(lines, 500)))  # fmt: skip
+        return self.out(
+            logs.read_journal(unit or None, pattern=pattern or None, since_s=since_s, lines=min(lines, 500))
+        )
 
     def disk(self, path: str, top: int = 10) -> Any:
         """Disk use under ``path`` by directory, the biggest and the newest files (one filesystem)."""
@@ -208,8 +225,11 @@ class OpsTools:
             # Handed over as bytes: the sandbox's unprivileged user cannot read the private directory.
             with self.store.decrypt_to(core_id, work / "core").open("rb") as f:
                 data = f.read(256 << 20)
-            result = run(cores.core_strings_job(pattern, limit), inputs={"core": data},
-                         limits=Limits(wall_seconds=30, cpu_seconds=20, memory_bytes=1 << 30))  # fmt: skip
+            result = run(
+                cores.core_strings_job(pattern, limit),
+                inputs={"core": data},
+                limits=Limits(wall_seconds=30, cpu_seconds=20, memory_bytes=1 << 30),
+            )
         if not result.ok:
             raise CoreDumpError(f"the core strings job failed: {result.stderr.strip()[-300:]}")
         return self.out({"core_id": core_id, "strings": cores.parse_strings_output(result.stdout, limit)})
@@ -231,5 +251,7 @@ class OpsTools:
             (self.backtraces, "backtraces", 90, False),
             (self.core_strings, "core_strings", 60, False),
         ]
-        return [tool(name=name, timeout=timeout, max_concurrency=2, needs_approval=ask)(fn)
-                for fn, name, timeout, ask in spec]  # fmt: skip
+        return [
+            tool(name=name, timeout=timeout, max_concurrency=2, needs_approval=ask)(fn)
+            for fn, name, timeout, ask in spec
+        ]

@@ -101,8 +101,18 @@ def watch(pids: list[int], *, samples: int = 3, interval_s: float = 1.0) -> Watc
                 if pid not in out.gone:
                     out.gone.append(pid)
                 continue
-            out.samples[pid].append(ProcSample(pid=pid, t=now, rss_kb=p.rss_kb, cpu_s=p.cpu_s, threads=p.threads,
-                                               open_fds=p.open_fds, state=p.state, tcp=dict(tcp[pid])))  # fmt: skip
+            out.samples[pid].append(
+                ProcSample(
+                    pid=pid,
+                    t=now,
+                    rss_kb=p.rss_kb,
+                    cpu_s=p.cpu_s,
+                    threads=p.threads,
+                    open_fds=p.open_fds,
+                    state=p.state,
+                    tcp=dict(tcp[pid]),
+                )
+            )
             for t in procfs.threads_of(pid):
                 if i == 0:
                     first_threads[(pid, t.tid)] = t.cpu_s
@@ -113,14 +123,26 @@ def watch(pids: list[int], *, samples: int = 3, interval_s: float = 1.0) -> Watc
             before = first_threads.get((pid, t.tid))
             if before is not None:
                 cores = round((t.cpu_s - before) / elapsed, 3)
-                out.threads.append(ThreadLoad(pid=pid, tid=t.tid, name=t.name, cores=cores, wchan=_wchan(pid, t.tid),
-                                              running=running[(pid, t.tid)], samples=samples))  # fmt: skip
+                out.threads.append(
+                    ThreadLoad(
+                        pid=pid,
+                        tid=t.tid,
+                        name=t.name,
+                        cores=cores,
+                        wchan=_wchan(pid, t.tid),
+                        running=running[(pid, t.tid)],
+                        samples=samples,
+                    )
+                )
     counters1 = procfs.tcp_ext_counters()
     out.listen_overflows = counters1.get("ListenOverflows", 0) - counters0.get("ListenOverflows", 0)
     out.listen_drops = counters1.get("ListenDrops", 0) - counters0.get("ListenDrops", 0)
     backlogs = procfs.listen_backlogs() if any(s.state == "LISTEN" for s in sockets) else {}
-    out.listen = [ListenQueue(pid=s.pid, local=s.local, queued=s.rx_queue, backlog=backlogs.get(s.local, 0))
-                  for s in sockets if s.state == "LISTEN"]  # fmt: skip
+    out.listen = [
+        ListenQueue(pid=s.pid, local=s.local, queued=s.rx_queue, backlog=backlogs.get(s.local, 0))
+        for s in sockets
+        if s.state == "LISTEN"
+    ]
     out.threads.sort(key=lambda t: -t.cores)
     out.threads = out.threads[:64]
     return out
