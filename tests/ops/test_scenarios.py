@@ -150,3 +150,16 @@ async def test_a_healthy_process_is_not_given_a_cause(tmp_path: Path, make_agent
         report = await diagnose(make_agent, "the API is slow", idle.pid)
     assert report.status == "inconclusive" and report.cause is None
     assert report.evidence and report.recommendation
+
+
+async def test_a_close_wait_leak_found_without_naming_the_process(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
+    server = faults.start(
+        [faults.PY, str(faults.script(tmp_path, "api.py", faults.CLOSE_WAIT_SERVER))], cwd=tmp_path
+    )
+    with faults.running(server):
+        faults.close_wait_clients(int(server.first_line), 25)
+        request = DiagnoseRequest(
+            symptom="connections pile up", remediate=False, core_dumps="never", interval_s=0.5
+        )
+        report = await make_agent().diagnose(request, runtime=Runtime(MemoryJournal()))
+    assert_cause(report, "close_wait_leak", server.pid)

@@ -11,6 +11,7 @@ import pytest
 from corral.apps.ops_agent import (
     CoreStore,
     CoreStoreError,
+    DiagnoseRequest,
     Evidence,
     RedactionRule,
     Redactor,
@@ -184,3 +185,31 @@ def test_the_workflow_passes_its_static_checks() -> None:
         "remediate",
         "verify",
     }
+
+
+def test_detectors_of_threads_files_and_busy_processes() -> None:
+    samples = {
+        "7": [
+            {"t": 0, "rss_kb": 1000, "threads": 5, "files": {"/var/log/a.log": 0}},
+            {"t": 1, "rss_kb": 1000, "threads": 12, "files": {"/var/log/a.log": 6 << 20}},
+            {"t": 2, "rss_kb": 1000, "threads": 20, "files": {"/var/log/a.log": 12 << 20}},
+        ]
+    }
+    threads = [{"pid": 9, "tid": t, "cores": 0.25, "samples": 3, "running": 1} for t in range(4)]
+    found = {h.kind: h for h in detect([watch_evidence(samples=samples, threads=threads)], ["disk"])}
+    assert found["thread_leak"].pid == 7 and found["file_growth"].path == "/var/log/a.log"
+    assert found["cpu_bound"].pid == 9 and "cpu_spin" not in found
+
+
+def test_a_secret_in_the_symptom_is_not_journaled() -> None:
+    from corral.apps.ops_agent import OpsAgent
+
+    runtime = Runtime(MemoryJournal())
+    report = asyncio.run(
+        OpsAgent().diagnose(
+            DiagnoseRequest(symptom="login with password=hunter2horse fails", pid=2**22 - 1, remediate=False),
+            runtime=runtime,
+            run_id="s",
+        )
+    )
+    assert "hunter2horse" not in runtime.get_run("s").input and "hunter2horse" not in report.symptom

@@ -34,7 +34,7 @@ from corral.agents import End, Workflow
 from corral.agents.workflow import Budget
 from corral.apps.ops_agent import _actions as actions
 from corral.apps.ops_agent._advice import model_choice, model_triage, model_wording, near_tied
-from corral.apps.ops_agent._detect import AREAS, detect, judge_backtraces, renumber, triage
+from corral.apps.ops_agent._detect import AREAS, detect, full_percent, judge_backtraces, renumber, triage
 from corral.apps.ops_agent._report import ActionOutcome, Evidence, Hypothesis, Report
 from corral.apps.ops_agent._tools import OpsTools
 from corral.apps.ops_agent.errors import ActionError
@@ -44,6 +44,8 @@ from corral.models import Model
 from corral.tools import Tool, ToolError
 
 CoreDumps = Literal["ask", "allow", "never"]
+#: The most hypotheses one diagnosis checks (each check is a watch or a core dump).
+MAX_CHECKS = 3
 
 RECOMMEND: dict[str, str] = {
     "close_wait_leak": "The process leaves sockets open after the peer closed them: close the socket when a "
@@ -63,6 +65,10 @@ RECOMMEND: dict[str, str] = {
     "(more workers, no blocking work before accept) and raise the listen backlog (and net.core.somaxconn).",
     "fd_leak": "The process opens files or sockets without closing them: find the missing close; raise "
     "its open-files limit meanwhile.",
+    "thread_leak": "The process starts threads that never end: bound them with a pool and join what it "
+    "starts. A restart frees them for now.",
+    "file_growth": "The process writes a file fast enough to fill the disk: rotate it, lower the log level, "
+    "or move it to a bigger volume. Truncating it frees the space now.",
     "zombies": "The parent does not wait() for its exited children: reap them (SIGCHLD handler).",
     "memory_pressure": "The machine is short of memory: find the biggest consumers and cap or move them.",
 }
@@ -115,6 +121,7 @@ class Incident(BaseModel):
     #: This agent's own pid (journaled), never a focus; the prefix of evidence ids.
     me: int = 0
     prefix: str = "E"
+    checks: int = 0
 
 
 def _agent(s: Incident) -> OpsAgent:
@@ -134,8 +141,29 @@ async def triage_node(ctx: RunContext, s: Incident) -> Any:
     found = await agent.collect(ctx, s, "processes", {"match": req.service or "", "pid": req.pid or 0})
     s.me = await ctx.step("self:pid", os.getpid)
     s.focus = _focus(found, req, s.me)
+    if not (req.pid or req.service):  # no suspect named: add the processes whose sockets look wrong
+        sockets = await agent.collect(ctx, s, "sockets", {})
+        s.focus = sorted(set(s.focus) | set(_socket_suspects(sockets)) - {s.me})[:32]
     agent.emit("triage", f"areas {', '.join(s.areas)}; focus on {len(s.focus)} process(es) {s.focus[:8]}")
     return "evidence"
+
+
+def _socket_suspects(e: Evidence) -> list[int]:
+    """Processes with sockets piling up in CLOSE_WAIT or a waiting accept queue (machine-wide sweep)."""
+    if not e.ok or not isinstance(e.data, dict):
+        return []
+    per = e.data.get("per_process", {})
+    found = [
+        int(pid)
+        for pid, states in per.items()
+        if str(pid).isdigit() and isinstance(states, dict) and int(states.get("CLOSE_WAIT", 0) or 0) >= 5
+    ]
+    found += [
+        q["pid"]
+        for q in e.data.get("listen", [])
+        if isinstance(q, dict) and isinstance(q.get("pid"), int) and int(q.get("queued", 0) or 0) > 0
+    ]
+    return found[:16]
 
 
 def _focus(found: Evidence, req: DiagnoseRequest, me: int) -> list[int]:
@@ -181,7 +209,8 @@ async def evidence(ctx: RunContext, s: Incident) -> Any:
     for m in [
         m
         for m in mounts
-        if isinstance(m, dict) and max(m.get("used_pct", 0), m.get("inodes_used_pct", 0)) >= 90
+        if isinstance(m, dict)
+        and max(m.get("used_pct", 0), m.get("inodes_used_pct", 0)) >= full_percent(s.areas)
     ][:3]:
         walk = await agent.collect(ctx, s, "disk_usage", {"path": str(m.get("mountpoint")), "top": 10})
         biggest = walk.data.get("biggest", []) if walk.ok and isinstance(walk.data, dict) else []
@@ -211,8 +240,9 @@ async def check(ctx: RunContext, s: Incident) -> Any:
         updated = await agent.check_rewatch(ctx, s, todo)
     s.hypotheses[index] = updated
     s.hypotheses = renumber(s.hypotheses)
+    s.checks += 1
     agent.emit("check", f"{updated.kind} on {updated.pid}: now {updated.score:.2f} — {updated.title}")
-    return "check"
+    return "check" if s.checks < MAX_CHECKS else "choose"
 
 
 async def choose(ctx: RunContext, s: Incident) -> Any:
@@ -373,7 +403,7 @@ ops_workflow: Workflow[Incident] = Workflow("ops-diagnose", state=Incident)
 ops_workflow.node(triage_node, next=["evidence"], name="triage", budget=Budget(model_calls=1, tokens=600))
 ops_workflow.node(evidence, next=["hypotheses"])
 ops_workflow.node(hypotheses, next=["check"])
-ops_workflow.node(check, next=["check", "choose"], max_visits=3)
+ops_workflow.node(check, next=["check", "choose"], max_visits=MAX_CHECKS)
 ops_workflow.node(choose, next=["report"], budget=Budget(model_calls=1, tokens=2000))
 ops_workflow.node(report, next=["remediate", End], budget=Budget(model_calls=1, tokens=1500))
 ops_workflow.node(remediate, next=["verify", End])
@@ -499,10 +529,13 @@ class OpsAgent:
 
     async def propose(self, ctx: RunContext, s: Incident, cause: Hypothesis) -> actions.AnyAction | None:
         """The remediation that fits ``cause``, built from its own facts (never from model text)."""
-        if cause.kind == "disk_full" and cause.path:
+        if cause.kind in {"disk_full", "file_growth"} and cause.path:
             inode = await ctx.step("inspect:file", _inode, cause.path)
             return actions.TruncateFile(path=cause.path, inode=inode) if inode else None
-        if cause.kind in {"close_wait_leak", "memory_leak", "cpu_spin", "deadlock", "fd_leak"} and cause.pid:
+        if (
+            cause.kind in {"close_wait_leak", "memory_leak", "cpu_spin", "deadlock", "fd_leak", "thread_leak"}
+            and cause.pid
+        ):
             unit = _unit_of(s.evidence, cause.pid)
             service = s.request.service
             if unit and service and unit in (service, f"{service}.service"):
@@ -529,6 +562,8 @@ class OpsAgent:
         on ``runtime`` (default: in memory). A run parked on an approval raises
         :class:`~corral.durable.RunSuspended`; call again with the same ``run_id`` once it is decided."""
         req = DiagnoseRequest(symptom=request) if isinstance(request, str) else request
+        # The request is the run's journaled input: a secret typed into the symptom is not kept.
+        req = req.model_copy(update={"symptom": self.tools.redactor.text(req.symptom)})
 
         async def ops_diagnose(ctx: RunContext, request: dict[str, Any]) -> Report:
             return await self.diagnose_in(ctx, DiagnoseRequest.model_validate(request))

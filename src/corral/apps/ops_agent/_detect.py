@@ -72,11 +72,18 @@ AREA_OF: dict[Kind, str] = {
     "memory_pressure": "memory",
     "cpu_spin": "cpu",
     "cpu_bound": "cpu",
+    "thread_leak": "threads",
+    "file_growth": "disk",
     "deadlock": "threads",
     "disk_full": "disk",
     "crash_loop": "logs",
     "zombies": "logs",
 }
+
+
+def full_percent(areas: list[str]) -> float:
+    """How full a filesystem must be to suspect it: 80 % when the symptom is about disks, else 90 %."""
+    return 80.0 if "disk" in areas else 90.0
 
 
 def triage(symptom: str) -> list[str]:
@@ -179,15 +186,58 @@ def _watch_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesis
                 title=f"{_label(pid, names)} opens files without closing them ({fds[0]:.0f} → {fds[-1]:.0f})",
                 facts={"open_fds_start": fds[0], "open_fds_end": fds[-1]},
             )
+        threads = [_num(r.get("threads")) for r in rows]
+        if threads[-1] - threads[0] >= 10 and all(b >= a for a, b in itertools.pairwise(threads)):
+            yield Hypothesis(
+                id="",
+                kind="thread_leak",
+                pid=pid,
+                evidence=[e.id],
+                check="rewatch",
+                score=0.55,
+                title=f"{_label(pid, names)} starts threads that never end "
+                f"({threads[0]:.0f} → {threads[-1]:.0f})",
+                facts={"threads_start": threads[0], "threads_end": threads[-1]},
+            )
+        yield from _file_growth(e, pid, rows, span, names)
     yield from _thread_hypotheses(e, names)
     yield from _listen_hypotheses(e, names)
 
 
+def _file_growth(
+    e: Evidence, pid: int, rows: list[dict[str, Any]], span: float, names: dict[int, str]
+) -> Iterator[Hypothesis]:
+    first, last = _dict(rows[0].get("files")), _dict(rows[-1].get("files"))
+    grown = {p: _num(last[p]) - _num(first.get(p)) for p in last if p in first}
+    if not grown:
+        return
+    path, growth = max(grown.items(), key=lambda kv: kv[1])
+    rate = growth / 2**20 / span
+    if growth >= 8 * 2**20 or rate >= 1.0:
+        yield Hypothesis(
+            id="",
+            kind="file_growth",
+            pid=pid,
+            path=str(path)[:4096],
+            evidence=[e.id],
+            check="rewatch",
+            score=min(0.85, 0.45 + rate / 20),
+            title=f"{_label(pid, names)} writes {path} at {rate:.1f} MB/s "
+            f"({_num(last[path]) / 2**20:.0f} MB now)",
+            facts={
+                "file": str(path),
+                "mb_per_s": round(rate, 2),
+                "size_mb": round(_num(last[path]) / 2**20, 1),
+            },
+        )
+
+
 def _thread_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesis]:
     threads = [t for t in e.data.get("threads", []) if isinstance(t, dict)]
-    per_pid: Counter[int] = Counter()
+    per_pid: dict[int, float] = {}
     for t in threads:
-        per_pid[int(_num(t.get("pid")))] += _num(t.get("cores"))  # type: ignore[assignment]
+        pid = int(_num(t.get("pid")))
+        per_pid[pid] = per_pid.get(pid, 0.0) + _num(t.get("cores"))
     reported: set[int] = set()
     for t in threads:
         cores, pid = _num(t.get("cores")), int(_num(t.get("pid")))
@@ -211,8 +261,19 @@ def _thread_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesi
                     "tid": tid,
                     "thread_name": str(t.get("name", ""))[:64],
                     "cores": cores_seen,
-                    "process_cores": round(per_pid[pid], 3),
+                    "process_cores": round(per_pid.get(pid, 0.0), 3),
                 },
+            )
+    for pid, cores in per_pid.items():
+        if cores >= 0.8 and pid not in reported:
+            yield Hypothesis(
+                id="",
+                kind="cpu_bound",
+                pid=pid,
+                evidence=[e.id],
+                score=min(0.8, 0.4 + cores / 5),
+                title=f"{_label(pid, names)} keeps {cores:.2f} cores busy across its threads",
+                facts={"process_cores": round(cores, 3)},
             )
     blocked: Counter[int] = Counter()
     total: Counter[int] = Counter()
@@ -222,7 +283,7 @@ def _thread_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesi
         if "futex" in str(t.get("wchan", "")) and _num(t.get("cores")) < 0.01:
             blocked[pid] += 1
     for pid, n in blocked.items():
-        if n >= 2 and per_pid[pid] < 0.05 and pid not in reported:
+        if n >= 2 and per_pid.get(pid, 0.0) < 0.05 and pid not in reported:
             yield Hypothesis(
                 id="",
                 kind="deadlock",
@@ -310,7 +371,7 @@ def _log_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
         )
 
 
-def _disk_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
+def _disk_hypotheses(evidence: list[Evidence], full_pct: float) -> Iterator[Hypothesis]:
     walks = list(_of(evidence, "disk_usage"))
     writers = {str(e.data.get("path")): e for e in _of(evidence, "who_has_open")}
     for e in _of(evidence, "node_metrics"):
@@ -318,7 +379,7 @@ def _disk_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
             if not isinstance(m, dict):
                 continue
             used, inodes = _num(m.get("used_pct")), _num(m.get("inodes_used_pct"))
-            if max(used, inodes) < 90:
+            if max(used, inodes) < full_pct:
                 continue
             mountpoint = str(m.get("mountpoint"))
             cited, facts = (
@@ -528,7 +589,7 @@ def detect(evidence: list[Evidence], areas: list[str]) -> list[Hypothesis]:
     if watches:
         found.extend(_watch_hypotheses(watches[0], names))
     found.extend(_log_hypotheses(evidence))
-    found.extend(_disk_hypotheses(evidence))
+    found.extend(_disk_hypotheses(evidence, full_percent(areas)))
     found.extend(_process_hypotheses(evidence))
     for h in found:
         if AREA_OF[h.kind] in areas:

@@ -18,6 +18,8 @@ Kind = Literal[
     "crash_loop",
     "listen_overflow",
     "fd_leak",
+    "thread_leak",
+    "file_growth",
     "zombies",
     "memory_pressure",
 ]

@@ -4,6 +4,8 @@ sockets piling up in CLOSE_WAIT, listen queues overflowing."""
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import time
 from collections import Counter
 
@@ -23,6 +25,19 @@ class ProcSample(BaseModel):
     open_fds: int | None
     state: str
     tcp: dict[str, int] = Field(default_factory=dict)
+    #: Sizes in bytes of the biggest regular files the process holds open (what it may be filling).
+    files: dict[str, int] = Field(default_factory=dict)
+
+
+def _open_file_sizes(pid: int, *, top: int = 8) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for target in procfs.open_files(pid, limit=1024):
+        if target.startswith("/") and not target.startswith(("/dev/", "/proc/", "/sys/")):
+            with contextlib.suppress(OSError):
+                st = os.stat(target)
+                if stat.S_ISREG(st.st_mode):
+                    sizes[target] = st.st_size
+    return dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:top])
 
 
 class ThreadLoad(BaseModel):
@@ -111,6 +126,7 @@ def watch(pids: list[int], *, samples: int = 3, interval_s: float = 1.0) -> Watc
                     open_fds=p.open_fds,
                     state=p.state,
                     tcp=dict(tcp[pid]),
+                    files=_open_file_sizes(pid),
                 )
             )
             for t in procfs.threads_of(pid):
