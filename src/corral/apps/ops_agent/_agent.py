@@ -37,7 +37,7 @@ from corral.apps.ops_agent._advice import model_choice, model_triage, model_word
 from corral.apps.ops_agent._detect import AREAS, detect, full_percent, judge_backtraces, renumber, triage
 from corral.apps.ops_agent._report import ActionOutcome, Evidence, Hypothesis, Report
 from corral.apps.ops_agent._tools import OpsTools
-from corral.apps.ops_agent.errors import ActionError
+from corral.apps.ops_agent.errors import ActionError, OpsError
 from corral.durable import MemoryJournal, RunContext, Runtime
 from corral.guards import ApprovalPolicy, request_approval
 from corral.models import Model
@@ -72,6 +72,12 @@ RECOMMEND: dict[str, str] = {
     "zombies": "The parent does not wait() for its exited children: reap them (SIGCHLD handler).",
     "memory_pressure": "The machine is short of memory: find the biggest consumers and cap or move them.",
 }
+
+
+NO_CAUSE = (
+    "No detector found a cause; the evidence is attached. Look at the alternatives, or widen the search "
+    "(--service, --pid, log paths, metrics URLs)."
+)
 
 
 class DiagnoseRequest(BaseModel):
@@ -170,16 +176,19 @@ def _focus(found: Evidence, req: DiagnoseRequest, me: int) -> list[int]:
     rows = found.data.get("processes", []) if found.ok and isinstance(found.data, dict) else []
     rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("pid"), int)]
     if req.pid or req.service:
+        family = {req.pid} if req.pid else set()
+        for _ in range(8):  # the named process and its descendants, from the ppid links
+            family |= {r["pid"] for r in rows if r.get("ppid") in family}
         wanted = [
             r["pid"]
             for r in rows
-            if (req.pid and (r["pid"] == req.pid or r.get("ppid") == req.pid))
+            if r["pid"] in family
             or (
                 req.service
                 and (
                     req.service in str(r.get("name"))
                     or req.service in str(r.get("cmdline"))
-                    or str(r.get("unit", "")).startswith(req.service)
+                    or str(r.get("unit") or "").startswith(req.service)
                 )
             )
         ]
@@ -198,7 +207,8 @@ async def evidence(ctx: RunContext, s: Incident) -> Any:
             ctx, s, "watch_processes", {"pids": s.focus, "samples": samples, "interval_s": req.interval_s}
         )
         if req.pid or req.service:
-            await agent.collect(ctx, s, "environment", {"pid": s.focus[0]})
+            main = req.pid if req.pid in s.focus else s.focus[0]
+            await agent.collect(ctx, s, "environment", {"pid": main})
     for path in await agent.find_logs(ctx, s):
         await agent.collect(ctx, s, "read_log", {"path": path, "since_s": 900, "lines": 200})
     if req.service:
@@ -279,11 +289,7 @@ async def report(ctx: RunContext, s: Incident) -> Any:
         chosen_by=s.chosen_by,
         run_id=ctx.run_id,
         notes=list(s.notes),
-        recommendation=RECOMMEND.get(cause.kind, "")
-        if cause
-        else "No detector found a cause; the evidence is attached. Look at the alternatives, or widen the "
-        "search "
-        "(--service, --pid, log paths, metrics URLs).",
+        recommendation=RECOMMEND.get(cause.kind, "") if cause else NO_CAUSE,
         summary=_summary(cause, s),
     )
     agent = _agent(s)
@@ -359,7 +365,9 @@ async def verify(ctx: RunContext, s: Incident) -> Any:
     found = await agent.collect(
         ctx, again, "processes", {"match": s.request.service or "", "pid": s.request.pid or 0}
     )
-    again.focus = [p for p in _focus(found, s.request, s.me) if p != cause.pid or cause.kind == "disk_full"]
+    # A process that was killed or restarted is gone: watch what replaced it (the service's new processes).
+    ended = rep.remediation.action in {"kill_process", "restart_unit"}
+    again.focus = [p for p in _focus(found, s.request, s.me) if p != cause.pid or not ended]
     await agent.collect(ctx, again, "node_metrics", {})
     if again.focus:
         await agent.collect(
@@ -390,10 +398,13 @@ def _settle(pid: int | None) -> bool:
     import time
 
     deadline = time.monotonic() + 5.0
-    while pid and time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read(4096).rsplit(b")", 1)[-1].split()[0] == b"Z":
-                break
+    while pid and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read(4096).rsplit(b")", 1)[-1].split()[:1] == [b"Z"]:
+                    break
+        except OSError:  # gone
+            break
         time.sleep(0.1)
     return True
 
@@ -482,7 +493,7 @@ class OpsAgent:
             if not decision.approved:
                 s.notes.append(f"{h.id}: core dump not approved ({decision.reason})")
                 return checked
-        core_id = re.sub(r"[^a-z0-9-]", "-", f"{ctx.run_id[:40].lower()}-{h.pid}")
+        core_id = re.sub(r"[^a-z0-9-]", "-", f"{ctx.run_id[:40].lower()}-{h.pid}-{s.checks}")
         position = ctx.position
         taken = await ctx.step("core:take", self._take_core, h.pid, core_id)
         s.evidence.append(
@@ -504,7 +515,7 @@ class OpsAgent:
     def _take_core(self, pid: int, core_id: str) -> dict[str, Any]:
         try:
             return {"ok": True, "data": self.tools.take_core(pid, core_id)}
-        except (OSError, ActionError, Exception) as exc:  # an evidence failure, never the run's
+        except (OpsError, OSError) as exc:  # an evidence failure, never the run's
             return {"ok": False, "error": self.tools.redactor.text(str(exc))[:600]}
 
     async def check_rewatch(self, ctx: RunContext, s: Incident, h: Hypothesis) -> Hypothesis:
