@@ -39,11 +39,11 @@ with open("service.log", "a") as log:
 a, b = threading.Lock(), threading.Lock()
 def one():
     with a:
-        await asyncio.sleep(0.3)
+        time.sleep(0.3)
         with b: pass
 def two():
     with b:
-        await asyncio.sleep(0.3)
+        time.sleep(0.3)
         with a: pass
 ts = [threading.Thread(target=one), threading.Thread(target=two)]
 for t in ts: t.start()
