@@ -213,3 +213,20 @@ def test_a_secret_in_the_symptom_is_not_journaled() -> None:
         )
     )
     assert "hunter2horse" not in runtime.get_run("s").input and "hunter2horse" not in report.symptom
+
+
+def test_logs_that_block_or_point_elsewhere_are_not_read(tmp_path: Path) -> None:
+    import os
+
+    from corral.apps.ops_agent import EvidenceError, OpsTools
+
+    tools = OpsTools()
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$salted$hash:19000:0:99999:7:::\n")
+    (tmp_path / "app.log").symlink_to(secret)
+    os.mkfifo(tmp_path / "pipe.log")
+    with pytest.raises(EvidenceError, match="cannot read"):
+        tools.log(str(tmp_path / "app.log"))  # a planted link: refused
+    with pytest.raises(EvidenceError, match="not a regular file"):
+        tools.log(str(tmp_path / "pipe.log"))  # a FIFO: refused at once, not a hang
+    assert tools.log(str(tmp_path / "app.log"), follow_links=True)["lines"]  # named by a person: read

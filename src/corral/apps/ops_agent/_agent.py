@@ -210,7 +210,10 @@ async def evidence(ctx: RunContext, s: Incident) -> Any:
             main = req.pid if req.pid in s.focus else s.focus[0]
             await agent.collect(ctx, s, "environment", {"pid": main})
     for path in await agent.find_logs(ctx, s):
-        await agent.collect(ctx, s, "read_log", {"path": path, "since_s": 900, "lines": 200})
+        named = path in req.log_paths  # a link the engineer named is followed; a link found is not
+        await agent.collect(
+            ctx, s, "read_log", {"path": path, "since_s": 900, "lines": 200, "follow_links": named}
+        )
     if req.service:
         await agent.collect(ctx, s, "journal", {"unit": req.service, "since_s": 900, "lines": 200})
     for url in req.metrics_urls:
@@ -645,8 +648,8 @@ def _find_logs(pids: list[int], extra: list[str]) -> list[str]:
             continue
     files = []
     for path in candidates:
-        try:
-            st = os.stat(path)
+        try:  # a symlink found in a working directory is not a log (it may point anywhere)
+            st = os.stat(path) if path in extra else os.lstat(path)
         except OSError:
             continue
         if stat.S_ISREG(st.st_mode):

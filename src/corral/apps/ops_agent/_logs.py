@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -61,18 +62,24 @@ def read_log(
     since_s: float | None = None,
     lines: int = 200,
     max_bytes: int = 1 << 20,
+    follow: bool = True,
 ) -> LogLines:
     """The last ``lines`` lines of ``path`` (from its last ``max_bytes``) that match ``pattern`` (a regular
     expression, case-insensitive) and are no older than ``since_s`` seconds (lines without a timestamp
     are kept)."""
-    file = Path(path)
     try:
-        size = file.stat().st_size
-        with file.open("rb") as f:
-            f.seek(max(0, size - max_bytes))
-            raw = f.read(max_bytes)
+        # Never a FIFO or a device (an open that blocks, a read that never ends); ``follow=False`` refuses a
+        # symlink, so a link planted where logs are found cannot make the agent read another file.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
     except OSError as exc:
         raise EvidenceError(f"cannot read the log {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise EvidenceError(f"{path} is not a regular file: not read")
+        size = st.st_size
+        f.seek(max(0, size - max_bytes))
+        raw = f.read(max_bytes)
     text = raw.decode("utf-8", "replace").splitlines()
     if size > max_bytes and text:
         text = text[1:]  # the first line is cut

@@ -177,10 +177,15 @@ class OpsTools:
             }
         )
 
-    def log(self, path: str, pattern: str = "", since_s: float = 0, lines: int = 100) -> Any:
+    def log(
+        self, path: str, pattern: str = "", since_s: float = 0, lines: int = 100, follow_links: bool = False
+    ) -> Any:
         """Tail a log file: the last ``lines`` lines matching ``pattern`` (a regular expression), no older
-        than ``since_s`` seconds when lines carry a timestamp (0: any age)."""
-        found = logs.read_log(path, pattern=pattern or None, since_s=since_s or None, lines=min(lines, 500))
+        than ``since_s`` seconds when lines carry a timestamp (0: any age). A symlink is read only with
+        ``follow_links``."""
+        found = logs.read_log(
+            path, pattern=pattern or None, since_s=since_s or None, lines=min(lines, 500), follow=follow_links
+        )
         return self.out(found)
 
     def journal(self, unit: str = "", pattern: str = "", since_s: float = 3600, lines: int = 100) -> Any:
