@@ -28,7 +28,7 @@ from corral.apps.ops_agent.errors import CoreDumpError, EvidenceError
 from corral.tools import Tool, tool
 
 #: The most characters of one tool's output (as JSON) that is kept; the rest is cut and marked.
-MAX_OUTPUT_CHARS = 24_000
+MAX_OUTPUT_CHARS = 16_000
 
 
 def _plain(value: Any) -> Any:
