@@ -137,6 +137,10 @@ def diagnose_command(
     no_remediate: Annotated[
         bool, typer.Option("--no-remediate", help="Report only; propose no fix.")
     ] = False,
+    explore: Annotated[
+        bool,
+        typer.Option("--explore", help="If the detectors find nothing, let the model explore (read-only)."),
+    ] = False,
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="Name the run (resume it with the same id).")
     ] = None,
@@ -162,6 +166,7 @@ def diagnose_command(
             metrics_urls=metrics or [],
             core_dumps=cores,  # type: ignore[arg-type]
             remediate=not no_remediate,
+            explore=explore,
         )
     except ValidationError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
