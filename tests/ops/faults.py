@@ -216,3 +216,18 @@ def close_wait_clients(port: int, n: int) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
             c.sendall(b"GET / HTTP/1.0\r\n\r\n")
     time.sleep(0.3)
+
+
+CRASH_C = r"""
+#include <stdio.h>
+#include <string.h>
+struct header { char *name; };
+int parse_header(struct header *h, const char *line) {
+    return (int)strlen(h->name) + (int)strlen(line);   /* the bug: h->name was never set */
+}
+int main(void) {
+    struct header *h = NULL;
+    printf("ready\n"); fflush(stdout);
+    return parse_header(h, "Host: example");
+}
+"""

@@ -133,6 +133,9 @@ def diagnose_command(
     metrics: Annotated[
         list[str] | None, typer.Option("--metrics", help="A Prometheus endpoint URL (repeat).")
     ] = None,
+    core: Annotated[
+        list[str] | None, typer.Option("--core", help="A core file a crash left, to read (repeat).")
+    ] = None,
     cores: Annotated[str, typer.Option("--cores", help="Core dumps: ask (default), allow or never.")] = "ask",
     no_remediate: Annotated[
         bool, typer.Option("--no-remediate", help="Report only; propose no fix.")
@@ -167,6 +170,7 @@ def diagnose_command(
             core_dumps=cores,  # type: ignore[arg-type]
             remediate=not no_remediate,
             explore=explore,
+            core_files=core or [],
         )
     except ValidationError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")

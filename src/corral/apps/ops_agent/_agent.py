@@ -61,6 +61,8 @@ RECOMMEND: dict[str, str] = {
     "the log level, and alert before the disk is full. Truncating it frees the space now.",
     "crash_loop": "The service fails at start-up and is restarted again and again: fix the repeated error "
     "shown; restarting it again will not help.",
+    "crashed": "The process died on a signal in the frames shown: fix the fault there (a bad pointer, an "
+    "abort on a failed check), and look at the input it was handling; keep the core for the developers.",
     "listen_overflow": "Connections arrive faster than the process accepts them: make the accept loop faster "
     "(more workers, no blocking work before accept) and raise the listen backlog (and net.core.somaxconn).",
     "fd_leak": "The process opens files or sockets without closing them: find the missing close; raise "
@@ -94,6 +96,8 @@ class DiagnoseRequest(BaseModel):
     service: str | None = Field(default=None, max_length=200)
     pid: int | None = Field(default=None, gt=0)
     log_paths: list[str] = Field(default_factory=list, max_length=20)
+    #: Core files already on disk (e.g. left by a crash): imported, encrypted, and their backtraces read.
+    core_files: list[str] = Field(default_factory=list, max_length=5)
     metrics_urls: list[str] = Field(default_factory=list, max_length=10)
     core_dumps: CoreDumps = "ask"
     remediate: bool = True
@@ -223,6 +227,8 @@ async def evidence(ctx: RunContext, s: Incident) -> Any:
         await agent.collect(ctx, s, "journal", {"unit": req.service, "since_s": 900, "lines": 200})
     for url in req.metrics_urls:
         await agent.collect(ctx, s, "scrape_metrics", {"url": url})
+    for i, path in enumerate(req.core_files):
+        await agent.read_core_file(ctx, s, path, i)
     mounts = node.data.get("mounts", []) if node.ok and isinstance(node.data, dict) else []
     for m in [
         m
@@ -583,6 +589,31 @@ class OpsAgent:
             return checked
         stacks = await self.collect(ctx, s, "backtraces", {"core_id": core_id})
         return judge_backtraces(h, stacks) if stacks.ok and isinstance(stacks.data, dict) else checked
+
+    async def read_core_file(self, ctx: RunContext, s: Incident, path: str, index: int) -> None:
+        """Import the core file ``path`` into the encrypted store, then read its backtraces."""
+        core_id = re.sub(r"[^a-z0-9-]", "-", f"{ctx.run_id[:40].lower()}-file-{index}")
+        position = ctx.position
+        imported = await ctx.step("core:import", self._import_core, path, core_id)
+        s.evidence.append(
+            Evidence(
+                id=f"E{len(s.evidence) + 1}",
+                tool="import_core",
+                arguments={"path": path},
+                ok=bool(imported.get("ok")),
+                data=imported.get("data"),
+                error=imported.get("error"),
+                ref=f"{ctx.run_id}#{position}",
+            )
+        )
+        if imported.get("ok"):
+            await self.collect(ctx, s, "backtraces", {"core_id": core_id})
+
+    def _import_core(self, path: str, core_id: str) -> dict[str, Any]:
+        try:
+            return {"ok": True, "data": self.tools.import_core(path, core_id)}
+        except (OpsError, OSError) as exc:
+            return {"ok": False, "error": self.tools.redactor.text(str(exc))[:600]}
 
     def _take_core(self, pid: int, core_id: str) -> dict[str, Any]:
         try:

@@ -77,6 +77,7 @@ AREA_OF: dict[Kind, str] = {
     "deadlock": "threads",
     "disk_full": "disk",
     "crash_loop": "logs",
+    "crashed": "logs",
     "zombies": "logs",
 }
 
@@ -371,6 +372,28 @@ def _log_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
         )
 
 
+def _crash_hypotheses(evidence: list[Evidence]) -> Iterator[Hypothesis]:
+    for e in _of(evidence, "backtraces"):
+        signal = e.data.get("signal")
+        if not isinstance(signal, str):
+            continue
+        threads = [t for t in e.data.get("threads", []) if isinstance(t, dict)]
+        hit = next(
+            (t for t in threads if t.get("number") == e.data.get("thread")), threads[0] if threads else {}
+        )
+        frames = [str(f.get("function")) for f in hit.get("frames", []) if isinstance(f, dict)][:8]
+        known = [f for f in frames if f != "??"]
+        where = " ← ".join(known[:4]) if known else "an unknown frame (no symbols)"
+        yield Hypothesis(
+            id="",
+            kind="crashed",
+            evidence=[e.id],
+            score=0.85 if known else 0.6,
+            title=f"the process crashed with {signal} ({str(e.data.get('signal_text', ''))[:60]}) in {where}",
+            facts={"signal": signal, "backtrace": frames, "core_id": str(e.data.get("core_id", ""))},
+        )
+
+
 def _disk_hypotheses(evidence: list[Evidence], full_pct: float) -> Iterator[Hypothesis]:
     walks = list(_of(evidence, "disk_usage"))
     writers = {str(e.data.get("path")): e for e in _of(evidence, "who_has_open")}
@@ -589,6 +612,7 @@ def detect(evidence: list[Evidence], areas: list[str]) -> list[Hypothesis]:
     if watches:
         found.extend(_watch_hypotheses(watches[0], names))
     found.extend(_log_hypotheses(evidence))
+    found.extend(_crash_hypotheses(evidence))
     found.extend(_disk_hypotheses(evidence, full_percent(areas)))
     found.extend(_process_hypotheses(evidence))
     for h in found:

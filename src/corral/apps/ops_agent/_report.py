@@ -16,6 +16,7 @@ Kind = Literal[
     "deadlock",
     "disk_full",
     "crash_loop",
+    "crashed",
     "listen_overflow",
     "fd_leak",
     "thread_leak",

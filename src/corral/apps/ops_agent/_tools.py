@@ -219,7 +219,11 @@ class OpsTools:
         stacks = cores.parse_backtraces(text)
         if not stacks:
             raise CoreDumpError(f"gdb found no backtrace in core {core_id}: {text.strip()[-300:]}")
-        return self.out({"core_id": core_id, "threads": stacks[:64]})
+        return self.out({"core_id": core_id, **cores.termination(text), "threads": stacks[:64]})
+
+    def import_core(self, path: str, core_id: str) -> Any:
+        """Encrypt an existing core file (one a crash left) into the store, to read its backtraces."""
+        return self.out(cores.import_core(path, self.store, core_id))
 
     def core_strings(self, core_id: str, pattern: str, limit: int = 50) -> Any:
         """Printable strings of a stored core that match ``pattern``; the scan runs in corral's sandbox."""
