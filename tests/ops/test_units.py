@@ -253,3 +253,22 @@ def test_a_core_cannot_make_root_hand_a_private_file_to_gdb(tmp_path: Path) -> N
     text = "Program terminated with signal SIGSEGV, Segmentation fault.\n[Current thread is 2 (LWP 7)]\n"
     assert termination(text) == {"signal": "SIGSEGV", "signal_text": "Segmentation fault", "thread": 2}
     assert termination("#0 main () at a.c:1") == {}
+
+
+def test_a_filesystem_out_of_inodes_names_the_crowded_directory() -> None:
+    node = Evidence(
+        id="E1",
+        tool="node_metrics",
+        data={"mounts": [{"mountpoint": "/srv", "used_pct": 20.0, "inodes_used_pct": 99.0, "size_mb": 100}]},
+    )
+    walk = Evidence(
+        id="E2",
+        tool="disk_usage",
+        data={
+            "root": "/srv",
+            "biggest": [{"path": "/srv/a", "size_mb": 1}],
+            "most_files": [{"path": "/srv/sessions", "files": 90000}],
+        },
+    )
+    [h] = detect([node, walk], ["disk"])
+    assert h.kind == "disk_full" and h.facts["directory"] == "/srv/sessions" and h.evidence == ["E1", "E2"]

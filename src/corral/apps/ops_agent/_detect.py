@@ -423,7 +423,12 @@ def _disk_hypotheses(evidence: list[Evidence], full_pct: float) -> Iterator[Hypo
                 cited.append(walk.id)
                 big = next((f for f in walk.data.get("biggest", []) if isinstance(f, dict)), None)
                 size_mb = _num(m.get("size_mb")) * used / 100
-                if big and _num(big.get("size_mb")) >= 0.3 * size_mb:
+                crowded = next((d for d in walk.data.get("most_files", []) if isinstance(d, dict)), None)
+                if inodes > used and crowded:  # out of inodes: many small files, not one big one
+                    score = 0.8
+                    facts.update(directory=str(crowded.get("path")), files=crowded.get("files"))
+                    title += f": {crowded.get('path')} holds {int(_num(crowded.get('files')))} files"
+                elif big and _num(big.get("size_mb")) >= 0.3 * size_mb:
                     path = str(big.get("path"))
                     score = 0.8 + (0.1 if _num(big.get("modified_s_ago"), 1e9) < 120 else 0.0)
                     facts.update(

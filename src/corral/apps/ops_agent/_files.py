@@ -26,6 +26,13 @@ class FileEntry(BaseModel):
     modified_s_ago: float
 
 
+class DirectoryCount(BaseModel):
+    """How many files one top-level directory holds (what uses up inodes)."""
+
+    path: str
+    files: int
+
+
 class DiskUsage(BaseModel):
     """What one walk of ``root`` found."""
 
@@ -33,6 +40,7 @@ class DiskUsage(BaseModel):
     total_mb: float
     files: int
     by_directory: list[FileEntry] = Field(default_factory=list)
+    most_files: list[DirectoryCount] = Field(default_factory=list)
     biggest: list[FileEntry] = Field(default_factory=list)
     newest: list[FileEntry] = Field(default_factory=list)
     cut: bool = False
@@ -45,6 +53,7 @@ def disk_usage(root: str, *, top: int = 10, max_entries: int = 50_000, max_secon
     base = Path(root)
     device = base.stat().st_dev
     per_dir: dict[str, int] = {}
+    count_dir: dict[str, int] = {}
     biggest: list[tuple[int, str, float]] = []
     newest: list[tuple[float, str, int]] = []
     total = files = seen = 0
@@ -74,6 +83,7 @@ def disk_usage(root: str, *, top: int = 10, max_entries: int = 50_000, max_secon
                 rel = os.path.relpath(entry.path, base)
                 top_dir = rel.split(os.sep, 1)[0] if os.sep in rel else "."
                 per_dir[top_dir] = per_dir.get(top_dir, 0) + size
+                count_dir[top_dir] = count_dir.get(top_dir, 0) + 1
                 _push(biggest, (size, entry.path, st.st_mtime), top)
                 _push(newest, (st.st_mtime, entry.path, size), top)
 
@@ -88,6 +98,10 @@ def disk_usage(root: str, *, top: int = 10, max_entries: int = 50_000, max_secon
         by_directory=[
             FileEntry(path=os.path.join(root, d), size_mb=round(s / 2**20, 2), modified_s_ago=0.0)
             for d, s in dirs
+        ],
+        most_files=[
+            DirectoryCount(path=os.path.join(root, d), files=n)
+            for d, n in sorted(count_dir.items(), key=lambda kv: -kv[1])[:top]
         ],
         biggest=[listed(p, s, m) for s, p, m in sorted(biggest, reverse=True)],
         newest=[listed(p, s, m) for m, p, s in sorted(newest, reverse=True)],
