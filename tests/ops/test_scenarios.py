@@ -163,3 +163,26 @@ async def test_a_close_wait_leak_found_without_naming_the_process(tmp_path: Path
         )
         report = await make_agent().diagnose(request, runtime=Runtime(MemoryJournal()))
     assert_cause(report, "close_wait_leak", server.pid)
+
+
+async def test_a_crash_loop_seen_from_restarts_alone(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    worker = faults.script(elsewhere, "worker.py", faults.CRASHER)
+    supervisor = faults.script(elsewhere, "supervise.py", faults.SUPERVISOR)
+    run = tmp_path / "run"
+    run.mkdir()
+    loop = faults.start(
+        [
+            faults.PY,
+            "-c",
+            f"print('ready', flush=True); exec(open({str(supervisor)!r}).read())",
+            str(worker),
+            str(elsewhere / "worker.out.0"),
+        ],
+        cwd=run,
+    )
+    with faults.running(loop):
+        report = await diagnose(make_agent, "the service keeps going down", loop.pid)
+    assert_cause(report, "crash_loop", loop.pid)
+    assert report.cause is not None and report.cause.facts["children_seen"] >= 3

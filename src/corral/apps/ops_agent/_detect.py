@@ -203,6 +203,35 @@ def _watch_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesis
         yield from _file_growth(e, pid, rows, span, names)
     yield from _thread_hypotheses(e, names)
     yield from _listen_hypotheses(e, names)
+    yield from _restart_hypotheses(e, names)
+
+
+def _restart_hypotheses(e: Evidence, names: dict[int, str]) -> Iterator[Hypothesis]:
+    """A watched process whose children keep being replaced: a supervisor restarting a crashing child."""
+    children, alive = _dict(e.data.get("children")), _dict(e.data.get("live_children"))
+    for key, pids in children.items():
+        if not str(key).isdigit() or not isinstance(pids, list):
+            continue
+        samples = len(_series(e).get(int(key), []))
+        still = alive.get(key) if isinstance(alive.get(key), list) else []
+        ended = [p for p in pids if p not in (still or [])]
+        if len(pids) >= 3 and len(ended) >= 2:  # children that come and go
+            yield Hypothesis(
+                id="",
+                kind="crash_loop",
+                pid=int(key),
+                evidence=[e.id],
+                check="rewatch",
+                score=min(0.8, 0.45 + 0.05 * len(pids)),
+                title=f"{_label(int(key), names)} keeps restarting its child: {len(pids)} different child "
+                f"processes during the watch, {len(ended)} of them already gone",
+                facts={
+                    "children_seen": len(pids),
+                    "children_ended": len(ended),
+                    "samples": samples,
+                    "repeated_failure": "",
+                },
+            )
 
 
 def _file_growth(

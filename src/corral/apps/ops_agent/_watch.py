@@ -74,6 +74,11 @@ class Watch(BaseModel):
     listen_overflows: int = 0
     listen_drops: int = 0
     gone: list[int] = Field(default_factory=list)
+    #: Every child pid seen under each watched process during the watch (a supervisor restarting a
+    #: crashing child shows many short-lived ones).
+    children: dict[int, list[int]] = Field(default_factory=dict)
+    #: The children alive at the end of the watch.
+    live_children: dict[int, list[int]] = Field(default_factory=dict)
 
 
 def _wchan(pid: int, tid: int) -> str:
@@ -95,6 +100,35 @@ def _tcp_by_pid(pid_set: set[int]) -> tuple[dict[int, Counter[str]], list[procfs
     return per, mine
 
 
+def _children(parents: set[int]) -> list[tuple[int, int]]:
+    """(parent, child) for every child of ``parents`` now (one pass over ``/proc/*/stat``)."""
+    found = []
+    for pid in procfs.pids():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = procfs.read_text(procfs.PROC / str(pid) / "stat", 1024)
+            ppid = int(text[text.rindex(")") + 2 :].split()[1])
+            if ppid in parents:
+                found.append((ppid, pid))
+    return found
+
+
+def _note_children(pid_set: set[int], out: Watch) -> None:
+    current = _children(pid_set)
+    for pid, child in current:
+        seen = out.children.setdefault(pid, [])
+        if child not in seen and len(seen) < 200:
+            seen.append(child)
+    out.live_children = {pid: [c for p, c in current if p == pid] for pid in pid_set}
+
+
+def _sleep_noting_children(interval_s: float, pid_set: set[int], out: Watch) -> None:
+    """Sleep ``interval_s``, looking at the children every 0.1 s meanwhile (short-lived ones show)."""
+    deadline = time.monotonic() + interval_s
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.1, left))
+        _note_children(pid_set, out)
+
+
 def watch(pids: list[int], *, samples: int = 3, interval_s: float = 1.0) -> Watch:
     """Sample ``pids`` ``samples`` times, ``interval_s`` apart (at most 64 processes, 10 samples)."""
     pid_set = set(pids[:64])
@@ -107,9 +141,10 @@ def watch(pids: list[int], *, samples: int = 3, interval_s: float = 1.0) -> Watc
     sockets: list[procfs.TcpSocket] = []
     for i in range(samples):
         if i:
-            time.sleep(interval_s)
+            _sleep_noting_children(interval_s, pid_set, out)
         now = round(time.monotonic() - start, 3)
         tcp, sockets = _tcp_by_pid(pid_set)
+        _note_children(pid_set, out)
         for pid in sorted(pid_set):
             p = procfs.read_process(pid)
             if p is None:
