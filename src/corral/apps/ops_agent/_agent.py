@@ -202,9 +202,12 @@ def _focus(found: Evidence, req: DiagnoseRequest, me: int) -> list[int]:
             )
         ]
         return sorted(set(wanted) - {me})[:32]
-    busiest = sorted(rows, key=lambda r: -float(r.get("cpu_s", 0)))[:5]
-    biggest = sorted(rows, key=lambda r: -float(r.get("rss_kb", 0)))[:5]
-    return sorted({r["pid"] for r in busiest + biggest} - {me, 1})
+    # No suspect named: the busiest, the biggest and the youngest (a fault that just began) are watched.
+    alive = [r for r in rows if r.get("state") != "Z" and r.get("ppid") != 2 and r["pid"] != 2]
+    busiest = sorted(alive, key=lambda r: -float(r.get("cpu_s", 0)))[:8]
+    biggest = sorted(alive, key=lambda r: -float(r.get("rss_kb", 0)))[:8]
+    youngest = sorted(alive, key=lambda r: float(r.get("started_s_ago", 0)))[:8]
+    return sorted({r["pid"] for r in busiest + biggest + youngest} - {me, 1})
 
 
 async def evidence(ctx: RunContext, s: Incident) -> Any:

@@ -650,7 +650,9 @@ def detect(evidence: list[Evidence], areas: list[str]) -> list[Hypothesis]:
     found.extend(_disk_hypotheses(evidence, full_percent(areas)))
     found.extend(_process_hypotheses(evidence))
     for h in found:
-        if AREA_OF[h.kind] in areas:
+        if h.kind == "deadlock" and "threads" not in areas:
+            h.score = 0.2  # idle with futex waiters is common: worth a core dump only when something hangs
+        elif AREA_OF[h.kind] in areas:
             h.score = round(min(0.98, h.score + 0.05), 3)
     return renumber(found)
 

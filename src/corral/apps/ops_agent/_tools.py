@@ -109,8 +109,8 @@ class OpsTools:
 
     def processes(self, match: str = "", pid: int = 0, top: int = 8) -> Any:
         """The process table: processes whose name or command line contains ``match`` (or ``pid`` and its
-        descendants), plus the ``top`` by CPU and by memory. CPU seconds, RSS, threads, open files,
-        children, state (Z is a zombie)."""
+        descendants), plus the ``top`` by CPU, by memory and the youngest, and the zombies. CPU seconds,
+        RSS, threads, open files, children, state (Z is a zombie)."""
         table = procfs.process_table()
         chosen: dict[int, procfs.ProcessInfo] = {}
         if pid:
@@ -118,11 +118,14 @@ class OpsTools:
             chosen.update({p.pid: p for p in table if p.pid in wanted})
         if match:
             chosen.update({p.pid: p for p in table if match in p.name or match in p.cmdline})
-        for key in (lambda p: -p.cpu_s, lambda p: -p.rss_kb):
-            chosen.update({p.pid: p for p in sorted(table, key=key)[:top]})
+        user = [p for p in table if p.pid != 2 and p.ppid != 2]  # not kernel threads
+        for key in (lambda p: -p.cpu_s, lambda p: -p.rss_kb, lambda p: p.started_s_ago):
+            chosen.update({p.pid: p for p in sorted(user, key=key)[:top]})
         zombies = [p.pid for p in table if p.state == "Z"]
+        for p in [p for p in table if p.state == "Z"][:100]:
+            chosen[p.pid] = p
         for p in chosen.values():
-            p.cmdline = p.cmdline[:240]
+            p.cmdline = p.cmdline[:200]
         return self.out(
             {
                 "processes": sorted(chosen.values(), key=lambda p: p.pid)[:200],
