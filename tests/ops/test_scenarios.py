@@ -189,3 +189,20 @@ async def test_a_crash_loop_seen_from_restarts_alone(tmp_path: Path, make_agent)
         report = await diagnose(make_agent, "the service keeps going down", loop.pid)
     assert_cause(report, "crash_loop", loop.pid)
     assert report.cause is not None and report.cause.facts["children_seen"] >= 3
+
+
+async def test_zombie_children(tmp_path: Path, make_agent) -> None:  # type: ignore[no-untyped-def]
+    parent = faults.start(
+        [
+            faults.PY,
+            "-c",
+            "import subprocess, time\n"
+            "kids = [subprocess.Popen(['true']) for _ in range(6)]  # never waited for\n"
+            "print('ready', flush=True); time.sleep(60)",
+        ],
+        cwd=tmp_path,
+    )
+    with faults.running(parent):
+        await asyncio.sleep(0.5)
+        report = await diagnose(make_agent, "the process table keeps growing", parent.pid)
+    assert_cause(report, "zombies", parent.pid)
