@@ -21,6 +21,9 @@ ensure_system_packages() {
     || missing+=(libseccomp2)
   command -v cmake >/dev/null || missing+=(cmake)
   command -v g++ >/dev/null || missing+=(g++)
+  # The observability agent: gdb/gcore read and take core dumps; ss (iproute2) shows listen backlogs.
+  command -v gdb >/dev/null || missing+=(gdb)
+  command -v ss >/dev/null || missing+=(iproute2)
   if [ ${#missing[@]} -gt 0 ]; then
     step "Installing system packages: ${missing[*]}"
     need_root_or_sudo apt-get update -q

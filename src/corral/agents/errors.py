@@ -10,7 +10,10 @@ Exception tree::
     CorralError
     └── UsageError
         ├── AgentConfigError    an agent that can never work: two tools with one name, a bad output type
-        └── AgentNotFound       a worker got a run of a named agent this process has not built
+        ├── AgentNotFound       a worker got a run of a named agent this process has not built
+        ├── WorkflowCheckError  a workflow graph failed a static check (names the offending nodes)
+        ├── WorkflowEdgeError   a workflow node took an undeclared edge, or went past a node's bound
+        └── WorkflowNotFound    a worker got a run of a named workflow this process has not built
 """
 
 from __future__ import annotations
@@ -24,3 +27,22 @@ class AgentConfigError(UsageError):
 
 class AgentNotFound(UsageError):
     """A run of a named agent reached a process that has not built that ``Agent(name=...)``."""
+
+
+class WorkflowCheckError(UsageError):
+    """A workflow graph that fails a static check (:meth:`~corral.agents.Workflow.check`): an unreachable
+    node, a node with no path to the end, a cycle without a bound. ``problems`` lists them, each naming its
+    nodes; the workflow is refused before its first step."""
+
+    def __init__(self, workflow: str, problems: list[str]) -> None:
+        super().__init__(f"workflow {workflow!r} is refused: " + "; ".join(problems))
+        self.workflow = workflow
+        self.problems = problems
+
+
+class WorkflowEdgeError(UsageError):
+    """A workflow node returned an edge it did not declare, or asked for a node past its ``max_visits``."""
+
+
+class WorkflowNotFound(UsageError):
+    """A run (or a branch) of a named workflow reached a process that has not built that workflow."""

@@ -12,6 +12,7 @@ from corral.apps.data_agent import (
     CONTRACT_KEYS,
     DataAgent,
     DataEvent,
+    Judged,
     VerifiedQuery,
     open_source,
 )
@@ -476,7 +477,7 @@ async def test_candidates_that_disagree_are_decided_by_their_results(chinook_run
     assert seeded[0].messages == model.calls[0].messages
     assert any("2 agree" in e.message for e in events if e.kind == "check")
     # Not unanimous: the judge still reads the kept result.
-    assert any(e.kind == "judge" and e.data.get("verdict") == "pass" for e in events)
+    assert any(isinstance(e, Judged) and e.verdict == "pass" for e in events)
 
 
 async def test_candidates_that_agree_skip_the_judge(chinook_runner: InProcessRunner) -> None:
@@ -566,7 +567,8 @@ async def test_a_name_on_the_wrong_table_is_not_a_reason_to_give_up(chinook_runn
 
 
 async def test_hints_follow_the_keys_to_the_table_the_question_names(chinook_runner: InProcessRunner) -> None:
-    from corral.apps.data_agent._agent import _group_hint, _join_hint
+    from corral.apps.data_agent._hints import group_hint as _group_hint
+    from corral.apps.data_agent._hints import join_hint as _join_hint
     from corral.apps.data_agent._schema import load_schema
 
     full = await load_schema(chinook_runner)

@@ -44,7 +44,8 @@ def test_ask_json_prints_exactly_the_contract(
     rt = Runtime()
     names = [s.name for s in rt.steps(out["run_id"])]
     rt.close()
-    assert names[0] == "schema" and "query.1" in names and any(n.startswith("model.sql") for n in names)
+    assert names[:3] == ["workflow:data-agent", "now", "schema"]
+    assert "query" in names and "model:scripted" in names and names[-1] == "node:finish"
 
 
 def test_ask_shows_steps_and_the_table(

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from corral.apps.cli import app
-from corral.apps.data_agent import CONTRACT_KEYS, DataAgent, DataEvent, _run, open_source
+from corral.apps.data_agent import CONTRACT_KEYS, DataAgent, DataEvent, QueryRan, _run, open_source
 from corral.apps.data_agent._pandas_runner import SandboxPandasRunner
 from corral.apps.data_agent._sandbox_runner import SandboxQueryRunner
 from corral.durable import MemoryJournal, Runtime
@@ -103,7 +103,7 @@ async def test_runaway_code_is_stopped_by_a_limit_and_the_model_told(sales: Path
     agent.on_event = events.append
     answer = await agent.ask("How many rows?")
     assert answer.status == "answered" and answer.rows == [[4]]
-    errors = [e.message for e in events if e.kind == "query" and not e.data.get("ok", True)]
+    errors = [e.message for e in events if isinstance(e, QueryRan) and not e.ok]
     assert errors and ("cpu limit" in errors[0] or "wall limit" in errors[0])
 
 
@@ -167,7 +167,7 @@ async def test_a_resumed_run_does_not_run_the_code_again(
     )
     assert first.rows == again.rows == [[10]] and len(calls) == 1
     names = [s.name for s in rt.steps("units")]
-    assert "frames" in names and "code.1" in names and "model.code.1" in names
+    assert "frames" in names and "code" in names and "model:scripted" in names
     rt.close()
 
 

@@ -5,60 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.status import Status
 from rich.syntax import Syntax
 from rich.table import Table
 
 from corral import CorralError
-from corral.apps.data_agent import Answer, DataEvent
+from corral.apps.cli._progress import Progress
+from corral.apps.data_agent import Answer
 from corral.apps.data_agent._eval import EvalReport
 
 _HERE = Path(".")
-_ICONS = {"schema": "◆", "sql": "✎", "code": "✎", "query": "▶", "check": "⚑", "judge": "⚖", "answer": "✔"}
-
-
-class _Display:
-    """Shows each step of the data agent as one line on stderr, with a spinner while work is pending."""
-
-    def __init__(self, console: Console, *, quiet: bool = False) -> None:
-        self.console = console
-        self.quiet = quiet
-        self.started = time.monotonic()
-        self._status: Status | None = None
-
-    def __call__(self, event: DataEvent) -> None:
-        if self.quiet:
-            return
-        self.stop()
-        icon = _ICONS.get(event.kind, "·")
-        text = " ".join(event.message.split())
-        if len(text) > 220:
-            text = text[:219] + "…"
-        style = "red" if event.kind == "query" and not event.data.get("ok", True) else ""
-        elapsed = f"[dim]{time.monotonic() - self.started:5.1f}s[/dim]"
-        line = f"{elapsed} {icon} [bold]{event.kind}[/bold] {escape(text)}"
-        self.console.print(f"[{style}]{line}[/{style}]" if style else line, highlight=False, soft_wrap=True)
-        following = {
-            "schema": "writing a query…",
-            "sql": "running it in the sandbox…",
-            "code": "running it in the sandbox…",
-            "query": "checking…",
-        }
-        if event.kind in following and self.console.is_terminal:
-            self._status = self.console.status(following[event.kind])
-            self._status.start()
-
-    def stop(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
 
 
 def _print_answer(console: Console, answer: Answer, *, max_rows: int = 20) -> None:
@@ -135,7 +96,7 @@ def register(app: typer.Typer) -> None:
 
         all_files = [*(files or []), *(Path(a) for a in ctx.args)]
         err = Console(stderr=True)
-        display = _Display(err, quiet=quiet)
+        display = Progress.from_flags(quiet=quiet, console=err)
         options: dict[str, Any] = {
             "judge": not no_judge,
             "chart_dir": str(chart_dir.resolve()),
@@ -149,7 +110,7 @@ def register(app: typer.Typer) -> None:
                 ask(question, db=db, files=all_files, model=model, on_event=display, **options)
             )
         except CorralError as exc:
-            display.stop()
+            display.close()
             if as_json:
                 failed: dict[str, Any] = {
                     "status": "failed",
@@ -167,7 +128,7 @@ def register(app: typer.Typer) -> None:
                 err.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         finally:
-            display.stop()
+            display.close()
         if as_json:
             sys.stdout.write(json.dumps(answer.to_json(), ensure_ascii=False, default=str) + "\n")
         else:

@@ -1,6 +1,8 @@
-"""Live progress of an agent run in the terminal: what the model asked, what the tools returned, the cost.
+"""Live progress of a run in the terminal: what the model asked, what the tools returned, the cost.
 
-:class:`Progress` is an ``on_event`` callback for :class:`~corral.agents.Agent`. Three modes:
+:class:`Progress` is the one renderer of the CLI: an ``on_event`` callback for an
+:class:`~corral.agents.Agent` and for the data agent (``corral ask``), whose typed events it shows as one
+line per step. Three modes:
 
 - ``"live"`` (default): one readable line per step (rich), a spinner while the model thinks (on a terminal
   only), tool results cut to ``max_chars``, tokens, cost and elapsed time;
@@ -50,8 +52,29 @@ from corral.agents import (
     ToolCalled,
     ToolReturned,
 )
+from corral.apps.data_agent import (
+    Answered,
+    CheckNoted,
+    DataEvent,
+    Judged,
+    QueryRan,
+    QueryWritten,
+    SchemaRead,
+)
 
 ProgressMode = Literal["live", "json", "quiet"]
+
+_ICONS = {"schema": "◆", "sql": "✎", "code": "✎", "query": "▶", "check": "⚑", "judge": "⚖", "answer": "✔"}
+#: What the data agent does after each kind of event, shown under a spinner until the next one.
+_FOLLOWING = {
+    "schema": "writing a query…",
+    "sql": "running it in the sandbox…",
+    "code": "running it in the sandbox…",
+    "query": "checking…",
+}
+
+
+_DATA_EVENTS = (SchemaRead, QueryWritten, QueryRan, CheckNoted, Judged, Answered)
 
 
 def _cut(text: str, limit: int) -> str:
@@ -94,7 +117,7 @@ class Progress:
         mode: ProgressMode = "json" if json else "quiet" if quiet else "live"
         return cls(mode, **options)
 
-    def __call__(self, event: AgentEvent) -> None:
+    def __call__(self, event: AgentEvent | DataEvent) -> None:
         """Show one event."""
         if self.mode == "quiet":
             return
@@ -104,6 +127,9 @@ class Progress:
             out.flush()
             return
         self._stop_spinner()
+        if isinstance(event, _DATA_EVENTS):
+            self._data(event)
+            return
         line = self._line(event)
         if line is not None:
             self.console.print(line, highlight=False, soft_wrap=True)
@@ -116,6 +142,16 @@ class Progress:
     def close(self) -> None:
         """Stop the spinner, if one runs (call when a run ends abnormally)."""
         self._stop_spinner()
+
+    def _data(self, event: DataEvent) -> None:
+        """One line per step of the data agent, and a spinner for the work that follows it."""
+        kind = event.kind
+        text = _cut(event.message, max(self.max_chars, 220))
+        failed = isinstance(event, QueryRan) and not event.ok
+        line = f"{self._elapsed()} {_ICONS.get(kind, '·')} [bold]{kind}[/bold] {escape(text)}"
+        self.console.print(f"[red]{line}[/red]" if failed else line, highlight=False, soft_wrap=True)
+        if kind in _FOLLOWING:
+            self._spin(_FOLLOWING[kind])
 
     def _elapsed(self) -> str:
         return f"[dim]{time.monotonic() - self._started:6.1f}s[/dim]"

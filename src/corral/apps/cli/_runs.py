@@ -161,6 +161,7 @@ def show(
     run_id: Annotated[str, typer.Argument(help="The run's id.")],
     journal: JournalOption = None,
     as_json: JsonOption = False,
+    graph: Annotated[bool, typer.Option("--graph", help="Draw a workflow run's path (Mermaid).")] = False,
 ) -> None:
     """Show a run and its steps with status and timing."""
     try:
@@ -168,6 +169,11 @@ def show(
         run = rt.get_run(run_id)
         steps = rt.steps(run_id)
         rt.close()
+        if graph:
+            from corral.apps.cli._graph import run_graph
+
+            typer.echo(run_graph(steps))
+            return
     except CorralError as exc:
         raise _fail(exc) from exc
     if as_json:

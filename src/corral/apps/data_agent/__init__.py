@@ -2,17 +2,27 @@
 
 See ``docs/data-agent.md``. The main entry points are :func:`open_source` (what ``--db``/``--files`` name),
 :class:`SandboxQueryRunner` (runs queries in corral's sandbox), :class:`SandboxPandasRunner` (runs pandas
-code over files in it) and :class:`DataAgent` (the loop)::
+code over files in it) and :class:`DataAgent` (a workflow, see ``_loop``)::
 
     agent = DataAgent(model=resolve_model("local"), runner=SandboxQueryRunner(open_source("chinook.sqlite")))
     answer = await agent.ask("How many tracks are there?")
     answer.to_json()   # the --json contract
 """
 
-from corral.apps.data_agent._agent import DataAgent, DataEvent, StepFn
+from corral.apps.data_agent._agent import DataAgent
 from corral.apps.data_agent._answer import CONTRACT_KEYS, MAX_ROWS, Answer, Status, prose_answer
 from corral.apps.data_agent._chart import chart_shape, vega_lite_spec
 from corral.apps.data_agent._checks import Finding, sanity_check
+from corral.apps.data_agent._events import (
+    Answered,
+    CheckNoted,
+    DataEvent,
+    Judged,
+    QueryRan,
+    QueryWritten,
+    SchemaRead,
+    data_event_adapter,
+)
 from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
 from corral.apps.data_agent._schema import Column, ForeignKey, Schema, Table, load_schema, narrow
@@ -31,6 +41,8 @@ __all__ = [
     "CONTRACT_KEYS",
     "MAX_ROWS",
     "Answer",
+    "Answered",
+    "CheckNoted",
     "CodeRunner",
     "Column",
     "DataAgent",
@@ -40,20 +52,24 @@ __all__ = [
     "FileTable",
     "Finding",
     "ForeignKey",
+    "Judged",
+    "QueryRan",
     "QueryResult",
     "QueryRunner",
     "QueryRunnerError",
+    "QueryWritten",
     "Schema",
+    "SchemaRead",
     "Source",
     "SourceError",
     "Status",
-    "StepFn",
     "Table",
     "VerifiedQuery",
     "WriteRefusedError",
     "chart_shape",
     "check_read_only",
     "closest",
+    "data_event_adapter",
     "extract_sql",
     "is_read_only",
     "load_schema",

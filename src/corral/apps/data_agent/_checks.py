@@ -17,7 +17,7 @@ from typing import Literal
 from corral.apps.data_agent._runner import QueryResult
 from corral.apps.data_agent._schema import Schema, Table, words
 
-FindingKind = Literal["empty", "all_null", "fanout", "missing_column", "key_not_label"]
+FindingKind = Literal["empty", "all_null", "fanout", "missing_column", "key_not_label", "result"]
 
 
 @dataclass(frozen=True)

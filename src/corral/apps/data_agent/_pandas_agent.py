@@ -7,25 +7,27 @@
                               └── the exception and its line │ finding │ judge fail ◄┘  (bounded attempts)
 
 Statistics questions (skewness, correlation, outliers, tests) are what SQL does badly and pandas, numpy and
-scipy do well, so file sources take this path by default. The same budget, durable steps, judge and answer
-as the SQL loop apply: each model call and each run of the code is a step of the run.
+scipy do well, so file sources take this path by default. The loop is the SQL flow's (``_loop``: attempts, the
+temperature schedule, declines, the judge, budgets, durable steps); :class:`PandasFlow` supplies the rest.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer
+from corral.apps.data_agent._checks import Finding
+from corral.apps.data_agent._events import CheckNoted, SchemaRead
+from corral.apps.data_agent._loop import Decision, Question, emit
+from corral.apps.data_agent._outcome import cannot, compose
+from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryResult
 from corral.apps.data_agent._schema import FUNCTION_WORDS, cached_description, words
-from corral.models import AssistantMessage, Message, SystemMessage, UserMessage
-
-if TYPE_CHECKING:
-    from corral.apps.data_agent._agent import _Run
-    from corral.apps.data_agent._pandas_runner import CodeRunner
+from corral.durable import RunContext
+from corral.models import SystemMessage, UserMessage
 
 CANNOT = prompts.CANNOT
 #: Columns shown per DataFrame at most (those the question names first): a small model's context is short.
@@ -160,106 +162,97 @@ def findings(result: QueryResult, described: dict[str, Any]) -> list[str]:
     return []
 
 
-async def answer_with_pandas(run: _Run, runner: CodeRunner) -> Answer:
-    """The pandas loop for one question (``run`` carries the budget, the steps and the answer's shaping)."""
-    agent = run.agent
-    question = run.question
+class PandasFlow:
+    """One question's pandas flow: what questions over files supply to the loop's skeleton."""
 
-    async def describe() -> dict[str, Any]:
-        return await cached_description(runner.source, "frames", runner.describe)
+    language: Literal["sql", "python"] = "python"
+    kind = "code"
+    max_tokens: int | None = 500
+    no_text = ("the reply contained no ```python code block", "")
+    same_text = ("this is the same code as before, which did not work; write different code", "")
+    failed_text = "the code failed"
+    judge_system = JUDGE_SYSTEM
+    judge_label = "Code"
 
-    described: dict[str, Any] = await run.step("frames", describe)
-    names = [str(t["name"]) for t in described.get("tables") or []]
-    agent._emit("schema", f"dataframes: {', '.join(names)}", tables=names)
-    messages: list[Message] = [
-        SystemMessage(content=code_system(names)),
-        UserMessage(content=code_user(question, render_frames(described, question))),
-    ]
-    judge_left = agent.judge_retries if agent.judge else 0
-    limit = agent.max_attempts
-    attempts = 0
-    n_runs = 0
-    best: tuple[str, QueryResult] | None = None
-    judge_note: str | None = None
-    last_error = "no code was written"
-    code = ""
-    tried: set[str] = set()
-    declined = False
-    decline_reason: str | None = None
-    while attempts < limit:
-        attempts += 1
-        prompt = messages if attempts == 1 else prompts.condensed(messages)
-        temperature = 0.0 if attempts == 1 else 0.3 + 0.3 * (attempts - 2)
-        reply = await run._model("code", prompt, temperature=temperature, max_tokens=500)
-        messages.append(AssistantMessage(content=reply))
-        code = extract_code(reply)
-        if not code:
-            reason = prompts.declined(reply)
-            if reason is not None:
-                decline_reason = reason
-                if best is not None:
-                    break  # a working result exists: answer with it
-                asked = matching_columns(described, question)
-                if not names or attempts >= limit or (declined and not asked):
-                    return run._cannot(reason)
-                declined = True
-                # Small models decline readily; columns named like the question's words say the data is there.
-                shown = ", ".join(repr(c) for c in asked[:6])
-                agent._emit(
-                    "check",
-                    f"the model declined ({reason[:80]}); "
-                    + (f"but {shown} match the question: asking again" if asked else "asking once more"),
-                )
-                push = (
-                    f"The columns {shown} hold what the question asks about: write the code with them."
-                    if asked
-                    else f"Look at the columns again and write the code; reply {CANNOT} again only if no "
-                    "column holds the data asked for."
-                )
-                messages.append(UserMessage(content=push))
-                continue
-            last_error = "the reply contained no ```python code block"
-            messages.append(UserMessage(content=fix_user(last_error)))
-            continue
-        if code in tried:
-            last_error = "this is the same code as before, which did not work; write different code"
-            messages.append(UserMessage(content=fix_user(last_error)))
-            continue
-        tried.add(code)
-        agent._emit("code", code, attempt=attempts)
-        n_runs += 1
+    def __init__(self, runner: CodeRunner) -> None:
+        self.runner = runner
+        self.described: dict[str, Any] = {}
+        self.names: list[str] = []
 
-        async def execute(code: str = code) -> QueryResult:
-            return await runner.run(code, max_rows=MAX_ROWS)
+    async def prepare(self, ctx: RunContext, q: Question) -> Answer | None:
+        runner = self.runner
 
-        result: QueryResult = await run.step(f"code.{n_runs}", execute)
-        if not result.ok:
-            last_error = result.error or "the code failed"
-            agent._emit("query", f"error: {last_error}", ok=False)
-            messages.append(UserMessage(content=fix_user(last_error)))
-            continue
-        agent._emit("query", f"{result.row_count} rows in {result.elapsed_s:.2f} s", ok=True)
-        best = (code, result)
-        problems = findings(result, described)
-        for problem in problems:
-            agent._emit("check", problem, finding="result", blocking=True)
-        if problems and attempts < agent.max_attempts:
-            last_error = "; ".join(problems)
-            messages.append(UserMessage(content=fix_user(last_error)))
-            continue
-        if not agent.judge:
-            break
-        verdict, reason = await run._judge(code, result, system=JUDGE_SYSTEM, label="Code")
-        agent._emit("judge", f"{verdict}: {reason}", verdict=verdict)
-        judge_note = f"{verdict}: {reason}"
-        if verdict == "pass" or judge_left <= 0:
-            break
-        judge_left -= 1
-        limit = max(limit, attempts + 1)
-        messages.append(UserMessage(content=fix_user(f"a reviewer says: {reason}")))
-    if best is None and decline_reason is not None and not tried:
-        # The model only ever said the data cannot answer, and no program ran: its finding is the outcome.
-        return run._cannot(decline_reason)
-    if best is None:
-        return run._failed(code, attempts, last_error, language="python")
-    return await run._answer(best[0], best[1], judge_note, attempts, [], language="python")
+        async def describe() -> dict[str, Any]:
+            return await cached_description(runner.source, "frames", runner.describe)
+
+        self.described = await ctx.step("frames", describe)
+        self.names = [str(t["name"]) for t in self.described.get("tables") or []]
+        emit(q, SchemaRead(message=f"dataframes: {', '.join(self.names)}", tables=self.names))
+        q.last_error = "no code was written"
+        q.messages = [
+            SystemMessage(content=code_system(self.names)),
+            UserMessage(content=code_user(q.question, render_frames(self.described, q.question))),
+        ]
+        return None
+
+    def extract(self, reply: str) -> str:
+        return extract_code(reply)
+
+    def normal(self, text: str) -> str:
+        return text
+
+    def feedback(self, error: str, hints: str = "") -> str:
+        return fix_user(error)
+
+    def on_decline(self, q: Question, reason: str) -> Answer | Decision:
+        """A "cannot answer" reply: with a working result, answer with it; otherwise push back once when
+        columns are named like the question's words (small models decline readily), else it is the answer."""
+        q.decline_reason = reason
+        if q.best is not None:
+            return "finish"
+        asked = matching_columns(self.described, q.question)
+        if not self.names or q.attempts >= q.limit or (q.declined and not asked):
+            return cannot(q, reason)
+        q.declined = True
+        shown = ", ".join(repr(c) for c in asked[:6])
+        also = f"but {shown} match the question: asking again" if asked else "asking once more"
+        emit(q, CheckNoted(message=f"the model declined ({reason[:80]}); {also}"))
+        push = (
+            f"The columns {shown} hold what the question asks about: write the code with them."
+            if asked
+            else f"Look at the columns again and write the code; reply {CANNOT} again only if no "
+            "column holds the data asked for."
+        )
+        q.messages.append(UserMessage(content=push))
+        return "again"
+
+    async def check(self, ctx: RunContext, q: Question) -> str:
+        return "run"  # the sandbox is the check: pandas code has no static read-only test
+
+    async def execute(self, ctx: RunContext, q: Question) -> QueryResult:
+        result: QueryResult = await ctx.step(
+            "code", self.runner.run, q.text, max_rows=MAX_ROWS, returns=QueryResult
+        )
+        return result
+
+    def on_error(self, q: Question, error: str) -> str:
+        return ""
+
+    def on_result(self, q: Question) -> Answer | None:
+        return None
+
+    def findings(self, q: Question) -> list[Finding]:
+        assert q.result is not None
+        return [Finding("result", problem) for problem in findings(q.result, self.described)]
+
+    def skip_judge(self, q: Question) -> bool:
+        return False
+
+    def conclude(self, q: Question) -> Answer | None:
+        """No program worked: if the model only ever said the data cannot answer, that is the answer."""
+        if q.decline_reason is not None and not q.tried:
+            return cannot(q, q.decline_reason)
+        return None
+
+    async def compose(self, ctx: RunContext, q: Question) -> Answer:
+        return await compose(ctx, q)

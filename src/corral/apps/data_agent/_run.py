@@ -12,8 +12,9 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from corral.apps.data_agent._agent import DataAgent, DataEvent
+from corral.apps.data_agent._agent import DataAgent
 from corral.apps.data_agent._answer import Answer
+from corral.apps.data_agent._events import DataEvent
 from corral.apps.data_agent._pandas_runner import CodeRunner, SandboxPandasRunner
 from corral.apps.data_agent._runner import QueryRunner
 from corral.apps.data_agent._sandbox_runner import SandboxQueryRunner
@@ -82,7 +83,7 @@ async def ask_run(
         # Writes need a person: asked on the terminal when there is one, refused otherwise.
         approver=terminal_approver if opts.get("allow_writes") else None,
     )
-    answer = await agent.ask(question, step=ctx.step, run_id=ctx.run_id)
+    answer = await agent.answer(ctx, question)
     return answer.model_dump(mode="json")
 
 

@@ -13,11 +13,14 @@ The host never runs a query; it only parses it (sqlglot) to decide whether it ma
 
 from __future__ import annotations
 
+import functools
 import re
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
+from sqlglot.tokenizer_core import TokenType
 
 from corral.apps.data_agent.errors import WriteRefusedError
 
@@ -34,7 +37,46 @@ _READ_ONLY_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subque
 _WRITE_NODES = (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Merge, exp.Copy)
 
 
-def extract_sql(text: str) -> str:
+@functools.lru_cache(maxsize=256)
+def _statements(sql: str, dialect: str | None) -> tuple[exp.Expr, ...] | None:
+    """Every statement of ``sql``, parsed once: the checks and repairs of one attempt all read this one
+    parse (cached by text; callers that change a tree copy it first). ``None`` when it does not parse."""
+    try:
+        return tuple(t for t in sqlglot.parse(sql, read=dialect) if t is not None)
+    except SqlglotError:
+        return None
+
+
+def _tree(sql: str, dialect: str | None, *, copy: bool = False) -> exp.Expr | None:
+    """The query's syntax tree as ``sqlglot.parse_one`` gives it (a ``Block`` for several statements), from
+    the shared parse; ``copy`` for a caller that changes it. ``None`` when it does not parse."""
+    trees = _statements(sql, dialect)
+    if not trees:
+        return None
+    if len(trees) > 1:
+        return exp.Block(expressions=[t.copy() for t in trees])
+    return trees[0].copy() if copy else trees[0]
+
+
+def first_statement(sql: str, *, dialect: str | None = None) -> str:
+    """The text of the first statement of ``sql``, cut at the first ``;`` that sqlglot's tokenizer sees
+    outside a string literal or a quoted name (a ``;`` inside ``'a;b'`` does not end a statement).
+
+    >>> first_statement("SELECT 'a;b' AS x; DROP TABLE t")
+    "SELECT 'a;b' AS x"
+    >>> first_statement("SELECT 1")
+    'SELECT 1'
+    """
+    try:
+        tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    except SqlglotError:
+        # Untokenizable text (an unclosed quote): cut nothing; the parse and the database will say more.
+        return sql.strip()
+    end = next((t.start for t in tokens if t.token_type == TokenType.SEMICOLON), len(sql))
+    return sql[:end].strip()
+
+
+def extract_sql(text: str, *, dialect: str | None = None) -> str:
     """The SQL statement in a model's reply: the first fenced block that holds one, else the text from the
     first statement keyword (SELECT, WITH, and the writing ones, so a write is seen and refused) on.
 
@@ -52,30 +94,22 @@ def extract_sql(text: str) -> str:
         # Prose after the query usually starts after a blank line.
         candidate = re.split(r"\n\s*\n", candidate, maxsplit=1)[0]
         # Without a fence, "select" may be an English word: keep the text only if it parses as SQL.
-        try:
-            sqlglot.parse_one(candidate.split(";")[0])
-        except SqlglotError:
+        if _tree(first_statement(candidate, dialect=dialect), dialect) is None:
             return ""
-    candidate = candidate.strip()
     # Keep only the first statement.
-    candidate = candidate.split(";")[0].strip() if ";" in candidate else candidate
-    return candidate
+    return first_statement(candidate.strip(), dialect=dialect)
 
 
 def statement_kind(sql: str, *, dialect: str) -> str:
     """The kind of the first statement (``select``, ``delete``, ...) for messages."""
-    try:
-        tree = sqlglot.parse_one(sql, read=dialect)
-    except SqlglotError:
-        return "unparsable"
-    return tree.key if tree is not None else "empty"
+    tree = _tree(sql, dialect)
+    return tree.key if tree is not None else "unparsable"
 
 
 def is_read_only(sql: str, *, dialect: str) -> bool:
     """True when ``sql`` is a single statement that only reads (SELECT, WITH ... SELECT, set operations)."""
-    try:
-        trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
-    except SqlglotError:
+    trees = _statements(sql, dialect)
+    if trees is None:
         # Unparsable text is not a write we can see; the database will reject it and the error goes back to
         # the model. The sandbox opens the source read-only regardless.
         return not re.match(r"\s*(INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|ATTACH|PRAGMA|COPY)\b", sql, re.I)
@@ -214,9 +248,8 @@ def repair_qualifiers(sql: str, tables: dict[str, set[str]], *, dialect: str) ->
     ...                   cols, dialect="sqlite")[1]
     ['a.AlbumId -> al.AlbumId']
     """
-    try:
-        tree = sqlglot.parse_one(sql, read=dialect)
-    except SqlglotError:
+    tree = _tree(sql, dialect, copy=True)
+    if tree is None:
         return sql, []
     aliases: dict[str, str] = {}
     for table in tree.find_all(exp.Table):
@@ -253,9 +286,8 @@ def lint(sql: str, *, dialect: str) -> list[str]:
     >>> lint("SELECT * FROM a JOIN b ON a.id = a.id", dialect="sqlite")
     ['the condition a.id = a.id compares a column with itself; join on a column of each table']
     """
-    try:
-        tree = sqlglot.parse_one(sql, read=dialect)
-    except SqlglotError:
+    tree = _tree(sql, dialect)
+    if tree is None:
         return []
     problems = []
     owners: dict[str, set[str]] = {}
@@ -282,9 +314,8 @@ def table_aliases(sql: str, *, dialect: str) -> dict[str, str]:
     >>> table_aliases("SELECT * FROM Track AS t JOIN Genre g ON 1=1", dialect="sqlite")
     {'t': 'Track', 'g': 'Genre'}
     """
-    try:
-        tree = sqlglot.parse_one(sql, read=dialect)
-    except SqlglotError:
+    tree = _tree(sql, dialect)
+    if tree is None:
         return {}
     return {(t.alias_or_name or t.name).lower(): t.name for t in tree.find_all(exp.Table)}
 
@@ -309,9 +340,8 @@ def unasked_filters(sql: str, question: str, *, dialect: str) -> list[str]:
     >>> unasked_filters("SELECT * FROM c WHERE Country = 'Canada'", "Clients in Canada?", dialect="sqlite")
     []
     """
-    try:
-        tree = sqlglot.parse_one(sql, read=dialect)
-    except SqlglotError:
+    tree = _tree(sql, dialect)
+    if tree is None:
         return []
     asked = _stems(question)
     lowered = question.lower()
@@ -375,9 +405,8 @@ def quote_spaced_names(sql: str, names: set[str], *, dialect: str) -> tuple[str,
 
 def is_complex(sql: str, *, dialect: str) -> bool:
     """Whether a query joins, groups or nests (where a small model's first query is most often wrong)."""
-    try:
-        tree = sqlglot.parse_one(sql, read=dialect)
-    except SqlglotError:
+    tree = _tree(sql, dialect)
+    if tree is None:
         return False
     if tree.find(exp.Join) is not None or tree.find(exp.Group) is not None:
         return True
@@ -396,9 +425,8 @@ def repair_duplicate_aliases(sql: str, tables: dict[str, set[str]], *, dialect: 
     ...                          "ON d.department_id = d.department_id", cols, dialect="sqlite")[0]
     'SELECT d2.name FROM doctors AS d JOIN departments AS d2 ON d.department_id = d2.department_id'
     """
-    try:
-        tree = sqlglot.parse_one(sql, read=dialect)
-    except SqlglotError:
+    tree = _tree(sql, dialect, copy=True)
+    if tree is None:
         return sql, []
     groups: dict[tuple[int, str], list[exp.Table]] = {}
     for table in tree.find_all(exp.Table):

@@ -1,0 +1,336 @@
+"""The data agent's workflow: one correction loop for the SQL and the pandas flows, as a checked graph.
+
+::
+
+    prepare ─► write ─► check ─► run ─► review ─► finish ─► end
+                 ▲  │      │       │        │
+                 └──┴──────┴───────┴────────┘   (a retry: at most max_attempts + judge_retries writes)
+                           └─► approve ─► end    (a statement that changes data)
+
+The loop owns what both flows share: attempts and their limit, the temperature schedule, the set of texts
+already tried, when a decline ends the question, the judge's budget, the time and token budgets (the
+guards, on the journaled clock), the model calls (journaled) and the events. A :class:`Flow` supplies only
+what differs: how the data is described, how a query is extracted, checked and run, what findings mean,
+and what a run without a working query concludes. Every node boundary is a durable step, and each model
+call, query and approval is a step inside one: a killed question resumes where it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.agents import End, Workflow
+from corral.agents.workflow import Budget
+from corral.apps.data_agent import _prompts as prompts
+from corral.apps.data_agent._answer import Answer
+from corral.apps.data_agent._events import CheckNoted, DataEvent, Judged, QueryRan, QueryWritten
+from corral.apps.data_agent._runner import QueryResult
+from corral.durable import RunContext
+from corral.guards import GuardState
+from corral.models import (
+    AssistantMessage,
+    Message,
+    OutputSchema,
+    SystemMessage,
+    Usage,
+    UserMessage,
+    durable_request,
+)
+
+if TYPE_CHECKING:
+    from corral.apps.data_agent._agent import DataAgent
+    from corral.apps.data_agent._checks import Finding
+
+_log = logging.getLogger("corral.data_agent")
+
+#: What a flow's decline policy decides: ask again, or end the loop (answer with the best result so far).
+Decision = Literal["again", "finish"]
+
+
+class BudgetSpent(Exception):
+    """A guard's budget ran out (internal: the question ends ``failed``, saying which budget)."""
+
+
+class Question(BaseModel):
+    """The state of one question: the conversation with the model and the loop's bookkeeping."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    question: str
+    run_id: str = ""
+    agent: Any = Field(default=None, exclude=True)
+    flow: Any = Field(default=None, exclude=True)
+    guard: GuardState | None = Field(default=None, exclude=True)
+    started: float = 0.0
+    messages: list[Message] = Field(default_factory=list)
+    #: The prompt of the current attempt (the vote samples more queries from it).
+    prompt: list[Message] = Field(default_factory=list)
+    attempts: int = 0
+    limit: int = 3
+    judge_left: int = 0
+    model_calls: int = 0
+    tried: set[str] = Field(default_factory=set)
+    declined: bool = False
+    decline_reason: str | None = None
+    last_error: str = "no query was written"
+    #: The query (or program) of the current attempt, and its result once it ran.
+    text: str = ""
+    result: QueryResult | None = None
+    best: tuple[str, QueryResult] | None = None
+    judge_note: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    answer: Answer | None = None
+
+
+class Flow(Protocol):
+    """What the SQL and the pandas flows supply to the loop (see the module docstring)."""
+
+    language: Literal["sql", "python"]
+    #: Model calls that write a query are journaled with this kind (``sql``, ``code``).
+    kind: str
+    max_tokens: int | None
+    #: The feedback when a reply holds no query, and when it repeats one: ``(error, hint)``.
+    no_text: tuple[str, str]
+    same_text: tuple[str, str]
+    failed_text: str
+    judge_system: str
+    judge_label: str
+
+    async def prepare(self, ctx: RunContext, q: Question) -> Answer | None: ...
+    def extract(self, reply: str) -> str: ...
+    def normal(self, text: str) -> str: ...
+    def feedback(self, error: str, hints: str = "") -> str: ...
+    def on_decline(self, q: Question, reason: str) -> Answer | Decision: ...
+    async def check(self, ctx: RunContext, q: Question) -> str: ...
+    async def execute(self, ctx: RunContext, q: Question) -> QueryResult: ...
+    def on_error(self, q: Question, error: str) -> str: ...
+    def on_result(self, q: Question) -> Answer | None: ...
+    def findings(self, q: Question) -> list[Finding]: ...
+    def skip_judge(self, q: Question) -> bool: ...
+    def conclude(self, q: Question) -> Answer | None: ...
+    async def compose(self, ctx: RunContext, q: Question) -> Answer: ...
+
+
+# -- what the nodes share ----------------------------------------------------------------------------------
+def emit(q: Question, event: DataEvent) -> None:
+    """Hand ``event`` to the agent's ``on_event``; a broken display must not fail a durable question."""
+    callback = q.agent.on_event
+    if callback is None:
+        return
+    try:
+        callback(event)
+    except Exception:
+        _log.exception("question %s: the on_event callback failed; it is not called again", q.run_id)
+        q.agent.on_event = None
+
+
+async def ask_model(
+    ctx: RunContext,
+    q: Question,
+    kind: str,
+    messages: list[Message],
+    schema: OutputSchema | None = None,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    seed: int | None = None,
+) -> str:
+    """One model call, journaled (a resumed question does not pay for it again), within the guards' budgets
+    (checked on the journaled clock before the call). Returns the reply's text."""
+    agent: DataAgent = q.agent
+    assert q.guard is not None
+    ended = ctx.last_step_ended()
+    trip = q.guard.before_model(ended.timestamp() if ended is not None else q.started)
+    if trip is not None:
+        raise BudgetSpent(f"{trip.reason}: {trip.detail}")
+    q.model_calls += 1
+    model = agent.judge_model if kind == "judge" and agent.judge_model is not None else agent.model
+    options = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+    settings = agent.settings.model_copy(update={k: v for k, v in options.items() if v is not None})
+    response = await durable_request(ctx, model, list(messages), output_schema=schema, settings=settings)
+    q.usage = q.usage + response.usage
+    q.guard.record_response(response.usage)
+    return response.message.content or ""
+
+
+def again(q: Question) -> str:
+    """The next node after a retry: another attempt if there is one left, else the end of the loop."""
+    return "write" if q.attempts < q.limit else "finish"
+
+
+def retry(q: Question, error: str, hints: str = "") -> str:
+    """Feed ``error`` (and the system's ``hints``) back to the model and try again."""
+    q.last_error = error
+    q.messages.append(UserMessage(content=q.flow.feedback(error, hints)))
+    return again(q)
+
+
+async def judge(ctx: RunContext, q: Question) -> tuple[str, str]:
+    """The judge's ``(verdict, reason)`` on the current query (or program) and its result."""
+    flow: Flow = q.flow
+    result = q.result
+    assert result is not None
+    user = prompts.judge_user(
+        q.question, q.text, result.columns, result.rows[:5], result.row_count, label=flow.judge_label
+    )
+    reply = await ask_model(
+        ctx,
+        q,
+        "judge",
+        [SystemMessage(content=flow.judge_system), UserMessage(content=user)],
+        OutputSchema(name="verdict", json_schema=prompts.JUDGE_SCHEMA),
+        max_tokens=80,
+    )
+    try:
+        data = json.loads(reply)
+    except ValueError:
+        # An unreadable verdict is not a failure of the query: let it pass, and say so.
+        return "pass", "the judge's reply was not readable"
+    if not isinstance(data, dict):
+        return "pass", "the judge's reply was not readable"
+    verdict = "fail" if data.get("verdict") == "fail" else "pass"
+    return verdict, str(data.get("reason") or "")[:300]
+
+
+# -- the nodes ---------------------------------------------------------------------------------------------
+async def prepare(ctx: RunContext, q: Question) -> Any:
+    """Read the data's description, build the first prompt; a question the data cannot answer ends here."""
+    q.started = ctx.now().timestamp()
+    q.guard = GuardState(q.agent.guards, started_at=q.started)
+    cannot = await q.flow.prepare(ctx, q)
+    if cannot is not None:
+        q.answer = cannot
+        return End(cannot)
+    return "write"
+
+
+async def write(ctx: RunContext, q: Question) -> Any:
+    """One attempt: the model writes a query (later attempts sample a little: a repeated mistake at
+    temperature 0 repeats forever); a decline, no query or a repeat is answered here."""
+    flow: Flow = q.flow
+    q.attempts += 1
+    q.prompt = list(prompts.condensed(q.messages))
+    temperature = 0.0 if q.attempts == 1 else 0.3 + 0.3 * (q.attempts - 2)
+    reply = await ask_model(ctx, q, flow.kind, q.prompt, temperature=temperature, max_tokens=flow.max_tokens)
+    q.messages.append(AssistantMessage(content=reply))
+    q.text = flow.extract(reply)
+    if not q.text:
+        reason = prompts.declined(reply)
+        if reason is None:
+            return retry(q, *flow.no_text)
+        decided = flow.on_decline(q, reason)
+        if isinstance(decided, Answer):
+            q.answer = decided
+            return End(decided)
+        return again(q) if decided == "again" else "finish"
+    if flow.normal(q.text) in q.tried:
+        return retry(q, *flow.same_text)
+    q.tried.add(flow.normal(q.text))
+    emit(q, QueryWritten(message=q.text, language=flow.language, attempt=q.attempts))
+    return "check"
+
+
+async def check(ctx: RunContext, q: Question) -> Any:
+    """The flow's checks before the query runs: repairs, lint, and whether it writes."""
+    return await q.flow.check(ctx, q)
+
+
+async def run(ctx: RunContext, q: Question) -> Any:
+    """Run the query in the sandbox; an error goes back to the model with the system's hints."""
+    flow: Flow = q.flow
+    result = q.result = await flow.execute(ctx, q)
+    if not result.ok:
+        error = result.error or flow.failed_text
+        emit(q, QueryRan(message=f"error: {error}", ok=False, elapsed_s=result.elapsed_s))
+        return retry(q, error, flow.on_error(q, error))
+    emit(
+        q,
+        QueryRan(
+            message=f"{result.row_count} rows in {result.elapsed_s:.2f} s",
+            ok=True,
+            rows=result.row_count,
+            elapsed_s=result.elapsed_s,
+        ),
+    )
+    cannot = flow.on_result(q)
+    if cannot is not None:
+        q.answer = cannot
+        return End(cannot)
+    q.best = (q.text, result)
+    return "review"
+
+
+async def review(ctx: RunContext, q: Question) -> Any:
+    """Sanity findings, then the judge (within its budget): a blocking finding or a fail is a retry."""
+    agent: DataAgent = q.agent
+    found = q.flow.findings(q)
+    for f in found:
+        emit(q, CheckNoted(message=f.message, finding=f.kind, blocking=f.blocking))
+    blocking = [f.message for f in found if f.blocking]
+    if blocking and q.attempts < agent.max_attempts:
+        return retry(q, "; ".join(blocking))
+    if not agent.judge:
+        return "finish"
+    if q.flow.skip_judge(q):
+        # Independent samples that agree on the result are the stronger check; the judge (a 0.5B model
+        # reading five rows) adds little to it and costs a full prompt.
+        q.judge_note = None
+        emit(q, Judged(message="skipped: the candidate queries agree on the result", verdict="agreed"))
+        return "finish"
+    verdict, reason = await judge(ctx, q)
+    emit(q, Judged(message=f"{verdict}: {reason}", verdict="fail" if verdict == "fail" else "pass"))
+    q.judge_note = f"{verdict}: {reason}"
+    if verdict == "pass" or q.judge_left <= 0:
+        return "finish"
+    q.judge_left -= 1
+    q.limit = max(q.limit, q.attempts + 1)
+    q.messages.append(UserMessage(content=q.flow.feedback(f"a reviewer says: {reason}")))
+    return again(q)
+
+
+async def approve(ctx: RunContext, q: Question) -> Any:
+    """A statement that changes data: it runs only if the approver says yes (the Agent's approval path)."""
+    from corral.apps.data_agent._write import apply_write
+
+    q.answer = await apply_write(ctx, q)
+    return End(q.answer)
+
+
+async def finish(ctx: RunContext, q: Question) -> Any:
+    """The answer: from the best result, or what a loop without a working query concludes."""
+    from corral.apps.data_agent._outcome import failed
+
+    if q.best is not None:
+        q.answer = await q.flow.compose(ctx, q)
+    else:
+        q.answer = q.flow.conclude(q) or failed(q)
+    return End(q.answer)
+
+
+_UNBOUNDED_CALL = Budget(model_calls=1, tokens=None, cost_usd=None)
+
+
+@functools.lru_cache(maxsize=16)
+def data_workflow(max_writes: int = 4, candidates: int = 2) -> Workflow[Question]:
+    """The data agent's workflow for ``max_writes`` attempts at most (``max_attempts + judge_retries``) and
+    ``candidates`` vote samples per round. Token and cost budgets come from the agent's guards at run time,
+    so the static check reports them unbounded; model calls are bounded."""
+    wf = Workflow("data-agent", state=Question)
+    wf.node(prepare, next=["write", End], budget=_UNBOUNDED_CALL)
+    wf.node(write, next=["check", "write", "finish", End], max_visits=max_writes, budget=_UNBOUNDED_CALL)
+    wf.node(check, next=["run", "write", "finish", "approve"])
+    votes = Budget(model_calls=2 * candidates, tokens=None, cost_usd=None)
+    wf.node(run, next=["review", "write", "finish", End], budget=votes)
+    wf.node(review, next=["write", "finish"], budget=_UNBOUNDED_CALL)
+    wf.node(approve, next=[End])
+    wf.node(finish, next=[End])
+    return wf
+
+
+#: The default graph, for ``corral graph show corral.apps.data_agent._loop:workflow``.
+workflow = data_workflow()
