@@ -1,0 +1,59 @@
+"""Questions asked from the web: the data agent runs in the server's event loop as a durable run of the
+same journal, so its steps stream to the page like any run's, and a killed server's question can be
+resumed (``corral runs resume``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from corral import CorralError
+from corral.apps.server._problems import ProblemError
+from corral.apps.server._state import ServerState
+
+log = logging.getLogger("corral.server")
+
+
+async def start_ask(state: ServerState, question: str, source: str, language: str) -> str:
+    """Start answering ``question`` over the configured ``source``; return the run's id at once."""
+    # The data agent's durable entry point (the one `corral ask` uses).
+    from corral.apps.data_agent._run import ask
+
+    db = state.config.sources.get(source)
+    if db is None:
+        known = ", ".join(sorted(state.config.sources)) or "none; start the server with --source NAME=PATH"
+        raise ProblemError(404, f"no source named {source!r} (configured: {known})")
+    run_id = "ask-" + uuid.uuid4().hex[:12]
+    state.config.chart_dir.mkdir(parents=True, exist_ok=True)
+
+    async def answer() -> object:
+        try:
+            return await ask(
+                question,
+                db=db,
+                model=state.config.model,
+                runtime=state.runtime,
+                run_id=run_id,
+                language=language,
+                chart_dir=str(state.config.chart_dir),
+            )
+        except CorralError as exc:  # recorded in the journal as the run's failure
+            log.info("ask %s failed: %s", run_id, exc)
+            return None
+        except Exception as exc:
+            log.warning("ask %s failed: %s: %s", run_id, type(exc).__name__, exc)
+            return None
+        finally:
+            state.asks.pop(run_id, None)
+
+    task = asyncio.create_task(answer(), name=f"corral-ask-{run_id}")
+    state.asks[run_id] = task
+    # The run exists in the journal once its first write happened: wait for it so a client can follow it.
+    for _ in range(200):
+        if state.runtime.journal.get_run(run_id) is not None or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if task.done() and state.runtime.journal.get_run(run_id) is None:
+        raise ProblemError(400, f"the question could not be started over {source!r}")
+    return run_id

@@ -1,0 +1,76 @@
+"""Ask from the web: the data agent answers over the sample database in the real sandbox; the page shows
+its steps live, the answer, the table, the SQL and the chart. The model is scripted except in the one test
+that is about the real local model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from corral.apps.data_agent import _run
+
+from .conftest import LiveServer, data_model, screenshot
+
+pytestmark = [pytest.mark.slow, pytest.mark.sandbox]
+
+GENRES = (
+    "SELECT g.Name AS genre, COUNT(*) AS tracks FROM Track t JOIN Genre g ON g.GenreId = t.GenreId "
+    "GROUP BY g.Name ORDER BY tracks DESC LIMIT 5"
+)
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_run, "_models", {})
+    monkeypatch.setattr(_run, "make_model", lambda name: data_model([f"```sql\n{GENRES}\n```"]))
+
+
+def test_ask_on_the_sample_database_shows_table_sql_and_chart(
+    scripted: None, page: Any, live: LiveServer
+) -> None:
+    page.goto(live.url + "/ask")
+    page.select_option("#source", "chinook")
+    page.fill("#question", "Top 5 genres by number of tracks")
+    page.click("#ask-button")
+    page.wait_for_selector("#timeline li[data-kind=model]", timeout=30_000)
+    page.wait_for_selector("#answer:not([hidden])", timeout=60_000)
+    assert page.locator("#answer-table thead th").all_inner_texts() == ["genre", "tracks"]
+    first = page.locator("#answer-table tbody tr").first.locator("td").all_inner_texts()
+    assert first == ["Rock", "1297"]
+    assert "GROUP BY g.Name" in page.locator("#answer-query").inner_text()
+    page.wait_for_function("document.getElementById('chart').naturalWidth > 100", timeout=30_000)
+    assert '"mark"' in page.locator("#vega-spec").text_content()
+    kinds = page.locator("#timeline li").evaluate_all("nodes => nodes.map(n => n.dataset.kind)")
+    assert "sandbox" in kinds and "judge" in kinds
+    screenshot(page, "ask")
+    assert page.errors == []
+
+
+def test_a_hostile_column_name_and_answer_stay_text(
+    monkeypatch: pytest.MonkeyPatch, page: Any, live: LiveServer
+) -> None:
+    sql = (
+        'SELECT g.Name AS "<img src=x onerror=window.__pwned=1>", COUNT(*) AS "<script>window.__pwned=2'
+        '</script>" FROM Track t JOIN Genre g ON g.GenreId = t.GenreId '
+        "GROUP BY g.Name ORDER BY 2 DESC LIMIT 3"
+    )
+    monkeypatch.setattr(_run, "_models", {})
+    monkeypatch.setattr(_run, "make_model", lambda name: data_model([f"```sql\n{sql}\n```"]))
+    page.goto(live.url + "/ask")
+    page.fill("#question", "Top genres")
+    page.click("#ask-button")
+    page.wait_for_selector("#answer:not([hidden])", timeout=60_000)
+    headers = page.locator("#answer-table thead th").all_inner_texts()
+    assert headers == ["<img src=x onerror=window.__pwned=1>", "<script>window.__pwned=2</script>"]
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("main img[src=x]").count() == 0
+
+
+def test_ask_api_refuses_an_unknown_source(client: TestClient) -> None:
+    response = client.post("/api/ask", json={"question": "How many?", "source": "nope"})
+    assert response.status_code == 404 and "chinook" in response.json()["detail"]
+    assert client.get("/api/sources").json() == ["chinook"]
+    assert client.post("/api/ask", json={"question": "", "source": "chinook"}).status_code == 422
