@@ -43,7 +43,9 @@ def test_ask_on_the_sample_database_shows_table_sql_and_chart(
     page.wait_for_function("document.getElementById('chart').naturalWidth > 100", timeout=30_000)
     assert '"mark"' in page.locator("#vega-spec").text_content()
     kinds = page.locator("#timeline li").evaluate_all("nodes => nodes.map(n => n.dataset.kind)")
-    assert "sandbox" in kinds and "judge" in kinds
+    assert "sandbox" in kinds and "model" in kinds  # the query ran in the sandbox; the model wrote it
+    assert "note-judge" in kinds and "note-sql" in kinds  # the data agent's own events, the judge's verdict
+    assert "pass" in page.locator("#timeline li[data-kind=note-judge]").inner_text()
     screenshot(page, "ask")
     assert page.errors == []
 
@@ -74,3 +76,19 @@ def test_ask_api_refuses_an_unknown_source(client: TestClient) -> None:
     assert response.status_code == 404 and "chinook" in response.json()["detail"]
     assert client.get("/api/sources").json() == ["chinook"]
     assert client.post("/api/ask", json={"question": "", "source": "chinook"}).status_code == 422
+
+
+@pytest.mark.model
+def test_the_local_model_answers_from_the_ask_page(
+    monkeypatch: pytest.MonkeyPatch, page: Any, live: LiveServer
+) -> None:
+    monkeypatch.setattr(_run, "_models", {})  # the real embedded model (make_model untouched)
+    page.goto(live.url + "/ask")
+    page.fill("#question", "How many customers are there?")
+    page.click("#ask-button")
+    page.wait_for_selector("#answer:not([hidden])", timeout=240_000)
+    assert page.locator("#answer-text").inner_text().startswith("answered")
+    assert page.locator("#answer-table tbody td").all_inner_texts() == ["59"]
+    assert "customer" in page.locator("#answer-query").inner_text().lower()
+    usage = page.locator("#timeline li[data-kind=model] .usage").first.inner_text()
+    assert "tokens" in usage and not usage.startswith("0+0")

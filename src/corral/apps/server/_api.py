@@ -247,10 +247,12 @@ def sse(event: str, data: Any, *, event_id: str | None = None) -> str:
 
 
 async def run_events(state: ServerState, run_id: str, request: Request) -> AsyncIterator[str]:
-    """The run's timeline as it grows: a ``step`` event per new or changed step, a ``run`` event when its
-    status changes, ``end`` once it is final."""
+    """The run's timeline as it grows: a ``step`` event per new or changed step, a ``data`` event per
+    event of a data agent asked from this server, a ``run`` event when its status changes, ``end`` once it
+    is final."""
     journal = state.runtime.journal
     seen: dict[int, str] = {}
+    notes = 0
     status: RunStatus | None = None
     quiet = 0.0
     while not await request.is_disconnected():
@@ -264,6 +266,10 @@ async def run_events(state: ServerState, run_id: str, request: Request) -> Async
                 item = timeline_item(step)
                 yield sse("step", item.model_dump(mode="json"), event_id=str(step.position))
                 quiet = 0.0
+        events = state.ask_events.get(run_id, [])
+        for event in events[notes:]:
+            yield sse("data", event)
+        notes = len(events)
         if run.status is not status:
             status = run.status
             yield sse("run", run_view(run).model_dump(mode="json"))
@@ -284,7 +290,7 @@ async def run_events(state: ServerState, run_id: str, request: Request) -> Async
     responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
 )
 def get_events(state: State, run_id: str, request: Request) -> StreamingResponse:
-    """Server-sent events of the run's timeline (``step``, ``run``, ``end``)."""
+    """Server-sent events of the run's timeline (``step``, ``data``, ``run``, ``end``)."""
     _get(state, run_id)
     return StreamingResponse(
         run_events(state, run_id, request), media_type="text/event-stream", headers=SSE_HEADERS

@@ -9,10 +9,13 @@ import logging
 import uuid
 
 from corral import CorralError
+from corral.apps.data_agent import DataEvent
 from corral.apps.server._problems import ProblemError
 from corral.apps.server._state import ServerState
 
 log = logging.getLogger("corral.server")
+#: Questions whose events the server keeps in memory (the oldest are forgotten first).
+MAX_REMEMBERED = 200
 
 
 async def start_ask(state: ServerState, question: str, source: str, language: str) -> str:
@@ -27,6 +30,13 @@ async def start_ask(state: ServerState, question: str, source: str, language: st
     run_id = "ask-" + uuid.uuid4().hex[:12]
     state.config.chart_dir.mkdir(parents=True, exist_ok=True)
 
+    events = state.ask_events.setdefault(run_id, [])
+    while len(state.ask_events) > MAX_REMEMBERED:
+        del state.ask_events[next(iter(state.ask_events))]
+
+    def on_event(event: DataEvent) -> None:
+        events.append({**event.model_dump(mode="json"), "kind": event.kind})
+
     async def answer() -> object:
         try:
             return await ask(
@@ -37,6 +47,7 @@ async def start_ask(state: ServerState, question: str, source: str, language: st
                 run_id=run_id,
                 language=language,
                 chart_dir=str(state.config.chart_dir),
+                on_event=on_event,
             )
         except CorralError as exc:  # recorded in the journal as the run's failure
             log.info("ask %s failed: %s", run_id, exc)

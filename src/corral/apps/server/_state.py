@@ -49,6 +49,9 @@ class ServerState:
         self.approvals = Approvals(self.runtime)
         self.tokens = TokenStore(config.token_file)
         self.asks: dict[str, asyncio.Task[object]] = {}
+        #: The data agent's typed events of the questions asked here (what it wrote, ran, noted, judged),
+        #: by run: streamed beside the steps. In memory: a question asked elsewhere shows its steps only.
+        self.ask_events: dict[str, list[dict[str, Any]]] = {}
         self.worker: Worker | None = None
         self.worker_task: asyncio.Task[None] | None = None
 

@@ -55,6 +55,14 @@ function followRun(runId, { onRun, onEnd } = {}) {
     const old = list.querySelector(`li[data-position="${step.position}"]`);
     if (old) old.replaceWith(item); else list.append(item);
   });
+  source.addEventListener("data", (event) => {
+    // The data agent's own account of a step: what it wrote, ran, noted and how the judge ruled.
+    const note = JSON.parse(event.data);
+    list.append(el("li", { class: `step note step-${note.kind}`, "data-kind": `note-${note.kind}` },
+      el("div", { class: "step-head" },
+        el("span", { class: `kind kind-${note.kind}`, text: note.kind }),
+        el("span", { class: "title", text: note.message }))));
+  });
   source.addEventListener("run", (event) => { if (onRun) onRun(JSON.parse(event.data)); });
   source.addEventListener("end", (event) => {
     source.close();
