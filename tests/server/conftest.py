@@ -136,7 +136,7 @@ def screenshot(page: Any, name: str) -> None:
     folder = os.environ.get("CORRAL_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(Path(folder) / f"ui-{name}.png"), full_page=True)
 
 
 def data_model(sql_replies: list[str]) -> ScriptedModel:

@@ -127,7 +127,9 @@ def test_markup_from_the_model_and_a_tool_stays_text(page: Any, live: LiveServer
     assert page.evaluate("window.__pwned") is None
 
 
-def test_system_page(page: Any, live: LiveServer) -> None:
+def test_system_page(page: Any, live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CORRAL_CACHE_DIR")  # where the set-up installed the local model
     page.goto(live.url + "/system")
+    assert "local:qwen2.5-coder-0.5b (default)\tyes" in page.locator("table").nth(1).inner_text()
     assert page.locator("#sandbox-backend").inner_text() in ("bubblewrap", "landlock")
     screenshot(page, "system")
