@@ -153,7 +153,9 @@ def test_reject_needs_a_reason_and_edit_needs_an_object(client: TestClient, runt
     park_remover(runtime)
     [request] = client.get("/api/approvals").json()
     no_reason = client.post(f"/api/approvals/{request['id']}/reject", json={})
-    assert no_reason.status_code == 400 and "reason" in no_reason.json()["detail"]
+    assert no_reason.status_code == 422 and no_reason.json()["errors"][0]["loc"] == ["body", "reason"]
+    blank = client.post(f"/api/approvals/{request['id']}/reject", json={"reason": "  "})
+    assert blank.status_code == 422
     not_object = client.post(f"/api/approvals/{request['id']}/edit", json={"arguments": [1]})
     assert not_object.status_code == 422
     edited = client.post(

@@ -125,6 +125,12 @@ class Decide(BaseModel):
     args_hash: str | None = Field(None, max_length=128)
 
 
+class Reject(Decide):
+    """A refusal: its reason is required (the model reads it as the tool's result)."""
+
+    reason: str = Field(min_length=1, max_length=4000, pattern=r"\S")
+
+
 class Edit(Decide):
     """An approval with corrected arguments."""
 
@@ -366,7 +372,7 @@ def approve(state: State, approval_id: str, body: Decide) -> ApprovalView:
 
 
 @router.post("/approvals/{approval_id}/reject", response_model=ApprovalView, tags=["approvals"])
-def reject(state: State, approval_id: str, body: Decide) -> ApprovalView:
+def reject(state: State, approval_id: str, body: Reject) -> ApprovalView:
     """Refuse the call; the reason goes back to the model as the tool's result."""
     record = state.approvals.reject(
         approval_id, by=body.by or state.config.decider, reason=body.reason, args_hash=body.args_hash

@@ -40,13 +40,9 @@ class ServerState:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        journal: Journal = SqliteJournal(config.journal)
-        provider = config.tracer_provider or tracer_provider_from_env()
-        self.tracing = provider is not None
-        if provider is not None:
-            journal = TracingJournal(journal, provider)
-        self.runtime = Runtime(journal)
-        self.approvals = Approvals(self.runtime)
+        self.provider = config.tracer_provider or tracer_provider_from_env()
+        self._runtime: Runtime | None = None
+        self._approvals: Approvals | None = None
         self.tokens = TokenStore(config.token_file)
         self.asks: dict[str, asyncio.Task[object]] = {}
         #: The data agent's typed events of the questions asked here (what it wrote, ran, noted, judged),
@@ -54,6 +50,25 @@ class ServerState:
         self.ask_events: dict[str, list[dict[str, Any]]] = {}
         self.worker: Worker | None = None
         self.worker_task: asyncio.Task[None] | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime over the journal (opened on first use, again after ``stop``)."""
+        if self._runtime is None:
+            journal: Journal = SqliteJournal(self.config.journal)
+            if self.provider is not None:
+                journal = TracingJournal(journal, self.provider)
+            self._runtime = Runtime(journal)
+            self._approvals = Approvals(self._runtime)
+        return self._runtime
+
+    @property
+    def approvals(self) -> Approvals:
+        """Decide approval requests of the runs in the journal."""
+        runtime = self.runtime
+        if self._approvals is None:
+            self._approvals = Approvals(runtime)
+        return self._approvals
 
     async def start(self) -> None:
         """Start the in-process worker, when configured."""
@@ -72,4 +87,8 @@ class ServerState:
                 await task
             except (asyncio.CancelledError, Exception):  # the journal has the run either way
                 continue
-        self.runtime.close()
+        self.asks.clear()
+        self.worker = self.worker_task = None
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = self._approvals = None

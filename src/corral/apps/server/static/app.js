@@ -21,7 +21,10 @@ async function api(method, path, body) {
   }
   const response = await fetch(path, options);
   const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.detail || data.title || response.statusText);
+  if (!response.ok) {
+    const fields = (data.errors || []).map((e) => `${e.loc.slice(1).join(".")}: ${e.msg}`);
+    throw new Error([data.detail || data.title || response.statusText, ...fields].join("; "));
+  }
   return data;
 }
 
