@@ -159,6 +159,15 @@ def data_model(sql_replies: list[str]) -> ScriptedModel:
     return model
 
 
+def wait_until(page: Any, expression: str, *, timeout: float = 30.0) -> None:
+    """Poll ``expression`` in the page until it is true. Not ``page.wait_for_function``: that evaluates a
+    string with ``eval``, which the pages' Content-Security-Policy forbids (as it should)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout} s: {expression}"
+        time.sleep(0.05)
+
+
 def off_loop(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` in another thread: Playwright's sync API keeps an event loop running in this one, so
     ``asyncio.run`` (``run_sync``) cannot be called here while a browser is open."""

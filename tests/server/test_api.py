@@ -100,13 +100,15 @@ def test_runs_list_filters_and_pages(client: TestClient, runtime: Runtime) -> No
         essay.run_sync(Essay(topic=f"t{i}"), runtime=runtime, run_id=f"essay-{i}")
     park_remover(runtime)
     page = client.get("/api/runs", params={"limit": 2}).json()
-    assert page["total"] == 4 and len(page["runs"]) == 2
-    assert client.get("/api/runs", params={"limit": 2, "offset": 2}).json()["runs"][1]["run_id"] == "essay-0"
+    assert page["has_more"] and len(page["runs"]) == 2 and page["total"] is None
+    last = client.get("/api/runs", params={"limit": 2, "offset": 2}).json()
+    assert last["runs"][1]["run_id"] == "essay-0" and not last["has_more"]
     waiting = client.get("/api/runs", params={"status": "waiting"}).json()
     assert [r["run_id"] for r in waiting["runs"]] == ["remove-bob"]
     assert waiting["runs"][0]["label"] == "agent remover"
-    workflows = client.get("/api/runs", params={"label": "workflow essay"}).json()
-    assert workflows["total"] == 3
+    workflows = client.get("/api/runs", params={"label": "workflow essay", "limit": 2}).json()
+    assert workflows["total"] == 3 and workflows["has_more"]
+    assert [r["run_id"] for r in workflows["runs"]] == ["essay-2", "essay-1"]
     assert client.get("/api/runs", params={"since": time.time() + 60}).json()["total"] == 0
     assert client.get("/api/runs", params={"min_cost": 1}).json()["total"] == 0
     bad = client.get("/api/runs", params={"status": "bogus"})

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from corral.apps.data_agent import _run
 
-from .conftest import LiveServer, data_model, screenshot
+from .conftest import LiveServer, data_model, screenshot, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.sandbox]
 
@@ -40,7 +40,7 @@ def test_ask_on_the_sample_database_shows_table_sql_and_chart(
     first = page.locator("#answer-table tbody tr").first.locator("td").all_inner_texts()
     assert first == ["Rock", "1297"]
     assert "GROUP BY g.Name" in page.locator("#answer-query").inner_text()
-    page.wait_for_function("document.getElementById('chart').naturalWidth > 100", timeout=30_000)
+    wait_until(page, "document.getElementById('chart').naturalWidth > 100")
     assert '"mark"' in page.locator("#vega-spec").text_content()
     kinds = page.locator("#timeline li").evaluate_all("nodes => nodes.map(n => n.dataset.kind)")
     assert "sandbox" in kinds and "model" in kinds  # the query ran in the sandbox; the model wrote it

@@ -22,7 +22,15 @@ from corral.agents.workflow import END, mermaid, run_path
 from corral.apps.server._problems import PROBLEM_RESPONSES, ProblemError
 from corral.apps.server._state import ServerState
 from corral.apps.server._system import SystemView, system_view
-from corral.apps.server._views import RunDetail, RunView, TimelineItem, run_detail, run_view, timeline_item
+from corral.apps.server._views import (
+    FactsCache,
+    RunDetail,
+    RunView,
+    TimelineItem,
+    run_detail,
+    run_view,
+    timeline_item,
+)
 from corral.durable import RunRecord, RunStatus, StepStatus, trace_id_for
 from corral.guards import ApprovalRecord, ApprovalStatus
 
@@ -39,9 +47,11 @@ State = Annotated[ServerState, Depends(state_of)]
 
 
 class RunPage(BaseModel):
-    """A page of runs, newest first, and how many matched in all."""
+    """A page of runs, newest first. ``total`` (how many matched) is counted when a filter other than
+    status applies (every run is read then anyway); ``has_more`` says whether a next page exists."""
 
-    total: int
+    total: int | None
+    has_more: bool
     offset: int
     limit: int
     runs: list[RunView]
@@ -57,29 +67,42 @@ class RunFilter(BaseModel):
     min_cost: float | None = Field(None, ge=0)
     max_cost: float | None = Field(None, ge=0)
 
-    def keep(self, view: RunView) -> bool:
-        """Whether the run passes the filters other than status (the journal filters by status)."""
-        if self.label and self.label.lower() not in f"{view.label} {view.function}".lower():
+    @property
+    def plain(self) -> bool:
+        """No filter but status (which the journal applies)."""
+        return not (self.label or self.since is not None or self.until is not None) and (
+            self.min_cost is None and self.max_cost is None
+        )
+
+    def keep(self, run: RunRecord, facts: FactsCache) -> bool:
+        """Whether the run passes the filters other than status; the cheap ones first."""
+        if self.since is not None and run.created_at < self.since:
             return False
-        if self.since is not None and view.created_at < self.since:
+        if self.until is not None and run.created_at >= self.until:
             return False
-        if self.until is not None and view.created_at >= self.until:
+        if self.plain:
+            return True
+        found = facts.get(run)
+        if self.label and self.label.lower() not in found.haystack:
             return False
-        if self.min_cost is not None and view.cost_usd < self.min_cost:
+        if self.min_cost is not None and found.cost_usd < self.min_cost:
             return False
-        return self.max_cost is None or view.cost_usd <= self.max_cost
+        return self.max_cost is None or found.cost_usd <= self.max_cost
 
 
 def list_runs(state: ServerState, flt: RunFilter, *, limit: int, offset: int) -> RunPage:
-    """One page of the runs that pass ``flt``. The journal filters by status; the other filters read each
-    run's row (its output for the cost), which is what keeps 10,000 runs under a second."""
+    """One page of the runs that pass ``flt``. The journal filters by status and pages; the other filters
+    read every run's row, parsing each run's JSON once (``FactsCache``)."""
+    facts = state.facts
+    if flt.plain:
+        records = state.runtime.list_runs(status=flt.status or None, limit=limit + 1, offset=offset)
+        page = [run_view(r, facts.get(r)) for r in records[:limit]]
+        return RunPage(total=None, has_more=len(records) > limit, offset=offset, limit=limit, runs=page)
     records = state.runtime.list_runs(status=flt.status or None, limit=MAX_RUNS_SCANNED)
-    plain = not (flt.label or flt.since or flt.until or flt.min_cost or flt.max_cost is not None)
-    if plain:
-        page = [run_view(r) for r in records[offset : offset + limit]]
-        return RunPage(total=len(records), offset=offset, limit=limit, runs=page)
-    kept = [v for v in map(run_view, records) if flt.keep(v)]
-    return RunPage(total=len(kept), offset=offset, limit=limit, runs=kept[offset : offset + limit])
+    kept = [r for r in records if flt.keep(r, facts)]
+    page = [run_view(r, facts.get(r)) for r in kept[offset : offset + limit]]
+    more = offset + limit < len(kept)
+    return RunPage(total=len(kept), has_more=more, offset=offset, limit=limit, runs=page)
 
 
 class GraphView(BaseModel):

@@ -138,7 +138,7 @@ def runs_page(
         kept = {k: v for k, v in query.items() if v not in ("", [])}
         return "/runs?" + urlencode({**kept, "page": n}, doseq=True)
 
-    pages = max(1, -(-result.total // PAGE_SIZE))
+    pages = None if result.total is None else max(1, -(-result.total // PAGE_SIZE))
     return render(
         "runs.html",
         page="runs",
@@ -148,7 +148,7 @@ def runs_page(
         number=page,
         pages=pages,
         prev_link=link(page - 1) if page > 1 else None,
-        next_link=link(page + 1) if page < pages else None,
+        next_link=link(page + 1) if result.has_more else None,
     )
 
 

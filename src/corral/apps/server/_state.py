@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.apps.server._auth import TokenStore
+from corral.apps.server._views import FactsCache
 from corral.durable import Journal, Runtime, SqliteJournal, TracingJournal, Worker, tracer_provider_from_env
 from corral.guards import Approvals
 
@@ -44,6 +45,7 @@ class ServerState:
         self._runtime: Runtime | None = None
         self._approvals: Approvals | None = None
         self.tokens = TokenStore(config.token_file)
+        self.facts = FactsCache()
         self.asks: dict[str, asyncio.Task[object]] = {}
         #: The data agent's typed events of the questions asked here (what it wrote, ran, noted, judged),
         #: by run: streamed beside the steps. In memory: a question asked elsewhere shows its steps only.
