@@ -207,3 +207,17 @@ def test_spans_are_exported_over_otlp_to_a_local_receiver(monkeypatch: pytest.Mo
     assert trace_ids == {trace_id_for("otlp-1")}
     service = {a.key: a.value.string_value for a in request.resource_spans[0].resource.attributes}
     assert service["service.name"] == "corral"
+
+
+def test_a_span_that_cannot_be_recorded_never_fails_the_run(
+    traced: Runtime, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corral.durable import _tracing
+
+    def broken(name: str, value: Any) -> Any:
+        raise ValueError("an exporter or a value the tracer cannot take")
+
+    monkeypatch.setattr(_tracing, "describe_step", broken)
+    result = hostile().run_sync("Echo.", runtime=traced, run_id="still-runs")
+    assert result.status == "completed"
+    assert [s.name for s in spans.get_finished_spans()] == ["run run_agent"]  # the run span still ends

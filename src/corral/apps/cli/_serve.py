@@ -60,7 +60,7 @@ def serve(
     from corral._config import data_dir, journal_path
     from corral.apps.server import ServerConfig, TokenStore, create_app
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a token or a URL is never cut across lines
     home = data_dir()
     tokens = TokenStore(home / "server-token")
     if rotate_token:

@@ -121,7 +121,7 @@ function approvalsPage() {
         }
         try {
           const decided = await api("POST", `/api/approvals/${encodeURIComponent(id)}/${action}`, body);
-          result.textContent = `${decided.status} — the run goes on.`;
+          result.textContent = `${decided.status} — the run goes on when a worker picks it up.`;
           setStatus(article.querySelector("h2 .status"), decided.status);
           for (const b of form.querySelectorAll("button")) b.disabled = true;
         } catch (error) {
