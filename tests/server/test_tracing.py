@@ -221,3 +221,16 @@ def test_a_span_that_cannot_be_recorded_never_fails_the_run(
     result = hostile().run_sync("Echo.", runtime=traced, run_id="still-runs")
     assert result.status == "completed"
     assert [s.name for s in spans.get_finished_spans()] == ["run run_agent"]  # the run span still ends
+
+
+def test_the_tracing_journal_passes_the_journal_conformance_suite(tmp_path: Path) -> None:
+    from itertools import count
+
+    from corral.durable import check_journal
+
+    spans = InMemorySpanExporter()
+    provider = tracer_provider(SimpleSpanProcessor(spans))
+    check_journal(lambda: TracingJournal(MemoryJournal(), provider))
+    numbers = count()
+    check_journal(lambda: TracingJournal(SqliteJournal(tmp_path / f"j{next(numbers)}.db"), provider))
+    assert spans.get_finished_spans()  # the suite's runs were traced on the way
