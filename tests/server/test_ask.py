@@ -92,3 +92,16 @@ def test_the_local_model_answers_from_the_ask_page(
     assert "customer" in page.locator("#answer-query").inner_text().lower()
     usage = page.locator("#timeline li[data-kind=model] .usage").first.inner_text()
     assert "tokens" in usage and not usage.startswith("0+0")
+
+
+def test_an_unusable_source_is_a_clear_problem(config: Any, token: str, tmp_path: Any) -> None:
+    from dataclasses import replace
+
+    from corral.apps.server import create_app
+
+    broken = replace(config, sources={"gone": str(tmp_path / "missing.sqlite")})
+    with TestClient(create_app(broken)) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        response = client.post("/api/ask", json={"question": "How many?", "source": "gone"})
+    assert response.status_code == 400
+    assert "missing.sqlite" in response.json()["detail"]

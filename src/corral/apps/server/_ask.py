@@ -37,6 +37,8 @@ async def start_ask(state: ServerState, question: str, source: str, language: st
     def on_event(event: DataEvent) -> None:
         events.append({**event.model_dump(mode="json"), "kind": event.kind})
 
+    failures: list[str] = []
+
     async def answer() -> object:
         try:
             return await ask(
@@ -49,8 +51,9 @@ async def start_ask(state: ServerState, question: str, source: str, language: st
                 chart_dir=str(state.config.chart_dir),
                 on_event=on_event,
             )
-        except CorralError as exc:  # recorded in the journal as the run's failure
+        except CorralError as exc:  # recorded in the journal as the run's failure, or raised before it
             log.info("ask %s failed: %s", run_id, exc)
+            failures.append(str(exc))
             return None
         except Exception as exc:
             log.warning("ask %s failed: %s: %s", run_id, type(exc).__name__, exc)
@@ -66,5 +69,6 @@ async def start_ask(state: ServerState, question: str, source: str, language: st
             break
         await asyncio.sleep(0.01)
     if task.done() and state.runtime.journal.get_run(run_id) is None:
-        raise ProblemError(400, f"the question could not be started over {source!r}")
+        why = failures[0] if failures else "it failed before its first step"
+        raise ProblemError(400, f"the question could not be started over {source!r}: {why}")
     return run_id
