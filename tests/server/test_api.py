@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -217,3 +218,23 @@ def test_a_second_app_over_the_same_journal_sees_the_same_runs(
     with TestClient(create_app(config)) as other:
         other.headers["Authorization"] = f"Bearer {token}"
         assert other.get("/api/runs/shared").json()["status"] == "completed"
+
+
+async def _sandbox_job(ctx: Any) -> int:
+    from corral.sandbox import run_python
+
+    async def job() -> dict[str, Any]:
+        code = "import sys; print('to stdout'); print('to stderr', file=sys.stderr); sys.exit(3)"
+        result = await run_python(code)
+        return {"stdout": result.stdout, "stderr": result.stderr, "exit_code": result.exit_code}
+
+    done = await ctx.step("sandbox:hello", job)
+    return int(done["exit_code"])
+
+
+@pytest.mark.sandbox
+def test_a_sandbox_job_shows_its_stdout_stderr_and_exit(client: TestClient, runtime: Runtime) -> None:
+    assert runtime.run_sync(_sandbox_job, run_id="job") == 3
+    [step] = client.get("/api/runs/job/steps").json()
+    assert step["kind"] == "sandbox" and step["title"] == "sandbox:hello: exit 3"
+    assert step["fields"]["stdout"] == "to stdout\n" and step["fields"]["stderr"] == "to stderr\n"

@@ -287,7 +287,8 @@ def _describe(item: TimelineItem, value: Any) -> None:
             fields["error kind"] = str(value["error_kind"])
         item.title = f"{short} → {content[:80]}" if not value.get("error_kind") else f"{short} failed"
     elif item.kind == "sandbox" and isinstance(value, dict):
-        for key in ("sql", "columns", "row_count", "error", "stdout", "stderr", "elapsed_s"):
+        keys = ("sql", "columns", "row_count", "error", "stdout", "stderr", "exit_code", "limit", "elapsed_s")
+        for key in keys:
             if value.get(key) not in (None, "", []):
                 fields[key] = _clip(value[key])
         rows = value.get("rows")
@@ -296,6 +297,8 @@ def _describe(item: TimelineItem, value: Any) -> None:
         item.title = item.name + (f": {value['row_count']} rows" if "row_count" in value else "")
         if value.get("error"):
             item.title = f"{item.name}: error"
+        elif value.get("exit_code") not in (None, 0):
+            item.title = f"{item.name}: exit {value['exit_code']}"
     elif item.kind == "judge" and isinstance(value, dict):
         item.title = f"judge {short}: {'pass' if value.get('ok', value.get('passed')) else 'fail'}"
         fields["verdict"] = _clip(value)
