@@ -133,3 +133,29 @@ def test_system_page(page: Any, live: LiveServer, monkeypatch: pytest.MonkeyPatc
     assert "local:qwen2.5-coder-0.5b (default)\tyes" in page.locator("table").nth(1).inner_text()
     assert page.locator("#sandbox-backend").inner_text() in ("bubblewrap", "landlock")
     screenshot(page, "system")
+
+
+def test_approve_with_edited_arguments_then_cancel_another_run(
+    page: Any, live: LiveServer, runtime: Runtime
+) -> None:
+    off_loop(park_remover, runtime)
+    page.goto(live.url + "/approvals")
+    card = page.locator("article.approval")
+    card.locator("textarea[name=arguments]").fill("not json")
+    card.locator("button[data-action=edit]").click()
+    card.locator(".result").filter(has_text="not JSON").wait_for()
+    card.locator("textarea[name=arguments]").fill(
+        '{"sql": "UPDATE users SET active = 0 WHERE name = \'bob\'"}'
+    )
+    card.locator("button[data-action=edit]").click()
+    card.locator(".result").filter(has_text="edited").wait_for()
+    page.goto(live.url + "/runs/remove-bob")
+    page.locator("#run-status").filter(has_text="completed").wait_for(timeout=20_000)
+    page.locator("#live").filter(has_text="finished").wait_for()
+    assert "UPDATE users SET active = 0" in (page.locator("#timeline").text_content() or "")
+    off_loop(park_remover, runtime, "remove-bob-2")
+    page.goto(live.url + "/runs/remove-bob-2")
+    page.click("#cancel-run")
+    page.locator("#run-status").filter(has_text="cancelled").wait_for()
+    page.locator("#live").filter(has_text="finished").wait_for()
+    assert page.locator("#cancel-run").is_disabled()
