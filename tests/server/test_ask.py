@@ -83,6 +83,7 @@ def test_the_local_model_answers_from_the_ask_page(
     monkeypatch: pytest.MonkeyPatch, page: Any, live: LiveServer
 ) -> None:
     monkeypatch.setattr(_run, "_models", {})  # the real embedded model (make_model untouched)
+    monkeypatch.delenv("CORRAL_CACHE_DIR")  # the weights the set-up joined, not a private copy of 491 MB
     page.goto(live.url + "/ask")
     page.fill("#question", "How many customers are there?")
     page.click("#ask-button")
