@@ -106,3 +106,31 @@ def test_an_unusable_source_is_a_clear_problem(config: Any, token: str, tmp_path
         response = client.post("/api/ask", json={"question": "How many?", "source": "gone"})
     assert response.status_code == 400
     assert "missing.sqlite" in response.json()["detail"]
+
+
+def test_ask_over_csv_files_answers_with_pandas_code(
+    monkeypatch: pytest.MonkeyPatch, config: Any, token: str, tmp_path: Any
+) -> None:
+    import time
+    from dataclasses import replace
+
+    from corral.apps.server import create_app
+
+    sales = tmp_path / "sales.csv"
+    sales.write_text("region,amount,units\nnorth,3.5,1\nsouth,4.0,2\nnorth,5.5,3\neast,,4\n")
+    monkeypatch.setattr(_run, "_models", {})
+    monkeypatch.setattr(
+        _run, "make_model", lambda name: data_model(["```python\nresult = df.units.sum()\n```"])
+    )
+    with TestClient(create_app(replace(config, sources={"sales": str(sales)}))) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        started = client.post("/api/ask", json={"question": "Total units?", "source": "sales"})
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        deadline = time.monotonic() + 60
+        while (run := client.get(f"/api/runs/{run_id}").json())["status"] != "completed":
+            assert run["status"] not in ("failed", "cancelled") and time.monotonic() < deadline, run
+            time.sleep(0.1)
+    answer = run["output"]
+    assert answer["rows"] == [[10]] and answer["code"] == "result = df.units.sum()" and answer["sql"] is None
+    assert {"frames", "code"} <= {s["name"] for s in run["steps"] if s["kind"] == "sandbox"}

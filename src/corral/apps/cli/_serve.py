@@ -21,7 +21,10 @@ def _sources(values: list[str]) -> dict[str, str]:
             raise typer.BadParameter(
                 f"{value!r}: write NAME=PATH, e.g. chinook=examples/chinook/chinook.sqlite"
             )
-        found[name.strip()] = where.strip() if "://" in where else str(Path(where.strip()).resolve())
+        if "://" in where:
+            found[name.strip()] = where.strip()
+        else:  # a database file, or CSV/Parquet files separated by commas
+            found[name.strip()] = ",".join(str(Path(p.strip()).resolve()) for p in where.split(","))
     return found
 
 
@@ -36,7 +39,11 @@ def serve(
     ] = None,
     source: Annotated[
         list[str] | None,
-        typer.Option("--source", help="NAME=PATH (or URL) the Ask page may query; repeatable."),
+        typer.Option(
+            "--source",
+            help="NAME=PATH the Ask page may query: a database file or URL, or CSV/Parquet files "
+            "separated by commas; repeatable.",
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model for Ask (default: the setting, or local).")] = None,
     worker: Annotated[

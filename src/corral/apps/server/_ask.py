@@ -18,15 +18,32 @@ log = logging.getLogger("corral.server")
 MAX_REMEMBERED = 200
 
 
+FILE_SUFFIXES = (".csv", ".parquet")
+
+
+def split_source(where: str) -> tuple[str | None, list[str]]:
+    """A configured source as the data agent takes it: a database (``db``), or CSV/Parquet files given as
+    a comma-separated list (queried together, with pandas by default).
+
+    >>> split_source("shop.sqlite"), split_source("a.csv,b.parquet")
+    (('shop.sqlite', []), (None, ['a.csv', 'b.parquet']))
+    """
+    parts = [p.strip() for p in where.split(",")]
+    if "://" not in where and all(p.lower().endswith(FILE_SUFFIXES) for p in parts):
+        return None, parts
+    return where, []
+
+
 async def start_ask(state: ServerState, question: str, source: str, language: str) -> str:
     """Start answering ``question`` over the configured ``source``; return the run's id at once."""
     # The data agent's durable entry point (the one `corral ask` uses).
     from corral.apps.data_agent._run import ask
 
-    db = state.config.sources.get(source)
-    if db is None:
+    where = state.config.sources.get(source)
+    if where is None:
         known = ", ".join(sorted(state.config.sources)) or "none; start the server with --source NAME=PATH"
         raise ProblemError(404, f"no source named {source!r} (configured: {known})")
+    db, files = split_source(where)
     run_id = "ask-" + uuid.uuid4().hex[:12]
     state.config.chart_dir.mkdir(parents=True, exist_ok=True)
 
@@ -44,6 +61,7 @@ async def start_ask(state: ServerState, question: str, source: str, language: st
             return await ask(
                 question,
                 db=db,
+                files=files,
                 model=state.config.model,
                 runtime=state.runtime,
                 run_id=run_id,

@@ -221,6 +221,7 @@ def _kind(name: str, status: StepStatus) -> StepKind:
         "query": "sandbox",
         "chart": "sandbox",
         "frames": "sandbox",
+        "code": "sandbox",
         "schema": "sandbox",
         "sandbox": "sandbox",
         "workflow": "workflow",
