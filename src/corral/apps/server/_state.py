@@ -18,9 +18,9 @@ class ServerConfig:
     """Settings of ``corral serve``.
 
     ``sources`` names the data the Ask page may query: ``{"chinook": "examples/chinook/chinook.sqlite"}``
-    (a SQLite or DuckDB file or a ``postgresql://`` URL). ``worker`` executes runnable runs in the server's
-    process (so an approved run goes on without a separate ``corral worker``); ``imports`` are modules to
-    import first, so the agents and workflows they define can be resumed here.
+    (a SQLite or DuckDB file, a ``postgresql://`` URL, or CSV/Parquet files separated by commas).
+    ``worker`` executes runnable runs in the server's process (so an approved run goes on without a
+    separate ``corral worker``; the process must have imported the agents and workflows it resumes).
     """
 
     journal: Path

@@ -117,5 +117,11 @@ def system_view(state: ServerState) -> SystemView:
         workers=workers_view(state),
         in_process_worker=state.worker.worker_id if state.worker is not None else None,
         asks_in_flight=len(state.asks),
-        traces=f"OTLP to {endpoint}" if endpoint else "off (set OTEL_EXPORTER_OTLP_ENDPOINT)",
+        traces=(
+            "off (set OTEL_EXPORTER_OTLP_ENDPOINT)"
+            if state.provider is None
+            else f"OTLP to {endpoint}"
+            if endpoint and state.config.tracer_provider is None
+            else "on (the configured tracer provider)"
+        ),
     )
