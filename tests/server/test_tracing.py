@@ -77,6 +77,8 @@ def test_model_and_tool_calls_carry_genai_attributes(traced: Runtime, spans: InM
     hostile().run_sync("Echo.", runtime=traced, run_id="a1")
     names = _by_name(spans)
     [run] = names["run run_agent"]
+    assert (run.attributes or {})["gen_ai.agent.name"] == "hostile"
+    assert (run.attributes or {})["gen_ai.operation.name"] == "invoke_agent"
     chats = names["chat scripted"]
     assert len(chats) == 2
     for chat in chats:

@@ -175,6 +175,7 @@ class TracingJournal(Journal):
                     "corral.run_id": run.run_id,
                     "corral.function": run.function,
                     "corral.resumed": resumed,
+                    **_agent_attributes(run),
                 },
             )
         finally:
@@ -361,6 +362,17 @@ class TracingJournal(Journal):
         self.inner.close()
         if self.provider is not None:
             self.provider.force_flush()
+
+
+def _agent_attributes(run: RunRecord) -> dict[str, Any]:
+    """GenAI's ``invoke_agent`` attributes for a run of a named agent (its name is the first argument)."""
+    if not run.function.endswith(":run_agent"):
+        return {}
+    data = _json(run.input)
+    args = data.get("args") if isinstance(data, dict) else None
+    if not isinstance(args, list) or not args or not isinstance(args[0], str):
+        return {}
+    return {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": args[0]}
 
 
 def describe_step(name: str, value: Any) -> tuple[str, dict[str, Any]]:
