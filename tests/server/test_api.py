@@ -238,3 +238,19 @@ def test_a_sandbox_job_shows_its_stdout_stderr_and_exit(client: TestClient, runt
     [step] = client.get("/api/runs/job/steps").json()
     assert step["kind"] == "sandbox" and step["title"] == "sandbox:hello: exit 3"
     assert step["fields"]["stdout"] == "to stdout\n" and step["fields"]["stderr"] == "to stderr\n"
+
+
+def test_a_bug_is_a_500_problem_without_its_details(
+    config: ServerConfig, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corral.apps.server import _api
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(_api, "system_view", broken)
+    with TestClient(create_app(config), raise_server_exceptions=False) as client:
+        response = client.get("/api/system", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "secret" not in response.text and response.json()["status"] == 500

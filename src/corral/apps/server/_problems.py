@@ -8,6 +8,7 @@ detail a person can act on.
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -22,6 +23,7 @@ from corral.durable import RunNotFound
 from corral.guards import ApprovalAlreadyDecided, ApprovalError, ApprovalNotFound
 
 MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("corral.server")
 
 
 class Problem(BaseModel):
@@ -107,7 +109,13 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, CorralError)
         return problem_response(_status_of(exc), str(exc), request=request)
 
+    async def on_anything(request: Request, exc: Exception) -> JSONResponse:
+        # A bug: the details go to the server's log, never to the client.
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return problem_response(500, "the server failed; its log has the details", request=request)
+
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(Exception, on_anything)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(CorralError, on_corral)
