@@ -84,3 +84,13 @@ ensure_postgres_for_tests() {
     || "${psql[@]}" -c "CREATE DATABASE corral_test OWNER corral_test"
   export CORRAL_TEST_POSTGRES_URL="postgresql://corral_test:corral_test@127.0.0.1:$port/corral_test"
 }
+
+ensure_browser_for_tests() {
+  # The web UI's browser tests drive Debian's Chromium through Playwright (`playwright install` would
+  # download a browser build, which cannot work here); the Playwright package itself is in the dev extra.
+  command -v chromium >/dev/null || {
+    step "Installing Chromium (for the web UI's browser tests)"
+    need_root_or_sudo apt-get update -q
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  }
+}

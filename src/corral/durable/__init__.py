@@ -20,6 +20,7 @@ from corral.durable._journal import Journal, MemoryJournal, RunRecord, RunStatus
 from corral.durable._ledger import Ledger, LedgerRecord, MemoryLedger, SqliteLedger, ledger_for
 from corral.durable._runtime import Runtime
 from corral.durable._sqlite import SCHEMA_VERSION, SqliteJournal
+from corral.durable._tracing import TracingJournal, trace_id_for, tracer_provider, tracer_provider_from_env
 from corral.durable._worker import Worker
 from corral.durable.errors import (
     Cancel,
@@ -82,10 +83,14 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "SystemClock",
+    "TracingJournal",
     "WaitTimeout",
     "Worker",
     "check_journal",
     "current_context",
     "current_step",
     "ledger_for",
+    "trace_id_for",
+    "tracer_provider",
+    "tracer_provider_from_env",
 ]

@@ -1,0 +1,92 @@
+"""Questions asked from the web: the data agent runs in the server's event loop as a durable run of the
+same journal, so its steps stream to the page like any run's, and a killed server's question can be
+resumed (``corral runs resume``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from corral import CorralError
+from corral.apps.data_agent import DataEvent
+from corral.apps.server._problems import ProblemError
+from corral.apps.server._state import ServerState
+
+log = logging.getLogger("corral.server")
+#: Questions whose events the server keeps in memory (the oldest are forgotten first).
+MAX_REMEMBERED = 200
+
+
+FILE_SUFFIXES = (".csv", ".parquet")
+
+
+def split_source(where: str) -> tuple[str | None, list[str]]:
+    """A configured source as the data agent takes it: a database (``db``), or CSV/Parquet files given as
+    a comma-separated list (queried together, with pandas by default).
+
+    >>> split_source("shop.sqlite"), split_source("a.csv,b.parquet")
+    (('shop.sqlite', []), (None, ['a.csv', 'b.parquet']))
+    """
+    parts = [p.strip() for p in where.split(",")]
+    if "://" not in where and all(p.lower().endswith(FILE_SUFFIXES) for p in parts):
+        return None, parts
+    return where, []
+
+
+async def start_ask(state: ServerState, question: str, source: str, language: str) -> str:
+    """Start answering ``question`` over the configured ``source``; return the run's id at once."""
+    # The data agent's durable entry point (the one `corral ask` uses).
+    from corral.apps.data_agent._run import ask
+
+    where = state.config.sources.get(source)
+    if where is None:
+        known = ", ".join(sorted(state.config.sources)) or "none; start the server with --source NAME=PATH"
+        raise ProblemError(404, f"no source named {source!r} (configured: {known})")
+    db, files = split_source(where)
+    run_id = "ask-" + uuid.uuid4().hex[:12]
+    state.config.chart_dir.mkdir(parents=True, exist_ok=True)
+
+    events = state.ask_events.setdefault(run_id, [])
+    while len(state.ask_events) > MAX_REMEMBERED:
+        del state.ask_events[next(iter(state.ask_events))]
+
+    def on_event(event: DataEvent) -> None:
+        events.append({**event.model_dump(mode="json"), "kind": event.kind})
+
+    failures: list[str] = []
+
+    async def answer() -> object:
+        try:
+            return await ask(
+                question,
+                db=db,
+                files=files,
+                model=state.config.model,
+                runtime=state.runtime,
+                run_id=run_id,
+                language=language,
+                chart_dir=str(state.config.chart_dir),
+                on_event=on_event,
+            )
+        except CorralError as exc:  # recorded in the journal as the run's failure, or raised before it
+            log.info("ask %s failed: %s", run_id, exc)
+            failures.append(str(exc))
+            return None
+        except Exception as exc:
+            log.warning("ask %s failed: %s: %s", run_id, type(exc).__name__, exc)
+            return None
+        finally:
+            state.asks.pop(run_id, None)
+
+    task = asyncio.create_task(answer(), name=f"corral-ask-{run_id}")
+    state.asks[run_id] = task
+    # The run exists in the journal once its first write happened: wait for it so a client can follow it.
+    for _ in range(200):
+        if state.runtime.journal.get_run(run_id) is not None or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if task.done() and state.runtime.journal.get_run(run_id) is None:
+        why = failures[0] if failures else "it failed before its first step"
+        raise ProblemError(400, f"the question could not be started over {source!r}: {why}")
+    return run_id
