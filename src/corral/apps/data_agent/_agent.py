@@ -21,11 +21,12 @@ from typing import Literal
 
 from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import Answered, DataEvent
-from corral.apps.data_agent._loop import BudgetSpent, Question, data_workflow
+from corral.apps.data_agent._loop import data_workflow
 from corral.apps.data_agent._pandas_agent import PandasFlow
 from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryRunner
 from corral.apps.data_agent._sqlflow import SqlFlow
+from corral.apps.data_agent._state import BudgetSpent, Question
 from corral.apps.data_agent._verified import VerifiedQuery
 from corral.apps.data_agent.errors import DataAgentError
 from corral.durable import MemoryJournal, RunContext, Runtime, current_context

@@ -16,7 +16,7 @@ from corral.apps.data_agent._answer import MAX_ROWS, Answer
 from corral.apps.data_agent._checks import Finding, sanity_check
 from corral.apps.data_agent._events import CheckNoted, SchemaRead
 from corral.apps.data_agent._hints import anti_join_hint, failure_hint, missing_name
-from corral.apps.data_agent._loop import Decision, Question, ask_model, emit, retry
+from corral.apps.data_agent._loop import retry
 from corral.apps.data_agent._outcome import cannot, compose
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
 from corral.apps.data_agent._schema import Schema, load_schema, narrow
@@ -31,6 +31,7 @@ from corral.apps.data_agent._sqlcheck import (
     table_aliases,
     unasked_filters,
 )
+from corral.apps.data_agent._state import Decision, Question, ask_model, emit
 from corral.apps.data_agent._verified import VerifiedQuery, closest
 from corral.apps.data_agent._vote import vote
 from corral.durable import RunContext

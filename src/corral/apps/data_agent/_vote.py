@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from corral.apps.data_agent._checks import sanity_check
 from corral.apps.data_agent._events import CheckNoted, QueryWritten
-from corral.apps.data_agent._loop import Question, ask_model, emit
 from corral.apps.data_agent._runner import QueryResult
 from corral.apps.data_agent._sqlcheck import extract_sql, is_read_only, lint
+from corral.apps.data_agent._state import Question, ask_model, emit
 from corral.durable import RunContext
 
 if TYPE_CHECKING:
