@@ -170,3 +170,34 @@ async def test_a_refused_write_is_recorded_and_not_asked_again_on_resume(chinook
         model=routed_model([delete]), runner=WritableRunner(open_source(str(chinook))), approver=deny
     ).ask("Delete every genre", runtime=Runtime(journal), run_id="d1")
     assert again == first and len(asked) == 1
+
+
+def test_the_data_agents_modules_import_each_other_without_a_cycle() -> None:
+    """Not even a type-only one: each module's imports (TYPE_CHECKING ones included) point one way."""
+    import ast
+
+    package = Path(__file__).resolve().parents[3] / "src" / "corral" / "apps" / "data_agent"
+    edges: dict[str, set[str]] = {}
+    for path in package.glob("_*.py"):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "corral.apps.data_agent":
+                found |= {alias.name for alias in node.names if alias.name.startswith("_")}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "corral.apps.data_agent._"
+            ):
+                found.add((node.module or "").rsplit(".", 1)[1])
+        edges[path.stem] = found - {path.stem}
+
+    def cycle_from(start: str, at: str, seen: list[str]) -> list[str] | None:
+        for nxt in sorted(edges.get(at, ())):
+            if nxt == start:
+                return [*seen, nxt]
+            if nxt not in seen:
+                found = cycle_from(start, nxt, [*seen, nxt])
+                if found:
+                    return found
+        return None
+
+    cycles = [c for name in sorted(edges) if (c := cycle_from(name, name, [name]))]
+    assert not cycles, f"import cycles: {cycles[0]}"

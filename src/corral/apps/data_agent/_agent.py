@@ -88,6 +88,7 @@ class DataAgent:
             question=question,
             run_id=ctx.run_id,
             agent=self,
+            on_event=self.on_event,
             flow=self._flow(),
             limit=self.max_attempts,
             judge_left=judge_left,

@@ -28,14 +28,13 @@ from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import CheckNoted, Judged, QueryRan, QueryWritten
 from corral.apps.data_agent._outcome import failed
 from corral.apps.data_agent._runner import QueryResult
-from corral.apps.data_agent._state import Decision, Question, ask_model, emit
+from corral.apps.data_agent._state import Decision, Question, Settings, ask_model, emit
 from corral.apps.data_agent._write import apply_write
 from corral.durable import RunContext
 from corral.guards import GuardState
 from corral.models import AssistantMessage, OutputSchema, SystemMessage, UserMessage
 
 if TYPE_CHECKING:
-    from corral.apps.data_agent._agent import DataAgent
     from corral.apps.data_agent._checks import Finding
 
 
@@ -177,7 +176,7 @@ async def run(ctx: RunContext, q: Question) -> Any:
 
 async def review(ctx: RunContext, q: Question) -> Any:
     """Sanity findings, then the judge (within its budget): a blocking finding or a fail is a retry."""
-    agent: DataAgent = q.agent
+    agent: Settings = q.agent
     found = q.flow.findings(q)
     for f in found:
         emit(q, CheckNoted(message=f.message, finding=f.kind, blocking=f.blocking))

@@ -9,7 +9,7 @@ finding ("cannot answer"), not a failure of the agent.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer
@@ -31,14 +31,11 @@ from corral.apps.data_agent._sqlcheck import (
     table_aliases,
     unasked_filters,
 )
-from corral.apps.data_agent._state import Decision, Question, ask_model, emit
+from corral.apps.data_agent._state import Decision, Question, Settings, ask_model, emit
 from corral.apps.data_agent._verified import VerifiedQuery, closest
 from corral.apps.data_agent._vote import vote
 from corral.durable import RunContext
 from corral.models import OutputSchema, SystemMessage, UserMessage
-
-if TYPE_CHECKING:
-    from corral.apps.data_agent._agent import DataAgent
 
 
 class SqlFlow:
@@ -53,7 +50,7 @@ class SqlFlow:
     judge_system = prompts.JUDGE_SYSTEM
     judge_label = "SQL"
 
-    def __init__(self, agent: DataAgent) -> None:
+    def __init__(self, agent: Settings) -> None:
         self.agent = agent
         self.runner: QueryRunner = agent.runner
         self.full = Schema(dialect="sqlite", tables=[])

@@ -4,7 +4,7 @@ model calls in (journaled, within the guards' budgets)."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,12 +16,38 @@ from corral.guards import GuardState
 from corral.models import Message, OutputSchema, Usage, durable_request
 
 if TYPE_CHECKING:
-    from corral.apps.data_agent._agent import DataAgent
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    from corral.apps.data_agent._runner import QueryRunner
+    from corral.apps.data_agent._verified import VerifiedQuery
+    from corral.guards import Approver, Guards
+    from corral.models import Model, ModelSettings
 
 _log = logging.getLogger("corral.data_agent")
 
 #: What a flow's decline policy decides: ask again, or end the loop (answer with the best result so far).
 Decision = Literal["again", "finish"]
+
+
+class Settings(Protocol):
+    """What the workflow reads of the :class:`~corral.apps.data_agent.DataAgent` that runs it (its
+    configuration; the agent is one, structurally)."""
+
+    model: Model
+    judge_model: Model | None
+    runner: QueryRunner
+    verified: Sequence[VerifiedQuery]
+    approver: Approver | None
+    guards: Guards
+    max_attempts: int
+    judge: bool
+    charts: bool
+    chart_dir: Path | None
+    on_event: Callable[[DataEvent], None] | None
+    settings: ModelSettings
+    candidates: int
+    candidate_temperature: float
 
 
 class BudgetSpent(Exception):
@@ -36,6 +62,8 @@ class Question(BaseModel):
     question: str
     run_id: str = ""
     agent: Any = Field(default=None, exclude=True)
+    #: Where events go (the agent's ``on_event``; dropped for this question if it raises).
+    on_event: Any = Field(default=None, exclude=True)
     flow: Any = Field(default=None, exclude=True)
     guard: GuardState | None = Field(default=None, exclude=True)
     started: float = 0.0
@@ -61,14 +89,14 @@ class Question(BaseModel):
 
 def emit(q: Question, event: DataEvent) -> None:
     """Hand ``event`` to the agent's ``on_event``; a broken display must not fail a durable question."""
-    callback = q.agent.on_event
+    callback = q.on_event
     if callback is None:
         return
     try:
         callback(event)
     except Exception:
         _log.exception("question %s: the on_event callback failed; it is not called again", q.run_id)
-        q.agent.on_event = None
+        q.on_event = None
 
 
 async def ask_model(
@@ -84,7 +112,7 @@ async def ask_model(
 ) -> str:
     """One model call, journaled (a resumed question does not pay for it again), within the guards' budgets
     (checked on the journaled clock before the call). Returns the reply's text."""
-    agent: DataAgent = q.agent
+    agent: Settings = q.agent
     assert q.guard is not None
     ended = ctx.last_step_ended()
     trip = q.guard.before_model(ended.timestamp() if ended is not None else q.started)
