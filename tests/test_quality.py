@@ -114,6 +114,7 @@ PUBLIC_PACKAGES = [
     "corral.guards",
     "corral.sandbox",
     "corral.agents",
+    "corral.agents.workflow",
     "corral.apps.data_agent",
 ]
 

@@ -26,7 +26,10 @@ def build(model: Model) -> Workflow[ChainState]:
     guards = Guards(max_steps=2, max_tokens=2_000)
     outliner = Agent(
         model,
-        instructions="Write a short outline (3 to 5 lines, one point per line) for an answer to the question.",
+        instructions=(
+            "Write a short outline for an answer to the question: reply only with 3 to 5 points, one per "
+            "line, each line starting with '- '."
+        ),
         guards=guards,
         settings=ModelSettings(max_tokens=200),
     )

@@ -29,7 +29,10 @@ def build(model: Model) -> Workflow[RouteState]:
 
     classifier = Agent(
         model,
-        instructions="Classify the customer message as billing, technical or general. Reply with that word only.",
+        instructions=(
+            "Classify the customer message. billing: charges, payments, invoices, refunds. technical: "
+            "errors, crashes, logins, bugs. general: anything else. Reply with that one word only."
+        ),
         guards=guards,
         settings=ModelSettings(max_tokens=5, temperature=0.0),
     )

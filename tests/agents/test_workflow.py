@@ -331,3 +331,19 @@ def test_a_failing_branch_fails_the_workflow_with_its_error() -> None:
     wf.parallel("fan", branch, plan=lambda s: [0, 1], combine=lambda s, r: End(r), next=[End], max_branches=2)
     with pytest.raises(ValueError, match="branch 1 broke"):
         wf.run_sync(Doc(), runtime=Runtime(MemoryJournal()))
+
+
+def test_a_node_function_returned_as_an_edge_is_found_by_the_name_this_graph_gave_it() -> None:
+    async def shared(ctx: RunContext, state: Doc) -> Any:
+        return End(state.text)
+
+    first, second = Workflow("names-1", state=Doc), Workflow("names-2", state=Doc)
+    for wf, name in ((first, "finish_one"), (second, "finish_two")):
+
+        @wf.node(next=[shared])
+        async def begin(ctx: RunContext, state: Doc) -> Any:
+            return shared  # the function object, not its name
+
+        wf.node(shared, name=name, next=[End])
+    assert first.nodes["begin"].next == ("finish_one",) and second.nodes["begin"].next == ("finish_two",)
+    assert second.run_sync(Doc(text="x"), runtime=Runtime(MemoryJournal())).path == ["begin", "finish_two"]

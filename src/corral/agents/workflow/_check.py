@@ -16,8 +16,8 @@
 ... async def a(ctx, s): return "b"
 >>> @g.node(next=["a", End])
 ... async def b(ctx, s): return End()
->>> check_graph(g).problems
-["cycle without a bound: a -> b (give one of these nodes max_visits=...)"]
+>>> print(check_graph(g).problems[0])
+cycle without a bound: a -> b (give one of these nodes max_visits=...)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ costed — before it runs. This module holds the declarations only; running them
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel
@@ -73,12 +73,14 @@ class Budget:
         )
 
 
-def _edge_name(edge: EdgeSpec | Next) -> str:
+def _edge_name(edge: EdgeSpec | Next, known: dict[int, str]) -> str:
+    """The node name an edge (or a node's return value) stands for: ``"end"`` for ``End``, a string as it
+    is, a function by the name it was added under in this graph (``known``: by identity), else its own."""
     if edge is End or isinstance(edge, End):
         return END
     if isinstance(edge, str):
         return edge
-    name = getattr(edge, "__corral_node__", None) or getattr(edge, "__name__", None)
+    name = known.get(id(edge)) or getattr(edge, "__name__", None)
     if not isinstance(name, str):
         raise WorkflowEdgeError(f"{edge!r} is not a node: name a node, pass its function, or End")
     return name
@@ -90,7 +92,8 @@ class Node:
 
     name: str
     fn: NodeFn
-    edges: tuple[EdgeSpec, ...]
+    #: The declared edges, as node names (``"end"`` for the end).
+    edges: tuple[str, ...]
     kind: NodeKind = "node"
     max_visits: int | None = None
     budget: Budget = field(default_factory=Budget)
@@ -100,7 +103,7 @@ class Node:
     @property
     def next(self) -> tuple[str, ...]:
         """The names of the nodes this node may go to (``"end"`` for the end)."""
-        return tuple(dict.fromkeys(_edge_name(e) for e in self.edges))
+        return tuple(dict.fromkeys(self.edges))
 
     def visit_budget(self) -> Budget:
         """What one visit may spend (a parallel node: every branch)."""
@@ -123,13 +126,23 @@ class Graph(Generic[S]):
         self.start: str | None = None
         #: The branch function of each parallel node.
         self.branches: dict[str, Callable[..., Awaitable[Any]]] = {}
+        # The name each node function was added under, by identity: one function may be two nodes' in
+        # two graphs, under different names.
+        self._names: dict[int, str] = {}
+        # Each node's edges as declared (functions resolve to names once the graph knows them).
+        self._declared: dict[str, tuple[EdgeSpec, ...]] = {}
 
-    def _add(self, node: Node, *, start: bool) -> None:
+    def _add(self, node: Node, declared: Sequence[EdgeSpec], *, start: bool) -> None:
         if node.name in self.nodes or node.name == END:
             raise WorkflowEdgeError(f"workflow {self.name!r}: two nodes are named {node.name!r}")
         if node.max_visits is not None and node.max_visits < 1:
             raise WorkflowEdgeError(f"workflow {self.name!r}: node {node.name!r} has max_visits < 1")
         self.nodes[node.name] = node
+        self._names.setdefault(id(node.fn), node.name)
+        self._declared[node.name] = tuple(declared)
+        # A function named in next= before it was added to this graph resolves to its name here now.
+        for name, declared in self._declared.items():
+            self.nodes[name] = replace(self.nodes[name], edges=self._edges(declared))
         if start or self.start is None:
             self.start = node.name
 
@@ -153,8 +166,8 @@ class Graph(Generic[S]):
 
         def add(f: NodeFn) -> NodeFn:
             node_name = name or f.__name__
-            self._add(Node(node_name, f, tuple(next), "node", max_visits, budget or Budget()), start=start)
-            f.__corral_node__ = node_name  # type: ignore[attr-defined]
+            node = Node(node_name, f, self._edges(next), "node", max_visits, budget or Budget())
+            self._add(node, next, start=start)
             return f
 
         return add(fn) if fn is not None else add
@@ -178,9 +191,8 @@ class Graph(Generic[S]):
             result = await agent.run(prompt(state), ctx=ctx)
             return then(state, result)
 
-        self._add(
-            Node(name, run_agent_node, tuple(next), "agent", max_visits, agent_budget(agent)), start=start
-        )
+        node = Node(name, run_agent_node, self._edges(next), "agent", max_visits, agent_budget(agent))
+        self._add(node, next, start=start)
 
     def parallel(
         self,
@@ -208,18 +220,21 @@ class Graph(Generic[S]):
         node = Node(
             name,
             run_parallel_node,
-            tuple(next),
+            self._edges(next),
             "parallel",
             max_visits,
             budget or Budget(),
             max_branches,
         )
-        self._add(node, start=start)
+        self._add(node, next, start=start)
         self.branches[name] = branch
+
+    def _edges(self, edges: Sequence[EdgeSpec]) -> tuple[str, ...]:
+        return tuple(_edge_name(e, self._names) for e in edges)
 
     def edge_name(self, node: str, returned: Next) -> str:
         """The name of the edge ``returned`` by ``node``; a :class:`WorkflowEdgeError` if undeclared."""
-        taken = _edge_name(returned)
+        taken = _edge_name(returned, self._names)
         declared = self.nodes[node].next
         if taken not in declared:
             raise WorkflowEdgeError(

@@ -21,11 +21,12 @@ from typing import Literal
 
 from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import Answered, DataEvent
-from corral.apps.data_agent._loop import BudgetSpent, Question, data_workflow
+from corral.apps.data_agent._loop import data_workflow
 from corral.apps.data_agent._pandas_agent import PandasFlow
 from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryRunner
 from corral.apps.data_agent._sqlflow import SqlFlow
+from corral.apps.data_agent._state import BudgetSpent, Question, emit
 from corral.apps.data_agent._verified import VerifiedQuery
 from corral.apps.data_agent.errors import DataAgentError
 from corral.durable import MemoryJournal, RunContext, Runtime, current_context
@@ -87,6 +88,7 @@ class DataAgent:
             question=question,
             run_id=ctx.run_id,
             agent=self,
+            on_event=self.on_event,
             flow=self._flow(),
             limit=self.max_attempts,
             judge_left=judge_left,
@@ -95,8 +97,7 @@ class DataAgent:
         try:
             await workflow.run_in(ctx, q)
         except BudgetSpent as exc:
-            if self.on_event is not None:
-                self.on_event(Answered(message=f"stopped: {exc}"))
+            emit(q, Answered(message=f"stopped: {exc}"))
             return Answer(
                 status="failed", answer=f"Stopped by a budget: {exc}", run_id=ctx.run_id, usage=q.usage
             )

@@ -98,6 +98,27 @@ def _one_shot(
     )
 
 
+async def _answer(
+    q: EvalQuestion,
+    system: str,
+    llm: Model,
+    runner: QueryRunner,
+    code_runner: CodeRunner | None,
+    *,
+    judge: bool,
+) -> Answer:
+    """One question through ``system``."""
+    # A question over files is answered with pandas, told the answer's format (@name[...]) so that it
+    # returns those parts by name; a SQL query is scored from its result row instead (see load_dabench).
+    text = f"{q.question}\nAnswer format: {q.hint}" if q.hint and code_runner else q.question
+    if system == "agent":
+        agent = DataAgent(model=llm, runner=runner, code_runner=code_runner, judge=judge, charts=False)
+        return await agent.ask(text)
+    if code_runner is not None:
+        return await single_shot_pandas(llm, code_runner, text)
+    return await single_shot(llm, runner, q.question, rich=system == "baseline-rich")
+
+
 async def run_eval(
     path: str | Path,
     *,
@@ -140,19 +161,8 @@ async def run_eval(
         if files not in code_runners:
             code_runners[files] = _run.code_runner_for(runner.source) if files else None
         code_runner = code_runners[files]
-        # A question over files is answered with pandas, told the answer's format (@name[...]) so that it
-        # returns those parts by name; a SQL query is scored from its result row instead (see load_dabench).
-        text = f"{q.question}\nAnswer format: {q.hint}" if q.hint and code_runner else q.question
         try:
-            if system == "agent":
-                agent = DataAgent(
-                    model=llm, runner=runner, code_runner=code_runner, judge=judge, charts=False
-                )
-                answer = await agent.ask(text)
-            elif code_runner is not None:
-                answer = await single_shot_pandas(llm, code_runner, text)
-            else:
-                answer = await single_shot(llm, runner, q.question, rich=system == "baseline-rich")
+            answer = await _answer(q, system, llm, runner, code_runner, judge=judge)
         except Exception as exc:  # one broken question must not end the evaluation
             answer = Answer(status="failed", answer=str(exc))
             error = f"{type(exc).__name__}: {exc}"

@@ -19,72 +19,23 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from corral.agents import End, Workflow
 from corral.agents.workflow import Budget
 from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import Answer
-from corral.apps.data_agent._events import CheckNoted, DataEvent, Judged, QueryRan, QueryWritten
+from corral.apps.data_agent._events import CheckNoted, Judged, QueryRan, QueryWritten
+from corral.apps.data_agent._outcome import failed
 from corral.apps.data_agent._runner import QueryResult
+from corral.apps.data_agent._state import Decision, Question, Settings, ask_model, emit
+from corral.apps.data_agent._write import apply_write
 from corral.durable import RunContext
 from corral.guards import GuardState
-from corral.models import (
-    AssistantMessage,
-    Message,
-    OutputSchema,
-    SystemMessage,
-    Usage,
-    UserMessage,
-    durable_request,
-)
+from corral.models import AssistantMessage, OutputSchema, SystemMessage, UserMessage
 
 if TYPE_CHECKING:
-    from corral.apps.data_agent._agent import DataAgent
     from corral.apps.data_agent._checks import Finding
-
-_log = logging.getLogger("corral.data_agent")
-
-#: What a flow's decline policy decides: ask again, or end the loop (answer with the best result so far).
-Decision = Literal["again", "finish"]
-
-
-class BudgetSpent(Exception):
-    """A guard's budget ran out (internal: the question ends ``failed``, saying which budget)."""
-
-
-class Question(BaseModel):
-    """The state of one question: the conversation with the model and the loop's bookkeeping."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    question: str
-    run_id: str = ""
-    agent: Any = Field(default=None, exclude=True)
-    flow: Any = Field(default=None, exclude=True)
-    guard: GuardState | None = Field(default=None, exclude=True)
-    started: float = 0.0
-    messages: list[Message] = Field(default_factory=list)
-    #: The prompt of the current attempt (the vote samples more queries from it).
-    prompt: list[Message] = Field(default_factory=list)
-    attempts: int = 0
-    limit: int = 3
-    judge_left: int = 0
-    model_calls: int = 0
-    tried: set[str] = Field(default_factory=set)
-    declined: bool = False
-    decline_reason: str | None = None
-    last_error: str = "no query was written"
-    #: The query (or program) of the current attempt, and its result once it ran.
-    text: str = ""
-    result: QueryResult | None = None
-    best: tuple[str, QueryResult] | None = None
-    judge_note: str | None = None
-    usage: Usage = Field(default_factory=Usage)
-    answer: Answer | None = None
 
 
 class Flow(Protocol):
@@ -114,48 +65,6 @@ class Flow(Protocol):
     def skip_judge(self, q: Question) -> bool: ...
     def conclude(self, q: Question) -> Answer | None: ...
     async def compose(self, ctx: RunContext, q: Question) -> Answer: ...
-
-
-# -- what the nodes share ----------------------------------------------------------------------------------
-def emit(q: Question, event: DataEvent) -> None:
-    """Hand ``event`` to the agent's ``on_event``; a broken display must not fail a durable question."""
-    callback = q.agent.on_event
-    if callback is None:
-        return
-    try:
-        callback(event)
-    except Exception:
-        _log.exception("question %s: the on_event callback failed; it is not called again", q.run_id)
-        q.agent.on_event = None
-
-
-async def ask_model(
-    ctx: RunContext,
-    q: Question,
-    kind: str,
-    messages: list[Message],
-    schema: OutputSchema | None = None,
-    *,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    seed: int | None = None,
-) -> str:
-    """One model call, journaled (a resumed question does not pay for it again), within the guards' budgets
-    (checked on the journaled clock before the call). Returns the reply's text."""
-    agent: DataAgent = q.agent
-    assert q.guard is not None
-    ended = ctx.last_step_ended()
-    trip = q.guard.before_model(ended.timestamp() if ended is not None else q.started)
-    if trip is not None:
-        raise BudgetSpent(f"{trip.reason}: {trip.detail}")
-    q.model_calls += 1
-    model = agent.judge_model if kind == "judge" and agent.judge_model is not None else agent.model
-    options = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
-    settings = agent.settings.model_copy(update={k: v for k, v in options.items() if v is not None})
-    response = await durable_request(ctx, model, list(messages), output_schema=schema, settings=settings)
-    q.usage = q.usage + response.usage
-    q.guard.record_response(response.usage)
-    return response.message.content or ""
 
 
 def again(q: Question) -> str:
@@ -267,7 +176,7 @@ async def run(ctx: RunContext, q: Question) -> Any:
 
 async def review(ctx: RunContext, q: Question) -> Any:
     """Sanity findings, then the judge (within its budget): a blocking finding or a fail is a retry."""
-    agent: DataAgent = q.agent
+    agent: Settings = q.agent
     found = q.flow.findings(q)
     for f in found:
         emit(q, CheckNoted(message=f.message, finding=f.kind, blocking=f.blocking))
@@ -295,16 +204,12 @@ async def review(ctx: RunContext, q: Question) -> Any:
 
 async def approve(ctx: RunContext, q: Question) -> Any:
     """A statement that changes data: it runs only if the approver says yes (the Agent's approval path)."""
-    from corral.apps.data_agent._write import apply_write
-
     q.answer = await apply_write(ctx, q)
     return End(q.answer)
 
 
 async def finish(ctx: RunContext, q: Question) -> Any:
     """The answer: from the best result, or what a loop without a working query concludes."""
-    from corral.apps.data_agent._outcome import failed
-
     if q.best is not None:
         q.answer = await q.flow.compose(ctx, q)
     else:

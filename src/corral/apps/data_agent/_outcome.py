@@ -8,7 +8,7 @@ from pathlib import Path
 from corral.apps.data_agent._answer import Answer, prose_answer
 from corral.apps.data_agent._chart import vega_lite_spec
 from corral.apps.data_agent._events import Answered
-from corral.apps.data_agent._loop import Question, emit
+from corral.apps.data_agent._state import Question, emit
 from corral.apps.data_agent._verified import VerifiedQuery
 from corral.durable import RunContext
 

@@ -21,11 +21,11 @@ from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer
 from corral.apps.data_agent._checks import Finding
 from corral.apps.data_agent._events import CheckNoted, SchemaRead
-from corral.apps.data_agent._loop import Decision, Question, emit
 from corral.apps.data_agent._outcome import cannot, compose
 from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryResult
 from corral.apps.data_agent._schema import FUNCTION_WORDS, cached_description, words
+from corral.apps.data_agent._state import Decision, Question, emit
 from corral.durable import RunContext
 from corral.models import SystemMessage, UserMessage
 

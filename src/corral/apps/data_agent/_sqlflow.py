@@ -9,14 +9,14 @@ finding ("cannot answer"), not a failure of the agent.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer
 from corral.apps.data_agent._checks import Finding, sanity_check
 from corral.apps.data_agent._events import CheckNoted, SchemaRead
 from corral.apps.data_agent._hints import anti_join_hint, failure_hint, missing_name
-from corral.apps.data_agent._loop import Decision, Question, ask_model, emit, retry
+from corral.apps.data_agent._loop import retry
 from corral.apps.data_agent._outcome import cannot, compose
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
 from corral.apps.data_agent._schema import Schema, load_schema, narrow
@@ -31,13 +31,11 @@ from corral.apps.data_agent._sqlcheck import (
     table_aliases,
     unasked_filters,
 )
+from corral.apps.data_agent._state import Decision, Question, Settings, ask_model, emit
 from corral.apps.data_agent._verified import VerifiedQuery, closest
 from corral.apps.data_agent._vote import vote
 from corral.durable import RunContext
 from corral.models import OutputSchema, SystemMessage, UserMessage
-
-if TYPE_CHECKING:
-    from corral.apps.data_agent._agent import DataAgent
 
 
 class SqlFlow:
@@ -52,7 +50,7 @@ class SqlFlow:
     judge_system = prompts.JUDGE_SYSTEM
     judge_label = "SQL"
 
-    def __init__(self, agent: DataAgent) -> None:
+    def __init__(self, agent: Settings) -> None:
         self.agent = agent
         self.runner: QueryRunner = agent.runner
         self.full = Schema(dialect="sqlite", tables=[])

@@ -6,17 +6,26 @@ Votes are on results, not on SQL text: two queries written differently that retu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from corral.apps.data_agent._checks import sanity_check
 from corral.apps.data_agent._events import CheckNoted, QueryWritten
-from corral.apps.data_agent._loop import Question, ask_model, emit
 from corral.apps.data_agent._runner import QueryResult
+from corral.apps.data_agent._schema import Schema
 from corral.apps.data_agent._sqlcheck import extract_sql, is_read_only, lint
+from corral.apps.data_agent._state import Question, ask_model, emit
 from corral.durable import RunContext
 
-if TYPE_CHECKING:
-    from corral.apps.data_agent._sqlflow import SqlFlow
+
+class SqlFlow(Protocol):
+    """What the vote uses of the SQL flow: the schemas, its repairs and its query step."""
+
+    full: Schema
+    schema: Schema
+
+    def repair(self, q: Question, sql: str) -> str: ...
+    async def query(self, ctx: RunContext, sql: str) -> QueryResult: ...
+
 
 #: A candidate query's token budget: a query, not the explanation small models like to add after it.
 CANDIDATE_TOKENS = 200

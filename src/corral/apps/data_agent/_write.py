@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from corral.agents import Agent, ApprovalDecided, ToolReturned
 from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import Answered, CheckNoted
-from corral.apps.data_agent._loop import Question, emit
 from corral.apps.data_agent._runner import QueryResult
 from corral.apps.data_agent._sqlcheck import statement_kind
+from corral.apps.data_agent._state import Question, emit
 from corral.durable import RunContext
 from corral.guards import Guards
 from corral.models import (
