@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from corral.durable._journal import Journal, RunRecord, RunStatus, StepRecord, StepStatus
+from corral.durable.errors import JournalCorrupt
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -292,15 +293,27 @@ class TracingJournal(Journal):
         *,
         worker_id: str,
         now: float,
+        generation: int | None = None,
     ) -> bool:
-        done = self.inner.finish_run(run_id, status, output, output_type, worker_id=worker_id, now=now)
+        done = self.inner.finish_run(
+            run_id, status, output, output_type, worker_id=worker_id, now=now, generation=generation
+        )
         self._safely(self._close, run_id, status.value if done else "lost", now)
         return done
 
     def park_run(
-        self, run_id: str, *, signal: str | None, wake_at: float | None, worker_id: str, now: float
+        self,
+        run_id: str,
+        *,
+        signal: str | None,
+        wake_at: float | None,
+        worker_id: str,
+        now: float,
+        generation: int | None = None,
     ) -> RunStatus | None:
-        status = self.inner.park_run(run_id, signal=signal, wake_at=wake_at, worker_id=worker_id, now=now)
+        status = self.inner.park_run(
+            run_id, signal=signal, wake_at=wake_at, worker_id=worker_id, now=now, generation=generation
+        )
         self._safely(self._close, run_id, "parked" if status is not None else "lost", now)
         return status
 
@@ -314,8 +327,8 @@ class TracingJournal(Journal):
     def load_steps(self, run_id: str) -> list[StepRecord]:
         return self.inner.load_steps(run_id)
 
-    def write_step(self, step: StepRecord) -> bool:
-        written = self.inner.write_step(step)
+    def write_step(self, step: StepRecord, *, generation: int | None = None) -> bool:
+        written = self.inner.write_step(step, generation=generation)
         if written and step.status in (StepStatus.OK, StepStatus.ERROR):
             self._safely(self._step_span, step)
         return written
@@ -323,8 +336,10 @@ class TracingJournal(Journal):
     def send_signal(self, run_id: str, name: str, payload: str, *, now: float) -> None:
         self.inner.send_signal(run_id, name, payload, now=now)
 
-    def consume_signal(self, run_id: str, name: str, step: StepRecord) -> StepRecord | None:
-        taken = self.inner.consume_signal(run_id, name, step)
+    def consume_signal(
+        self, run_id: str, name: str, step: StepRecord, *, generation: int | None = None
+    ) -> StepRecord | None:
+        taken = self.inner.consume_signal(run_id, name, step, generation=generation)
         if taken is not None and taken.status in (StepStatus.OK, StepStatus.ERROR):
             self._safely(self._step_span, taken)
         return taken
@@ -353,6 +368,10 @@ class TracingJournal(Journal):
 
     def renew(self, *, worker_id: str, run_ids: Sequence[str], now: float, lease_seconds: float) -> set[str]:
         return self.inner.renew(worker_id=worker_id, run_ids=run_ids, now=now, lease_seconds=lease_seconds)
+
+    def verify(self, run_id: str | None = None) -> list[JournalCorrupt]:
+        # The wrapped backend's own check (it verifies its checksums), not the generic read-everything one.
+        return self.inner.verify(run_id)
 
     def close(self) -> None:
         with self._lock:
