@@ -67,7 +67,9 @@ class SqlFlow:
 
     # -- before the loop ---------------------------------------------------------------------------------
     async def prepare(self, ctx: RunContext, q: Question) -> Answer | None:
-        self.full = await ctx.step("schema", load_schema, self.runner, returns=Schema)
+        # The runner is a process-local handle (its type may differ in the process that resumes the run);
+        # the source it reads is fixed by the run's input, so there is no argument worth comparing.
+        self.full = await ctx.step("schema", load_schema, self.runner, returns=Schema, check_args=False)
         schema = self.schema = narrow(self.full, q.question)
         emit(
             q,
