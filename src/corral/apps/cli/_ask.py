@@ -105,7 +105,7 @@ def ask_command(
     ] = False,
 ) -> None:
     """Answer a question over a database or data files, with the SQL it ran and a chart when it helps."""
-    from corral.apps.data_agent._run import ask
+    from corral.apps.data_agent import ask
 
     all_files = [*(files or []), *(Path(a) for a in ctx.args)]
     err = Console(stderr=True)

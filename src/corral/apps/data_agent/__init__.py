@@ -2,7 +2,8 @@
 
 See ``docs/data-agent.md``. The main entry points are :func:`open_source` (what ``--db``/``--files`` name),
 :class:`SandboxQueryRunner` (runs queries in corral's sandbox), :class:`SandboxPandasRunner` (runs pandas
-code over files in it) and :class:`DataAgent` (a workflow, see ``_loop``)::
+code over files in it), :class:`DataAgent` (a workflow, see ``_loop``) and :func:`ask` (one question as a
+durable run, what ``corral ask`` and ``corral serve`` call)::
 
     agent = DataAgent(model=resolve_model("local"), runner=SandboxQueryRunner(open_source("chinook.sqlite")))
     answer = await agent.ask("How many tracks are there?")
@@ -24,6 +25,7 @@ from corral.apps.data_agent._events import (
     data_event_adapter,
 )
 from corral.apps.data_agent._pandas_runner import CodeRunner
+from corral.apps.data_agent._run import ask
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
 from corral.apps.data_agent._schema import Column, ForeignKey, Schema, Table, load_schema, narrow
 from corral.apps.data_agent._sources import FileTable, Source, open_source, table_name_for
@@ -66,6 +68,7 @@ __all__ = [
     "Table",
     "VerifiedQuery",
     "WriteRefusedError",
+    "ask",
     "chart_shape",
     "check_read_only",
     "closest",

@@ -37,7 +37,7 @@ def split_source(where: str) -> tuple[str | None, list[str]]:
 async def start_ask(state: ServerState, question: str, source: str, language: str) -> str:
     """Start answering ``question`` over the configured ``source``; return the run's id at once."""
     # The data agent's durable entry point (the one `corral ask` uses).
-    from corral.apps.data_agent._run import ask
+    from corral.apps.data_agent import ask
 
     where = state.config.sources.get(source)
     if where is None:
