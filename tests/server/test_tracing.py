@@ -236,3 +236,16 @@ def test_the_tracing_journal_passes_the_journal_conformance_suite(tmp_path: Path
     numbers = count()
     check_journal(lambda: TracingJournal(SqliteJournal(tmp_path / f"j{next(numbers)}.db"), provider))
     assert spans.get_finished_spans()  # the suite's runs were traced on the way
+
+
+def test_the_tracing_journal_asks_the_wrapped_journal_to_verify_itself() -> None:
+    from corral.durable import JournalCorrupt
+
+    class SelfChecking(MemoryJournal):
+        """A backend with checks of its own (as SQLite's quick_check and WAL scan) beyond reading rows."""
+
+        def verify(self, run_id: str | None = None) -> list[JournalCorrupt]:
+            return [JournalCorrupt("j", f"damage found by the backend's own check of {run_id}")]
+
+    found = TracingJournal(SelfChecking()).verify("r1")
+    assert [str(e) for e in found] == [str(e) for e in SelfChecking().verify("r1")]
