@@ -372,20 +372,14 @@ async def test_a_refused_call_is_feedback_or_ends_the_run(rt: Runtime) -> None:
     assert result.reason == "approval_denied" and calls == []
 
 
-async def test_without_a_terminal_the_default_approver_refuses(
-    rt: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import sys
+async def test_by_default_a_call_that_needs_approval_parks_the_run(rt: Runtime) -> None:
+    # Without an in-process approver the run waits for a human durably (see tests/agents/test_approvals.py).
+    from corral.durable import RunSuspended
 
-    class NotATty:
-        def isatty(self) -> bool:
-            return False
-
-    monkeypatch.setattr(sys, "stdin", NotATty())
     model = ScriptedModel([("drop_table", {"name": "tmp"}), "ok"])
-    result = await Agent(model, tools=[drop_table]).run("drop tmp", runtime=rt)
-    assert calls == [] and "no terminal" in last_feedback(model).content  # type: ignore[union-attr]
-    assert result.reason == "completed"
+    with pytest.raises(RunSuspended) as parked:
+        await Agent(model, tools=[drop_table]).run("drop tmp", runtime=rt)
+    assert calls == [] and (parked.value.signal or "").startswith("approval:")
 
 
 async def test_a_side_effect_tool_gets_a_stable_key_and_a_keyed_step(rt: Runtime) -> None:

@@ -55,14 +55,19 @@ from corral.agents.errors import AgentConfigError, AgentNotFound
 from corral.durable import RunContext, Runtime, current_context
 from corral.guards import (
     ApprovalDecision,
+    ApprovalPolicy,
     ApprovalRequest,
     Approver,
     CorrectionKind,
     Guards,
     GuardState,
     GuardTrip,
+    JudgeState,
+    Judging,
     TerminalReason,
-    terminal_approver,
+    approval_needed,
+    exhausted,
+    request_approval,
 )
 from corral.models import (
     Message,
@@ -185,6 +190,8 @@ class _Run:
         self.state = GuardState(agent.guards, started_at=self.started)
         self.tool_calls = 0
         self.turn = 0
+        self.prompt = ""
+        self.judging = JudgeState(agent.judges) if agent.judges is not None else None
 
     def emit(self, event: AgentEvent) -> None:
         self.events.append(event)
@@ -252,6 +259,7 @@ class _Run:
 
     async def loop(self, prompt: str) -> RunSummary:
         agent, ctx = self.agent, self.ctx
+        self.prompt = prompt
         if agent.instructions:
             self.messages.append(SystemMessage(content=agent.instructions))
         self.messages.append(UserMessage(content=prompt))
@@ -298,7 +306,7 @@ class _Run:
             if message.tool_calls:
                 summary = await self.run_tools(response)
             else:
-                summary = self.final_answer(response)
+                summary = await self.final_answer(response)
             if summary is not None:
                 return summary
 
@@ -337,7 +345,10 @@ class _Run:
             prepared = await self.prepare(tool, call)
             if isinstance(prepared, RunSummary):
                 return prepared
-            planned.append((tool, call, prepared))
+            if isinstance(prepared, ToolOutcome):
+                planned.append((tool, call, prepared))
+            else:
+                planned.append((tool, prepared, None))
         outcomes = await self.execute([(tool, call) for tool, call, refused in planned if refused is None])
         for tool, call, refused in planned:
             summary = self.tool_done(tool, call, refused or outcomes.pop(0))
@@ -352,13 +363,15 @@ class _Run:
             ToolResultMessage(tool_call_id=call.id, name=call.name, content=detail, is_error=True)
         )
 
-    async def prepare(self, tool: Tool[..., Any], call: ToolCall) -> RunSummary | ToolOutcome | None:
-        """Guards and approval for one call: a summary to stop, a refusal to feed back, or None to run it."""
+    async def prepare(self, tool: Tool[..., Any], call: ToolCall) -> RunSummary | ToolOutcome | ToolCall:
+        """Guards and approval for one call: a summary to stop, a refusal to feed back, or the call to run
+        (with a human's corrected arguments when the approval edited them)."""
         ctx, agent = self.ctx, self.agent
         arguments = call.arguments or {}
         trip = self.state.before_tool(tool.name, arguments, self.clock)
         if trip is not None:
             return self.stop(trip)
+        needed = approval_needed(agent.approvals, tool.name, arguments, needs_approval=tool.needs_approval)
         self.emit(
             ToolCalled(
                 run_id=ctx.run_id,
@@ -367,17 +380,12 @@ class _Run:
                 tool_call_id=call.id,
                 tool=tool.name,
                 arguments=arguments,
-                needs_approval=tool.needs_approval,
+                needs_approval=needed is not None,
             )
         )
-        if not tool.needs_approval:
-            return None
-        request = ApprovalRequest(
-            run_id=ctx.run_id, tool=tool.name, arguments=arguments, tool_call_id=call.id
-        )
-        decision: ApprovalDecision = await ctx.step(
-            f"approval:{tool.name}", agent._decide, request, returns=ApprovalDecision
-        )
+        if needed is None:
+            return call
+        decision = await self.decide(tool, call, *needed)
         self.emit(
             ApprovalDecided(
                 run_id=ctx.run_id,
@@ -391,13 +399,48 @@ class _Run:
             )
         )
         if decision.approved:
-            return None
+            return call if decision.arguments is None else self.edited(tool, call, decision)
         if agent.guards.stop_on_denial:
             return self.finish("approval_denied", f"{tool.name!r} was refused: {decision.reason}")
         refused = ToolRefusedError(
             f"The call of {tool.name!r} was not approved: {decision.reason}", tool=tool.name
         )
         return ToolOutcome(content=str(refused), error_kind=refused.kind)
+
+    async def decide(
+        self, tool: Tool[..., Any], call: ToolCall, policy: ApprovalPolicy, why: str
+    ) -> ApprovalDecision:
+        """An in-process approver's decision (a step), or a human's through a durable wait (the run parks)."""
+        ctx, agent = self.ctx, self.agent
+        arguments = call.arguments or {}
+        if agent.approver is None:
+            asked = ctx.last_step_ended()
+            decision = await request_approval(ctx, tool.name, arguments, policy=policy, why=why)
+            answered = ctx.last_step_ended()
+            if asked is not None and answered is not None:
+                # Journaled times, so a replay computes the same wait.
+                self.state.record_wait((answered - asked).total_seconds())
+            return decision
+        request = ApprovalRequest(
+            run_id=ctx.run_id, tool=tool.name, arguments=arguments, tool_call_id=call.id
+        )
+        decided: ApprovalDecision = await ctx.step(
+            f"approval:{tool.name}", agent._decide, request, returns=ApprovalDecision
+        )
+        return decided
+
+    def edited(
+        self, tool: Tool[..., Any], call: ToolCall, decision: ApprovalDecision
+    ) -> ToolCall | ToolOutcome:
+        """The call with a human's corrected arguments, if the tool accepts them."""
+        try:
+            tool.validate(decision.arguments, tool_call_id=call.id)
+        except ToolError as exc:
+            return ToolOutcome(
+                content=f"A human approved {tool.name!r} with corrected arguments that are not valid: {exc}",
+                error_kind="arguments",
+            )
+        return call.model_copy(update={"arguments": decision.arguments})
 
     def tool_step(self, tool: Tool[..., Any], call: ToolCall) -> Awaitable[ToolOutcome]:
         """The durable step of one tool call; a side-effect tool's step carries the call's idempotency key."""
@@ -458,7 +501,7 @@ class _Run:
         )
         return self.stop(trip) if trip is not None else None
 
-    def final_answer(self, response: ModelResponse) -> RunSummary | None:
+    async def final_answer(self, response: ModelResponse) -> RunSummary | None:
         agent = self.agent
         text = response.message.content or ""
         detail: str | None = None
@@ -477,6 +520,8 @@ class _Run:
                 output = agent._output_adapter.dump_python(value, mode="json")
         if detail is None:
             self.state.record_turn_problems(set(), [])
+            if self.judging is not None:
+                return await self.judge_answer(self.judging, output)
             return self.finish("completed", output=output)
         trip = self.state.record_turn_problems({"invalid_output"}, [detail])
         if trip is not None:
@@ -491,6 +536,40 @@ class _Run:
         self.correction("invalid_output", detail)
         self.messages.append(UserMessage(content=f"Your reply could not be accepted: {detail}.\n{expected}"))
         return None
+
+    async def judge_answer(self, state: JudgeState, output: Any) -> RunSummary | None:
+        """The attached judges on a valid answer: pass, a revision with their reason, or ``on_exhausted``."""
+        judging = state.judging
+        evidence = [m.content for m in self.messages if isinstance(m, ToolResultMessage) and not m.is_error]
+        subject = {"question": self.prompt, "answer": output, "tool_results": evidence[-5:]}
+        report = await state.check(self.ctx, subject)
+        if report.passed:
+            return self.finish("completed", report.skipped, output=output)
+        if state.revisions < judging.max_revisions:
+            state.revisions += 1
+            self.correction("judge", report.reason)
+            self.messages.append(
+                UserMessage(
+                    content=f"A reviewer rejected your answer: {report.reason}\nRevise your answer (use the "
+                    "tools again if you need to)."
+                )
+            )
+            return None
+        ended = await exhausted(self.ctx, judging, output, report, state.revisions)
+        if ended.outcome == "failed":
+            return self.finish("judge_failed", ended.reason)
+        if not ended.edited:
+            return self.finish("completed", ended.reason, output=output)
+        try:
+            value = self.agent._output_adapter.validate_python(ended.output)
+        except pydantic.ValidationError as exc:
+            detail = (
+                f"the output a human wrote does not match the expected output: {_describe_output_error(exc)}"
+            )
+            return self.finish("judge_failed", detail)
+        return self.finish(
+            "completed", ended.reason, output=self.agent._output_adapter.dump_python(value, mode="json")
+        )
 
 
 def _same(summary: RunSummary) -> RunSummary:
@@ -543,8 +622,14 @@ class Agent(Generic[T]):
     system message. ``output_type`` is ``str`` (the reply's text) or anything pydantic validates (a model,
     ``list[int]``...): the model is asked for JSON matching its schema and the reply is validated.
     ``guards`` bound the run (:class:`~corral.guards.Guards` defaults otherwise). ``on_event`` receives
-    every event live (see :mod:`corral.apps.cli._progress` for a terminal renderer). ``approver`` decides
-    calls of tools with ``needs_approval=True`` (default: ask on the terminal, refuse without one).
+    every event live (see :mod:`corral.apps.cli._progress` for a terminal renderer). ``approvals``: the
+    :class:`~corral.guards.ApprovalPolicy` list that says which calls need a human's decision (beside tools
+    declared ``needs_approval=True``); such a call journals its request and the run parks until someone
+    decides (``corral approvals``, :class:`~corral.guards.Approvals`) or its deadline passes — ``run``
+    then raises :class:`~corral.durable.RunSuspended` and a worker (or ``run(..., run_id=...)``) goes on
+    after the decision. ``approver``: decide in process instead (``approve_all``, ``terminal_approver``;
+    tests and interactive scripts). ``judges``: a :class:`~corral.guards.Judging` that checks each valid
+    final answer and sends failed ones back for revision (``judge_failed`` when they stay failed).
     ``parallel_tool_calls``: the calls of one turn run side by side (each its own durable step); their
     outcomes are still recorded in call order. ``name`` makes the agent's runs executable by a
     :class:`~corral.durable.Worker` (see :func:`run_agent`); unnamed agents' runs resume only through
@@ -560,7 +645,9 @@ class Agent(Generic[T]):
         instructions: str = "",
         guards: Guards | None = None,
         on_event: EventCallback | None = None,
-        approver: Approver = terminal_approver,
+        approver: Approver | None = None,
+        approvals: Sequence[ApprovalPolicy] = (),
+        judges: Judging | None = None,
         settings: ModelSettings | None = None,
         parallel_tool_calls: bool = True,
         name: str | None = None,
@@ -575,7 +662,9 @@ class Agent(Generic[T]):
         output_type: type[T],
         guards: Guards | None = None,
         on_event: EventCallback | None = None,
-        approver: Approver = terminal_approver,
+        approver: Approver | None = None,
+        approvals: Sequence[ApprovalPolicy] = (),
+        judges: Judging | None = None,
         settings: ModelSettings | None = None,
         parallel_tool_calls: bool = True,
         name: str | None = None,
@@ -589,7 +678,9 @@ class Agent(Generic[T]):
         output_type: Any = str,
         guards: Guards | None = None,
         on_event: EventCallback | None = None,
-        approver: Approver = terminal_approver,
+        approver: Approver | None = None,
+        approvals: Sequence[ApprovalPolicy] = (),
+        judges: Judging | None = None,
         settings: ModelSettings | None = None,
         parallel_tool_calls: bool = True,
         name: str | None = None,
@@ -610,6 +701,8 @@ class Agent(Generic[T]):
         self.guards = guards or Guards()
         self.on_event = on_event
         self.approver = approver
+        self.approvals = tuple(approvals)
+        self.judges = judges
         self.settings = settings
         self._definitions = [t.definition for t in self.tools.values()]
         self._output_schema: OutputSchema | None = None
@@ -640,12 +733,15 @@ class Agent(Generic[T]):
         return ToolOutcome(content=content, duration_s=time.perf_counter() - started)
 
     async def _decide(self, request: ApprovalRequest) -> ApprovalDecision:
-        if inspect.iscoroutinefunction(self.approver):
-            decided: ApprovalDecision = await self.approver(request)
+        approver = self.approver
+        if approver is None:  # pragma: no cover - the loop waits durably instead
+            raise UsageError("no in-process approver: approvals are durable waits")
+        if inspect.iscoroutinefunction(approver):
+            decided: ApprovalDecision = await approver(request)
             return decided
         # A sync approver may block for minutes (a human at a terminal): keep the event loop, and with it
         # the lease renewals and other runs, going meanwhile.
-        result = await asyncio.to_thread(self.approver, request)
+        result = await asyncio.to_thread(approver, request)
         if inspect.isawaitable(result):
             result = await result
         return result

@@ -17,6 +17,7 @@ See ``docs/durability.md`` for the guarantees (exactly-once vs at-least-once, NO
 from corral.durable._clock import Clock, FakeClock, SystemClock
 from corral.durable._context import RetryPolicy, RunContext, StepInfo, current_context, current_step
 from corral.durable._journal import Journal, MemoryJournal, RunRecord, RunStatus, StepRecord, StepStatus
+from corral.durable._ledger import Ledger, LedgerRecord, MemoryLedger, SqliteLedger, ledger_for
 from corral.durable._runtime import Runtime
 from corral.durable._sqlite import SCHEMA_VERSION, SqliteJournal
 from corral.durable._worker import Worker
@@ -57,7 +58,10 @@ __all__ = [
     "JournalFull",
     "JournalTooNew",
     "LeaseLost",
+    "Ledger",
+    "LedgerRecord",
     "MemoryJournal",
+    "MemoryLedger",
     "NotSerializable",
     "Park",
     "RetryPolicy",
@@ -72,6 +76,7 @@ __all__ = [
     "RunSuspended",
     "Runtime",
     "SqliteJournal",
+    "SqliteLedger",
     "StepError",
     "StepInfo",
     "StepRecord",
@@ -82,4 +87,5 @@ __all__ = [
     "check_journal",
     "current_context",
     "current_step",
+    "ledger_for",
 ]

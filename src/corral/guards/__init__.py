@@ -1,4 +1,5 @@
-"""Guards: budgets, retry guards and approvals that keep an agent loop bounded (see ``docs/agents.md``)."""
+"""Guards: budgets, retry guards, approvals and judges that keep an agent loop bounded and under human
+control (see ``docs/agents.md`` and ``docs/approvals.md``)."""
 
 from corral.guards._approval import (
     ApprovalDecision,
@@ -8,20 +9,88 @@ from corral.guards._approval import (
     deny_all,
     terminal_approver,
 )
+from corral.guards._approvals import (
+    ApprovalRecord,
+    Approvals,
+    ApprovalStatus,
+    Decision,
+    approval_id,
+    arguments_hash,
+    request_approval,
+)
 from corral.guards._guards import CorrectionKind, Guards, GuardState, GuardTrip, TerminalReason
-from corral.guards.errors import GuardConfigError
+from corral.guards._judge import (
+    Judge,
+    Judged,
+    JudgeReport,
+    JudgeState,
+    Judging,
+    LLMJudge,
+    Validator,
+    Verdict,
+    default_evidence,
+    exhausted,
+    judged,
+)
+from corral.guards._policy import (
+    ApprovalPolicy,
+    Notify,
+    Rule,
+    approval_needed,
+    cost_above,
+    network_requested,
+    shell_commands,
+    sql_writes,
+)
+from corral.guards.errors import (
+    ApprovalAlreadyDecided,
+    ApprovalError,
+    ApprovalMismatch,
+    ApprovalNotFound,
+    GuardConfigError,
+)
 
 __all__ = [
+    "ApprovalAlreadyDecided",
     "ApprovalDecision",
+    "ApprovalError",
+    "ApprovalMismatch",
+    "ApprovalNotFound",
+    "ApprovalPolicy",
+    "ApprovalRecord",
     "ApprovalRequest",
+    "ApprovalStatus",
+    "Approvals",
     "Approver",
     "CorrectionKind",
+    "Decision",
     "GuardConfigError",
     "GuardState",
     "GuardTrip",
     "Guards",
+    "Judge",
+    "JudgeReport",
+    "JudgeState",
+    "Judged",
+    "Judging",
+    "LLMJudge",
+    "Notify",
+    "Rule",
     "TerminalReason",
+    "Validator",
+    "Verdict",
+    "approval_id",
+    "approval_needed",
     "approve_all",
+    "arguments_hash",
+    "cost_above",
+    "default_evidence",
     "deny_all",
+    "exhausted",
+    "judged",
+    "network_requested",
+    "request_approval",
+    "shell_commands",
+    "sql_writes",
     "terminal_approver",
 ]

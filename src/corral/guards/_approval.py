@@ -1,9 +1,10 @@
-"""Approvals for tools that need a human's yes before they run.
+"""In-process approvers: functions that decide a call at once, inside the run's process.
 
-Until durable approvals exist (a run that waits days for a click in the web UI), an approval is asked
-on the terminal when there is one, and refused otherwise — a non-interactive run must never perform an
-approval-needing action silently. The agent records each decision as a durable step, so a resumed run
-does not ask twice.
+The default way a call is approved is a durable wait (:mod:`corral.guards._approvals`): the run parks
+until a human decides from anywhere. An in-process approver is for tests, trusted scripts and interactive
+sessions: ``approve_all``, ``deny_all``, or ``terminal_approver`` (asks on the terminal when there is one,
+refuses otherwise — a non-interactive run never performs an approval-needing action silently). The agent
+records each such decision as a durable step, so a resumed run does not ask twice.
 
 >>> request = ApprovalRequest(run_id="r1", tool="drop_table", arguments={"name": "t"}, tool_call_id="c1")
 >>> approve_all(request).approved
@@ -32,13 +33,17 @@ class ApprovalRequest(BaseModel):
 
 
 class ApprovalDecision(BaseModel):
-    """A human's (or a policy's) answer; ``reason`` is fed back to the model when refused."""
+    """A human's (or a policy's) answer; ``reason`` is fed back to the model when refused.
+
+    ``arguments``: when not ``None``, a human approved the call with these corrected arguments.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     approved: bool
     reason: str = ""
     by: str = ""
+    arguments: dict[str, Any] | None = None
 
 
 #: Decides an :class:`ApprovalRequest`; may be sync or async.

@@ -38,6 +38,7 @@ TerminalReason = Literal[
     "tool_timeout",  # one tool timed out max_tool_timeouts times
     "retries_exhausted",  # a kind of mistake (bad arguments, unknown tool, bad output) max_retries+1 times
     "approval_denied",  # a human (or the lack of one) refused a call and the guards say stop on refusal
+    "judge_failed",  # the judges failed the answer after the last revision (and no human overruled them)
     "model_error",  # the model could not be reached at all (after its own retries)
 ]
 
@@ -120,6 +121,8 @@ class GuardState:
     started_at: float
     usage: Usage = field(default_factory=Usage)
     turns: int = 0
+    #: Seconds the run spent parked for a human (approvals): not the run's own time, so not in its budget.
+    waited: float = 0.0
     _last_call: str | None = None
     _repeats: int = 0
     _errors: Counter[str] = field(default_factory=Counter)
@@ -128,8 +131,13 @@ class GuardState:
     _corrections: Counter[str] = field(default_factory=Counter)
 
     def elapsed(self, now: float) -> float:
-        """Seconds since the run started, by the run's recorded clock."""
-        return now - self.started_at
+        """Seconds since the run started, by the run's recorded clock, less the time it waited for humans."""
+        return now - self.started_at - self.waited
+
+    def record_wait(self, seconds: float) -> None:
+        """Leave ``seconds`` spent waiting for a human's decision out of the time budget: a run that waited
+        a day for an approval has not worked for a day."""
+        self.waited += max(seconds, 0.0)
 
     def _time_trip(self, now: float) -> GuardTrip | None:
         limit = self.guards.max_wall_s
