@@ -1,5 +1,19 @@
-"""Tools: typed Python functions a model can call, each behind its own bulkhead (see ``docs/agents.md``)."""
+"""Tools: typed Python functions and MCP servers' tools a model can call, each behind its own bulkhead.
 
+See ``docs/agents.md`` and ``docs/mcp.md``.
+"""
+
+from corral.tools._mcp import (
+    MCPCallOutcome,
+    MCPListing,
+    MCPTool,
+    MCPToolInfo,
+    MCPToolset,
+    all_tools,
+    render_result,
+    toolsets_from_config,
+)
+from corral.tools._mcp_spec import HttpServer, ServerSpec, StdioServer, parse_server_spec, servers_from_config
 from corral.tools._tool import IDEMPOTENCY_KEY_PARAM, Tool, ToolContext, as_tool, format_result, tool
 from corral.tools.errors import (
     ToolArgumentsError,
@@ -8,11 +22,21 @@ from corral.tools.errors import (
     ToolError,
     ToolRaisedError,
     ToolRefusedError,
+    ToolReplyError,
     ToolTimeoutError,
+    ToolUnavailableError,
 )
 
 __all__ = [
+    "HttpServer",
     "IDEMPOTENCY_KEY_PARAM",
+    "MCPCallOutcome",
+    "MCPListing",
+    "MCPTool",
+    "MCPToolInfo",
+    "MCPToolset",
+    "ServerSpec",
+    "StdioServer",
     "Tool",
     "ToolArgumentsError",
     "ToolBusyError",
@@ -21,8 +45,15 @@ __all__ = [
     "ToolError",
     "ToolRaisedError",
     "ToolRefusedError",
+    "ToolReplyError",
     "ToolTimeoutError",
+    "ToolUnavailableError",
+    "all_tools",
     "as_tool",
     "format_result",
+    "parse_server_spec",
+    "render_result",
+    "servers_from_config",
     "tool",
+    "toolsets_from_config",
 ]
