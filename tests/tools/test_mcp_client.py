@@ -349,3 +349,29 @@ async def test_workflow_node_calls_are_durable_steps(tmp_path: Path) -> None:
     finally:
         await toolset.aclose()
     assert calls(tmp_path) == ["tick node"]
+
+
+# ---- crash and resume ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_resumed_run_repeats_no_mcp_call_and_keeps_its_tools(tmp_path: Path) -> None:
+    script = Path(__file__).with_name("_mcp_crash_agent.py")
+    command = [sys.executable, str(script), str(tmp_path / "journal.sqlite"), str(tmp_path)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "inside").exists():
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "the agent never reached the hanging call"
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGKILL)  # the agent dies in the middle of an MCP call
+    first.communicate(timeout=10)
+    (tmp_path / "resume").touch()
+    # The server now offers one more tool; the resumed run must keep the tools it journaled.
+    env = {**os.environ, "PROBE_EXTRA_TOOL": "1"}
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert second.returncode == 0, second.stderr
+    assert '"output": "Both done."' in second.stdout
+    assert calls(tmp_path) == ["tick once", "hang", "hang"]  # tick not repeated; the cut call is redone
+    offered = (tmp_path / "offered.log").read_text().splitlines()
+    assert offered and all("extra" not in line.split() for line in offered)
