@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
-from corral.apps.cli import _ask, _models, _runs, _sandbox
+from corral.apps.cli import _ask, _mcp, _models, _runs, _sandbox
 
 app = typer.Typer(
     name="corral",
@@ -26,6 +26,7 @@ def _root(
 
 for _module in (_runs, _models, _sandbox, _ask):
     _module.register(app)
+_mcp.register(app)
 
 
 def main() -> None:
