@@ -52,6 +52,7 @@ _NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
 MAX_DESCRIPTION_CHARS = 2_000
 MAX_SCHEMA_CHARS = 20_000
 MAX_TOOLS = 256
+_LISTING = "(listing)"  # the "tool" named in errors of a listing
 
 
 class MCPToolInfo(BaseModel):
@@ -346,9 +347,10 @@ class MCPToolset:
         except ConnectionLost:
             pass
         self._breaker.failure()
+        what = "its tools" if tool == _LISTING else f"the tool {tool!r}"
         raise ToolUnavailableError(
             f"The MCP server {self.name!r} ({self.spec.describe()}) is unavailable: {last}. "
-            f"Tried {self.connect_attempts} time(s). Answer without the tool {tool!r}, or try later.",
+            f"Tried {self.connect_attempts} time(s). Answer without {what}, or try later.",
             tool=tool,
         )
 
@@ -368,7 +370,7 @@ class MCPToolset:
 
     async def list_tools(self) -> MCPListing:
         """The server's tools now, after ``include``/``exclude`` and the bounds (not journaled)."""
-        conn = await self._connected("(listing)")
+        conn = await self._connected(_LISTING)
         client = conn.client
         assert client is not None
         found: list[MCPToolInfo] = []
@@ -393,7 +395,7 @@ class MCPToolset:
             self._breaker.failure()
             raise ToolUnavailableError(
                 f"The MCP server {self.name!r} could not list its tools: {type(exc).__name__}: {exc}",
-                tool="(listing)",
+                tool=_LISTING,
             ) from None
         if len(found) > MAX_TOOLS:
             skipped.extend(f"{t.name!r}: more than {MAX_TOOLS} tools" for t in found[MAX_TOOLS:])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, Field
 
@@ -225,7 +226,7 @@ class CorralMCP:
         names = self.config.source_names()
         chosen = source or (names[0] if len(names) == 1 else None)
         if chosen is None or chosen not in names:
-            raise ValueError(f"unknown source {source!r}: choose one of {', '.join(names) or '(none)'}")
+            raise ToolError(f"unknown source {source!r}: choose one of {', '.join(names) or '(none)'}")
         if chosen in self.config.databases:
             return chosen, self.config.databases[chosen], ()
         return chosen, None, self.config.files[chosen]
@@ -269,7 +270,7 @@ class CorralMCP:
         name, db, files = self._source(source)
         target: Any = db if db is not None else list(files)
         if isinstance(target, str) and "://" in target:
-            raise ValueError(f"source {name!r} is a server database: ask questions about it with `ask`")
+            raise ToolError(f"source {name!r} is a server database: ask questions about it with `ask`")
         result = await run_sql(query, target, read_only=True, max_rows=200)
         return SqlResultOut(
             columns=result.columns,
@@ -307,7 +308,7 @@ class CorralMCP:
                 _REQUEST.reset(token)
             await progress.flush()
             if not result.ok:
-                raise RuntimeError(f"run {result.run_id} stopped ({result.reason}): {result.detail}")
+                raise ToolError(f"run {result.run_id} stopped ({result.reason}): {result.detail}")
             output = result.output
             return output if isinstance(output, str) else json.dumps(output, default=str)
 
