@@ -72,7 +72,11 @@ async def test_sdk_client_over_stdio(chinook: Path, env: dict[str, str]) -> None
 
         counted = await client.call_tool("run_sql", {"query": "SELECT COUNT(*) AS n FROM Track"})
         assert counted.structured_content == {
-            "columns": ["n"], "rows": [[3503]], "row_count": 1, "truncated": False, "error": None,
+            "columns": ["n"],
+            "rows": [[3503]],
+            "row_count": 1,
+            "truncated": False,
+            "error": None,
         }
         refused = await client.call_tool("run_sql", {"query": "DELETE FROM Track"})
         assert refused.is_error or refused.structured_content["error"]
@@ -108,7 +112,9 @@ async def test_approval_through_elicitation_and_progress(chinook: Path, env: dic
     assert launched(env) == ["launch rocket"]
 
 
-async def test_without_elicitation_the_agents_own_approver_decides(chinook: Path, env: dict[str, str]) -> None:
+async def test_without_elicitation_the_agents_own_approver_decides(
+    chinook: Path, env: dict[str, str]
+) -> None:
     async with Client(stdio_params(chinook, env)) as client:
         result = await client.call_tool("launcher", {"prompt": "Launch."})
     assert "not approved" in result.content[0].text  # type: ignore[union-attr]
@@ -173,7 +179,7 @@ async def test_sdk_client_over_http(http_server: str) -> None:
         assert shouted.content[0].text == "OVER HTTP"  # type: ignore[union-attr]
     wrong = HttpServer(http_server, headers={"Authorization": "Bearer not-the-token-0123456789"})
     async with MCPToolset(wrong, name="corral", connect_attempts=1) as toolset:
-        with pytest.raises(ToolUnavailableError, match="'corral'.*unavailable.*error response"):
+        with pytest.raises(ToolUnavailableError, match=r"'corral'.*unavailable.*error response"):
             await toolset.tools()
 
 
@@ -209,7 +215,12 @@ def test_inspector_lists_tools_over_stdio_and_http(
     http_server: str, chinook: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
     over_stdio = run_inspector(
-        tmp_path, "--method", "tools/list", *(f"-e{k}={v}" for k, v in env.items()), "--", CORRAL,
+        tmp_path,
+        "--method",
+        "tools/list",
+        *(f"-e{k}={v}" for k, v in env.items()),
+        "--",
+        CORRAL,
         *serve_args(chinook),
     )
     assert over_stdio.returncode == 0, over_stdio.stderr
@@ -218,8 +229,17 @@ def test_inspector_lists_tools_over_stdio_and_http(
 
     auth = f"Authorization: Bearer {TOKEN}"
     over_http = run_inspector(
-        tmp_path, "--method", "tools/call", "--tool-name", "run_sql", "--header", auth,
-        "--tool-arg", "query=SELECT Name FROM Artist WHERE ArtistId = 1", "--", http_server,
+        tmp_path,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "run_sql",
+        "--header",
+        auth,
+        "--tool-arg",
+        "query=SELECT Name FROM Artist WHERE ArtistId = 1",
+        "--",
+        http_server,
     )
     assert over_http.returncode == 0, over_http.stderr
     assert json.loads(over_http.stdout)["structuredContent"]["rows"] == [["AC/DC"]]
@@ -231,11 +251,21 @@ def test_inspector_lists_tools_over_stdio_and_http(
 @pytest.mark.slow
 @pytest.mark.model
 @pytest.mark.sandbox
-def test_inspector_calls_ask_on_the_sample_database(chinook: Path, env: dict[str, str], tmp_path: Path) -> None:
+def test_inspector_calls_ask_on_the_sample_database(
+    chinook: Path, env: dict[str, str], tmp_path: Path
+) -> None:
     called = run_inspector(
-        tmp_path, "--method", "tools/call", "--tool-name", "ask",
-        "--tool-arg", "question=How many customers are there?",
-        *(f"-e{k}={v}" for k, v in env.items()), "--", CORRAL, *serve_args(chinook, "--model", "local"),
+        tmp_path,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "ask",
+        "--tool-arg",
+        "question=How many customers are there?",
+        *(f"-e{k}={v}" for k, v in env.items()),
+        "--",
+        CORRAL,
+        *serve_args(chinook, "--model", "local"),
         timeout=300,
     )
     assert called.returncode == 0, called.stderr

@@ -97,7 +97,7 @@ async def test_time_server_tools_with_prefix_and_filter() -> None:
         assert '"timezone": "UTC"' in text
         with pytest.raises(ToolArgumentsError, match="timezone"):
             await now.call({})
-        with pytest.raises(ToolRaisedError, match="reported an error.*Nowhere/Atlantis"):
+        with pytest.raises(ToolRaisedError, match=r"reported an error.*Nowhere/Atlantis"):
             await now.call({"timezone": "Nowhere/Atlantis"})
 
 
@@ -201,7 +201,9 @@ def local_site() -> Iterator[str]:
 
 
 async def test_fetch_server_against_a_local_site(local_site: str) -> None:
-    async with MCPToolset(f"{PY} -m mcp_server_fetch --ignore-robots-txt --allow-private-ips", prefix="web") as toolset:
+    async with MCPToolset(
+        f"{PY} -m mcp_server_fetch --ignore-robots-txt --allow-private-ips", prefix="web"
+    ) as toolset:
         tools = {t.name: t for t in await toolset.tools()}
         text = await tools["web_fetch"].call({"url": f"{local_site}/notes"})
     assert "Forty-two goats" in text
@@ -215,7 +217,7 @@ async def test_killed_server_fails_the_call_then_restarts(tmp_path: Path) -> Non
         tools = {t.name: t for t in await toolset.tools()}
         first_pid = int(await tools["pid"].call({}))
         call = asyncio.ensure_future(tools["hang"].call({}))
-        while not (tmp_path / "inside").exists():
+        while not (tmp_path / "inside").exists():  # noqa: ASYNC110 - another process writes it
             await asyncio.sleep(0.02)
         os.kill(first_pid, signal.SIGKILL)
         started = time.monotonic()
@@ -246,7 +248,7 @@ async def test_a_hung_call_times_out_and_trips_the_breaker(tmp_path: Path) -> No
     async with probe(tmp_path, timeout=0.5, breaker_threshold=2, breaker_reset_s=60) as toolset:
         tools = {t.name: t for t in await toolset.tools()}
         for _ in range(2):
-            with pytest.raises(ToolTimeoutError, match="0.5 s"):
+            with pytest.raises(ToolTimeoutError, match=r"0\.5 s"):
                 await tools["hang"].call({"seconds": 30})
         assert toolset.breaker.state == "open"
         started = time.monotonic()
@@ -260,7 +262,7 @@ async def test_a_server_that_cannot_start_is_a_clear_error() -> None:
     toolset = MCPToolset(
         "/nonexistent/mcp-server --flag", name="ghost", connect_attempts=2, breaker_threshold=1
     )
-    with pytest.raises(ToolUnavailableError, match="'ghost'.*unavailable.*Tried 2 time"):
+    with pytest.raises(ToolUnavailableError, match=r"'ghost'.*unavailable.*Tried 2 time"):
         await toolset.tools()
     assert toolset.breaker.state == "open"
     await toolset.aclose()
@@ -279,10 +281,10 @@ async def test_oversized_reply_is_cut(tmp_path: Path) -> None:
 async def test_malformed_and_garbage_replies_are_rejected_clearly(tmp_path: Path) -> None:
     async with probe(tmp_path, timeout=20) as toolset:
         tools = {t.name: t for t in await toolset.tools()}
-        with pytest.raises(ToolReplyError, match="malformed reply to 'malformed'.*content"):
+        with pytest.raises(ToolReplyError, match=r"malformed reply to 'malformed'.*content"):
             await tools["malformed"].call({})
         started = time.monotonic()
-        with pytest.raises(ToolReplyError, match="not a JSON-RPC message.*this is not json"):
+        with pytest.raises(ToolReplyError, match=r"not a JSON-RPC message.*this is not json"):
             await tools["garbage"].call({})
         assert time.monotonic() - started < 2.5  # at once, not when the server answers 3 s later
         assert await tools["tick"].call({"label": "fine"}) == "ticked fine"

@@ -3,16 +3,8 @@
 See ``docs/agents.md`` and ``docs/mcp.md``.
 """
 
-from corral.tools._mcp import (
-    MCPCallOutcome,
-    MCPListing,
-    MCPTool,
-    MCPToolInfo,
-    MCPToolset,
-    all_tools,
-    render_result,
-    toolsets_from_config,
-)
+import typing
+
 from corral.tools._mcp_spec import HttpServer, ServerSpec, StdioServer, parse_server_spec, servers_from_config
 from corral.tools._tool import IDEMPOTENCY_KEY_PARAM, Tool, ToolContext, as_tool, format_result, tool
 from corral.tools.errors import (
@@ -27,7 +19,7 @@ from corral.tools.errors import (
     ToolUnavailableError,
 )
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted(), as tests/tools/test_tool.py pins
     "HttpServer",
     "IDEMPOTENCY_KEY_PARAM",
     "MCPCallOutcome",
@@ -57,3 +49,38 @@ __all__ = [
     "tool",
     "toolsets_from_config",
 ]
+
+# The MCP SDK takes about a second to import (it brings its HTTP server stack along): load it on first use,
+# so agents without MCP tools do not pay for it.
+_MCP_NAMES = frozenset(
+    {
+        "MCPCallOutcome",
+        "MCPListing",
+        "MCPTool",
+        "MCPToolInfo",
+        "MCPToolset",
+        "all_tools",
+        "render_result",
+        "toolsets_from_config",
+    }
+)
+
+if typing.TYPE_CHECKING:
+    from corral.tools._mcp import (
+        MCPCallOutcome,
+        MCPListing,
+        MCPTool,
+        MCPToolInfo,
+        MCPToolset,
+        all_tools,
+        render_result,
+        toolsets_from_config,
+    )
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name in _MCP_NAMES:
+        from corral.tools import _mcp
+
+        return getattr(_mcp, name)
+    raise AttributeError(f"module 'corral.tools' has no attribute {name!r}")

@@ -25,7 +25,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import mcp_types
 import pydantic
 import stamina
@@ -167,7 +167,7 @@ def _reply_problem(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-class MCPTool(Tool[..., str]):
+class MCPTool(Tool[..., Any]):
     """A tool of an MCP server: validated against the server's JSON Schema, called over the protocol.
 
     Built by :meth:`MCPToolset.tools`; the agent treats it as any :class:`~corral.tools.Tool` (durable step,
@@ -175,7 +175,7 @@ class MCPTool(Tool[..., str]):
     """
 
     def __init__(self, toolset: MCPToolset, info: MCPToolInfo, *, name: str, needs_approval: bool) -> None:
-        async def call_remote() -> str:  # never called: _execute below sends the call to the server
+        async def call_remote() -> str:  # never called: _execute sends the calls to the server
             raise NotImplementedError
 
         super().__init__(
@@ -188,7 +188,9 @@ class MCPTool(Tool[..., str]):
         )
         self.toolset = toolset
         self.remote_name = info.name
-        self.definition = ToolDefinition(name=name, description=info.description, parameters=info.input_schema)
+        self.definition = ToolDefinition(
+            name=name, description=info.description, parameters=info.input_schema
+        )
         self._validator = jsonschema.validators.validator_for(info.input_schema)(info.input_schema)
         self._bulkhead = toolset._bulkhead
 
@@ -202,7 +204,7 @@ class MCPTool(Tool[..., str]):
         schema = json.dumps(self.definition.parameters, sort_keys=True)
         if not isinstance(arguments, Mapping):
             raise ToolArgumentsError(
-                f"The arguments of tool {self.name!r} must be a JSON object matching this JSON schema: {schema}",
+                f"The arguments of tool {self.name!r} must be a JSON object matching this schema: {schema}",
                 tool=self.name,
                 tool_call_id=tool_call_id,
             )
@@ -282,7 +284,9 @@ class MCPToolset:
         self.prefix = prefix
         self.include = frozenset(include) if include is not None else None
         self.exclude = frozenset(exclude)
-        self.needs_approval = needs_approval if isinstance(needs_approval, bool) else frozenset(needs_approval)
+        self.needs_approval = (
+            needs_approval if isinstance(needs_approval, bool) else frozenset(needs_approval)
+        )
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.connect_attempts = max(1, connect_attempts)
@@ -355,7 +359,7 @@ class MCPToolset:
         )
 
     async def aclose(self) -> None:
-        """Close the connection (a stdio server's process is stopped). The toolset reconnects if used again."""
+        """Close the connection (a stdio server's process stops). Used again, the toolset reconnects."""
         conn, self._connection = self._connection, None
         if conn is not None:
             await conn.close()
@@ -538,5 +542,3 @@ async def all_tools(toolsets: Sequence[MCPToolset], ctx: RunContext | None = Non
     for toolset in toolsets:
         found.extend(await toolset.tools(ctx))
     return found
-
-

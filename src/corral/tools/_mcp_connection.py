@@ -77,7 +77,7 @@ class Connection:
             cwd=spec.cwd,
         )
         # The server's stderr goes to a file, so its last words can be quoted when it dies.
-        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by close()
         return stdio_client(params, errlog=self._stderr)
 
     async def open(self, timeout_s: float) -> None:

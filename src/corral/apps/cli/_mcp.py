@@ -1,8 +1,9 @@
-"""`corral mcp` commands: serve corral to MCP clients, and list an MCP server's tools as an agent sees them."""
+"""`corral mcp`: serve corral to MCP clients; list an MCP server's tools as an agent sees them."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -52,7 +53,9 @@ def serve_command(
     ] = None,
     expose: Annotated[
         list[str] | None,
-        typer.Option("--expose", help="module:attribute of an Agent or async run function to offer (repeat)."),
+        typer.Option(
+            "--expose", help="module:attribute of an Agent or async run function to offer (repeat)."
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="The data agent's model.")] = None,
     no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip the data agent's judge check.")] = False,
@@ -63,7 +66,7 @@ def serve_command(
         str, typer.Option("--token-env", help="Environment variable holding the HTTP bearer token.")
     ] = "CORRAL_MCP_TOKEN",
 ) -> None:
-    """Offer `ask`, `run_python`, `run_sql` and exposed agents to MCP clients (stdio, or HTTP with a token)."""
+    """Offer `ask`, `run_python`, `run_sql` and exposed agents to MCP clients (stdio, or HTTP + token)."""
     from corral.apps.mcp_server import (
         ServerConfig,
         build_server,
@@ -93,10 +96,8 @@ def serve_command(
         token = new_token()
         typer.echo(f"no ${token_env} set: this server's bearer token is {token}", err=True)
     typer.echo(f"corral MCP server on http://{host}:{port}/mcp (bearer token required)", err=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_http(server, token=token, host=host, port=port))
-    except KeyboardInterrupt:
-        pass
 
 
 @mcp_app.command("tools")
@@ -141,7 +142,8 @@ def tools_command(
         typer.echo(json.dumps({"tools": definitions, "skipped": skipped}, indent=2))
         return
     for definition in definitions:
-        typer.echo(f"{definition['name']}\n    {definition['description'].splitlines()[0] if definition['description'] else ''}")
+        summary = (definition["description"] or "").strip().split("\n", 1)[0]
+        typer.echo(f"{definition['name']}\n    {summary}")
         params = definition["parameters"].get("properties", {})
         required = set(definition["parameters"].get("required", []))
         for name, schema in params.items():

@@ -291,8 +291,6 @@ class CorralMCP:
         self.server.add_tool(handler, name=entry.name, description=entry.description)
 
     def _agent_handler(self, agent: Agent[Any]) -> Callable[..., Awaitable[str]]:
-        runtime = lambda: self.runtime  # noqa: E731 - opened lazily, on the first call
-
         async def run_agent(prompt: str, ctx: Context[Any, Any]) -> str:
             progress = _Progress(ctx)
 
@@ -303,7 +301,7 @@ class CorralMCP:
 
             token = _REQUEST.set(ctx)
             try:
-                result = await agent.run(prompt, runtime=runtime(), on_event=on_event)
+                result = await agent.run(prompt, runtime=self.runtime, on_event=on_event)
             finally:
                 _REQUEST.reset(token)
             await progress.flush()
@@ -316,6 +314,7 @@ class CorralMCP:
 
     def _run_handler(self, entry: Exposed) -> Callable[..., Awaitable[Any]]:
         fn = entry.target
+        assert not isinstance(fn, Agent)
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters.values())[1:]  # the first is the run context
 
