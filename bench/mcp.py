@@ -75,7 +75,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def http(calls: int, batches: int) -> None:
+async def http(url: str, calls: int, batches: int) -> None:
+    toolset = MCPToolset(HttpServer(url), name="echo")
+    async with Client(url) as sdk, toolset:
+        await compare("http", sdk, toolset, calls, batches)
+
+
+def with_http_server(calls: int, batches: int) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
     server = subprocess.Popen([sys.executable, "-P", SERVER, str(port)])
@@ -86,9 +92,7 @@ async def http(calls: int, batches: int) -> None:
                 break
             except httpx.TransportError:
                 time.sleep(0.05)
-        toolset = MCPToolset(HttpServer(url), name="echo")
-        async with Client(url) as sdk, toolset:
-            await compare("http", sdk, toolset, calls, batches)
+        asyncio.run(http(url, calls, batches))
     finally:
         server.terminate()
         server.wait(10)
@@ -100,7 +104,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"MCP call overhead: {calls} calls x {batches} batches per client, medians; load {load:.1f}")
     asyncio.run(stdio(calls, batches))
-    asyncio.run(http(calls, batches))
+    with_http_server(calls, batches)
 
 
 if __name__ == "__main__":
