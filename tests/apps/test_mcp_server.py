@@ -90,7 +90,12 @@ async def test_sdk_client_over_stdio(chinook: Path, env: dict[str, str]) -> None
         assert shouted.content[0].text == "HI HI"  # type: ignore[union-attr]
 
 
-async def test_approval_through_elicitation_and_progress(chinook: Path, env: dict[str, str]) -> None:
+# Handshake-era connections (2025-11-25, what desktop clients and IDEs speak) elicit over the back-channel
+# during the call; 2026-07-28 ones have none, so the call answers input_required and the client calls again.
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_approval_through_elicitation_and_progress(
+    chinook: Path, env: dict[str, str], mode: str
+) -> None:
     asked: list[str] = []
     progress: list[str] = []
 
@@ -101,15 +106,23 @@ async def test_approval_through_elicitation_and_progress(chinook: Path, env: dic
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
         progress.append(message or "")
 
-    # Elicitation needs a back-channel from server to client: the handshake-era protocol (2025-11-25) that
-    # desktop clients and IDEs speak has one; on a 2026-07-28 connection the agent's own approver decides.
-    client = Client(stdio_params(chinook, env), elicitation_callback=approve, mode="legacy")
-    async with client:
+    async with Client(stdio_params(chinook, env), elicitation_callback=approve, mode=mode) as client:
+        assert client.protocol_version == ("2025-11-25" if mode == "legacy" else mode)
         result = await client.call_tool("launcher", {"prompt": "Launch."}, progress_callback=on_progress)
     assert result.content[0].text == "Result: launched rocket"  # type: ignore[union-attr]
     assert len(asked) == 1 and "launch" in asked[0] and "rocket" in asked[0]
     assert any("calling launch" in line for line in progress)
     assert launched(env) == ["launch rocket"]
+
+
+async def test_a_declined_elicitation_refuses_the_call(chinook: Path, env: dict[str, str]) -> None:
+    async def decline(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
+        return mcp_types.ElicitResult(action="accept", content={"approve": False, "reason": "not today"})
+
+    async with Client(stdio_params(chinook, env), elicitation_callback=decline) as client:
+        result = await client.call_tool("launcher", {"prompt": "Launch."})
+    assert "refused through MCP (not today)" in result.content[0].text  # type: ignore[union-attr]
+    assert launched(env) == []
 
 
 async def test_without_elicitation_the_agents_own_approver_decides(

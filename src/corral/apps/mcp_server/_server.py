@@ -13,6 +13,7 @@ import asyncio
 import copy
 import inspect
 import json
+import secrets
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
@@ -20,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mcp_types
+from mcp.server.elicitation import render_elicitation_schema
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPError, NoBackChannelError
 from pydantic import BaseModel, Field
 
 from corral import __version__
@@ -36,6 +39,8 @@ from corral.sandbox import run_python, run_sql
 #: The MCP request being served in this task (read by the elicitation approver).
 _REQUEST: ContextVar[Context[Any, Any] | None] = ContextVar("corral_mcp_request", default=None)
 _MAX_TEXT = 20_000
+#: How long an exposed agent's run waits for the client's answer to an approval before it counts as refused.
+ANSWER_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +135,58 @@ class _Progress:
             await asyncio.gather(*self.pending, return_exceptions=True)
 
 
+class _Asker:
+    """The way an exposed agent's run asks its client on a 2026-07-28 connection, which has no channel from
+    server to client during a call: the approver parks here, the tool call answers ``input_required``, and
+    the client's next call (carrying the answer) wakes the run again."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.question: asyncio.Future[ApprovalRequest] = loop.create_future()
+        self.answer: asyncio.Future[ApprovalDecision] = loop.create_future()
+
+    async def ask(self, request: ApprovalRequest) -> ApprovalDecision:
+        self.answer = asyncio.get_running_loop().create_future()
+        self.question.set_result(request)
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                return await asyncio.shield(self.answer)
+        except TimeoutError:
+            return ApprovalDecision(
+                approved=False,
+                reason=f"nobody answered through MCP within {ANSWER_TIMEOUT_S:g} s; do not call it again",
+                by="mcp-client",
+            )
+
+    def reply(self, responses: Mapping[str, Any] | None) -> None:
+        """Hand the client's answer (``input_responses``) to the waiting run."""
+        self.question = asyncio.get_running_loop().create_future()
+        answer = (responses or {}).get("approval")
+        if isinstance(answer, mcp_types.ElicitResult):
+            self.answer.set_result(_decision(answer.action, answer.content or {}))
+        else:
+            self.answer.set_result(_decision("decline", {"reason": "the client sent no answer"}))
+
+
+_ASKER: ContextVar[_Asker | None] = ContextVar("corral_mcp_asker", default=None)
+
+
+def _decision(action: str, content: Mapping[str, Any]) -> ApprovalDecision:
+    if action == "accept" and content.get("approve") is True:
+        return ApprovalDecision(approved=True, reason="approved through MCP", by="mcp-client")
+    why = str(content.get("reason") or "") if action == "accept" else f"the user chose {action}"
+    return ApprovalDecision(
+        approved=False,
+        reason=f"refused through MCP ({why or 'no reason given'}); do not call it again",
+        by="mcp-client",
+    )
+
+
+def _approval_message(request: ApprovalRequest) -> str:
+    arguments = json.dumps(request.arguments, indent=2, default=str)[:2000]
+    return f"Run {request.run_id} wants to call {request.tool} with\n{arguments}\nAllow it?"
+
+
 def _can_elicit(ctx: Context[Any, Any]) -> bool:
     try:
         caps = ctx.client_capabilities
@@ -142,25 +199,18 @@ def elicit_approver(fallback: Approver) -> Approver:
     """An approver that asks the MCP client's user (elicitation) and else defers to ``fallback``."""
 
     async def approve(request: ApprovalRequest) -> ApprovalDecision:
-        ctx = _REQUEST.get()
+        ctx, asker = _REQUEST.get(), _ASKER.get()
         if ctx is not None and _can_elicit(ctx):
-            arguments = json.dumps(request.arguments, indent=2, default=str)[:2000]
             try:
-                answer = await ctx.elicit(
-                    f"Run {request.run_id} wants to call {request.tool} with\n{arguments}\nAllow it?",
-                    schema=ApprovalForm,
-                )
+                answer = await ctx.elicit(_approval_message(request), schema=ApprovalForm)
+            except NoBackChannelError:  # a 2026-07-28 connection: ask in the call's result instead
+                if asker is not None:
+                    return await asker.ask(request)
             except MCPError:
-                answer = None  # no way back to the client on this connection: the fallback decides
-            if answer is not None:
-                if answer.action == "accept" and answer.data.approve:
-                    return ApprovalDecision(approved=True, reason="approved through MCP", by="mcp-client")
-                why = answer.data.reason if answer.action == "accept" else f"the user chose {answer.action}"
-                return ApprovalDecision(
-                    approved=False,
-                    reason=f"refused through MCP ({why or 'no reason given'}); do not call it again",
-                    by="mcp-client",
-                )
+                pass  # the client failed to answer: the fallback decides
+            else:
+                content = answer.data.model_dump() if answer.action == "accept" else {}
+                return _decision(answer.action, content)
         decided = fallback(request)
         return await decided if inspect.isawaitable(decided) else decided
 
@@ -175,12 +225,22 @@ def _describe_event(event: AgentEvent) -> str | None:
     return None
 
 
+@dataclass
+class _Pending:
+    """An exposed agent's run in flight across the rounds of one multi-round tool call."""
+
+    task: asyncio.Future[Any]
+    asker: _Asker
+    progress: _Progress
+
+
 class CorralMCP:
     """Builds the :class:`~mcp.server.mcpserver.MCPServer` of ``corral mcp serve`` from a config."""
 
     def __init__(self, config: ServerConfig, *, runtime: Runtime | None = None) -> None:
         self.config = config
         self._runtime = runtime
+        self._pending: dict[str, _Pending] = {}
         self.server: MCPServer[Any] = MCPServer(
             "corral",
             version=__version__,
@@ -290,27 +350,56 @@ class CorralMCP:
             handler = self._run_handler(entry)
         self.server.add_tool(handler, name=entry.name, description=entry.description)
 
-    def _agent_handler(self, agent: Agent[Any]) -> Callable[..., Awaitable[str]]:
-        async def run_agent(prompt: str, ctx: Context[Any, Any]) -> str:
-            progress = _Progress(ctx)
-
-            def on_event(event: AgentEvent) -> None:
-                line = _describe_event(event)
-                if line is not None:
-                    progress(line)
-
-            token = _REQUEST.set(ctx)
-            try:
-                result = await agent.run(prompt, runtime=self.runtime, on_event=on_event)
-            finally:
-                _REQUEST.reset(token)
-            await progress.flush()
+    def _agent_handler(
+        self, agent: Agent[Any]
+    ) -> Callable[..., Awaitable[str | mcp_types.InputRequiredResult]]:
+        async def run_agent(prompt: str, ctx: Context[Any, Any]) -> str | mcp_types.InputRequiredResult:
+            pending = self._pending.pop(ctx.request_state or "", None)
+            if pending is None:
+                pending = self._start(agent, prompt, ctx)
+            else:  # the client's answer to the approval this run asked for
+                pending.progress.ctx = ctx
+                pending.asker.reply(ctx.input_responses)
+            await asyncio.wait((pending.task, pending.asker.question), return_when=asyncio.FIRST_COMPLETED)
+            if not pending.task.done():
+                state = secrets.token_urlsafe(16)
+                self._pending[state] = pending
+                request = pending.asker.question.result()
+                params = mcp_types.ElicitRequestFormParams(
+                    message=_approval_message(request),
+                    requested_schema=render_elicitation_schema(ApprovalForm),
+                )
+                return mcp_types.InputRequiredResult(
+                    input_requests={
+                        "approval": mcp_types.ElicitRequest(method="elicitation/create", params=params)
+                    },
+                    request_state=state,
+                    result_type="input_required",
+                )
+            result = pending.task.result()
+            await pending.progress.flush()
             if not result.ok:
                 raise ToolError(f"run {result.run_id} stopped ({result.reason}): {result.detail}")
             output = result.output
             return output if isinstance(output, str) else json.dumps(output, default=str)
 
         return run_agent
+
+    def _start(self, agent: Agent[Any], prompt: str, ctx: Context[Any, Any]) -> _Pending:
+        progress, asker = _Progress(ctx), _Asker()
+
+        def on_event(event: AgentEvent) -> None:
+            line = _describe_event(event)
+            if line is not None:
+                progress(line)
+
+        tokens = _REQUEST.set(ctx), _ASKER.set(asker)
+        try:  # the run's task copies these context variables when it is created
+            task = asyncio.ensure_future(agent.run(prompt, runtime=self.runtime, on_event=on_event))
+        finally:
+            _REQUEST.reset(tokens[0])
+            _ASKER.reset(tokens[1])
+        return _Pending(task=task, asker=asker, progress=progress)
 
     def _run_handler(self, entry: Exposed) -> Callable[..., Awaitable[Any]]:
         fn = entry.target
