@@ -244,6 +244,18 @@ async def test_a_dying_server_does_not_fail_the_agent_run(tmp_path: Path) -> Non
     assert "failed during the call of 'crash'" in crashed and ticked == "ticked again"
 
 
+async def test_a_server_that_keeps_dying_stops_the_run_by_policy(tmp_path: Path) -> None:
+    toolset = probe(tmp_path)
+    model = ScriptedModel([("crash", {}), ("crash", {}), ("crash", {}), "Never reached."])
+    try:
+        agent = Agent(model, tools=await toolset.tools(), guards=Guards(breaker_threshold=2))
+        result = await agent.run("Go.", runtime=Runtime(MemoryJournal()))
+    finally:
+        await toolset.aclose()
+    assert result.status == "stopped" and result.reason == "circuit_open"
+    assert result.tool_calls == 2
+
+
 async def test_a_hung_call_times_out_and_trips_the_breaker(tmp_path: Path) -> None:
     async with probe(tmp_path, timeout=0.5, breaker_threshold=2, breaker_reset_s=60) as toolset:
         tools = {t.name: t for t in await toolset.tools()}

@@ -298,7 +298,7 @@ class MCPToolset:
             _Bulkhead(f"mcp:{self.name}", max_concurrency, max_queue) if max_concurrency is not None else None
         )
         self._connection: Connection | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._listed: dict[str, MCPTool] = {}
 
     def __repr__(self) -> str:
@@ -316,10 +316,9 @@ class MCPToolset:
         conn = self._connection
         if conn is not None and conn.loop is loop and conn.lost is None:
             return conn
-        if self._connecting is None or getattr(self._connecting, "_corral_loop", None) is not loop:
-            self._connecting = asyncio.Lock()
-            self._connecting._corral_loop = loop  # type: ignore[attr-defined]
-        async with self._connecting:
+        if self._connecting is None or self._connecting[0] is not loop:  # asyncio locks are per loop
+            self._connecting = (loop, asyncio.Lock())
+        async with self._connecting[1]:
             conn = self._connection
             if conn is not None and conn.loop is loop and conn.lost is None:
                 return conn
