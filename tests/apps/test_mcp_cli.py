@@ -37,3 +37,29 @@ def test_tools_of_a_server_that_does_not_start_is_a_clear_error() -> None:
 def test_serve_refuses_a_bad_http_address() -> None:
     failed = corral("mcp", "serve", "--http", "localhost")
     assert failed.returncode == 2 and "HOST:PORT" in failed.stderr
+
+
+async def test_an_exposed_run_function_keeps_its_typed_parameters(tmp_path: Path) -> None:
+    from mcp import Client
+
+    from corral.apps.mcp_server import ServerConfig, build_server, expose_reference, exposed
+    from corral.durable import MemoryJournal, Runtime
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        expose_reference("_mcp_exposed:shout")
+    finally:
+        sys.path.remove(str(Path(__file__).parent))
+    assert {"shout", "launcher"} <= set(exposed())
+    runtime = Runtime(MemoryJournal())
+    server = build_server(ServerConfig(sandbox_tools=False), runtime=runtime)
+    async with Client(server) as client:  # the SDK's in-process transport
+        (tool,) = [t for t in (await client.list_tools()).tools if t.name == "shout"]
+        assert tool.input_schema["required"] == ["text"]
+        assert tool.input_schema["properties"]["times"]["type"] == "integer"
+        result = await client.call_tool("shout", {"text": "run", "times": 3})
+        bad = await client.call_tool("shout", {"text": "run", "times": "many"})
+    assert result.content[0].text == "RUN RUN RUN"  # type: ignore[union-attr]
+    assert bad.is_error
+    (run,) = runtime.list_runs()
+    assert run.status == "completed"
