@@ -201,14 +201,17 @@ class MCPTool(Tool[..., Any]):
         self, arguments: Mapping[str, Any] | None, *, tool_call_id: str | None = None
     ) -> dict[str, Any]:
         """The arguments if they match the server's schema, else :class:`ToolArgumentsError` saying why."""
-        schema = json.dumps(self.definition.parameters, sort_keys=True)
         if not isinstance(arguments, Mapping):
+            schema = json.dumps(self.definition.parameters, sort_keys=True)
             raise ToolArgumentsError(
                 f"The arguments of tool {self.name!r} must be a JSON object matching this schema: {schema}",
                 tool=self.name,
                 tool_call_id=tool_call_id,
             )
         values = dict(arguments)
+        if self._validator.is_valid(values):
+            return values
+        schema = json.dumps(self.definition.parameters, sort_keys=True)
         errors = sorted(self._validator.iter_errors(values), key=lambda e: list(map(str, e.path)))
         if errors:
             problems = "\n".join(

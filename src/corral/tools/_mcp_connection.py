@@ -59,7 +59,9 @@ class Connection:
         self.client: Client | None = None
         self.lost: str | None = None
         self.garbled = False
-        self._broken = asyncio.Event()
+        # The tasks waiting for a reply now, and those this connection cancelled because it broke.
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._aborted: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._read_timeout_s = read_timeout_s
@@ -125,27 +127,33 @@ class Connection:
             self.mark_lost(f"it wrote something that is not a JSON-RPC message ({quoted})")
 
     def mark_lost(self, why: str) -> None:
-        """Record that this connection cannot be used any more (the first reason is kept)."""
+        """Record that this connection cannot be used any more (the first reason is kept), and wake every
+        call waiting on it: they fail now rather than at their timeout."""
         if self.lost is None:
             self.lost = why
-        self._broken.set()
+        for task in self._inflight - self._aborted:
+            if not task.done():
+                self._aborted.add(task)
+                task.cancel(f"the MCP connection broke: {why}")
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
         """The server's ``CallToolResult``; :class:`ConnectionLost` if the connection breaks meanwhile."""
-        client = self.client
-        if client is None or self.lost is not None:
+        client, task = self.client, asyncio.current_task()
+        if client is None or self.lost is not None or task is None:
             raise ConnectionLost(self.lost or "it is not connected")
-        call = asyncio.ensure_future(client.call_tool(name, arguments))
-        broken = asyncio.ensure_future(self._broken.wait())
+        # No task per call (this is the hot path): the caller's own task is cancelled if the connection
+        # breaks, and that cancellation, ours alone, becomes ConnectionLost.
+        self._inflight.add(task)
         try:
-            await asyncio.wait((call, broken), return_when=asyncio.FIRST_COMPLETED)
+            return await client.call_tool(name, arguments)
+        except asyncio.CancelledError:
+            if task not in self._aborted:
+                raise
+            self._aborted.discard(task)
+            task.uncancel()
+            raise (ProtocolBroken if self.garbled else ConnectionLost)(self.lost or "it broke") from None
         finally:
-            broken.cancel()
-            if not call.done():
-                call.cancel()
-        if call.cancelled() or not call.done():
-            raise (ProtocolBroken if self.garbled else ConnectionLost)(self.lost or "the connection broke")
-        return call.result()
+            self._inflight.discard(task)
 
     def stderr_tail(self) -> str:
         """The last lines the server wrote to stderr (stdio servers only)."""
