@@ -63,3 +63,21 @@ async def test_an_exposed_run_function_keeps_its_typed_parameters(tmp_path: Path
     assert bad.is_error
     (run,) = runtime.list_runs()
     assert run.status == "completed"
+
+
+@pytest.mark.sandbox
+async def test_run_sql_over_a_files_source_and_unknown_sources(tmp_path: Path) -> None:
+    from mcp import Client
+
+    from corral.apps.mcp_server import ServerConfig, build_server
+
+    sales = tmp_path / "sales.csv"
+    sales.write_text("region,amount\nnorth,5\nsouth,7\nnorth,1\n")
+    server = build_server(ServerConfig(files={"sales": (str(sales),)}))
+    async with Client(server) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        summed = await client.call_tool("run_sql", {"query": "SELECT SUM(amount) AS total FROM sales"})
+        unknown = await client.call_tool("run_sql", {"query": "SELECT 1", "source": "nope"})
+    assert names == {"ask", "run_python", "run_sql"}
+    assert summed.structured_content is not None and summed.structured_content["rows"] == [[13]]
+    assert unknown.is_error and "unknown source 'nope': choose one of sales" in unknown.content[0].text  # type: ignore[union-attr]
