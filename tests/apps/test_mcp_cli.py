@@ -39,11 +39,15 @@ def test_serve_refuses_a_bad_http_address() -> None:
     assert failed.returncode == 2 and "HOST:PORT" in failed.stderr
 
 
-async def test_an_exposed_run_function_keeps_its_typed_parameters(tmp_path: Path) -> None:
+async def test_an_exposed_run_function_keeps_its_typed_parameters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mcp import Client
 
-    from corral.apps.mcp_server import ServerConfig, build_server, expose_reference, exposed
+    from corral.apps.mcp_server import ServerConfig, _registry, build_server, expose_reference, exposed
     from corral.durable import MemoryJournal, Runtime
+
+    monkeypatch.setattr(_registry, "_EXPOSED", {})  # what this test exposes stays in this test
 
     sys.path.insert(0, str(Path(__file__).parent))
     try:
@@ -73,7 +77,7 @@ async def test_run_sql_over_a_files_source_and_unknown_sources(tmp_path: Path) -
 
     sales = tmp_path / "sales.csv"
     sales.write_text("region,amount\nnorth,5\nsouth,7\nnorth,1\n")
-    server = build_server(ServerConfig(files={"sales": (str(sales),)}))
+    server = build_server(ServerConfig(files={"sales": (str(sales),)}), expose={})
     async with Client(server) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         summed = await client.call_tool("run_sql", {"query": "SELECT SUM(amount) AS total FROM sales"})

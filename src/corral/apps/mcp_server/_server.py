@@ -237,7 +237,13 @@ class _Pending:
 class CorralMCP:
     """Builds the :class:`~mcp.server.mcpserver.MCPServer` of ``corral mcp serve`` from a config."""
 
-    def __init__(self, config: ServerConfig, *, runtime: Runtime | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        runtime: Runtime | None = None,
+        expose: Mapping[str, Exposed] | None = None,
+    ) -> None:
         self.config = config
         self._runtime = runtime
         self._pending: dict[str, _Pending] = {}
@@ -272,7 +278,7 @@ class CorralMCP:
                     description=f"Run one read-only SQL query in the sandbox. Sources: {sources}.",
                     structured_output=True,
                 )
-        for entry in exposed().values():
+        for entry in (exposed() if expose is None else expose).values():
             self._add_exposed(entry)
 
     @property
@@ -420,6 +426,9 @@ class CorralMCP:
         return run_function
 
 
-def build_server(config: ServerConfig, *, runtime: Runtime | None = None) -> MCPServer[Any]:
-    """The MCP server for ``config`` (tools: ask, run_python, run_sql, and what is exposed now)."""
-    return CorralMCP(config, runtime=runtime).server
+def build_server(
+    config: ServerConfig, *, runtime: Runtime | None = None, expose: Mapping[str, Exposed] | None = None
+) -> MCPServer[Any]:
+    """The MCP server for ``config``: ask, run_python, run_sql, and ``expose`` (default: what this process
+    has exposed with :func:`~corral.apps.mcp_server.expose`)."""
+    return CorralMCP(config, runtime=runtime, expose=expose).server
