@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
-from corral.apps.cli import _approvals, _ask, _models, _runs, _sandbox
+from corral.apps.cli import _approvals, _ask, _mcp, _models, _runs, _sandbox
 
 app = typer.Typer(
     name="corral",
@@ -24,9 +24,8 @@ def _root(
         raise typer.Exit()
 
 
-for _module in (_runs, _models, _sandbox, _ask):
+for _module in (_approvals, _ask, _mcp, _models, _runs, _sandbox):
     _module.register(app)
-_approvals.register(app)
 
 
 def main() -> None:

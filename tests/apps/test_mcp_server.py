@@ -1,0 +1,298 @@
+"""corral as an MCP server, driven by real clients: the SDK's client (stdio and HTTP), corral's own MCP
+client, and the MCP Inspector's CLI (npm, installed by the test set-up)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import mcp_types
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from corral.tools import HttpServer, MCPToolset, ToolRaisedError, ToolUnavailableError
+
+HERE = Path(__file__).parent
+CHINOOK = HERE.parents[1] / "examples" / "chinook" / "chinook.sqlite"
+CORRAL = str(Path(sys.executable).with_name("corral"))
+TOKEN = "test-token-0123456789abcdef"
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def chinook(tmp_path: Path) -> Path:
+    dest = tmp_path / "chinook.sqlite"
+    shutil.copy(CHINOOK, dest)
+    return dest
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "CORRAL_JOURNAL": str(tmp_path / "journal.sqlite"),
+        "CORRAL_HOME": str(tmp_path / "home"),
+        "CORRAL_CACHE_DIR": str(tmp_path / "cache"),
+        "MCP_EXPOSED_LOG": str(tmp_path / "exposed.log"),
+        "PATH": os.environ.get("PATH", ""),
+    }
+
+
+def serve_args(chinook: Path, *extra: str) -> list[str]:
+    return ["mcp", "serve", "--db", f"chinook={chinook}", "--expose", "_mcp_exposed", "--no-judge", *extra]
+
+
+def stdio_params(chinook: Path, env: dict[str, str]) -> StdioServerParameters:
+    return StdioServerParameters(command=CORRAL, args=serve_args(chinook), env=env, cwd=str(HERE))
+
+
+def launched(env: dict[str, str]) -> list[str]:
+    path = Path(env["MCP_EXPOSED_LOG"])
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.sandbox
+async def test_sdk_client_over_stdio(chinook: Path, env: dict[str, str]) -> None:
+    async with Client(stdio_params(chinook, env)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(tools) == {"ask", "run_python", "run_sql", "launcher", "shout"}
+        assert set(tools["ask"].output_schema["properties"]) >= {"status", "answer", "sql", "rows", "run_id"}
+
+        counted = await client.call_tool("run_sql", {"query": "SELECT COUNT(*) AS n FROM Track"})
+        assert counted.structured_content == {
+            "columns": ["n"],
+            "rows": [[3503]],
+            "row_count": 1,
+            "truncated": False,
+            "error": None,
+        }
+        refused = await client.call_tool("run_sql", {"query": "DELETE FROM Track"})
+        assert refused.is_error or refused.structured_content["error"]
+        again = await client.call_tool("run_sql", {"query": "SELECT COUNT(*) AS n FROM Track"})
+        assert again.structured_content["rows"] == [[3503]]  # read-only: nothing was deleted
+
+        printed = await client.call_tool("run_python", {"code": "import os; print(6 * 7, os.getuid() != 0)"})
+        assert printed.structured_content["stdout"] == "42 True\n"
+
+        shouted = await client.call_tool("shout", {"text": "hi", "times": 2})
+        assert shouted.content[0].text == "HI HI"  # type: ignore[union-attr]
+
+
+# Handshake-era connections (2025-11-25, what desktop clients and IDEs speak) elicit over the back-channel
+# during the call; 2026-07-28 ones have none, so the call answers input_required and the client calls again.
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_approval_through_elicitation_and_progress(
+    chinook: Path, env: dict[str, str], mode: str
+) -> None:
+    asked: list[str] = []
+    progress: list[str] = []
+
+    async def approve(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
+        asked.append(params.message)
+        return mcp_types.ElicitResult(action="accept", content={"approve": True, "reason": ""})
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    async with Client(stdio_params(chinook, env), elicitation_callback=approve, mode=mode) as client:
+        assert client.protocol_version == ("2025-11-25" if mode == "legacy" else mode)
+        result = await client.call_tool("launcher", {"prompt": "Launch."}, progress_callback=on_progress)
+    assert result.content[0].text == "Result: launched rocket"  # type: ignore[union-attr]
+    assert len(asked) == 1 and "launch" in asked[0] and "rocket" in asked[0]
+    assert any("calling launch" in line for line in progress)
+    assert launched(env) == ["launch rocket"]
+
+
+async def test_a_declined_elicitation_refuses_the_call(chinook: Path, env: dict[str, str]) -> None:
+    async def decline(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
+        return mcp_types.ElicitResult(action="accept", content={"approve": False, "reason": "not today"})
+
+    async with Client(stdio_params(chinook, env), elicitation_callback=decline) as client:
+        result = await client.call_tool("launcher", {"prompt": "Launch."})
+    assert "refused through MCP (not today)" in result.content[0].text  # type: ignore[union-attr]
+    assert launched(env) == []
+
+
+async def test_without_elicitation_the_agents_own_approver_decides(
+    chinook: Path, env: dict[str, str]
+) -> None:
+    async with Client(stdio_params(chinook, env)) as client:
+        result = await client.call_tool("launcher", {"prompt": "Launch."})
+    assert "not approved" in result.content[0].text  # type: ignore[union-attr]
+    assert launched(env) == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def http_server(chinook: Path, env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [CORRAL, *serve_args(chinook, "--http", f"127.0.0.1:{port}")],
+        cwd=HERE,
+        env={**os.environ, **env, "CORRAL_MCP_TOKEN": TOKEN},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            httpx.get(url, timeout=1)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the HTTP server did not start"
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.communicate(timeout=20)
+
+
+def test_http_requires_the_token(http_server: str) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    for auth in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN}):
+        response = httpx.post(http_server, json=body, headers={**headers, **auth}, timeout=10)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@asynccontextmanager
+async def http_client(url: str, token: str) -> AsyncIterator[Client]:
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        yield client
+
+
+async def test_sdk_client_over_http(http_server: str) -> None:
+    async with http_client(http_server, TOKEN) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert names == {"ask", "run_python", "run_sql", "launcher", "shout"}
+        shouted = await client.call_tool("shout", {"text": "over http"})
+        assert shouted.content[0].text == "OVER HTTP"  # type: ignore[union-attr]
+    wrong = HttpServer(http_server, headers={"Authorization": "Bearer not-the-token-0123456789"})
+    async with MCPToolset(wrong, name="corral", connect_attempts=1) as toolset:
+        with pytest.raises(ToolUnavailableError, match=r"'corral'.*unavailable.*error response"):
+            await toolset.tools()
+
+
+async def test_corral_client_over_http(http_server: str) -> None:
+    spec = HttpServer(http_server, headers={"Authorization": f"Bearer {TOKEN}"})
+    async with MCPToolset(spec, name="corral", prefix="corral", include=["shout", "run_sql"]) as toolset:
+        tools = {t.name: t for t in await toolset.tools()}
+        assert set(tools) == {"corral_shout", "corral_run_sql"}
+        assert await tools["corral_shout"].call({"text": "both ways", "times": 1}) == "BOTH WAYS"
+        with pytest.raises(ToolRaisedError, match="unknown source 'nope'"):
+            await tools["corral_run_sql"].call({"query": "SELECT 1", "source": "nope"})
+
+
+# ---- the MCP Inspector (a real third-party client) -----------------------------------------------------
+
+
+def inspector() -> str:
+    found = os.environ.get("CORRAL_MCP_INSPECTOR") or str(
+        Path(sys.prefix) / "npm" / "node_modules" / ".bin" / "mcp-inspector"
+    )
+    assert Path(found).exists(), f"{found} is missing: scripts/test installs the MCP Inspector"
+    return found
+
+
+def run_inspector(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MCP_CATALOG_PATH": str(tmp_path / "inspector.json")}
+    return subprocess.run(
+        [inspector(), "--cli", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE
+    )
+
+
+def test_inspector_lists_tools_over_stdio_and_http(
+    http_server: str, chinook: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    over_stdio = run_inspector(
+        tmp_path,
+        "--method",
+        "tools/list",
+        *(f"-e{k}={v}" for k, v in env.items()),
+        "--",
+        CORRAL,
+        *serve_args(chinook),
+    )
+    assert over_stdio.returncode == 0, over_stdio.stderr
+    names = {t["name"] for t in json.loads(over_stdio.stdout)["tools"]}
+    assert names == {"ask", "run_python", "run_sql", "launcher", "shout"}
+
+    auth = f"Authorization: Bearer {TOKEN}"
+    over_http = run_inspector(
+        tmp_path,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "run_sql",
+        "--header",
+        auth,
+        "--tool-arg",
+        "query=SELECT Name FROM Artist WHERE ArtistId = 1",
+        "--",
+        http_server,
+    )
+    assert over_http.returncode == 0, over_http.stderr
+    assert json.loads(over_http.stdout)["structuredContent"]["rows"] == [["AC/DC"]]
+
+    refused = run_inspector(tmp_path, "--method", "tools/list", "--", http_server)
+    assert refused.returncode != 0
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.sandbox
+def test_inspector_calls_ask_on_the_sample_database(
+    chinook: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    called = run_inspector(
+        tmp_path,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "ask",
+        "--tool-arg",
+        "question=How many customers are there?",
+        *(f"-e{k}={v}" for k, v in env.items()),
+        "--",
+        CORRAL,
+        *serve_args(chinook, "--model", "local"),
+        timeout=300,
+    )
+    assert called.returncode == 0, called.stderr
+    answer = json.loads(called.stdout)["structuredContent"]
+    assert set(answer) == {"status", "answer", "sql", "code", "columns", "rows", "chart", "run_id", "usage"}
+    assert answer["status"] == "answered", answer["answer"]
+    assert answer["rows"] == [[59]] and answer["run_id"]
+
+
+def test_bearer_gate_rejects_short_tokens() -> None:
+    from corral.apps.mcp_server import BearerTokenGate
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("never reached")
+
+    with pytest.raises(ValueError, match="16 characters"):
+        BearerTokenGate(app, "short")
