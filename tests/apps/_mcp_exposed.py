@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from corral.agents import Agent
 from corral.apps.mcp_server import expose
 from corral.durable import RunContext
-from corral.guards import deny_all
 from corral.models import Message, ScriptedModel, ToolDefinition, ToolResultMessage
 from corral.tools import tool
 
@@ -37,7 +36,8 @@ launcher = Agent(
     tools=[launch],
     name="launcher",
     instructions="Launches things, with a person's approval.",
-    approver=deny_all,  # what decides when the MCP client cannot be asked
+    # No approver: a call of `launch` parks the run until its approval is decided (through MCP or
+    # `corral approvals`).
 )
 expose(launcher)
 

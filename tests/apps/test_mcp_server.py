@@ -22,6 +22,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
+from corral.durable import Runtime
+from corral.guards import Approvals
 from corral.tools import HttpServer, MCPToolset, ToolRaisedError, ToolUnavailableError
 
 HERE = Path(__file__).parent
@@ -67,7 +69,7 @@ def launched(env: dict[str, str]) -> list[str]:
 async def test_sdk_client_over_stdio(chinook: Path, env: dict[str, str]) -> None:
     async with Client(stdio_params(chinook, env)) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert set(tools) == {"ask", "run_python", "run_sql", "launcher", "shout"}
+        assert set(tools) == {"ask", "run_python", "run_sql", "launcher", "shout", "run_status"}
         assert set(tools["ask"].output_schema["properties"]) >= {"status", "answer", "sql", "rows", "run_id"}
 
         counted = await client.call_tool("run_sql", {"query": "SELECT COUNT(*) AS n FROM Track"})
@@ -87,7 +89,13 @@ async def test_sdk_client_over_stdio(chinook: Path, env: dict[str, str]) -> None
         assert printed.structured_content["stdout"] == "42 True\n"
 
         shouted = await client.call_tool("shout", {"text": "hi", "times": 2})
-        assert shouted.content[0].text == "HI HI"  # type: ignore[union-attr]
+        assert shouted.structured_content["status"] == "completed"
+        assert shouted.structured_content["output"] == "HI HI"
+
+
+def ledger(env: dict[str, str]) -> Approvals:
+    """The server's approvals, read and decided from here as `corral approvals` would."""
+    return Approvals(Runtime.open(env["CORRAL_JOURNAL"]))
 
 
 # Handshake-era connections (2025-11-25, what desktop clients and IDEs speak) elicit over the back-channel
@@ -101,7 +109,7 @@ async def test_approval_through_elicitation_and_progress(
 
     async def approve(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
         asked.append(params.message)
-        return mcp_types.ElicitResult(action="accept", content={"approve": True, "reason": ""})
+        return mcp_types.ElicitResult(action="accept", content={"approve": True, "reason": "go"})
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
         progress.append(message or "")
@@ -109,29 +117,98 @@ async def test_approval_through_elicitation_and_progress(
     async with Client(stdio_params(chinook, env), elicitation_callback=approve, mode=mode) as client:
         assert client.protocol_version == ("2025-11-25" if mode == "legacy" else mode)
         result = await client.call_tool("launcher", {"prompt": "Launch."}, progress_callback=on_progress)
-    assert result.content[0].text == "Result: launched rocket"  # type: ignore[union-attr]
+    done = result.structured_content
+    assert done["status"] == "completed" and done["output"] == "Result: launched rocket"
     assert len(asked) == 1 and "launch" in asked[0] and "rocket" in asked[0]
     assert any("calling launch" in line for line in progress)
     assert launched(env) == ["launch rocket"]
+    # The answer is a decision in the ledger, like one made with `corral approvals`.
+    [record] = ledger(env).list(status=None, run_id=done["run_id"])
+    assert record.status == "approved" and record.decision is not None
+    assert (record.decision.by, record.decision.reason) == ("mcp-client", "go")
 
 
-async def test_a_declined_elicitation_refuses_the_call(chinook: Path, env: dict[str, str]) -> None:
-    async def decline(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_refusal_through_elicitation_reaches_the_model(
+    chinook: Path, env: dict[str, str], mode: str
+) -> None:
+    async def refuse(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
         return mcp_types.ElicitResult(action="accept", content={"approve": False, "reason": "not today"})
 
-    async with Client(stdio_params(chinook, env), elicitation_callback=decline) as client:
+    async with Client(stdio_params(chinook, env), elicitation_callback=refuse, mode=mode) as client:
         result = await client.call_tool("launcher", {"prompt": "Launch."})
-    assert "refused through MCP (not today)" in result.content[0].text  # type: ignore[union-attr]
+    assert result.structured_content["status"] == "completed"
+    assert result.structured_content["output"] == (
+        "Result: The call of 'launch' was not approved: not today"
+    )
     assert launched(env) == []
 
 
-async def test_without_elicitation_the_agents_own_approver_decides(
+async def test_without_elicitation_the_run_parks_until_corral_approvals_decides(
     chinook: Path, env: dict[str, str]
 ) -> None:
+    async with Client(stdio_params(chinook, env)) as client:  # declares no elicitation
+        parked = (await client.call_tool("launcher", {"prompt": "Launch."})).structured_content
+        assert parked["status"] == "parked" and parked["output"] is None
+        [approval] = parked["approvals"]
+        assert (approval["action"], approval["arguments"]) == ("launch", {"target": "rocket"})
+        run_id, approval_id = parked["run_id"], approval["id"]
+        assert f"corral approvals approve {approval_id}" in parked["message"]
+        assert "run_status" in parked["message"] and run_id in parked["message"]
+        assert launched(env) == []
+
+        # Not decided yet: asking again changes nothing.
+        again = (await client.call_tool("run_status", {"run_id": run_id})).structured_content
+        assert again["status"] == "parked" and again["approvals"][0]["id"] == approval_id
+        assert launched(env) == []
+
+        decided = subprocess.run(
+            [CORRAL, "approvals", "approve", approval_id, "--by", "ops", "--reason", "cleared"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert decided.returncode == 0, decided.stderr
+        done = (await client.call_tool("run_status", {"run_id": run_id})).structured_content
+        assert done == {
+            "status": "completed",
+            "run_id": run_id,
+            "output": "Result: launched rocket",
+            "approvals": [],
+            "message": "",
+        }
+        finished = (await client.call_tool("run_status", {"run_id": run_id})).structured_content
+        assert finished["output"] == "Result: launched rocket"
+    assert launched(env) == ["launch rocket"]  # exactly once
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_declined_elicitation_parks_and_a_rejection_reaches_the_model(
+    chinook: Path, env: dict[str, str], mode: str
+) -> None:
+    asked: list[str] = []
+
+    async def decline(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
+        asked.append(params.message)
+        return mcp_types.ElicitResult(action="decline")
+
+    async with Client(stdio_params(chinook, env), elicitation_callback=decline, mode=mode) as client:
+        parked = (await client.call_tool("launcher", {"prompt": "Launch."})).structured_content
+        assert parked["status"] == "parked" and len(asked) == 1
+        [approval] = parked["approvals"]
+        ledger(env).reject(approval["id"], by="ops", reason="the pad is closed")
+        done = (await client.call_tool("run_status", {"run_id": parked["run_id"]})).structured_content
+    assert done["output"] == "Result: The call of 'launch' was not approved: the pad is closed"
+    assert launched(env) == [] and len(asked) == 1  # a decided approval is not asked again
+
+
+async def test_run_status_only_reads_runs_of_exposed_tools(chinook: Path, env: dict[str, str]) -> None:
     async with Client(stdio_params(chinook, env)) as client:
-        result = await client.call_tool("launcher", {"prompt": "Launch."})
-    assert "not approved" in result.content[0].text  # type: ignore[union-attr]
-    assert launched(env) == []
+        for forged in ("mcp-launcher-0123456789abcdef", "mcp-nope-0123456789abcdef", "../journal", ""):
+            result = await client.call_tool("run_status", {"run_id": forged})
+            assert result.is_error, forged
+            assert "no run" in result.content[0].text or "not the id" in result.content[0].text  # type: ignore[union-attr]
 
 
 def free_port() -> int:
@@ -187,9 +264,9 @@ async def http_client(url: str, token: str) -> AsyncIterator[Client]:
 async def test_sdk_client_over_http(http_server: str) -> None:
     async with http_client(http_server, TOKEN) as client:
         names = {t.name for t in (await client.list_tools()).tools}
-        assert names == {"ask", "run_python", "run_sql", "launcher", "shout"}
+        assert names == {"ask", "run_python", "run_sql", "launcher", "shout", "run_status"}
         shouted = await client.call_tool("shout", {"text": "over http"})
-        assert shouted.content[0].text == "OVER HTTP"  # type: ignore[union-attr]
+        assert shouted.structured_content["output"] == "OVER HTTP"
     wrong = HttpServer(http_server, headers={"Authorization": "Bearer not-the-token-0123456789"})
     async with MCPToolset(wrong, name="corral", connect_attempts=1) as toolset:
         with pytest.raises(ToolUnavailableError, match=r"'corral'.*unavailable.*error response"):
@@ -238,7 +315,7 @@ def test_inspector_lists_tools_over_stdio_and_http(
     )
     assert over_stdio.returncode == 0, over_stdio.stderr
     names = {t["name"] for t in json.loads(over_stdio.stdout)["tools"]}
-    assert names == {"ask", "run_python", "run_sql", "launcher", "shout"}
+    assert names == {"ask", "run_python", "run_sql", "launcher", "shout", "run_status"}
 
     auth = f"Authorization: Bearer {TOKEN}"
     over_http = run_inspector(

@@ -21,11 +21,12 @@ from corral.apps.mcp_server._server import (
     ApprovalForm,
     AskResult,
     CorralMCP,
+    PendingApproval,
     PythonResult,
+    RunResult,
     ServerConfig,
     SqlResultOut,
     build_server,
-    elicit_approver,
 )
 
 __all__ = [
@@ -36,11 +37,12 @@ __all__ = [
     "BearerTokenGate",
     "CorralMCP",
     "Exposed",
+    "PendingApproval",
     "PythonResult",
+    "RunResult",
     "ServerConfig",
     "SqlResultOut",
     "build_server",
-    "elicit_approver",
     "expose",
     "expose_reference",
     "exposed",

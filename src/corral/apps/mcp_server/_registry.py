@@ -23,7 +23,7 @@ from corral.agents import Agent
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Names the server uses for its own tools.
-RESERVED = frozenset({"ask", "run_python", "run_sql"})
+RESERVED = frozenset({"ask", "run_python", "run_sql", "run_status"})
 
 
 @dataclass(frozen=True)

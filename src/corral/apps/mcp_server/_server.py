@@ -3,44 +3,45 @@
 Tools: ``ask`` (the data agent over the configured sources; its structured output is the ``--json``
 contract), ``run_python`` and ``run_sql`` (the sandbox, read-only), and one tool per exposed
 :class:`~corral.agents.Agent` or run function (see :func:`~corral.apps.mcp_server.expose`). Every call is a
-durable run on the server's journal; long ones send progress notifications. An exposed agent's approvals
-are asked through MCP elicitation when the client supports it, and otherwise go to the agent's own approver.
+durable run on the server's journal; long ones send progress notifications. A call that needs approval
+parks its run in the journal (``corral approvals``); the server puts the approval to the client's user
+through MCP elicitation when the client can answer, records the answer in the ledger, and goes on.
+Otherwise the call returns a :class:`RunResult` saying the run is parked, and ``run_status`` resumes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
 import json
+import re
 import secrets
+import time
 import typing
-from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mcp_types
 from mcp.server.elicitation import render_elicitation_schema
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError, NoBackChannelError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from corral import __version__
 from corral.agents import Agent, AgentEvent, ModelResponded, ToolCalled
 from corral.apps.data_agent import Answer, DataEvent
 from corral.apps.mcp_server._registry import Exposed, exposed
-from corral.durable import Runtime
-from corral.guards import ApprovalDecision, ApprovalRequest, Approver
+from corral.durable import RunBusy, RunNotFound, RunSuspended, Runtime
+from corral.guards import ApprovalError, ApprovalRecord, Approvals
 from corral.sandbox import run_python, run_sql
 
-#: The MCP request being served in this task (read by the elicitation approver).
-_REQUEST: ContextVar[Context[Any, Any] | None] = ContextVar("corral_mcp_request", default=None)
 _MAX_TEXT = 20_000
-#: How long an exposed agent's run waits for the client's answer to an approval before it counts as refused.
-ANSWER_TIMEOUT_S = 600.0
+_MAX_REASON = 4000
+#: The parameter an exposed run function's MCP handler takes the request context by.
+_CONTEXT_PARAM = "mcp_request_context"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +107,32 @@ class ApprovalForm(BaseModel):
     reason: str = Field("", description="Why (told to the agent when refused)")
 
 
+class PendingApproval(BaseModel):
+    """One approval request a parked run waits for (decide it with ``corral approvals``)."""
+
+    id: str
+    action: str = Field(description="the tool (or action) the run wants to call")
+    arguments: dict[str, Any]
+    why: str = ""
+    deadline: float | None = Field(None, description="epoch seconds; the policy's default decides then")
+
+
+class RunResult(BaseModel):
+    """What a call of an exposed agent or run function did: its output, or where its run is parked.
+
+    ``status`` is ``completed`` (``output`` is the answer; JSON text for a structured one), ``parked`` (the
+    run waits in the journal for the decisions in ``approvals``, or for another signal; ``message`` says how
+    to decide and how to get the result: the ``run_status`` tool with ``run_id``), or ``running`` (another
+    process, e.g. ``corral worker``, is executing the run now; ask ``run_status`` again later).
+    """
+
+    status: Literal["completed", "parked", "running"]
+    run_id: str
+    output: str | None = None
+    approvals: list[PendingApproval] = Field(default_factory=list)
+    message: str = ""
+
+
 def _cut(text: str) -> str:
     return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + f"\n… [cut: {len(text)} characters]"
 
@@ -134,57 +161,16 @@ class _Progress:
         if self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
 
-
-class _Asker:
-    """The way an exposed agent's run asks its client on a 2026-07-28 connection, which has no channel from
-    server to client during a call: the approver parks here, the tool call answers ``input_required``, and
-    the client's next call (carrying the answer) wakes the run again."""
-
-    def __init__(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.question: asyncio.Future[ApprovalRequest] = loop.create_future()
-        self.answer: asyncio.Future[ApprovalDecision] = loop.create_future()
-
-    async def ask(self, request: ApprovalRequest) -> ApprovalDecision:
-        self.answer = asyncio.get_running_loop().create_future()
-        self.question.set_result(request)
-        try:
-            async with asyncio.timeout(ANSWER_TIMEOUT_S):
-                return await asyncio.shield(self.answer)
-        except TimeoutError:
-            return ApprovalDecision(
-                approved=False,
-                reason=f"nobody answered through MCP within {ANSWER_TIMEOUT_S:g} s; do not call it again",
-                by="mcp-client",
-            )
-
-    def reply(self, responses: Mapping[str, Any] | None) -> None:
-        """Hand the client's answer (``input_responses``) to the waiting run."""
-        self.question = asyncio.get_running_loop().create_future()
-        answer = (responses or {}).get("approval")
-        if isinstance(answer, mcp_types.ElicitResult):
-            self.answer.set_result(_decision(answer.action, answer.content or {}))
-        else:
-            self.answer.set_result(_decision("decline", {"reason": "the client sent no answer"}))
+    def on_event(self, event: AgentEvent) -> None:
+        line = _describe_event(event)
+        if line is not None:
+            self(line)
 
 
-_ASKER: ContextVar[_Asker | None] = ContextVar("corral_mcp_asker", default=None)
-
-
-def _decision(action: str, content: Mapping[str, Any]) -> ApprovalDecision:
-    if action == "accept" and content.get("approve") is True:
-        return ApprovalDecision(approved=True, reason="approved through MCP", by="mcp-client")
-    why = str(content.get("reason") or "") if action == "accept" else f"the user chose {action}"
-    return ApprovalDecision(
-        approved=False,
-        reason=f"refused through MCP ({why or 'no reason given'}); do not call it again",
-        by="mcp-client",
-    )
-
-
-def _approval_message(request: ApprovalRequest) -> str:
-    arguments = json.dumps(request.arguments, indent=2, default=str)[:2000]
-    return f"Run {request.run_id} wants to call {request.tool} with\n{arguments}\nAllow it?"
+def _approval_message(record: ApprovalRecord) -> str:
+    arguments = json.dumps(record.arguments, indent=2, default=str)[:2000]
+    why = f" ({record.why})" if record.why else ""
+    return f"Run {record.run_id} wants to call {record.action}{why} with\n{arguments}\nAllow it?"
 
 
 def _can_elicit(ctx: Context[Any, Any]) -> bool:
@@ -195,28 +181,6 @@ def _can_elicit(ctx: Context[Any, Any]) -> bool:
     return caps is not None and caps.elicitation is not None
 
 
-def elicit_approver(fallback: Approver) -> Approver:
-    """An approver that asks the MCP client's user (elicitation) and else defers to ``fallback``."""
-
-    async def approve(request: ApprovalRequest) -> ApprovalDecision:
-        ctx, asker = _REQUEST.get(), _ASKER.get()
-        if ctx is not None and _can_elicit(ctx):
-            try:
-                answer = await ctx.elicit(_approval_message(request), schema=ApprovalForm)
-            except NoBackChannelError:  # a 2026-07-28 connection: ask in the call's result instead
-                if asker is not None:
-                    return await asker.ask(request)
-            except MCPError:
-                pass  # the client failed to answer: the fallback decides
-            else:
-                content = answer.data.model_dump() if answer.action == "accept" else {}
-                return _decision(answer.action, content)
-        decided = fallback(request)
-        return await decided if inspect.isawaitable(decided) else decided
-
-    return approve
-
-
 def _describe_event(event: AgentEvent) -> str | None:
     if isinstance(event, ModelResponded):
         return f"turn {event.turn}: the model answered" + (" with tool calls" if event.tool_calls else "")
@@ -225,13 +189,39 @@ def _describe_event(event: AgentEvent) -> str | None:
     return None
 
 
-@dataclass
-class _Pending:
-    """An exposed agent's run in flight across the rounds of one multi-round tool call."""
+def _parked(run_id: str, waiting_for: str | None, pending: Sequence[ApprovalRecord]) -> RunResult:
+    approvals = [
+        PendingApproval(id=r.id, action=r.action, arguments=r.arguments, why=r.why, deadline=r.deadline)
+        for r in pending
+    ]
+    after = f"then call the `run_status` tool with run_id {run_id!r} for the result"
+    if approvals:
+        first = approvals[0].id
+        message = (
+            f"Run {run_id} is parked until a person decides approval {', '.join(a.id for a in approvals)}: "
+            f'`corral approvals approve {first}` or `corral approvals reject {first} --reason "..."` (or '
+            f"corral.guards.Approvals(runtime).approve/reject in Python); {after}."
+        )
+    else:
+        message = f"Run {run_id} is parked, waiting for {waiting_for or 'its timer'}; {after}."
+    return RunResult(status="parked", run_id=run_id, approvals=approvals, message=message)
 
-    task: asyncio.Future[Any]
-    asker: _Asker
-    progress: _Progress
+
+@dataclass(frozen=True)
+class _Round:
+    """An approval asked in an ``input_required`` result (2026-07-28) until the client's next call."""
+
+    tool: str
+    run_id: str
+    approval_id: str
+    asked_at: float
+
+
+#: How long a 2026-07-28 approval round is remembered; the run itself is parked in the journal meanwhile.
+ROUND_TTL_S = 3600.0
+#: Who the ledger names as the decider of an answer given through MCP.
+MCP_DECIDER = "mcp-client"
+_RUN_ID = re.compile(r"^mcp-(?P<tool>[A-Za-z0-9_-]{1,64})-(?P<token>[0-9a-f]{16})$")
 
 
 class CorralMCP:
@@ -246,7 +236,8 @@ class CorralMCP:
     ) -> None:
         self.config = config
         self._runtime = runtime
-        self._pending: dict[str, _Pending] = {}
+        self._exposed: dict[str, Exposed] = {}
+        self._rounds: dict[str, _Round] = {}
         self.server: MCPServer[Any] = MCPServer(
             "corral",
             version=__version__,
@@ -280,6 +271,14 @@ class CorralMCP:
                 )
         for entry in (exposed() if expose is None else expose).values():
             self._add_exposed(entry)
+        if self._exposed:
+            self.server.add_tool(
+                self.run_status,
+                name="run_status",
+                description="The result of a run an exposed agent or run function started (its `run_id`): "
+                "a run parked on an approval goes on once the approval is decided.",
+                structured_output=True,
+            )
 
     @property
     def runtime(self) -> Runtime:
@@ -346,84 +345,227 @@ class CorralMCP:
             error=result.error,
         )
 
+    # -- exposed agents and run functions ---------------------------------------------------------------
     def _add_exposed(self, entry: Exposed) -> None:
-        if entry.kind == "agent":
-            assert isinstance(entry.target, Agent)
-            served = copy.copy(entry.target)
-            served.approver = elicit_approver(entry.target.approver)
-            handler = self._agent_handler(served)
-        else:
-            handler = self._run_handler(entry)
-        self.server.add_tool(handler, name=entry.name, description=entry.description)
+        self._exposed[entry.name] = entry
+        handler = self._agent_handler(entry) if entry.kind == "agent" else self._run_handler(entry)
+        self.server.add_tool(handler, name=entry.name, description=entry.description, structured_output=True)
 
     def _agent_handler(
-        self, agent: Agent[Any]
-    ) -> Callable[..., Awaitable[str | mcp_types.InputRequiredResult]]:
-        async def run_agent(prompt: str, ctx: Context[Any, Any]) -> str | mcp_types.InputRequiredResult:
-            pending = self._pending.pop(ctx.request_state or "", None)
-            if pending is None:
-                pending = self._start(agent, prompt, ctx)
-            else:  # the client's answer to the approval this run asked for
-                pending.progress.ctx = ctx
-                pending.asker.reply(ctx.input_responses)
-            await asyncio.wait((pending.task, pending.asker.question), return_when=asyncio.FIRST_COMPLETED)
-            if not pending.task.done():
-                state = secrets.token_urlsafe(16)
-                self._pending[state] = pending
-                request = pending.asker.question.result()
-                params = mcp_types.ElicitRequestFormParams(
-                    message=_approval_message(request),
-                    requested_schema=render_elicitation_schema(ApprovalForm),
+        self, entry: Exposed
+    ) -> Callable[..., Awaitable[RunResult | mcp_types.InputRequiredResult]]:
+        agent = entry.target
+        assert isinstance(agent, Agent)
+
+        async def run_agent(prompt: str, ctx: Context[Any, Any]) -> RunResult | mcp_types.InputRequiredResult:
+            run_id, ask = self._answered(entry.name, ctx)
+            run_id = run_id or _new_run_id(entry.name)
+            return await self._drive(
+                ctx, entry.name, run_id, self._agent_attempt(agent, prompt, run_id, ctx), ask
+            )
+
+        return run_agent
+
+    def _agent_attempt(
+        self, agent: Agent[Any], prompt: str, run_id: str, ctx: Context[Any, Any]
+    ) -> Callable[[], Awaitable[str]]:
+        progress = _Progress(ctx)
+
+        async def attempt() -> str:
+            try:
+                result = await agent.run(
+                    prompt, runtime=self.runtime, run_id=run_id, on_event=progress.on_event
                 )
-                return mcp_types.InputRequiredResult(
-                    input_requests={
-                        "approval": mcp_types.ElicitRequest(method="elicitation/create", params=params)
-                    },
-                    request_state=state,
-                    result_type="input_required",
-                )
-            result = pending.task.result()
-            await pending.progress.flush()
+            finally:
+                await progress.flush()
             if not result.ok:
                 raise ToolError(f"run {result.run_id} stopped ({result.reason}): {result.detail}")
             output = result.output
             return output if isinstance(output, str) else json.dumps(output, default=str)
 
-        return run_agent
+        return attempt
 
-    def _start(self, agent: Agent[Any], prompt: str, ctx: Context[Any, Any]) -> _Pending:
-        progress, asker = _Progress(ctx), _Asker()
-
-        def on_event(event: AgentEvent) -> None:
-            line = _describe_event(event)
-            if line is not None:
-                progress(line)
-
-        tokens = _REQUEST.set(ctx), _ASKER.set(asker)
-        try:  # the run's task copies these context variables when it is created
-            task = asyncio.ensure_future(agent.run(prompt, runtime=self.runtime, on_event=on_event))
-        finally:
-            _REQUEST.reset(tokens[0])
-            _ASKER.reset(tokens[1])
-        return _Pending(task=task, asker=asker, progress=progress)
-
-    def _run_handler(self, entry: Exposed) -> Callable[..., Awaitable[Any]]:
+    def _run_handler(
+        self, entry: Exposed
+    ) -> Callable[..., Awaitable[RunResult | mcp_types.InputRequiredResult]]:
         fn = entry.target
         assert not isinstance(fn, Agent)
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters.values())[1:]  # the first is the run context
 
-        async def run_function(**kwargs: Any) -> Any:
-            result = await self.runtime.run(fn, **kwargs)
-            return result if isinstance(result, str) else json.dumps(result, default=str)
+        async def run_function(**kwargs: Any) -> RunResult | mcp_types.InputRequiredResult:
+            ctx: Context[Any, Any] = kwargs.pop(_CONTEXT_PARAM)
+            run_id, ask = self._answered(entry.name, ctx)
+            run_id = run_id or _new_run_id(entry.name)
 
+            async def attempt() -> str:
+                return _text(await self.runtime.run(fn, run_id=run_id, **kwargs))
+
+            return await self._drive(ctx, entry.name, run_id, attempt, ask)
+
+        returns = RunResult | mcp_types.InputRequiredResult
+        context = inspect.Parameter(_CONTEXT_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Context)
         run_function.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [p.replace(annotation=hints.get(p.name, Any)) for p in params], return_annotation=str
+            [*(p.replace(annotation=hints.get(p.name, Any)) for p in params), context],
+            return_annotation=returns,
         )
-        run_function.__annotations__ = {p.name: hints.get(p.name, Any) for p in params} | {"return": str}
+        run_function.__annotations__ = {p.name: hints.get(p.name, Any) for p in params} | {
+            _CONTEXT_PARAM: Context,
+            "return": returns,
+        }
         run_function.__name__ = entry.name
         run_function.__doc__ = entry.description
         return run_function
+
+    async def run_status(
+        self, run_id: str, ctx: Context[Any, Any]
+    ) -> RunResult | mcp_types.InputRequiredResult:
+        """The result of a run an exposed tool started; a parked run whose approvals were decided goes on."""
+        found = _RUN_ID.match(run_id)
+        entry = self._exposed.get(found["tool"]) if found else None
+        if entry is None:
+            raise ToolError(f"{run_id!r} is not the id of a run this server's exposed tools started")
+        _, ask = self._answered("run_status", ctx, run_id=run_id)
+        try:
+            record = self.runtime.get_run(run_id)
+        except RunNotFound:
+            raise ToolError(f"there is no run {run_id!r} in this server's journal") from None
+        attempt: Callable[[], Awaitable[str]]
+        if isinstance(entry.target, Agent):
+            attempt = self._agent_attempt(entry.target, _prompt_of(record.input, run_id), run_id, ctx)
+        else:
+
+            async def attempt() -> str:
+                return _text(await self.runtime.resume(run_id))
+
+        return await self._drive(ctx, "run_status", run_id, attempt, ask)
+
+    async def _drive(
+        self, ctx: Context[Any, Any], tool: str, run_id: str, attempt: Callable[[], Awaitable[str]], ask: bool
+    ) -> RunResult | mcp_types.InputRequiredResult:
+        """Run (or resume) until the run completes or parks; each approval it parks on is put to the client
+        (elicitation) when it can answer, and its answer recorded in the ledger as `corral approvals` does."""
+        asked: set[str] = set()
+        while True:
+            try:
+                output = await attempt()
+            except RunSuspended as parked:
+                record = self._waited_on(parked.signal)
+                if record is None or record.id in asked or not ask:
+                    return _parked(run_id, parked.signal, [record] if record is not None else [])
+                asked.add(record.id)
+                answer = await self._ask(ctx, tool, record)
+                if answer is None:
+                    return _parked(run_id, parked.signal, [record])
+                if isinstance(answer, mcp_types.InputRequiredResult):
+                    return answer
+                continue  # decided: the run reads the decision from the ledger and goes on
+            except RunBusy as busy:
+                return RunResult(
+                    status="running",
+                    run_id=run_id,
+                    message=f"{busy}; call `run_status` with run_id {run_id!r} again later",
+                )
+            return RunResult(status="completed", run_id=run_id, output=_cut(output))
+
+    def _waited_on(self, signal: str | None) -> ApprovalRecord | None:
+        """The pending approval a parked run waits for (``approval:<id>``), if that is what it waits for."""
+        if signal is None or not signal.startswith("approval:"):
+            return None
+        try:
+            record = Approvals(self.runtime).get(signal.removeprefix("approval:"))
+        except ApprovalError:
+            return None
+        return record if record.decision is None else None
+
+    async def _ask(
+        self, ctx: Context[Any, Any], tool: str, record: ApprovalRecord
+    ) -> bool | mcp_types.InputRequiredResult | None:
+        """Put one approval to the client's user: ``True`` once decided, an ``input_required`` result on a
+        2026-07-28 connection, ``None`` when the client cannot or does not answer (the run stays parked)."""
+        if not _can_elicit(ctx):
+            return None
+        try:
+            answer = await ctx.elicit(_approval_message(record), schema=ApprovalForm)
+        except NoBackChannelError:  # a 2026-07-28 connection: ask in the call's result instead
+            return self._input_required(tool, record)
+        except MCPError:
+            return None
+        if answer.action != "accept":  # declined or cancelled: nobody answered, so it waits for a person
+            return None
+        self._decide(record.id, answer.data)
+        return True
+
+    def _input_required(self, tool: str, record: ApprovalRecord) -> mcp_types.InputRequiredResult:
+        now = time.monotonic()
+        for state, old in list(self._rounds.items()):
+            if now - old.asked_at > ROUND_TTL_S:
+                del self._rounds[state]
+        state = secrets.token_urlsafe(24)
+        self._rounds[state] = _Round(tool=tool, run_id=record.run_id, approval_id=record.id, asked_at=now)
+        params = mcp_types.ElicitRequestFormParams(
+            message=_approval_message(record), requested_schema=render_elicitation_schema(ApprovalForm)
+        )
+        return mcp_types.InputRequiredResult(
+            input_requests={"approval": mcp_types.ElicitRequest(method="elicitation/create", params=params)},
+            request_state=state,
+            result_type="input_required",
+        )
+
+    def _answered(
+        self, tool: str, ctx: Context[Any, Any], *, run_id: str | None = None
+    ) -> tuple[str | None, bool]:
+        """For the second round of a 2026-07-28 call: decide the approval it answers and name its run.
+        Returns ``(run_id or None on a first round, whether to ask the client again)``."""
+        state = ctx.request_state
+        if state is None:
+            return None, True
+        asked = self._rounds.pop(state, None)
+        if asked is None or asked.tool != tool or (run_id is not None and asked.run_id != run_id):
+            raise ToolError(
+                "this answer is for an approval this server is not waiting for (it expired, was answered, or "
+                "the server restarted); the run stays parked: decide with `corral approvals`, then call "
+                "`run_status` with its run id"
+            )
+        answer = (ctx.input_responses or {}).get("approval")
+        if not isinstance(answer, mcp_types.ElicitResult) or answer.action != "accept":
+            return asked.run_id, False
+        try:
+            form = ApprovalForm.model_validate(answer.content or {})
+        except ValidationError:
+            return asked.run_id, False
+        self._decide(asked.approval_id, form)
+        return asked.run_id, True
+
+    def _decide(self, approval_id: str, form: ApprovalForm) -> None:
+        """Record the client's answer in the ledger, as ``corral approvals approve/reject`` would."""
+        approvals, reason = Approvals(self.runtime), form.reason.strip()[:_MAX_REASON]
+        try:
+            if form.approve:
+                approvals.approve(approval_id, by=MCP_DECIDER, reason=reason or "approved through MCP")
+            else:
+                approvals.reject(approval_id, by=MCP_DECIDER, reason=reason or "refused through MCP")
+        except ApprovalError:
+            pass  # decided elsewhere first (or its run ended): the run reads whatever decision stands
+
+
+def _new_run_id(tool: str) -> str:
+    return f"mcp-{tool}-{secrets.token_hex(8)}"
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _prompt_of(recorded_input: str, run_id: str) -> str:
+    """The prompt an exposed agent's run was started with (the last argument of its run function)."""
+    try:
+        args = json.loads(recorded_input)["args"]
+    except (ValueError, KeyError, TypeError):
+        args = None
+    if not isinstance(args, list) or not args or not isinstance(args[-1], str):
+        raise ToolError(f"run {run_id!r} is not a run of an exposed agent")
+    return args[-1]
 
 
 def build_server(
