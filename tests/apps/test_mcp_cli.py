@@ -61,9 +61,11 @@ async def test_an_exposed_run_function_keeps_its_typed_parameters(
         (tool,) = [t for t in (await client.list_tools()).tools if t.name == "shout"]
         assert tool.input_schema["required"] == ["text"]
         assert tool.input_schema["properties"]["times"]["type"] == "integer"
+        assert set(tool.input_schema["properties"]) == {"text", "times"}  # not the request context
         result = await client.call_tool("shout", {"text": "run", "times": 3})
         bad = await client.call_tool("shout", {"text": "run", "times": "many"})
-    assert result.content[0].text == "RUN RUN RUN"  # type: ignore[union-attr]
+    assert result.structured_content is not None
+    assert result.structured_content["output"] == "RUN RUN RUN"
     assert bad.is_error
     (run,) = runtime.list_runs()
     assert run.status == "completed"

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import httpx2
 import mcp_types
@@ -162,12 +163,8 @@ async def test_without_elicitation_the_run_parks_until_corral_approvals_decides(
         assert again["status"] == "parked" and again["approvals"][0]["id"] == approval_id
         assert launched(env) == []
 
-        decided = subprocess.run(
-            [CORRAL, "approvals", "approve", approval_id, "--by", "ops", "--reason", "cleared"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        decided = await anyio.run_process(
+            [CORRAL, "approvals", "approve", approval_id, "--by", "ops", "--reason", "cleared"], env=env
         )
         assert decided.returncode == 0, decided.stderr
         done = (await client.call_tool("run_status", {"run_id": run_id})).structured_content
@@ -278,7 +275,8 @@ async def test_corral_client_over_http(http_server: str) -> None:
     async with MCPToolset(spec, name="corral", prefix="corral", include=["shout", "run_sql"]) as toolset:
         tools = {t.name: t for t in await toolset.tools()}
         assert set(tools) == {"corral_shout", "corral_run_sql"}
-        assert await tools["corral_shout"].call({"text": "both ways", "times": 1}) == "BOTH WAYS"
+        shouted = json.loads(await tools["corral_shout"].call({"text": "both ways", "times": 1}))
+        assert (shouted["status"], shouted["output"]) == ("completed", "BOTH WAYS")
         with pytest.raises(ToolRaisedError, match="unknown source 'nope'"):
             await tools["corral_run_sql"].call({"query": "SELECT 1", "source": "nope"})
 
