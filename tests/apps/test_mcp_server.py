@@ -22,6 +22,7 @@ import mcp_types
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from corral.durable import Runtime
 from corral.guards import Approvals
@@ -139,9 +140,7 @@ async def test_a_refusal_through_elicitation_reaches_the_model(
     async with Client(stdio_params(chinook, env), elicitation_callback=refuse, mode=mode) as client:
         result = await client.call_tool("launcher", {"prompt": "Launch."})
     assert result.structured_content["status"] == "completed"
-    assert result.structured_content["output"] == (
-        "Result: The call of 'launch' was not approved: not today"
-    )
+    assert result.structured_content["output"] == ("Result: The call of 'launch' was not approved: not today")
     assert launched(env) == []
 
 
@@ -371,3 +370,73 @@ def test_bearer_gate_rejects_short_tokens() -> None:
 
     with pytest.raises(ValueError, match="16 characters"):
         BearerTokenGate(app, "short")
+
+
+def test_inspector_sees_a_parked_run_and_picks_up_its_result(
+    chinook: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Each Inspector call starts its own server process: the parked run outlives the one that parked it."""
+
+    def call(tool: str, argument: str) -> dict[str, Any]:
+        done = run_inspector(
+            tmp_path,
+            "--method",
+            "tools/call",
+            "--tool-name",
+            tool,
+            "--tool-arg",
+            argument,
+            *(f"-e{k}={v}" for k, v in env.items()),
+            "--",
+            CORRAL,
+            *serve_args(chinook),
+        )
+        assert done.returncode == 0, done.stderr
+        structured: dict[str, Any] = json.loads(done.stdout)["structuredContent"]
+        return structured
+
+    parked = call("launcher", "prompt=Launch.")
+    assert parked["status"] == "parked" and launched(env) == []
+    [approval] = parked["approvals"]
+    ledger(env).approve(approval["id"], by="ops")
+    done = call("run_status", f"run_id={parked['run_id']}")
+    assert (done["status"], done["output"]) == ("completed", "Result: launched rocket")
+    assert launched(env) == ["launch rocket"]
+
+
+@pytest.mark.parametrize("state_key", [None, "k" * 40])
+async def test_an_answer_across_a_server_restart(
+    chinook: Path, env: dict[str, str], state_key: str | None
+) -> None:
+    """2026-07-28: the round's state is the approval's id, sealed by the server's key. With a key kept across
+    restarts (`$CORRAL_MCP_STATE_KEY`) a late answer still decides; without one it is refused and the run
+    stays parked until it is asked again or decided with `corral approvals`."""
+    if state_key is not None:
+        env = {**env, "CORRAL_MCP_STATE_KEY": state_key}
+
+    async def approve(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
+        return mcp_types.ElicitResult(action="accept", content={"approve": True, "reason": ""})
+
+    async with Client(stdio_params(chinook, env), elicitation_callback=approve, mode="2026-07-28") as client:
+        first = await client.session.call_tool("launcher", {"prompt": "Launch."}, allow_input_required=True)
+    assert isinstance(first, mcp_types.InputRequiredResult) and first.request_state
+    [pending] = ledger(env).list()
+    assert pending.id not in first.request_state  # sealed, not readable by the client
+    assert launched(env) == []
+
+    answer = {"approval": mcp_types.ElicitResult(action="accept", content={"approve": True, "reason": ""})}
+    async with Client(stdio_params(chinook, env), elicitation_callback=approve, mode="2026-07-28") as client:
+        late = client.call_tool(
+            "launcher", {"prompt": "Launch."}, input_responses=answer, request_state=first.request_state
+        )
+        if state_key is not None:
+            done = await late
+        else:
+            with pytest.raises(MCPError, match="Invalid or expired requestState"):
+                await late
+            assert ledger(env).get(pending.id).status == "pending" and launched(env) == []
+            # The run is still parked; asking for it puts the approval to this client again.
+            done = await client.call_tool("run_status", {"run_id": pending.run_id})
+    assert (done.structured_content or {})["output"] == "Result: launched rocket"
+    assert ledger(env).get(pending.id).status == "approved"
+    assert launched(env) == ["launch rocket"]

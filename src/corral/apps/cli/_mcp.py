@@ -65,6 +65,14 @@ def serve_command(
     token_env: Annotated[
         str, typer.Option("--token-env", help="Environment variable holding the HTTP bearer token.")
     ] = "CORRAL_MCP_TOKEN",
+    state_key_env: Annotated[
+        str,
+        typer.Option(
+            "--state-key-env",
+            help="Environment variable holding a key (32+ characters) that seals approval rounds, so an "
+            "answer sent after a restart still decides (default: a key of this process).",
+        ),
+    ] = "CORRAL_MCP_STATE_KEY",
 ) -> None:
     """Offer `ask`, `run_python`, `run_sql` and exposed agents to MCP clients (stdio, or HTTP + token)."""
     from corral.apps.mcp_server import (
@@ -85,6 +93,7 @@ def serve_command(
         model=model,
         judge=not no_judge,
         journal=journal,
+        state_key=os.environ.get(state_key_env) or None,
     )
     server = build_server(config)
     if http is None:

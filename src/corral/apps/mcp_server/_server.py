@@ -16,7 +16,6 @@ import inspect
 import json
 import re
 import secrets
-import time
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,10 +26,12 @@ import mcp_types
 from mcp.server.elicitation import render_elicitation_schema
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from pydantic import BaseModel, Field, ValidationError
 
 from corral import __version__
+from corral._errors import UsageError
 from corral.agents import Agent, AgentEvent, ModelResponded, ToolCalled
 from corral.apps.data_agent import Answer, DataEvent
 from corral.apps.mcp_server._registry import Exposed, exposed
@@ -51,7 +52,9 @@ class ServerConfig:
     ``databases`` maps a source name to a SQLite/DuckDB file or a ``postgresql://`` URL; ``files`` maps a
     name to CSV/Parquet files. ``model`` is the data agent's model (default: the setting, or local);
     ``judge`` runs its LLM-as-a-judge check. ``journal`` is where every call's run is recorded (default:
-    the user's journal). ``sandbox_tools`` offers ``run_python`` and ``run_sql``.
+    the user's journal). ``sandbox_tools`` offers ``run_python`` and ``run_sql``. ``state_key`` (at least 32
+    characters) seals the state of approvals asked in ``input_required`` results (2026-07-28 clients): with
+    the same key, an answer sent after the server restarted still decides; default: a key of this process.
     """
 
     databases: Mapping[str, str] = field(default_factory=dict)
@@ -60,6 +63,11 @@ class ServerConfig:
     judge: bool = True
     journal: Path | None = None
     sandbox_tools: bool = True
+    state_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.state_key is not None and len(self.state_key) < 32:
+            raise UsageError("the MCP server's state key must be at least 32 characters")
 
     def source_names(self) -> list[str]:
         """Every source name, databases first."""
@@ -207,18 +215,9 @@ def _parked(run_id: str, waiting_for: str | None, pending: Sequence[ApprovalReco
     return RunResult(status="parked", run_id=run_id, approvals=approvals, message=message)
 
 
-@dataclass(frozen=True)
-class _Round:
-    """An approval asked in an ``input_required`` result (2026-07-28) until the client's next call."""
-
-    tool: str
-    run_id: str
-    approval_id: str
-    asked_at: float
-
-
-#: How long a 2026-07-28 approval round is remembered; the run itself is parked in the journal meanwhile.
-ROUND_TTL_S = 3600.0
+#: How long (s) a client has to answer an approval asked in an ``input_required`` result; the run itself stays
+#: parked in the journal, so a late answer only means deciding it with ``corral approvals`` instead.
+ANSWER_TTL_S = 600.0
 #: Who the ledger names as the decider of an answer given through MCP.
 MCP_DECIDER = "mcp-client"
 _RUN_ID = re.compile(r"^mcp-(?P<tool>[A-Za-z0-9_-]{1,64})-(?P<token>[0-9a-f]{16})$")
@@ -237,13 +236,15 @@ class CorralMCP:
         self.config = config
         self._runtime = runtime
         self._exposed: dict[str, Exposed] = {}
-        self._rounds: dict[str, _Round] = {}
         self.server: MCPServer[Any] = MCPServer(
             "corral",
             version=__version__,
             instructions="corral: ask questions over the configured data sources, run Python or read-only "
             "SQL in a sandbox, and run the agents this server exposes. Every call is a durable run.",
             log_level="WARNING",
+            request_state_security=(
+                RequestStateSecurity(keys=[config.state_key], ttl=ANSWER_TTL_S) if config.state_key else None
+            ),
         )
         sources = ", ".join(config.source_names()) or "(none configured)"
         if config.source_names():
@@ -360,9 +361,7 @@ class CorralMCP:
         async def run_agent(prompt: str, ctx: Context[Any, Any]) -> RunResult | mcp_types.InputRequiredResult:
             run_id, ask = self._answered(entry.name, ctx)
             run_id = run_id or _new_run_id(entry.name)
-            return await self._drive(
-                ctx, entry.name, run_id, self._agent_attempt(agent, prompt, run_id, ctx), ask
-            )
+            return await self._drive(ctx, run_id, self._agent_attempt(agent, prompt, run_id, ctx), ask=ask)
 
         return run_agent
 
@@ -401,7 +400,7 @@ class CorralMCP:
             async def attempt() -> str:
                 return _text(await self.runtime.run(fn, run_id=run_id, **kwargs))
 
-            return await self._drive(ctx, entry.name, run_id, attempt, ask)
+            return await self._drive(ctx, run_id, attempt, ask=ask)
 
         returns = RunResult | mcp_types.InputRequiredResult
         context = inspect.Parameter(_CONTEXT_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Context)
@@ -438,10 +437,10 @@ class CorralMCP:
             async def attempt() -> str:
                 return _text(await self.runtime.resume(run_id))
 
-        return await self._drive(ctx, "run_status", run_id, attempt, ask)
+        return await self._drive(ctx, run_id, attempt, ask=ask)
 
     async def _drive(
-        self, ctx: Context[Any, Any], tool: str, run_id: str, attempt: Callable[[], Awaitable[str]], ask: bool
+        self, ctx: Context[Any, Any], run_id: str, attempt: Callable[[], Awaitable[str]], *, ask: bool
     ) -> RunResult | mcp_types.InputRequiredResult:
         """Run (or resume) until the run completes or parks; each approval it parks on is put to the client
         (elicitation) when it can answer, and its answer recorded in the ledger as `corral approvals` does."""
@@ -454,7 +453,7 @@ class CorralMCP:
                 if record is None or record.id in asked or not ask:
                     return _parked(run_id, parked.signal, [record] if record is not None else [])
                 asked.add(record.id)
-                answer = await self._ask(ctx, tool, record)
+                answer = await self._ask(ctx, record)
                 if answer is None:
                     return _parked(run_id, parked.signal, [record])
                 if isinstance(answer, mcp_types.InputRequiredResult):
@@ -479,7 +478,7 @@ class CorralMCP:
         return record if record.decision is None else None
 
     async def _ask(
-        self, ctx: Context[Any, Any], tool: str, record: ApprovalRecord
+        self, ctx: Context[Any, Any], record: ApprovalRecord
     ) -> bool | mcp_types.InputRequiredResult | None:
         """Put one approval to the client's user: ``True`` once decided, an ``input_required`` result on a
         2026-07-28 connection, ``None`` when the client cannot or does not answer (the run stays parked)."""
@@ -488,7 +487,7 @@ class CorralMCP:
         try:
             answer = await ctx.elicit(_approval_message(record), schema=ApprovalForm)
         except NoBackChannelError:  # a 2026-07-28 connection: ask in the call's result instead
-            return self._input_required(tool, record)
+            return self._input_required(record)
         except MCPError:
             return None
         if answer.action != "accept":  # declined or cancelled: nobody answered, so it waits for a person
@@ -496,46 +495,45 @@ class CorralMCP:
         self._decide(record.id, answer.data)
         return True
 
-    def _input_required(self, tool: str, record: ApprovalRecord) -> mcp_types.InputRequiredResult:
-        now = time.monotonic()
-        for state, old in list(self._rounds.items()):
-            if now - old.asked_at > ROUND_TTL_S:
-                del self._rounds[state]
-        state = secrets.token_urlsafe(24)
-        self._rounds[state] = _Round(tool=tool, run_id=record.run_id, approval_id=record.id, asked_at=now)
+    def _input_required(self, record: ApprovalRecord) -> mcp_types.InputRequiredResult:
+        """Ask in the call's result. The round's state is the approval's id, sealed by the SDK (AES-GCM under
+        the server's key, bound to this tool call's name and arguments, valid for ``ANSWER_TTL_S``): the
+        client's next call can only answer the approval this server asked it, and nothing is held here."""
         params = mcp_types.ElicitRequestFormParams(
             message=_approval_message(record), requested_schema=render_elicitation_schema(ApprovalForm)
         )
         return mcp_types.InputRequiredResult(
             input_requests={"approval": mcp_types.ElicitRequest(method="elicitation/create", params=params)},
-            request_state=state,
+            request_state=record.id,
             result_type="input_required",
         )
 
     def _answered(
         self, tool: str, ctx: Context[Any, Any], *, run_id: str | None = None
     ) -> tuple[str | None, bool]:
-        """For the second round of a 2026-07-28 call: decide the approval it answers and name its run.
-        Returns ``(run_id or None on a first round, whether to ask the client again)``."""
+        """For the second round of a 2026-07-28 call: record the answer to the approval it carries and name
+        its run. Returns ``(run_id or None on a first round, whether to ask the client again)``."""
         state = ctx.request_state
         if state is None:
             return None, True
-        asked = self._rounds.pop(state, None)
-        if asked is None or asked.tool != tool or (run_id is not None and asked.run_id != run_id):
-            raise ToolError(
-                "this answer is for an approval this server is not waiting for (it expired, was answered, or "
-                "the server restarted); the run stays parked: decide with `corral approvals`, then call "
-                "`run_status` with its run id"
-            )
+        try:
+            record = Approvals(self.runtime).get(state)
+        except ApprovalError:
+            record = None
+        found = _RUN_ID.match(record.run_id) if record is not None else None
+        if record is None or found is None or (run_id or record.run_id) != record.run_id:
+            raise ToolError(f"this answer is for an approval this server does not know ({state[:80]!r})")
+        if tool != "run_status" and found["tool"] != tool:
+            raise ToolError(f"this answer is for an approval of {found['tool']!r}, not of {tool!r}")
         answer = (ctx.input_responses or {}).get("approval")
         if not isinstance(answer, mcp_types.ElicitResult) or answer.action != "accept":
-            return asked.run_id, False
+            return record.run_id, False
         try:
             form = ApprovalForm.model_validate(answer.content or {})
         except ValidationError:
-            return asked.run_id, False
-        self._decide(asked.approval_id, form)
-        return asked.run_id, True
+            return record.run_id, False
+        self._decide(record.id, form)
+        return record.run_id, True
 
     def _decide(self, approval_id: str, form: ApprovalForm) -> None:
         """Record the client's answer in the ledger, as ``corral approvals approve/reject`` would."""
