@@ -433,6 +433,9 @@ class CorralMCP:
         if isinstance(entry.target, Agent):
             attempt = self._agent_attempt(entry.target, _prompt_of(record.input, run_id), run_id, ctx)
         else:
+            fn = entry.target
+            if record.function != f"{fn.__module__}:{fn.__qualname__}":  # the journal's `module:qualname`
+                raise ToolError(f"run {run_id!r} is not a run of {entry.name!r}")
 
             async def attempt() -> str:
                 return _text(await self.runtime.resume(run_id))
