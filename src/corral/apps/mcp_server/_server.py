@@ -215,8 +215,8 @@ def _parked(run_id: str, waiting_for: str | None, pending: Sequence[ApprovalReco
     return RunResult(status="parked", run_id=run_id, approvals=approvals, message=message)
 
 
-#: How long (s) a client has to answer an approval asked in an ``input_required`` result; the run itself stays
-#: parked in the journal, so a late answer only means deciding it with ``corral approvals`` instead.
+#: How long (s) a client has to answer an approval it was asked (a form, or an ``input_required`` result);
+#: the run itself stays parked in the journal, so a late answer only means deciding it another way.
 ANSWER_TTL_S = 600.0
 #: Who the ledger names as the decider of an answer given through MCP.
 MCP_DECIDER = "mcp-client"
@@ -488,10 +488,11 @@ class CorralMCP:
         if not _can_elicit(ctx):
             return None
         try:
-            answer = await ctx.elicit(_approval_message(record), schema=ApprovalForm)
+            async with asyncio.timeout(ANSWER_TTL_S):
+                answer = await ctx.elicit(_approval_message(record), schema=ApprovalForm)
         except NoBackChannelError:  # a 2026-07-28 connection: ask in the call's result instead
             return self._input_required(record)
-        except MCPError:
+        except (MCPError, TimeoutError):
             return None
         if answer.action != "accept":  # declined or cancelled: nobody answered, so it waits for a person
             return None
