@@ -39,6 +39,12 @@ def test_serve_refuses_a_bad_http_address() -> None:
     assert failed.returncode == 2 and "HOST:PORT" in failed.stderr
 
 
+def test_serve_refuses_a_short_state_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_MCP_STATE_KEY", "short")
+    failed = corral("mcp", "serve")
+    assert failed.returncode == 2 and "at least 32 characters" in failed.stderr
+
+
 async def test_an_exposed_run_function_keeps_its_typed_parameters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -87,13 +87,18 @@ def serve_command(
     sys.path.insert(0, os.getcwd())  # --expose names the user's own modules
     for reference in expose or []:
         expose_reference(reference)
+    state_key = os.environ.get(state_key_env) or None
+    if state_key is not None and len(state_key) < 32:
+        raise typer.BadParameter(
+            f"${state_key_env} must hold at least 32 characters", param_hint="--state-key-env"
+        )
     config = ServerConfig(
         databases={name: paths[0] for name, paths in _named(db, "--db").items()},
         files={name: tuple(paths) for name, paths in _named(files, "--files").items()},
         model=model,
         judge=not no_judge,
         journal=journal,
-        state_key=os.environ.get(state_key_env) or None,
+        state_key=state_key,
     )
     server = build_server(config)
     if http is None:
