@@ -42,7 +42,8 @@ def test_serve_refuses_a_bad_http_address() -> None:
 def test_serve_refuses_a_short_state_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORRAL_MCP_STATE_KEY", "short")
     failed = corral("mcp", "serve")
-    assert failed.returncode == 2 and "at least 32 characters" in failed.stderr
+    said = " ".join(failed.stderr.replace("│", " ").split())  # the message as rich wraps it in a box
+    assert failed.returncode == 2 and "$CORRAL_MCP_STATE_KEY must hold at least 32 characters" in said
 
 
 async def test_an_exposed_run_function_keeps_its_typed_parameters(
