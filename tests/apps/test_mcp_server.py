@@ -140,7 +140,7 @@ async def test_a_refusal_through_elicitation_reaches_the_model(
     async with Client(stdio_params(chinook, env), elicitation_callback=refuse, mode=mode) as client:
         result = await client.call_tool("launcher", {"prompt": "Launch."})
     assert result.structured_content["status"] == "completed"
-    assert result.structured_content["output"] == ("Result: The call of 'launch' was not approved: not today")
+    assert result.structured_content["output"] == "Result: The call of 'launch' was not approved: not today"
     assert launched(env) == []
 
 
