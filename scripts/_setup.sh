@@ -94,3 +94,18 @@ ensure_browser_for_tests() {
     need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
   }
 }
+
+ensure_mcp_inspector() {
+  # The MCP Inspector's CLI drives corral's MCP server in the tests, as a real client would. Installed once
+  # into the environment's own directory (no global npm state); skipped when that version is there.
+  local version="2.12.0" prefix="$VENV/npm"
+  local installed="$prefix/node_modules/@modelcontextprotocol/inspector/package.json"
+  if [ -f "$installed" ] && grep -q "\"version\": \"$version\"" "$installed"; then return 0; fi
+  command -v npm >/dev/null || {
+    step "Installing Node.js and npm (for the MCP Inspector)"
+    need_root_or_sudo apt-get update -q
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+  }
+  step "Installing the MCP Inspector $version (npm)"
+  npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "@modelcontextprotocol/inspector@$version"
+}

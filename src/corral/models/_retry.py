@@ -79,22 +79,32 @@ class CircuitBreaker:
             return "closed"
         return "open" if self.clock() - self.opened_at < self.reset_after_s else "half-open"
 
-    def before(self, model: str) -> None:
-        """Raise :class:`CircuitOpenError` if requests to this provider must fail fast now."""
+    def check(self) -> float | None:
+        """``None`` when a call may go ahead now, else the seconds it must still fail fast for.
+
+        The caller raises its own layer's error (a model's, a tool's) when it gets a number.
+        """
         with self._lock:
             if self.opened_at is None:
-                return
+                return None
             waited = self.clock() - self.opened_at
             if waited < self.reset_after_s:
-                raise CircuitOpenError(
-                    f"model {model}: the circuit breaker of provider {self.name!r} is open after "
-                    f"{self.failures} failures in a row; calls fail fast for another "
-                    f"{self.reset_after_s - waited:.1f} s (use a FallbackModel to switch providers)",
-                    model=model,
-                    reopens_in_s=self.reset_after_s - waited,
-                )
-            # Half-open: this request is the trial; push the window so concurrent ones still fail fast.
+                return self.reset_after_s - waited
+            # Half-open: this call is the trial; push the window so concurrent ones still fail fast.
             self.opened_at = self.clock()
+            return None
+
+    def before(self, model: str) -> None:
+        """Raise :class:`CircuitOpenError` if requests to this provider must fail fast now."""
+        remaining = self.check()
+        if remaining is not None:
+            raise CircuitOpenError(
+                f"model {model}: the circuit breaker of provider {self.name!r} is open after "
+                f"{self.failures} failures in a row; calls fail fast for another "
+                f"{remaining:.1f} s (use a FallbackModel to switch providers)",
+                model=model,
+                reopens_in_s=remaining,
+            )
 
     def success(self) -> None:
         """Record a success: the breaker closes."""

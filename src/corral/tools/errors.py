@@ -12,6 +12,8 @@ Exception tree::
     │   ├── ToolTimeoutError      the call did not finish within the tool's timeout
     │   ├── ToolBusyError         the tool's bulkhead is full (max_concurrency running, queue full)
     │   ├── ToolRefusedError      a call that needs approval was refused (or nobody could approve it)
+    │   ├── ToolUnavailableError  the tool's server is down, cannot be started, or its breaker is open
+    │   ├── ToolReplyError        the tool's server sent a reply that is malformed or out of bounds
     │   └── ToolRaisedError       the tool's own code raised; ``__cause__`` is the original exception
     └── UsageError
         └── ToolDefinitionError   a function cannot become a tool (missing type hints, ``*args``)
@@ -62,6 +64,18 @@ class ToolRefusedError(ToolError):
     """A call that needs approval was refused, or could not be approved (no terminal to ask on)."""
 
     kind = "refused"
+
+
+class ToolUnavailableError(ToolError):
+    """The server behind the tool (an MCP server) is down, cannot be started, or fails fast for a while."""
+
+    kind = "unavailable"
+
+
+class ToolReplyError(ToolError):
+    """The server behind the tool sent a reply that breaks the protocol or the bounds set for it."""
+
+    kind = "bad_reply"
 
 
 class ToolRaisedError(ToolError):
