@@ -299,7 +299,7 @@ class CorralMCP:
 
     async def ask(self, question: str, ctx: Context[Any, Any], source: str | None = None) -> AskResult:
         """Answer a question over one of the configured sources."""
-        from corral.apps.data_agent._run import ask  # the same entry point as `corral ask --json`
+        from corral.apps.data_agent import ask  # the same entry point as `corral ask --json`
 
         _, db, files = self._source(source)
         progress = _Progress(ctx)
