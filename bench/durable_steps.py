@@ -6,6 +6,8 @@ tool) plus one recorded "tool" step (returns a small result) — the same work t
     .venv/bin/python bench/durable_steps.py                 # everything but the 1,000-kill crash test
     .venv/bin/python bench/durable_steps.py --kills 1000    # also SIGKILL 1,000 processes
     .venv/bin/python bench/durable_steps.py --quick         # fewer repetitions, no FULL at 2,000 steps
+    .venv/bin/python bench/durable_steps.py --ab /tmp/base/src   # per-step cost against another checkout
+                                                                 # of corral, interleaved (A/B)
 
 The anchors run in their own virtual environment (``--anchors-venv`` or ``$CORRAL_ANCHORS_VENV``, default
 ``/work/anchors-venv``) with ``/work/shared/bench/anchors/steps.py`` (``--anchors-script``).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import statistics
@@ -199,6 +202,42 @@ def many_parked(directory: Path, n: int) -> dict[str, float]:
     }
 
 
+def per_step_json(sizes: list[int], reps: int) -> None:
+    """Print {"plain": {n: median}, "keyed": {n: median}} for NORMAL (the ``--ab`` child's job)."""
+    directory = Path(tempfile.mkdtemp(prefix="corral-bench-ab-"))
+    out: dict[str, dict[int, float]] = {"plain": {}, "keyed": {}}
+    for keyed in (False, True):
+        for n in sizes:
+            out["keyed" if keyed else "plain"][n] = per_step(directory, n, "normal", keyed, reps)[0]
+    print(json.dumps(out))
+
+
+def ab(baseline_src: Path, sizes: list[int], rounds: int) -> None:
+    """Per-step medians of this checkout (A) and of ``baseline_src`` (B), in alternating child processes so
+    that both see the same machine load; prints each side's median over rounds and the ratio A / B."""
+    here = Path(__file__).resolve().parents[1] / "src"
+    results: dict[str, list[dict[str, dict[str, float]]]] = {"A": [], "B": []}
+    for r in range(rounds):
+        for side in ("A", "B") if r % 2 == 0 else ("B", "A"):
+            src = here if side == "A" else baseline_src
+            env = {**os.environ, "PYTHONPATH": str(src)}
+            proc = subprocess.run(
+                [sys.executable, __file__, "--per-step-json", "--sizes", ",".join(map(str, sizes))],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+                timeout=900,
+            )
+            results[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f"== per-step cost, A = {here} vs B = {baseline_src}, {rounds} alternating rounds (us, medians) ==")
+    for kind in ("plain", "keyed"):
+        for n in sizes:
+            a = statistics.median(x[kind][str(n)] for x in results["A"])
+            b = statistics.median(x[kind][str(n)] for x in results["B"])
+            print(f"  NORMAL {kind:5} {n:>5} steps   A {a:7.1f}   B {b:7.1f}   A/B {a / b:5.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,9 +253,18 @@ def main() -> None:
     parser.add_argument("--anchors-script", type=Path, default=Path("/work/shared/bench/anchors/steps.py"))
     parser.add_argument("--anchor-sizes", default="50,200", help="anchors are slow: sizes to run them at")
     parser.add_argument("--no-anchors", action="store_true")
+    parser.add_argument("--ab", type=Path, help="only compare per-step cost with the corral at this src dir")
+    parser.add_argument("--ab-rounds", type=int, default=6)
+    parser.add_argument("--per-step-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     reps = 1 if args.quick else args.reps
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.per_step_json:
+        per_step_json(sizes, 3)
+        return
+    if args.ab is not None:
+        ab(args.ab, sizes if args.sizes != "50,200,2000" else [200, 2000], args.ab_rounds)
+        return
     anchor_sizes = [int(s) for s in args.anchor_sizes.split(",")]
     directory = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, journal files in {directory}\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,23 @@ def test_errors_are_clear(journal: Path) -> None:
     bad.write_bytes(b"garbage" * 1000)
     code, out = cli("runs", "list", "--journal", str(bad))
     assert code == 1 and "corrupt" in out
+
+
+def test_check_json_and_worker_reasons(journal: Path) -> None:
+    code, out = cli("runs", "check", "--journal", str(journal), "--json")
+    assert code == 0 and json.loads(out) == {"ok": True, "problems": []}
+    code, out = cli("runs", "check", "waits", "--journal", str(journal))
+    assert code == 0 and "journal ok: 1 run(s) checked" in out
+    conn = sqlite3.connect(journal)
+    conn.execute("UPDATE steps SET value = '\"plan for delete\"' WHERE run_id = 'waits'")
+    conn.commit()
+    conn.close()
+    code, out = cli("runs", "check", "--journal", str(journal), "--json")
+    report = json.loads(out)
+    assert code == 1 and not report["ok"]
+    assert [(p["run_id"], p["position"]) for p in report["problems"]] == [("waits", 0)]
+    cli("signal", "waits", "approval", "1", "--journal", str(journal))
+    code, out = cli("worker", "--once", "--journal", str(journal))
+    assert "run waits failed: JournalCorrupt" in out and "1 failed" in out, out
+    code, out = cli("runs", "show", "waits", "--journal", str(journal), "--json")
+    assert code == 1 and "run 'waits', step 0" in out, "show reports the damage instead of printing it"

@@ -38,6 +38,18 @@ def test_the_suite_catches_a_broken_backend() -> None:
         check_journal(_ForgetfulJournal)
 
 
+class _UnfencedJournal(MemoryJournal):
+    """A broken backend: writes ignore the lease generation."""
+
+    def write_step(self, step, *, generation=None):  # type: ignore[no-untyped-def]
+        return super().write_step(step)
+
+
+def test_the_suite_catches_a_backend_without_fencing() -> None:
+    with pytest.raises(AssertionError, match="check_fencing: a stale holder's write is refused"):
+        check_journal(_UnfencedJournal)
+
+
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 def test_each_check_runs_alone(check, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     j: Journal = SqliteJournal(tmp_path / "j.sqlite")

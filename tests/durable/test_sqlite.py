@@ -59,7 +59,8 @@ def test_journal_written_by_a_newer_version_is_refused_untouched(tmp_path: Path)
     conn.close()
     before = path.read_bytes()
     with pytest.raises(
-        JournalTooNew, match=r"schema version 2 \(written by corral 9\.9\.9\).*Upgrade corral"
+        JournalTooNew,
+        match=rf"schema version {SCHEMA_VERSION + 1} \(written by corral 9\.9\.9\).*Upgrade corral",
     ):
         SqliteJournal(path)
     assert path.read_bytes() == before

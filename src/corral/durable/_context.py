@@ -44,6 +44,8 @@ _OK = StepStatus.OK
 _ERROR = StepStatus.ERROR
 _INTENT = StepStatus.INTENT
 _WAITING = StepStatus.WAITING
+# Results that are certainly not awaitable: skips ``inspect.isawaitable`` on the hot path.
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None), tuple})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class RunContext:
 
     __slots__ = (
         "_clock",
+        "_generation",
         "_interrupt",
         "_journal",
         "_last_ended",
@@ -126,8 +129,12 @@ class RunContext:
         lease_expires_at: float = float("inf"),
         start_child: Callable[[str, str, Callable[..., Any], Sequence[Any], dict[str, Any]], str]
         | None = None,
+        generation: int | None = None,
     ) -> None:
         self.run_id = run_id
+        # The lease generation this execution holds: every write is fenced by it, so once the run is
+        # cancelled or taken over, the next write is refused and this execution stops.
+        self._generation = generation
         self._start_child = start_child
         #: When this process's lease on the run ends unless renewed. Past it, the run stops itself before its
         #: next step, because another worker may have taken it over (self-fencing, no journal read needed).
@@ -181,18 +188,30 @@ class RunContext:
 
     def _write(self, step: StepRecord) -> None:
         try:
-            written = self._journal.write_step(step)
+            if self._generation is None:
+                written = self._journal.write_step(step)
+            else:
+                written = self._journal.write_step(step, generation=self._generation)
         except JournalError as exc:
             self.journal_failure = exc
             raise
         if not written:
-            # A final row already holds this position: another worker executes this run now.
+            # A final row already holds this position, or the fence refused the write: the run was cancelled
+            # or another worker took it over.
             self._interrupt = Cancel("lease lost")
             raise self._interrupt
         if step.ended_at is not None:
             self._last_ended = step.ended_at
 
-    def _fail(self, position: int, name: str, key: str | None, started: float, exc: BaseException) -> None:
+    def _fail(
+        self,
+        position: int,
+        name: str,
+        key: str | None,
+        started: float,
+        exc: BaseException,
+        args_hash: int | None = None,
+    ) -> None:
         self._write(
             StepRecord(
                 self.run_id,
@@ -204,6 +223,7 @@ class RunContext:
                 key,
                 started,
                 self._clock.time(),
+                args_hash,
             )
         )
 
@@ -217,6 +237,7 @@ class RunContext:
         key: str | None = None,
         returns: type[T] | None = None,
         retry: RetryPolicy | None = None,
+        check_args: bool = True,
         **kwargs: Any,
     ) -> T: ...
 
@@ -229,6 +250,7 @@ class RunContext:
         key: str | None = None,
         returns: type[T] | None = None,
         retry: RetryPolicy | None = None,
+        check_args: bool = True,
         **kwargs: Any,
     ) -> T: ...
 
@@ -240,6 +262,7 @@ class RunContext:
         key: str | None = None,
         returns: type[Any] | None = None,
         retry: RetryPolicy | None = None,
+        check_args: bool = True,
         **kwargs: Any,
     ) -> Any:
         """Run ``fn(*args, **kwargs)`` (sync or async) once and journal its result; on replay return the
@@ -251,14 +274,20 @@ class RunContext:
         the key then takes effect exactly once. Without a key a step is one journal write (its result).
         ``returns``: the pydantic model class to rebuild on replay (default: ``fn``'s return annotation, else
         the recorded class). ``retry``: a ``RetryPolicy`` applied before a failure is recorded.
+        ``check_args``: a replay compares the step's name and a fingerprint of its arguments with the record
+        (``DeterminismError`` if either differs); ``False`` accepts a deliberate change of the arguments.
 
         A result that is neither JSON nor a pydantic model fails the step with ``NotSerializable``. A failure
         is
         recorded, and a replay raises the same exception type with the same message (``StepError`` if the type
         cannot be rebuilt).
         """
+        args_hash = _serde.fingerprint(args, kwargs) if check_args else None
         position, record = self._next(name)
         if record is not None:
+            if args_hash is not None and record.args_hash is not None and record.args_hash != args_hash:
+                self.broken = DeterminismError(self.run_id, position, name, name, arguments=True)
+                raise self.broken
             status = record.status
             if status is _OK:
                 if record.value_type is None:
@@ -273,29 +302,33 @@ class RunContext:
         clock = self._clock
         started = clock.time()
         if key is not None:
-            self._write(StepRecord(self.run_id, position, name, _INTENT, None, None, key, started, None))
+            self._write(
+                StepRecord(self.run_id, position, name, _INTENT, None, None, key, started, None, args_hash)
+            )
         token = _current_step.set(StepInfo(self.run_id, position, name, key))
         try:
             if retry is None:
                 result = fn(*args, **kwargs)
-                if inspect.isawaitable(result):
+                if type(result) not in _PLAIN and inspect.isawaitable(result):
                     result = await result
             else:
                 result = await self._retrying(retry, fn, args, kwargs)
         except Exception as exc:
-            self._fail(position, name, key, started, exc)
+            self._fail(position, name, key, started, exc, args_hash)
             raise
         finally:
             _current_step.reset(token)
         try:
             text, value_type, value = _serde.encode(
-                result, f"run {self.run_id!r}, step {position} ({name!r})"
+                result, lambda: f"run {self.run_id!r}, step {position} ({name!r})"
             )
         except NotSerializable as exc:
-            self._fail(position, name, key, started, exc)
+            self._fail(position, name, key, started, exc, args_hash)
             raise
         self._write(
-            StepRecord(self.run_id, position, name, _OK, text, value_type, key, started, clock.time())
+            StepRecord(
+                self.run_id, position, name, _OK, text, value_type, key, started, clock.time(), args_hash
+            )
         )
         return value
 
@@ -466,10 +499,12 @@ class RunContext:
                     record.value, run_id=self.run_id, position=position, where=f"wait for {signal!r}"
                 )
         now = self._clock.time()
+        step = StepRecord(self.run_id, position, name, _OK, None, None, None, now, now)
         try:
-            taken = self._journal.consume_signal(
-                self.run_id, signal, StepRecord(self.run_id, position, name, _OK, None, None, None, now, now)
-            )
+            if self._generation is None:
+                taken = self._journal.consume_signal(self.run_id, signal, step)
+            else:
+                taken = self._journal.consume_signal(self.run_id, signal, step, generation=self._generation)
         except JournalError as exc:
             self.journal_failure = exc
             raise

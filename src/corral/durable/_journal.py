@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from corral.durable.errors import RunNotFound
+from corral.durable.errors import JournalCorrupt, RunNotFound
 
 
 class RunStatus(StrEnum):
@@ -62,6 +62,9 @@ class RunRecord:
     wake_at: float | None = None
     worker_id: str | None = None
     lease_expires_at: float | None = None
+    #: The lease generation (fencing token): raised by every claim, so a write made under an older claim is
+    #: refused even when the same worker id made both.
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,8 @@ class StepRecord:
     key: str | None = None
     started_at: float = 0.0
     ended_at: float | None = None
+    #: A fingerprint of the step's arguments (``ctx.step``), compared on replay; None when not recorded.
+    args_hash: int | None = None
 
     @property
     def duration(self) -> float | None:
@@ -119,16 +124,25 @@ class Journal(ABC):
         *,
         worker_id: str,
         now: float,
+        generation: int | None = None,
     ) -> bool:
         """Set a final status and output, drop lease and timer. False if the run is not ``running`` under
-        ``worker_id`` (cancelled meanwhile, or taken over)."""
+        ``worker_id`` (cancelled meanwhile, or taken over) or, with ``generation``, under that claim."""
 
     @abstractmethod
     def park_run(
-        self, run_id: str, *, signal: str | None, wake_at: float | None, worker_id: str, now: float
+        self,
+        run_id: str,
+        *,
+        signal: str | None,
+        wake_at: float | None,
+        worker_id: str,
+        now: float,
+        generation: int | None = None,
     ) -> RunStatus | None:
         """Release the lease and park the run: ``waiting`` (with a timer at ``wake_at``), or straight back to
-        ``pending`` if the awaited signal already arrived or the timer is already due. None if not held."""
+        ``pending`` if the awaited signal already arrived or the timer is already due. None if not held
+        (with ``generation``: not held under that claim)."""
 
     @abstractmethod
     def cancel_run(self, run_id: str, *, now: float) -> RunRecord:
@@ -145,9 +159,12 @@ class Journal(ABC):
         """All step rows of a run, by position."""
 
     @abstractmethod
-    def write_step(self, step: StepRecord) -> bool:
+    def write_step(self, step: StepRecord, *, generation: int | None = None) -> bool:
         """Insert a step row, or replace one whose status is ``intent`` or ``waiting``. False if a final row
-        (``ok``/``error``) already holds that position: another execution got there first."""
+        (``ok``/``error``) already holds that position: another execution got there first.
+
+        With ``generation`` the write is fenced: also False (nothing written) unless the run is ``running``
+        under the claim of that generation, so a cancelled run or a stale lease holder records nothing."""
 
     # -- signals ---------------------------------------------------------------------------------------------
     @abstractmethod
@@ -155,9 +172,11 @@ class Journal(ABC):
         """Queue a signal; a run waiting for ``name`` becomes ``pending``. Raises RunNotFound."""
 
     @abstractmethod
-    def consume_signal(self, run_id: str, name: str, step: StepRecord) -> StepRecord | None:
+    def consume_signal(
+        self, run_id: str, name: str, step: StepRecord, *, generation: int | None = None
+    ) -> StepRecord | None:
         """Atomically take the oldest unconsumed signal ``name`` and write ``step`` with its payload as value.
-        None if there is none."""
+        None if there is none (or, with ``generation``, if the run is not running under that claim)."""
 
     # -- leases ----------------------------------------------------------------------------------------------
     @abstractmethod
@@ -172,15 +191,34 @@ class Journal(ABC):
         steal_from: str | None = None,
     ) -> list[RunRecord]:
         """Atomically lease runnable runs (pending; waiting with a due timer; running with an expired lease)
-        and mark them running. With ``run_id``: that run if it is not final and no live lease by another
-        worker
-        holds it (waiting runs included: the caller replays them). A lease held by ``steal_from`` (a worker
-        known to
-        be dead) counts as expired."""
+        and mark them running, each under a new lease ``generation`` (one more than the run's last). With
+        ``run_id``: that run if it is not final and no live lease by another worker holds it (waiting runs
+        included: the caller replays them). A lease held by ``steal_from`` (a worker known to be dead) counts
+        as expired."""
 
     @abstractmethod
     def renew(self, *, worker_id: str, run_ids: Sequence[str], now: float, lease_seconds: float) -> set[str]:
         """Extend leases; the ids still held by ``worker_id`` and still running (not cancelled)."""
+
+    def verify(self, run_id: str | None = None) -> list[JournalCorrupt]:
+        """Check stored data (one run, or all): every damage found, or an empty list. Backends that keep
+        checksums verify them here; the default reads every run and its steps, which verifies them on read."""
+        found: list[JournalCorrupt] = []
+        if run_id is not None:
+            runs: list[str] = [run_id]
+        else:
+            try:
+                runs = [r.run_id for r in self.list_runs(limit=2**62)]
+            except JournalCorrupt as exc:
+                return [exc]
+        for rid in runs:
+            try:
+                if self.get_run(rid) is None:
+                    raise RunNotFound(rid)
+                self.load_steps(rid)
+            except JournalCorrupt as exc:
+                found.append(exc)
+        return found
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release resources."""
@@ -202,7 +240,7 @@ class MemoryJournal(Journal):
             if lease_seconds is not None:
                 run = replace(run, lease_expires_at=run.created_at + lease_seconds)
             else:
-                run = replace(run, worker_id=None, lease_expires_at=None)
+                run = replace(run, worker_id=None, lease_expires_at=None, generation=0)
             self._runs[run.run_id] = run
             return True
 
@@ -218,9 +256,13 @@ class MemoryJournal(Journal):
         runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return runs[offset : offset + limit]
 
-    def _held(self, run_id: str, worker_id: str) -> RunRecord | None:
+    def _held(self, run_id: str, worker_id: str | None, generation: int | None = None) -> RunRecord | None:
         run = self._runs.get(run_id)
-        if run is None or run.status != RunStatus.RUNNING or run.worker_id != worker_id:
+        if run is None or run.status != RunStatus.RUNNING:
+            return None
+        if worker_id is not None and run.worker_id != worker_id:
+            return None
+        if generation is not None and run.generation != generation:
             return None
         return run
 
@@ -233,9 +275,10 @@ class MemoryJournal(Journal):
         *,
         worker_id: str,
         now: float,
+        generation: int | None = None,
     ) -> bool:
         with self._lock:
-            run = self._held(run_id, worker_id)
+            run = self._held(run_id, worker_id, generation)
             if run is None:
                 return False
             self._runs[run_id] = replace(
@@ -252,10 +295,17 @@ class MemoryJournal(Journal):
             return True
 
     def park_run(
-        self, run_id: str, *, signal: str | None, wake_at: float | None, worker_id: str, now: float
+        self,
+        run_id: str,
+        *,
+        signal: str | None,
+        wake_at: float | None,
+        worker_id: str,
+        now: float,
+        generation: int | None = None,
     ) -> RunStatus | None:
         with self._lock:
-            run = self._held(run_id, worker_id)
+            run = self._held(run_id, worker_id, generation)
             if run is None:
                 return None
             ready = (signal is not None and any(n == signal for n, _ in self._signals.get(run_id, ()))) or (
@@ -295,8 +345,10 @@ class MemoryJournal(Journal):
             steps = self._steps.get(run_id, {})
             return [steps[p] for p in sorted(steps)]
 
-    def write_step(self, step: StepRecord) -> bool:
+    def write_step(self, step: StepRecord, *, generation: int | None = None) -> bool:
         with self._lock:
+            if generation is not None and self._held(step.run_id, None, generation) is None:
+                return False
             steps = self._steps.setdefault(step.run_id, {})
             old = steps.get(step.position)
             if old is not None and old.status in (StepStatus.OK, StepStatus.ERROR):
@@ -313,8 +365,12 @@ class MemoryJournal(Journal):
             if run.status == RunStatus.WAITING and run.waiting_for == name:
                 self._runs[run_id] = replace(run, status=RunStatus.PENDING, updated_at=now)
 
-    def consume_signal(self, run_id: str, name: str, step: StepRecord) -> StepRecord | None:
+    def consume_signal(
+        self, run_id: str, name: str, step: StepRecord, *, generation: int | None = None
+    ) -> StepRecord | None:
         with self._lock:
+            if generation is not None and self._held(run_id, None, generation) is None:
+                return None
             queue = self._signals.get(run_id, [])
             for i, (n, payload) in enumerate(queue):
                 if n == name:
@@ -366,6 +422,7 @@ class MemoryJournal(Journal):
                     worker_id=worker_id,
                     lease_expires_at=now + lease_seconds,
                     updated_at=now,
+                    generation=run.generation + 1,
                 )
                 self._runs[run.run_id] = run
                 claimed.append(run)

@@ -21,6 +21,7 @@ from corral.durable.errors import (
     Cancel,
     DeterminismError,
     FunctionNotFound,
+    JournalCorrupt,
     JournalError,
     LeaseLost,
     NotSerializable,
@@ -108,10 +109,11 @@ class Runtime:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> Runtime:
-        """A runtime on the SQLite journal at ``path`` (``synchronous=`` is passed to ``SqliteJournal``)."""
+        """A runtime on the SQLite journal at ``path`` (``synchronous=`` is passed to ``SqliteJournal``: by
+        default the journal's stored mode)."""
         from corral.durable._sqlite import SqliteJournal
 
-        sync = options.pop("synchronous", "normal")
+        sync = options.pop("synchronous", None)
         journal: SqliteJournal = SqliteJournal(Path(path), synchronous=sync)
         return cls(journal, **options)
 
@@ -180,6 +182,7 @@ class Runtime:
             updated_at=now,
             worker_id=self.worker_id if status is RunStatus.RUNNING else None,
             lease_expires_at=now + self.lease_seconds if status is RunStatus.RUNNING else None,
+            generation=1 if status is RunStatus.RUNNING else 0,
         )
 
     def start(self, fn: RunFunction[P, Any], *args: Any, run_id: str | None = None, **kwargs: Any) -> str:
@@ -292,13 +295,21 @@ class Runtime:
         journal = self.journal
         run_id = run.run_id
         lease_end = run.lease_expires_at or self.clock.time() + self.lease_seconds
+        # Generation 0: a backend that keeps no lease generations; its writes go unfenced.
+        generation = run.generation or None
+        try:
+            records = [] if fresh else journal.load_steps(run_id)
+        except JournalError as exc:
+            self._journal_failed(run, exc, worker_id)
+            raise
         ctx = RunContext(
             run_id,
             journal,
             self.clock,
-            [] if fresh else journal.load_steps(run_id),
+            records,
             lease_expires_at=lease_end,
             start_child=self._start_child,
+            generation=generation,
         )
         data = _serde.loads(run.input)
         self._active[run_id] = (ctx, worker_id)
@@ -316,21 +327,29 @@ class Runtime:
                     self._renewer = None
         except Park as park:
             status = journal.park_run(
-                run_id, signal=park.signal, wake_at=park.wake_at, worker_id=worker_id, now=self.clock.time()
+                run_id,
+                signal=park.signal,
+                wake_at=park.wake_at,
+                worker_id=worker_id,
+                now=self.clock.time(),
+                **({} if generation is None else {"generation": generation}),
             )
             if status is None:
                 raise self._lost(run_id) from None
             raise RunSuspended(run_id, park.reason, park.signal, park.wake_at) from None
         except Cancel:
             raise self._lost(run_id) from None
-        except (JournalError, LeaseLost, RunCancelled):
+        except JournalError as exc:
+            self._journal_failed(run, exc, worker_id)
+            raise
+        except (LeaseLost, RunCancelled):
             self._release_quietly(run_id, worker_id)
             raise
         except Exception as exc:
             if ctx.journal_failure is not None:
                 # The journal failed under this run (even if run code caught it): leave the run as it is, to
-                # be resumed once the journal works again.
-                self._release_quietly(run_id, worker_id)
+                # be resumed once the journal works again (a damaged journal fails the run, see below).
+                self._journal_failed(run, ctx.journal_failure, worker_id)
                 raise ctx.journal_failure from (None if exc is ctx.journal_failure else exc)
             error: BaseException = ctx.broken or exc
             self._finish(run, RunStatus.FAILED, _serde.encode_error(error), None, worker_id)
@@ -344,7 +363,7 @@ class Runtime:
             self._release_quietly(run_id, worker_id)
             raise
         if ctx.journal_failure is not None:
-            self._release_quietly(run_id, worker_id)
+            self._journal_failed(run, ctx.journal_failure, worker_id)
             raise ctx.journal_failure
         left = ctx.unreplayed()
         if ctx.broken is None and left is not None:
@@ -364,10 +383,22 @@ class Runtime:
         self, run: RunRecord, status: RunStatus, output: str, output_type: str | None, worker_id: str
     ) -> None:
         self._notify_parent(run, status, output, output_type)
+        fence = {} if not run.generation else {"generation": run.generation}
         if not self.journal.finish_run(
-            run.run_id, status, output, output_type, worker_id=worker_id, now=self.clock.time()
+            run.run_id, status, output, output_type, worker_id=worker_id, now=self.clock.time(), **fence
         ):
             raise self._lost(run.run_id)
+
+    def _journal_failed(self, run: RunRecord, exc: JournalError, worker_id: str) -> None:
+        """A damaged journal fails the run, with the damage as its error (resuming cannot repair it); any
+        other journal failure (disk full, locked) leaves it to be resumed once the journal works again."""
+        if not isinstance(exc, JournalCorrupt):
+            self._release_quietly(run.run_id, worker_id)
+            return
+        try:
+            self._finish(run, RunStatus.FAILED, _serde.encode_error(exc), None, worker_id)
+        except (JournalError, LeaseLost, RunCancelled):
+            self._release_quietly(run.run_id, worker_id)
 
     def _lost(self, run_id: str) -> RunCancelled | LeaseLost:
         run = self.journal.get_run(run_id)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import zlib
+from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 import pydantic_core
@@ -46,28 +49,32 @@ def import_path(path: str, *, only_loaded: bool = False) -> Any:
     return obj
 
 
-def encode(value: Any, what: str) -> tuple[str, str | None, Any]:
-    """(JSON text, model class path or None, the value as a replay will see it). ``what`` names it in
+def encode(value: Any, what: str | Callable[[], str]) -> tuple[str, str | None, Any]:
+    """(JSON text, model class path or None, the value as a replay will see it). ``what`` (or a function
+    that makes it, so that the hot path formats nothing) names it in
     errors."""
     if isinstance(value, BaseModel):
         try:
             return value.model_dump_json(), type_path(type(value)), value
         except pydantic_core.PydanticSerializationError as exc:
             raise NotSerializable(
-                f"{what}: the pydantic model {type(value).__name__} cannot be dumped: {exc}"
+                f"{_name(what)}: the pydantic model {type(value).__name__} cannot be dumped: {exc}"
             ) from exc
     try:
         text = _dumps(value)
     except (TypeError, ValueError) as exc:
         raise NotSerializable(
-            f"{what} returned a {type(value).__module__}.{type(value).__qualname__}, which the journal "
-            f"cannot "
-            f"store: return JSON-serialisable values (dict, list, str, int, float, bool, None) or a pydantic "
-            f"model ({exc})"
+            f"{_name(what)} returned a {type(value).__module__}.{type(value).__qualname__}, which the "
+            f"journal cannot store: return JSON-serialisable values (dict, list, str, int, float, bool, "
+            f"None) or a pydantic model ({exc})"
         ) from exc
     # Scalars come back identical; containers are round-tripped so the first run sees what a replay will see
     # (tuples become lists, int keys become strings).
     return text, None, value if isinstance(value, _SCALARS) else _loads(text)
+
+
+def _name(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
 
 
 def decode(text: str | None, value_type: str | None, returns: Any = None) -> Any:
@@ -121,3 +128,63 @@ def dumps(value: Any) -> str:
 
 
 loads = _loads
+
+
+# -- argument fingerprints -----------------------------------------------------------------------------------
+# A step's arguments are fingerprinted so a replay can tell that the code now passes other arguments at the
+# same position. Bounded work per step (long-running agents pass whole conversations): strings and scalars in
+# full, containers by length and their first and last few items, models by their fields, a few levels deep;
+# anything else (clients, functions, sets, paths) by its type only, since its text may differ per process.
+_EDGE = 4
+_SCALAR_TYPES = frozenset(_SCALARS)
+_NO_ARGS = zlib.crc32(b"()")
+_DEPTH = 4
+_BUDGET = 256
+
+
+def fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """A CRC-32 of ``args`` and ``kwargs`` that is the same in every process for the same values."""
+    if not kwargs:  # the common cases, cheaply (each shape always takes the same path)
+        if not args:
+            return _NO_ARGS
+        if len(args) == 1 and type(args[0]) in _SCALAR_TYPES:
+            return zlib.crc32(repr(args[0]).encode("utf-8", "surrogatepass"))
+        if all(type(a) in _SCALAR_TYPES for a in args):
+            return zlib.crc32(repr(args).encode("utf-8", "surrogatepass"))
+    parts: list[str] = []
+    budget = [_BUDGET]
+    _walk(args, parts, 0, budget)
+    _walk(kwargs, parts, 0, budget)
+    return zlib.crc32("\x1f".join(parts).encode("utf-8", "surrogatepass"))
+
+
+def _walk(value: Any, parts: list[str], depth: int, budget: list[int]) -> None:
+    budget[0] -= 1
+    kind = type(value)
+    if kind in _SCALARS:
+        parts.append(repr(value))
+        return
+    if budget[0] <= 0 or depth >= _DEPTH:
+        parts.append(f"<{kind.__qualname__}>")
+        return
+    if isinstance(value, list | tuple):  # a tuple replays as a list: the same fingerprint
+        parts.append(f"[{len(value)}")
+        items = value if len(value) <= 2 * _EDGE else [*value[:_EDGE], *value[-_EDGE:]]
+        for item in items:
+            _walk(item, parts, depth + 1, budget)
+        parts.append("]")
+    elif isinstance(value, dict):
+        parts.append(f"{{{len(value)}")
+        for i, (k, v) in enumerate(value.items()):
+            if i >= 2 * _EDGE:
+                break
+            parts.append(str(k))
+            _walk(v, parts, depth + 1, budget)
+        parts.append("}")
+    elif isinstance(value, BaseModel):
+        parts.append(kind.__qualname__)
+        _walk(dict(value), parts, depth + 1, budget)
+    elif isinstance(value, Enum):
+        parts.append(repr(value.value))
+    else:
+        parts.append(f"<{kind.__qualname__}>")

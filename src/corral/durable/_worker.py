@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from corral.durable._journal import RunRecord, RunStatus
 from corral.durable._runtime import Runtime, holder_is_dead, new_worker_id
-from corral.durable.errors import JournalError, RunSuspended
+from corral.durable.errors import JournalError, LeaseLost, RunCancelled, RunSuspended
 
 log = logging.getLogger("corral.durable")
 
@@ -29,6 +30,7 @@ class Worker:
         concurrency: int = 16,
         poll_interval: float = 0.5,
         worker_id: str | None = None,
+        on_failure: Callable[[str, Exception], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.concurrency = concurrency
@@ -36,6 +38,9 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self.executed = 0
         self.failed = 0
+        #: Called with the run id and the error of every execution that ended in an error (the run failed,
+        #: or the journal failed under it), so that a caller can say why.
+        self.on_failure = on_failure
         self._stop = asyncio.Event()
 
     def recover(self) -> int:
@@ -43,7 +48,12 @@ class Worker:
         many
         were made claimable at once (runs of dead workers elsewhere wait for their lease to expire)."""
         freed = 0
-        for run in self.runtime.list_runs(status=RunStatus.RUNNING, limit=100_000):
+        try:
+            running = self.runtime.list_runs(status=RunStatus.RUNNING, limit=100_000)
+        except JournalError as exc:
+            log.warning("worker %s could not look for runs of dead workers: %s", self.worker_id, exc)
+            return 0
+        for run in running:
             if run.worker_id and holder_is_dead(run.worker_id):
                 self.runtime.journal.release(
                     run.run_id, worker_id=run.worker_id, now=self.runtime.clock.time()
@@ -58,10 +68,18 @@ class Worker:
             self.executed += 1
         except RunSuspended:
             self.executed += 1
+        except RunCancelled:  # cancelled from outside while it ran: what was asked for, not a failure
+            self.executed += 1
+            log.info("run %s stopped: it was cancelled", run.run_id)
+        except LeaseLost as exc:  # another worker executes the run now; this execution's end is not the run's
+            self.executed += 1
+            log.warning("run %s: %s", run.run_id, exc)
         except Exception as exc:  # a failed run is recorded (or left for a later resume); the worker goes on
             self.executed += 1
             self.failed += 1
             log.info("run %s ended with %s: %s", run.run_id, type(exc).__name__, exc)
+            if self.on_failure is not None:
+                self.on_failure(run.run_id, exc)
 
     async def run_until_idle(self) -> int:
         """Execute runnable runs until none is left; return how many executions ran."""
@@ -79,11 +97,20 @@ class Worker:
             await asyncio.gather(*(self._execute(run) for run in claimed))
 
     async def serve(self) -> None:
-        """Execute runs as they become runnable until ``stop()`` is called."""
-        self.recover()
+        """Execute runs as they become runnable until ``stop()`` is called.
+
+        Every ``poll_interval`` (at most every quarter second) it also looks for runs held by processes of
+        this host that died, and takes them over at once rather than when their lease expires.
+        """
         self._stop.clear()
         running: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        recover_every = min(self.poll_interval, 0.25)
+        next_recover = 0.0
         while not self._stop.is_set():
+            if loop.time() >= next_recover:
+                self.recover()
+                next_recover = loop.time() + recover_every
             free = self.concurrency - len(running)
             claimed = []
             if free > 0:
@@ -102,7 +129,7 @@ class Worker:
                 task.add_done_callback(running.discard)
             if not claimed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.poll_interval)
+                    await asyncio.wait_for(self._stop.wait(), recover_every)
             else:
                 await asyncio.sleep(0)
         if running:

@@ -9,7 +9,8 @@ Exception tree::
     │   └── RunExists               a run id given to ``start`` is taken by a run of another function
     └── DurableError
         ├── RunNotFound             no run has this id in the journal
-        ├── DeterminismError        the code asks for a different step than the one recorded at a position
+        ├── DeterminismError        the code asks for a different step (name or arguments) than the one
+        │                           recorded at a position
         ├── StepError               a recorded step failure whose exception type cannot be rebuilt
         ├── WaitTimeout             ``ctx.wait`` reached its timeout without a signal
         ├── RunSuspended            ``Runtime.run``/``resume`` returned control: the run is parked (waiting)
@@ -17,7 +18,8 @@ Exception tree::
         ├── LeaseLost               another worker took the run over (this worker's lease had expired)
         ├── RunBusy                 another worker holds a live lease on the run
         └── JournalError            the journal itself failed
-            ├── JournalCorrupt      not a database, truncated, or failed ``PRAGMA quick_check``
+            ├── JournalCorrupt      not a database, truncated, failed ``PRAGMA quick_check``, a row that does
+            │                       not match its checksum, a damaged WAL, lost step rows
             ├── JournalTooNew       written by a newer corral (schema version above ours)
             └── JournalFull         the disk (or ``max_page_count``) is full; nothing half-written
 
@@ -64,14 +66,24 @@ class RunNotFound(DurableError):
 class DeterminismError(DurableError):
     """The run function asked for another step than the one recorded at this position (code changed)."""
 
-    def __init__(self, run_id: str, position: int, recorded: str, asked: str) -> None:
+    def __init__(
+        self, run_id: str, position: int, recorded: str, asked: str, *, arguments: bool = False
+    ) -> None:
+        if arguments:
+            what = (
+                f"the journal recorded step {recorded!r} here with other arguments than the code now "
+                f"passes. If the change is deliberate (e.g. a reworded prompt), pass "
+                f"`check_args=False` to that `ctx.step` to replay it by name only; otherwise"
+            )
+        else:
+            what = f"the journal recorded step {recorded!r} here but the code now asks for {asked!r}. "
+            what += "The run function changed under a running run;"
         super().__init__(
-            f"run {run_id!r}, step {position}: the journal recorded step {recorded!r} here but the code "
-            f"now asks "
-            f"for {asked!r}. The run function changed under a running run; finish or cancel old runs before "
+            f"run {run_id!r}, step {position}: {what} finish or cancel old runs before "
             f"changing the order of steps, or start new runs under a new function name "
             f"(see docs/durability.md, 'Changing code under running runs')."
         )
+        self.arguments = arguments
         self.run_id = run_id
         self.position = position
         self.recorded = recorded
@@ -143,14 +155,22 @@ class JournalError(DurableError):
 
 
 class JournalCorrupt(JournalError):
-    """The journal file is corrupt or truncated."""
+    """The journal file is corrupt or truncated, or a row does not match its checksum.
 
-    def __init__(self, path: Path | str, detail: str) -> None:
+    ``run_id`` and ``position`` name the damaged run and step when the damage is in one (else None).
+    """
+
+    def __init__(
+        self, path: Path | str, detail: str, *, run_id: str | None = None, position: int | None = None
+    ) -> None:
         super().__init__(
             f"the journal {path} is corrupt ({detail}). Stop all corral processes, keep a copy of the file, "
             f"then try `sqlite3 {path} .recover > dump.sql` or move it aside to start a new journal"
         )
         self.path = path
+        self.detail = detail
+        self.run_id = run_id
+        self.position = position
 
 
 class JournalTooNew(JournalError):

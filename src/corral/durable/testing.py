@@ -197,6 +197,35 @@ def check_concurrent_claims(j: Journal) -> None:
     assert len(claimed) == n and len(set(claimed)) == n, f"{len(claimed)} claims of {len(set(claimed))} runs"
 
 
+def check_fencing(j: Journal) -> None:
+    """Every claim raises the lease generation; writes under an older claim, or to a cancelled run, are
+    refused, while the current holder's go through."""
+    j.create_run(_run("f"))
+    first = j.claim(worker_id="w1", now=T0, lease_seconds=10.0, run_id="f")
+    assert len(first) == 1 and first[0].generation >= 1, f"a claim gives a lease generation: {first}"
+    old = first[0].generation
+    assert j.write_step(_step("f", 0), generation=old), "the holder's fenced write goes through"
+    second = j.claim(worker_id="w2", now=T0 + 11, lease_seconds=10.0)  # w1's lease expired: w2 takes over
+    assert [r.run_id for r in second] == ["f"] and second[0].generation > old, (
+        f"a takeover raises the generation: {second}"
+    )
+    new = second[0].generation
+    assert not j.write_step(_step("f", 1, value='"stale"'), generation=old), (
+        "a stale holder's write is refused"
+    )
+    assert [s.position for s in j.load_steps("f")] == [0], "a refused write leaves nothing behind"
+    assert j.write_step(_step("f", 1, value='"current"'), generation=new), "the current holder goes on"
+    wait = StepRecord("f", 2, "wait:go", StepStatus.OK, None, None, None, T0, T0)
+    j.send_signal("f", "go", '"x"', now=T0)
+    assert j.consume_signal("f", "go", wait, generation=old) is None, "a stale holder takes no signal"
+    taken = j.consume_signal("f", "go", wait, generation=new)
+    assert taken is not None and taken.value == '"x"', "the signal was kept for the current holder"
+    assert not j.finish_run("f", RunStatus.COMPLETED, "1", None, worker_id="w2", now=T0, generation=old)
+    j.cancel_run("f", now=T0 + 12)
+    assert not j.write_step(_step("f", 3), generation=new), "a cancelled run records no more steps"
+    assert [s.position for s in j.load_steps("f")] == [0, 1, 2]
+
+
 CHECKS: tuple[Callable[[Journal], None], ...] = (
     check_runs,
     check_steps,
@@ -204,6 +233,7 @@ CHECKS: tuple[Callable[[Journal], None], ...] = (
     check_park,
     check_claims,
     check_cancel,
+    check_fencing,
     check_concurrent_claims,
 )
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from corral import CorralError
+from corral import CorralError, UsageError
 from corral.durable import (
     RunRecord,
     RunStatus,
@@ -37,6 +37,16 @@ JournalOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+SynchronousOption = Annotated[
+    str | None,
+    typer.Option(
+        "--synchronous",
+        help="Set the journal's durability mode: 'normal' (survives a killed process) or 'full' (also a "
+        "power cut). Stored in the journal: every process that executes its runs uses it. Default: keep "
+        "the journal's mode.",
+        show_default=False,
+    ),
+]
 
 _STYLE = {
     RunStatus.PENDING: "yellow",
@@ -48,7 +58,7 @@ _STYLE = {
 }
 
 
-def _runtime(journal: Path | None, *, importing: bool = False) -> Runtime:
+def _runtime(journal: Path | None, *, importing: bool = False, synchronous: str | None = None) -> Runtime:
     if importing and "" not in sys.path and os.getcwd() not in sys.path:
         # Run functions are found again by `module:qualname`; like `python -m`, look in the current directory.
         sys.path.insert(0, os.getcwd())
@@ -56,7 +66,9 @@ def _runtime(journal: Path | None, *, importing: bool = False) -> Runtime:
         from corral._config import journal_path
 
         journal = journal_path()
-    return Runtime(SqliteJournal(journal))
+    if synchronous not in (None, "normal", "full"):
+        raise UsageError(f"--synchronous must be 'normal' or 'full', not {synchronous!r}")
+    return Runtime(SqliteJournal(journal, synchronous=synchronous))  # type: ignore[arg-type]
 
 
 def _when(ts: float | None) -> str:
@@ -192,10 +204,11 @@ def resume(
     run_id: Annotated[str, typer.Argument(help="The run's id.")],
     journal: JournalOption = None,
     as_json: JsonOption = False,
+    synchronous: SynchronousOption = None,
 ) -> None:
     """Resume a run here (replaying its journal) until it completes, fails or parks again."""
     try:
-        rt = _runtime(journal, importing=True)
+        rt = _runtime(journal, importing=True, synchronous=synchronous)
     except CorralError as exc:
         raise _fail(exc) from exc
     try:
@@ -245,6 +258,35 @@ def cancel(
         typer.echo(f"run {run_id} is already {run.status.value}; nothing to cancel")
 
 
+@runs_app.command("check")
+def check(
+    run_id: Annotated[str | None, typer.Argument(help="Only this run (default: the whole journal).")] = None,
+    journal: JournalOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify the journal: the file, its write-ahead log, and every row's checksum and run's step count."""
+    try:
+        rt = _runtime(journal)
+        try:
+            found = rt.journal.verify(run_id)
+            runs = 1 if run_id is not None else len(rt.list_runs(limit=2**62)) if not found else None
+        finally:
+            rt.close()
+    except CorralError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        problems = [{"run_id": e.run_id, "position": e.position, "error": str(e)} for e in found]
+        typer.echo(json.dumps({"ok": not found, "problems": problems}, indent=2))
+    elif found:
+        console = Console(stderr=True)
+        for e in found:
+            console.print(f"[red]corrupt:[/red] {escape(str(e))}")
+    else:
+        typer.echo(f"journal ok: {runs} run(s) checked")
+    if found:
+        raise typer.Exit(1)
+
+
 def signal(
     run_id: Annotated[str, typer.Argument(help="The run's id.")],
     name: Annotated[str, typer.Argument(help="Signal name, e.g. 'approval'.")],
@@ -278,14 +320,20 @@ def worker(
     poll: Annotated[float, typer.Option(help="Seconds between polls of the journal when idle.")] = 0.5,
     once: Annotated[bool, typer.Option("--once", help="Exit when nothing is runnable.")] = False,
     journal: JournalOption = None,
+    synchronous: SynchronousOption = None,
 ) -> None:
-    """Execute runnable runs: pending, signalled, due timers, and runs of dead workers (after their lease)."""
+    """Execute runnable runs: pending, signalled, due timers, and runs of dead workers (at once on this
+    host, after their lease elsewhere)."""
     try:
-        rt = _runtime(journal, importing=True)
+        rt = _runtime(journal, importing=True, synchronous=synchronous)
     except CorralError as exc:
         raise _fail(exc) from exc
-    w = Worker(rt, concurrency=concurrency, poll_interval=poll)
     console = Console(stderr=True)
+
+    def report(run_id: str, exc: Exception) -> None:
+        console.print(f"[red]run {escape(run_id)} failed:[/red] {type(exc).__name__}: {escape(str(exc))}")
+
+    w = Worker(rt, concurrency=concurrency, poll_interval=poll, on_failure=report)
     try:
         if once:
             n = asyncio.run(w.run_until_idle())
