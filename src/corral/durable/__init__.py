@@ -18,6 +18,14 @@ from corral.durable._clock import Clock, FakeClock, SystemClock
 from corral.durable._context import RetryPolicy, RunContext, StepInfo, current_context, current_step
 from corral.durable._journal import Journal, MemoryJournal, RunRecord, RunStatus, StepRecord, StepStatus
 from corral.durable._ledger import Ledger, LedgerRecord, MemoryLedger, SqliteLedger, ledger_for
+from corral.durable._mailbox import (
+    Batch,
+    Envelope,
+    MailboxStore,
+    MemoryMailboxStore,
+    SqliteMailboxStore,
+    mailbox_for,
+)
 from corral.durable._runtime import Runtime
 from corral.durable._sqlite import SCHEMA_VERSION, SqliteJournal
 from corral.durable._worker import Worker
@@ -46,10 +54,12 @@ from corral.durable.testing import check_journal
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Batch",
     "Cancel",
     "Clock",
     "DeterminismError",
     "DurableError",
+    "Envelope",
     "FakeClock",
     "FunctionNotFound",
     "Journal",
@@ -60,8 +70,10 @@ __all__ = [
     "LeaseLost",
     "Ledger",
     "LedgerRecord",
+    "MailboxStore",
     "MemoryJournal",
     "MemoryLedger",
+    "MemoryMailboxStore",
     "NotSerializable",
     "Park",
     "RetryPolicy",
@@ -77,6 +89,7 @@ __all__ = [
     "Runtime",
     "SqliteJournal",
     "SqliteLedger",
+    "SqliteMailboxStore",
     "StepError",
     "StepInfo",
     "StepRecord",
@@ -88,4 +101,5 @@ __all__ = [
     "current_context",
     "current_step",
     "ledger_for",
+    "mailbox_for",
 ]
