@@ -350,9 +350,12 @@ class System:
             raise UsageError(f"process {name!r}: no behaviour {behaviour!r} is registered with this system")
         return handler
 
-    async def close(self) -> None:
-        """Commit what is pending and stop every task (processes stay as the journal has them)."""
-        await self.flush()
+    async def close(self, *, flush: bool = True) -> None:
+        """Commit what is pending and stop every task (processes stay as the journal has them).
+
+        ``flush=False`` drops what is not committed yet, as the death of the host would (crash tests)."""
+        if flush:
+            await self.flush()
         for proc in self._procs.values():
             if proc.task is not None:
                 proc.task.cancel()
