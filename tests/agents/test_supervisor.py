@@ -215,7 +215,9 @@ async def test_transient_child_is_restarted_after_a_crash() -> None:
 async def test_intensity_escalates_to_the_parent_and_stops_the_system() -> None:
     clock = FakeClock()
     team = Supervisor("team", [Child("w", "crasher")], intensity=1, period=60)
-    system = await started(Supervisor("root", [team, Child("other", "echo")], intensity=1, period=60), clock=clock)
+    system = await started(
+        Supervisor("root", [team, Child("other", "echo")], intensity=1, period=60), clock=clock
+    )
     await system.send("w", "crash")  # crashes on every restart: the message stays at the head
     stopped = system.stopped
     assert stopped is not None
@@ -230,9 +232,7 @@ async def test_intensity_escalates_to_the_parent_and_stops_the_system() -> None:
 
 async def test_intensity_counts_only_restarts_within_the_period() -> None:
     clock = FakeClock()
-    system = await started(
-        Supervisor("root", [Child("w", "crasher")], intensity=1, period=10), clock=clock
-    )
+    system = await started(Supervisor("root", [Child("w", "crasher")], intensity=1, period=10), clock=clock)
     for _ in range(3):
         # A crash after the message is taken out of the way: handle "crash" via a kill instead.
         system.kill("w", "boom")

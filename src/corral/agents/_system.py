@@ -356,6 +356,8 @@ class System:
         ``flush=False`` drops what is not committed yet, as the death of the host would (crash tests)."""
         if flush:
             await self.flush()
+        while self._committing:  # a commit in a thread cannot be called back: let it land
+            await asyncio.sleep(0.001)
         for proc in self._procs.values():
             if proc.task is not None:
                 proc.task.cancel()
@@ -407,7 +409,7 @@ class System:
             busy = any(
                 p.task is not None or (p.mailbox and p.status == _RUNNING) for p in self._procs.values()
             )
-            if not busy and not self._batch:
+            if not busy and not self._batch and not self._committing:
                 return
             await asyncio.sleep(poll)
 
