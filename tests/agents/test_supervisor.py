@@ -59,6 +59,8 @@ async def model_then_tool(ctx: ProcessContext, state: Any, msg: Message) -> Any:
 
     async def tool(plan: str) -> str:
         EFFECTS["tool"] += 1
+        if "tool started" in GATE:
+            GATE["tool started"].set()
         gate = GATE.get("tool")
         if gate is not None:
             await gate.wait()
@@ -113,10 +115,10 @@ async def test_call_times_out_when_nobody_replies() -> None:
 
 async def test_killed_mid_step_resumes_without_repeating_the_model_call() -> None:
     GATE["tool"] = asyncio.Event()
+    GATE["tool started"] = asyncio.Event()
     system = await started(Supervisor("root", [Child("w", "turn")], intensity=3))
     answer = asyncio.create_task(system.call("w", "q1", timeout=10))
-    while EFFECTS["tool"] == 0:
-        await asyncio.sleep(0.001)
+    await GATE["tool started"].wait()
     system.kill("w")  # in the middle of the tool call
     GATE["tool"].set()
     assert await answer == "result of plan for q1"

@@ -36,6 +36,7 @@ from corral.durable import (
     Journal,
     MailboxStore,
     RunContext,
+    RunInterrupt,
     SqliteMailboxStore,
     StepStatus,
     SystemClock,
@@ -282,6 +283,7 @@ class System:
         self._calls: dict[str, asyncio.Future[Any]] = {}
         self._flushes: list[asyncio.Future[None]] = []
         self._committing = False
+        self._inflight: asyncio.Future[list[int]] | None = None
         self.stopped: asyncio.Future[str] | None = None
         self._root: str | None = None
 
@@ -356,8 +358,9 @@ class System:
         ``flush=False`` drops what is not committed yet, as the death of the host would (crash tests)."""
         if flush:
             await self.flush()
-        while self._committing:  # a commit in a thread cannot be called back: let it land
-            await asyncio.sleep(0.001)
+        inflight = self._inflight
+        if inflight is not None and not inflight.done():  # a commit in a thread cannot be called back
+            await asyncio.wait([inflight])
         for proc in self._procs.values():
             if proc.task is not None:
                 proc.task.cancel()
@@ -486,7 +489,13 @@ class System:
                 batch.rows[_SYSTEM_ROW] = self._system_row()
             self._committing = True
             try:
-                stored = set(await self._io(functools.partial(self._store.commit, batch)))
+                if self._threaded:
+                    self._inflight = asyncio.ensure_future(
+                        asyncio.to_thread(functools.partial(self._store.commit, batch))
+                    )
+                    stored = set(await self._inflight)
+                else:
+                    stored = set(self._store.commit(batch))
             except Exception as exc:
                 # The journal failed (disk full, corruption): nothing handled since the last commit counts,
                 # so the system stops rather than go on with state the journal does not hold.
@@ -550,7 +559,9 @@ class System:
                     result = await handler(ctx, proc.state, message)
                 except asyncio.CancelledError:
                     return  # killed or terminated: whoever cancelled records the exit
-                except Exception as exc:
+                except (Exception, RunInterrupt) as exc:
+                    # RunInterrupt: the journal refused a step of this handling (e.g. a final row already
+                    # holds its position): a crash of the process like any other, not a dead task.
                     if proc.task is not asyncio.current_task():
                         return  # killed meanwhile: that exit is recorded already
                     proc.task = None
