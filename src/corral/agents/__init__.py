@@ -17,7 +17,7 @@ from corral.agents._events import (
     event_adapter,
 )
 from corral.agents._supervision import Child, RestartType, Strategy, Supervisor
-from corral.agents._system import Handler, Message, ProcessContext, ProcessInfo, Stop, System
+from corral.agents._system import Handler, Message, ProcessContext, ProcessInfo, Stop, System, stored_tree
 from corral.agents.errors import (
     AgentConfigError,
     AgentNotFound,
@@ -82,4 +82,5 @@ __all__ = [
     "default_runtime",
     "event_adapter",
     "run_agent",
+    "stored_tree",
 ]

@@ -755,7 +755,24 @@ class System:
         await self.flush()
 
 
-def raise_if_stopped(system: System) -> None:
-    """Raise :class:`SystemStopped` if the system's top supervisor gave up."""
-    if system.stopped is not None and system.stopped.done():
-        raise SystemStopped(system.stopped.result())
+def stored_tree(journal: Journal) -> list[ProcessInfo]:
+    """The supervision trees a journal holds, as their systems last committed them (any process can read
+    it, e.g. ``corral agents tree``): ``status`` is ``running``, ``stopped`` or ``exited``.
+
+    >>> from corral.durable import MemoryJournal
+    >>> stored_tree(MemoryJournal())
+    []
+    """
+    store = mailbox_for(journal)
+    rows = store.load_rows()
+    rows.pop(_SYSTEM_ROW, None)
+    procs = {name: _Proc.from_row(name, text) for name, text in rows.items()}
+    depths = store.depths()
+
+    def info(proc: _Proc) -> ProcessInfo:
+        kids = tuple(info(procs[c]) for c in proc.children if c in procs)
+        return ProcessInfo(
+            proc.name, proc.kind, proc.status, proc.restarts, depths.get(proc.name, 0), proc.reason, kids
+        )
+
+    return [info(p) for p in procs.values() if p.parent is None]

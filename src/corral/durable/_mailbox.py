@@ -102,6 +102,13 @@ class MailboxStore(ABC):
     def load_rows(self) -> dict[str, str]:
         """Every process row."""
 
+    def depths(self) -> dict[str, int]:
+        """How many unconsumed messages each receiver has (receivers with none are left out)."""
+        out: dict[str, int] = {}
+        for env in self.load_messages():
+            out[env.receiver] = out.get(env.receiver, 0) + 1
+        return out
+
     def close(self) -> None:  # noqa: B027 - optional for stores without resources
         """Release resources."""
 
@@ -204,6 +211,15 @@ class SqliteMailboxStore(MailboxStore):
             except sqlite3.Error as exc:
                 raise self._fail(exc) from exc
         return [Envelope(*row) for row in rows]
+
+    def depths(self) -> dict[str, int]:
+        with self._lock:
+            try:
+                query = "SELECT receiver, count(*) FROM mailbox GROUP BY receiver"
+                rows = self._conn.execute(query).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return dict(rows)
 
     def load_rows(self) -> dict[str, str]:
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
-from corral.apps.cli import _approvals, _ask, _graph, _models, _runs, _sandbox
+from corral.apps.cli import _agents, _approvals, _ask, _graph, _models, _runs, _sandbox
 
 app = typer.Typer(
     name="corral",
@@ -27,6 +27,7 @@ def _root(
 for _module in (_runs, _models, _sandbox, _ask, _graph):
     _module.register(app)
 _approvals.register(app)
+_agents.register(app)
 
 
 def main() -> None:
