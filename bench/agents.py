@@ -158,7 +158,10 @@ async def main(agents: int, hops: int) -> None:
         mem_durable = await idle_memory_durable(Path(tmp) / "idle.db")
         mem_queue = await idle_memory_queue()
     rows = []
-    for name, runs, mem in (("corral durable mailbox", durable, mem_durable), ("asyncio.Queue", queue, mem_queue)):
+    for name, runs, mem in (
+        ("corral durable mailbox", durable, mem_durable),
+        ("asyncio.Queue", queue, mem_queue),
+    ):
         runs = sorted(runs, key=lambda r: r[0])
         rate, lat = runs[len(runs) // 2]
         rows.append((name, rate, [r for r, _ in runs], pct(lat, 0.5), pct(lat, 0.99), mem))

@@ -346,3 +346,22 @@ async def test_supervisor_specs_are_checked() -> None:
     with pytest.raises(UsageError, match="no behaviour"):
         await system.start(Supervisor("root", [Child("x", "missing")]))
     await system.close()
+
+
+async def test_a_state_or_message_that_is_not_json_crashes_the_handler_not_the_system() -> None:
+    async def bad(ctx: ProcessContext, state: Any, msg: Message) -> Any:
+        if msg.body == "bad state":
+            return object()
+        if msg.body == "bad send":
+            ctx.send("e", object())
+        return state
+
+    system = System(MemoryJournal(), {"bad": bad, "echo": echo})
+    await system.start(Supervisor("root", [Child("b", "bad", restart="temporary"), Child("e", "echo")]))
+    await system.send("b", "bad send")
+    await system.idle()
+    node = names(system.tree())["b"]
+    assert node.status == "exited" and "PydanticSerializationError" in (node.reason or "")
+    assert system.state("e") is None  # nothing was sent
+    assert await system.call("e", "still fine", timeout=5) == "still fine"
+    await system.close()

@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
+
 from corral._errors import UsageError
 from corral.agents._supervision import NORMAL_REASONS, Child, Supervisor, restart_targets, within_intensity
 from corral.agents.errors import CallTimeout, NoProcess, SystemStopped
@@ -44,6 +46,14 @@ from corral.durable import (
 )
 
 _EXT = "$ext"
+
+
+def _dumps(value: Any) -> str:
+    return pydantic_core.to_json(value).decode()
+
+
+_loads = pydantic_core.from_json
+
 _SYSTEM_ROW = "$system"
 _RUNNING = "running"
 _STOPPED = "stopped"  # terminated by its supervisor, about to be restarted
@@ -101,7 +111,7 @@ class _Proc:
     task: asyncio.Task[None] | None = None
 
     def row(self) -> str:
-        return json.dumps(
+        return _dumps(
             {
                 "kind": self.kind,
                 "parent": self.parent,
@@ -120,8 +130,7 @@ class _Proc:
                 "intensity": self.intensity,
                 "period": self.period,
                 "history": self.history,
-            },
-            separators=(",", ":"),
+            }
         )
 
     @classmethod
@@ -283,6 +292,7 @@ class System:
         self._calls: dict[str, asyncio.Future[Any]] = {}
         self._flushes: list[asyncio.Future[None]] = []
         self._committing = False
+        self._dirty_procs: dict[str, _Proc] = {}
         self._inflight: asyncio.Future[list[int]] | None = None
         self.stopped: asyncio.Future[str] | None = None
         self._root: str | None = None
@@ -304,8 +314,7 @@ class System:
             if system_row.get("stopped") is not None:
                 self.stopped.set_result(str(system_row["stopped"]))
         else:
-            for node in tree.walk():
-                self._create(node, parent=None if node is tree else self._parent_of(tree, node.name))
+            self._create_tree(tree, parent=None)
             await self.flush()
 
     def _recover(self, rows: dict[str, str], messages: list[Envelope]) -> None:
@@ -319,12 +328,11 @@ class System:
         for proc in self._procs.values():
             self._schedule(proc)
 
-    @staticmethod
-    def _parent_of(tree: Supervisor, name: str) -> str:
-        for node in tree.walk():
-            if isinstance(node, Supervisor) and any(c.name == name for c in node.children):
-                return node.name
-        raise AssertionError(name)  # pragma: no cover - walk() yields only nodes of the tree
+    def _create_tree(self, node: Child | Supervisor, parent: str | None) -> None:
+        self._create(node, parent)
+        if isinstance(node, Supervisor):
+            for child in node.children:
+                self._create_tree(child, node.name)
 
     def _create(self, node: Child | Supervisor, parent: str | None) -> None:
         if node.name in self._procs:
@@ -398,7 +406,7 @@ class System:
 
     async def flush(self) -> None:
         """Wait until everything handled or sent so far is committed."""
-        if not self._batch and not self._after and not self._committing:
+        if not self._batch and not self._dirty_procs and not self._after and not self._committing:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flushes.append(future)
@@ -412,7 +420,7 @@ class System:
             busy = any(
                 p.task is not None or (p.mailbox and p.status == _RUNNING) for p in self._procs.values()
             )
-            if not busy and not self._batch and not self._committing:
+            if not busy and not self._batch and not self._dirty_procs and not self._committing:
                 return
             await asyncio.sleep(poll)
 
@@ -448,15 +456,17 @@ class System:
         return proc
 
     def _save(self, proc: _Proc) -> None:
-        self._batch.rows[proc.name] = proc.row()
+        # Serialized once per commit, however many messages the process handled since the last one.
+        self._dirty_procs[proc.name] = proc
         self._wake()
 
     def _wake(self) -> None:
         if self._dirty is not None:
             self._dirty.set()
 
-    def _envelope(self, sender: str, seq: int, to: str, payload: dict[str, Any]) -> Envelope:
-        env = Envelope(self._next_id, to, sender, seq, json.dumps(payload), self._clock.time())
+    def _envelope(self, sender: str, seq: int, to: str, payload: dict[str, Any] | str) -> Envelope:
+        body = payload if isinstance(payload, str) else _dumps(payload)
+        env = Envelope(self._next_id, to, sender, seq, body, self._clock.time())
         self._next_id += 1
         self._batch.sent.append(env)
         self._wake()
@@ -466,7 +476,7 @@ class System:
         self._alive(to)
         return self._envelope(_EXT, self._next_id, to, payload)
 
-    def _send_from(self, proc: _Proc, to: str, payload: dict[str, Any]) -> None:
+    def _send_from(self, proc: _Proc, to: str, payload: dict[str, Any] | str) -> None:
         seq = proc.out.get(to, 0)
         proc.out[to] = seq + 1
         self._envelope(proc.name, seq, to, payload)
@@ -481,10 +491,12 @@ class System:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            if not self._batch and not self._after and not self._flushes:
+            if not self._batch and not self._dirty_procs and not self._after and not self._flushes:
                 continue
             batch, after, flushes = self._batch, self._after, self._flushes
             self._batch, self._after, self._flushes = Batch(), [], []
+            batch.rows.update((name, proc.row()) for name, proc in self._dirty_procs.items())
+            self._dirty_procs = {}
             if batch:
                 batch.rows[_SYSTEM_ROW] = self._system_row()
             self._committing = True
@@ -534,7 +546,7 @@ class System:
 
     @staticmethod
     def _decode(env: Envelope) -> Message:
-        payload = json.loads(env.body)
+        payload = _loads(env.body)
         return Message(
             env.id,
             env.sender,
@@ -557,6 +569,8 @@ class System:
                 ctx = ProcessContext(self, proc, message)
                 try:
                     result = await handler(ctx, proc.state, message)
+                    encoded = [(to, _dumps(payload)) for to, payload in ctx._sent]
+                    _dumps(result.state if isinstance(result, Stop) else result)  # JSON, or a crash here
                 except asyncio.CancelledError:
                     return  # killed or terminated: whoever cancelled records the exit
                 except (Exception, RunInterrupt) as exc:
@@ -571,16 +585,18 @@ class System:
                 if proc.task is not asyncio.current_task():
                     return  # killed while finishing (the handler swallowed the cancellation): not consumed
                 proc.mailbox.popleft()
-                self._commit_handling(proc, ctx, env, result)
+                self._commit_handling(proc, ctx, env, result, encoded)
         finally:
             if proc.task is asyncio.current_task():
                 proc.task = None
 
-    def _commit_handling(self, proc: _Proc, ctx: ProcessContext, env: Envelope, result: Any) -> None:
+    def _commit_handling(
+        self, proc: _Proc, ctx: ProcessContext, env: Envelope, result: Any, encoded: list[tuple[str, str]]
+    ) -> None:
         proc.attempt = 0
         self._batch.consumed.append(env.id)
-        for to, payload in ctx._sent:
-            self._send_from(proc, to, payload)
+        for to, body in encoded:
+            self._send_from(proc, to, body)
         if isinstance(result, Stop):
             proc.state = result.state
             self._after.extend(ctx._ops)

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS processes (
     data TEXT NOT NULL
 ) WITHOUT ROWID
 """
+_INSERT = "INSERT OR IGNORE INTO mailbox VALUES (?, ?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,13 +184,7 @@ class SqliteMailboxStore(MailboxStore):
                 try:
                     if batch.consumed:
                         conn.executemany("DELETE FROM mailbox WHERE id = ?", [(i,) for i in batch.consumed])
-                    for env in batch.sent:
-                        cur = conn.execute(
-                            "INSERT OR IGNORE INTO mailbox VALUES (?, ?, ?, ?, ?, ?)",
-                            (env.id, env.receiver, env.sender, env.seq, env.body, env.sent_at),
-                        )
-                        if cur.rowcount == 1:
-                            stored.append(env.id)
+                    stored = self._insert(conn, batch.sent)
                     if batch.rows:
                         conn.executemany("INSERT OR REPLACE INTO processes VALUES (?, ?)", batch.rows.items())
                     if batch.removed:
@@ -202,6 +197,26 @@ class SqliteMailboxStore(MailboxStore):
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self._fail(exc) from exc
+        return stored
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, sent: list[Envelope]) -> list[int]:
+        # One executemany for the whole batch; only when some row was a duplicate (never, unless a sender
+        # resends) is it redone row by row to learn which ones were stored.
+        if not sent:
+            return []
+        before = conn.total_changes
+        conn.execute("SAVEPOINT sent")
+        conn.executemany(_INSERT, [(e.id, e.receiver, e.sender, e.seq, e.body, e.sent_at) for e in sent])
+        if conn.total_changes - before == len(sent):
+            conn.execute("RELEASE sent")
+            return [e.id for e in sent]
+        conn.execute("ROLLBACK TO sent")
+        conn.execute("RELEASE sent")
+        stored = []
+        for e in sent:
+            if conn.execute(_INSERT, (e.id, e.receiver, e.sender, e.seq, e.body, e.sent_at)).rowcount == 1:
+                stored.append(e.id)
         return stored
 
     def load_messages(self) -> list[Envelope]:
