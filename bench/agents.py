@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -63,8 +62,7 @@ async def durable_run(path: Path, agents: int, hops: int) -> tuple[float, list[f
     tree = Supervisor("root", [Child(f"a{i}", "forward", 0) for i in range(agents)])
     await system.start(tree)
     started = time.perf_counter()
-    for i in range(agents):
-        system._external(f"a{i}", {"k": "send", "v": [0, hops]})
+    await asyncio.gather(*(system.send(f"a{i}", [0, hops]) for i in range(agents)))  # one commit
     await system.idle(poll=0.001)
     elapsed = time.perf_counter() - started
     total = sum(system.state(f"a{i}") for i in range(agents))
