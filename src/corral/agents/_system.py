@@ -75,6 +75,13 @@ class Message:
     reply_to: str | None = None
     sent_at: float = 0.0
 
+    @property
+    def caller(self) -> dict[str, Any] | None:
+        """Who a ``call`` is from, as JSON to keep in a state and answer later with ``ctx.reply``."""
+        if self.kind != "call" or self.reply_to is None:
+            return None
+        return {"to": self.reply_to, "ref": self.ref}
+
 
 @dataclass(frozen=True, slots=True)
 class Stop:
@@ -211,17 +218,18 @@ class ProcessContext:
         self._sent.append((to, {"k": "call", "v": body, "ref": ref, "to": self._proc.name}))
         return ref
 
-    def reply(self, message: Message, body: Any) -> None:
-        """Answer a ``call`` message (from ``System.call`` or another process's ``request``)."""
-        if message.kind != "call" or message.reply_to is None:
-            raise UsageError(
-                f"process {self.name!r}: message {message.id} is not a call; nothing to reply to"
-            )
-        if message.reply_to == _EXT:
-            ref = message.ref or ""
-            self._ops.append(lambda: self._system._answer(ref, body))
+    def reply(self, message: Message | Mapping[str, Any], body: Any) -> None:
+        """Answer a ``call`` message (from ``System.call`` or another process's ``request``) — now, or in a
+        later handling through the message's ``caller`` kept in the state."""
+        caller = message if isinstance(message, Mapping) else message.caller
+        if caller is None:
+            raise UsageError(f"process {self.name!r}: that message is not a call, so it takes no reply")
+        to, ref = str(caller["to"]), caller.get("ref")
+        if to == _EXT:
+            key = str(ref or "")
+            self._ops.append(lambda: self._system._answer(key, body))
         else:
-            self._sent.append((message.reply_to, {"k": "reply", "v": body, "ref": message.ref}))
+            self._sent.append((to, {"k": "reply", "v": body, "ref": ref}))
 
     def handoff(self, to: str, message: Message, body: Any) -> None:
         """Transfer a call to process ``to``: it gets ``body`` (e.g. the conversation so far) as a call
