@@ -40,7 +40,8 @@ async def test_a_worker_killed_mid_question_resumes_and_the_team_answers(tmp_pat
     before: list[StepRecord] = []
     for _ in range(12_000):
         if victim.mailbox and victim.task is not None:
-            run_id = f"mbx:worker-customers:{victim.mailbox[0].id}:0"
+            head = victim.mailbox[0]
+            run_id = f"mbx:worker-customers:{head.sender}:{head.seq}:0"
             before = [s for s in journal.load_steps(run_id) if s.status == "ok"]
             if before:
                 break

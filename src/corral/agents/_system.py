@@ -301,6 +301,7 @@ class System:
         self._flushes: list[asyncio.Future[None]] = []
         self._committing = False
         self._dirty_procs: dict[str, _Proc] = {}
+        self._deferred: list[Envelope] = []
         self._inflight: asyncio.Future[list[int]] | None = None
         self.stopped: asyncio.Future[str] | None = None
         self._root: str | None = None
@@ -472,17 +473,26 @@ class System:
         if self._dirty is not None:
             self._dirty.set()
 
-    def _envelope(self, sender: str, seq: int, to: str, payload: dict[str, Any] | str) -> Envelope:
+    def _envelope(
+        self, sender: str, seq: int, to: str, payload: dict[str, Any] | str, *, local: bool = True
+    ) -> Envelope:
         body = payload if isinstance(payload, str) else _dumps(payload)
         env = Envelope(self._next_id, to, sender, seq, body, self._clock.time())
         self._next_id += 1
         self._batch.sent.append(env)
+        if local:
+            # A process's message is handed over at once, before its batch commits: the receiver's
+            # handling can commit only in the same batch or a later one, so a crash loses both or neither.
+            self._deliver(env)
+        else:
+            self._deferred.append(env)
         self._wake()
         return env
 
     def _external(self, to: str, payload: dict[str, Any]) -> Envelope:
         self._alive(to)
-        return self._envelope(_EXT, self._next_id, to, payload)
+        # From outside: delivered once stored (the caller learns of it only then).
+        return self._envelope(_EXT, self._next_id, to, payload, local=False)
 
     def _send_from(self, proc: _Proc, to: str, payload: dict[str, Any] | str) -> None:
         seq = proc.out.get(to, 0)
@@ -501,8 +511,9 @@ class System:
             self._dirty.clear()
             if not self._batch and not self._dirty_procs and not self._after and not self._flushes:
                 continue
-            batch, after, flushes = self._batch, self._after, self._flushes
-            self._batch, self._after, self._flushes = Batch(), [], []
+            batch, after, flushes, deferred = self._batch, self._after, self._flushes, self._deferred
+            self._batch, self._after, self._flushes, self._deferred = Batch(), [], [], []
+            _cancel_out(batch)
             batch.rows.update((name, proc.row()) for name, proc in self._dirty_procs.items())
             self._dirty_procs = {}
             if batch:
@@ -525,7 +536,7 @@ class System:
                 raise
             finally:
                 self._committing = False
-            for env in batch.sent:
+            for env in deferred:
                 if env.id in stored:
                     self._deliver(env)
             for effect in after:
@@ -618,7 +629,9 @@ class System:
     def _run_context(self, proc: _Proc, message: Message) -> RunContext:
         # Each attempt at a message writes under its own run id; a new attempt replays the earlier ones'
         # successful steps and runs again the step that failed (and anything after it).
-        base = f"mbx:{proc.name}:{message.id}"
+        # Keyed by sender and sequence number, which a sender that runs again after a crash reuses (its
+        # message ids may differ): a message handed over before a crash that lost it is the same message.
+        base = f"mbx:{proc.name}:{message.sender}:{message.seq}"
         merged: dict[int, Any] = {}
         for attempt in range(proc.attempt + 1):
             for record in self.journal.load_steps(f"{base}:{attempt}"):
@@ -777,6 +790,16 @@ class System:
         """Make ``watcher`` get a ``down`` message when ``target`` exits."""
         self._monitor(watcher, target)
         await self.flush()
+
+
+def _cancel_out(batch: Batch) -> None:
+    """Drop the messages both sent and consumed within one batch: they were handled before being stored."""
+    if not batch.consumed or not batch.sent:
+        return
+    both = {e.id for e in batch.sent}.intersection(batch.consumed)
+    if both:
+        batch.sent = [e for e in batch.sent if e.id not in both]
+        batch.consumed = [i for i in batch.consumed if i not in both]
 
 
 def stored_tree(journal: Journal) -> list[ProcessInfo]:
