@@ -6,9 +6,11 @@ A process is a name, a state (JSON) and a handler registered under a behaviour n
 
 It handles one message at a time. Handling ends in one commit (shared with other handlings: group commit)
 that deletes the message, writes the process's new state and queues the messages it sent, so a message is
-consumed exactly once, and what a handler sent becomes visible to receivers only when that commit is done.
+consumed exactly once. A sent message is handed to its receiver at once; the receiver's handling of it
+commits in the same batch or a later one (batches commit in order), so a crash loses both or neither.
 Effects inside a handler (model and tool calls) go through ``ctx.run``, a durable run context keyed by the
-message: if the handler crashes or the host dies before the commit, the message is handled again and every
+message's sender and sequence number: if the handler crashes or the host dies before the commit, the
+message is handled again (a sender that ran again re-sends it with the same sequence number) and every
 step already recorded is replayed, not repeated.
 
 An idle process is an entry in a dict and its rows; no task or thread waits for it. See
