@@ -184,7 +184,7 @@ class ProcessContext:
     """What a handler can do while it handles one message. Sends, replies, spawns, links and monitors take
     effect when the handling commits (never if the handler crashes)."""
 
-    __slots__ = ("_ops", "_proc", "_requests", "_run", "_sent", "_system", "message")
+    __slots__ = ("_ops", "_proc", "_replies", "_requests", "_run", "_sent", "_system", "message")
 
     def __init__(self, system: System, proc: _Proc, message: Message) -> None:
         self._system = system
@@ -192,6 +192,8 @@ class ProcessContext:
         self.message = message
         self._sent: list[tuple[str, dict[str, Any]]] = []
         self._ops: list[Callable[[], None]] = []
+        # Answers to outside callers: given only once the handling is committed.
+        self._replies: list[Callable[[], None]] = []
         self._run: RunContext | None = None
         self._requests = 0
 
@@ -229,7 +231,7 @@ class ProcessContext:
         to, ref = str(caller["to"]), caller.get("ref")
         if to == _EXT:
             key = str(ref or "")
-            self._ops.append(lambda: self._system._answer(key, body))
+            self._replies.append(lambda: self._system._answer(key, body))
         else:
             self._sent.append((to, {"k": "reply", "v": body, "ref": ref}))
 
@@ -618,15 +620,15 @@ class System:
         self._batch.consumed.append(env.id)
         for to, body in encoded:
             self._send_from(proc, to, body)
+        self._after.extend(ctx._replies)
+        for op in ctx._ops:
+            op()
         if isinstance(result, Stop):
             proc.state = result.state
-            self._after.extend(ctx._ops)
             self._exit(proc, result.reason)
             return
         proc.state = result
         self._save(proc)
-        for op in ctx._ops:
-            op()
 
     def _run_context(self, proc: _Proc, message: Message) -> RunContext:
         # Each attempt at a message writes under its own run id; a new attempt replays the earlier ones'
