@@ -365,3 +365,23 @@ async def test_a_state_or_message_that_is_not_json_crashes_the_handler_not_the_s
     assert system.state("e") is None  # nothing was sent
     assert await system.call("e", "still fine", timeout=5) == "still fine"
     await system.close()
+
+
+async def test_a_linked_child_spawned_by_a_handler_takes_its_supervised_parent_down() -> None:
+    async def parent(ctx: ProcessContext, state: Any, msg: Message) -> Any:
+        if msg.body == "spawn":
+            ctx.spawn("helper", "crasher", link=True)
+        return state
+
+    system = System(MemoryJournal(), {"parent": parent, "crasher": crasher})
+    await system.start(Supervisor("root", [Child("p", "parent")], intensity=5))
+    await system.send("p", "spawn")
+    await system.idle()
+    assert names(system.tree()).get("p") is not None and "helper" in names(system.tree())
+    await system.send("helper", "crash")
+    await system.idle()
+    nodes = names(system.tree())
+    assert nodes["helper"].status == "exited"
+    assert (nodes["p"].restarts, nodes["p"].reason) == (1, "RuntimeError: asked to crash")
+    assert nodes["p"].status == "idle"
+    await system.close()
