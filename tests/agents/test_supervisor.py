@@ -385,3 +385,15 @@ async def test_a_linked_child_spawned_by_a_handler_takes_its_supervised_parent_d
     assert (nodes["p"].restarts, nodes["p"].reason) == (1, "RuntimeError: asked to crash")
     assert nodes["p"].status == "idle"
     await system.close()
+
+
+async def test_one_runner_per_journal(tmp_path: Path) -> None:
+    tree = Supervisor("root", [Child("e", "echo")])
+    first = await started(tree, SqliteJournal(tmp_path / "j.db"))
+    second = System(SqliteJournal(tmp_path / "j.db"), BEHAVIOURS)
+    with pytest.raises(UsageError, match="one runner at a time"):
+        await second.start(tree)
+    await first.close()
+    await second.start(tree)  # the first gave its ownership up
+    assert await second.call("e", "hi", timeout=5) == "hi"
+    await second.close()

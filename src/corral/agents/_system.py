@@ -314,6 +314,11 @@ class System:
     async def start(self, tree: Supervisor) -> None:
         """Start ``tree``, or resume it from the journal if it was started before (a stopped tree stays
         stopped: ``stopped`` is already done)."""
+        if not self._store.own():
+            raise UsageError(
+                "another System (in this process or another) runs the agents of this journal: "
+                "one runner at a time, or messages could be handled twice"
+            )
         loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
         self.stopped = loop.create_future()
@@ -388,6 +393,8 @@ class System:
         if self._committer is not None:
             self._committer.cancel()
             await asyncio.gather(self._committer, return_exceptions=True)
+            self._committer = None
+            self._store.disown()
 
     # -- the public operations -------------------------------------------------------------------------------
     async def send(self, to: str, body: Any) -> int:

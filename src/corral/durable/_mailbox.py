@@ -22,6 +22,8 @@ The tables live in the journal's own file (like the ledger), on a connection of 
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import weakref
@@ -110,6 +112,13 @@ class MailboxStore(ABC):
             out[env.receiver] = out.get(env.receiver, 0) + 1
         return out
 
+    def own(self) -> bool:
+        """Become the one runner of these mailboxes; False if another runner holds them."""
+        return True
+
+    def disown(self) -> None:  # noqa: B027 - nothing to release for stores without an owner lock
+        """Stop being their runner."""
+
     def close(self) -> None:  # noqa: B027 - optional for stores without resources
         """Release resources."""
 
@@ -160,6 +169,7 @@ class SqliteMailboxStore(MailboxStore):
     def __init__(self, path: str | Path, *, synchronous: str = "normal", busy_timeout: float = 10.0) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._owner: int | None = None
         try:
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
@@ -174,6 +184,27 @@ class SqliteMailboxStore(MailboxStore):
 
     def _fail(self, exc: sqlite3.Error) -> JournalError:
         return JournalError(f"the mailboxes in {self.path} failed: {exc}")
+
+    def own(self) -> bool:
+        # An exclusive flock on a file beside the journal: released by the kernel when the owner dies, so
+        # a crashed runner never blocks its successor.
+        with self._lock:
+            if self._owner is not None:
+                return False
+            fd = os.open(f"{self.path}.agents.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            self._owner = fd
+            return True
+
+    def disown(self) -> None:
+        with self._lock:
+            if self._owner is not None:
+                os.close(self._owner)  # closing the descriptor drops its flock
+                self._owner = None
 
     def commit(self, batch: Batch) -> list[int]:
         stored: list[int] = []
@@ -245,7 +276,8 @@ class SqliteMailboxStore(MailboxStore):
         return dict(rows)
 
     def close(self) -> None:
-        """Close the store's connection."""
+        """Close the store's connection (and give up ownership)."""
+        self.disown()
         with self._lock:
             self._closer()
 
