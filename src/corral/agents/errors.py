@@ -13,12 +13,15 @@ Exception tree::
         ├── AgentNotFound       a worker got a run of a named agent this process has not built
         ├── WorkflowCheckError  a workflow graph failed a static check (names the offending nodes)
         ├── WorkflowEdgeError   a workflow node took an undeclared edge, or went past a node's bound
-        └── WorkflowNotFound    a worker got a run of a named workflow this process has not built
+        ├── WorkflowNotFound    a worker got a run of a named workflow this process has not built
+        └── NoProcess           a send, call or kill names a process that does not exist or has exited
+    CallTimeout                 no reply to ``System.call`` within its timeout
+    SystemStopped               the top supervisor gave up (its restart intensity was exceeded)
 """
 
 from __future__ import annotations
 
-from corral._errors import UsageError
+from corral._errors import CorralError, UsageError
 
 
 class AgentConfigError(UsageError):
@@ -46,3 +49,19 @@ class WorkflowEdgeError(UsageError):
 
 class WorkflowNotFound(UsageError):
     """A run (or a branch) of a named workflow reached a process that has not built that workflow."""
+
+
+class NoProcess(UsageError):
+    """A send, call, kill or link names a process that does not exist or has exited."""
+
+
+class CallTimeout(CorralError):
+    """No reply to a :meth:`~corral.agents.System.call` within its timeout."""
+
+
+class SystemStopped(CorralError):
+    """The top supervisor of a system exceeded its restart intensity: the system stopped with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the agent system stopped: {reason}")
+        self.reason = reason

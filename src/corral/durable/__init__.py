@@ -18,6 +18,14 @@ from corral.durable._clock import Clock, FakeClock, SystemClock
 from corral.durable._context import RetryPolicy, RunContext, StepInfo, current_context, current_step
 from corral.durable._journal import Journal, MemoryJournal, RunRecord, RunStatus, StepRecord, StepStatus
 from corral.durable._ledger import Ledger, LedgerRecord, MemoryLedger, SqliteLedger, ledger_for
+from corral.durable._mailbox import (
+    Batch,
+    Envelope,
+    MailboxStore,
+    MemoryMailboxStore,
+    SqliteMailboxStore,
+    mailbox_for,
+)
 from corral.durable._runtime import Runtime
 from corral.durable._sqlite import SCHEMA_VERSION, SqliteJournal
 from corral.durable._tracing import TracingJournal, trace_id_for, tracer_provider, tracer_provider_from_env
@@ -47,10 +55,12 @@ from corral.durable.testing import check_journal
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Batch",
     "Cancel",
     "Clock",
     "DeterminismError",
     "DurableError",
+    "Envelope",
     "FakeClock",
     "FunctionNotFound",
     "Journal",
@@ -61,8 +71,10 @@ __all__ = [
     "LeaseLost",
     "Ledger",
     "LedgerRecord",
+    "MailboxStore",
     "MemoryJournal",
     "MemoryLedger",
+    "MemoryMailboxStore",
     "NotSerializable",
     "Park",
     "RetryPolicy",
@@ -78,6 +90,7 @@ __all__ = [
     "Runtime",
     "SqliteJournal",
     "SqliteLedger",
+    "SqliteMailboxStore",
     "StepError",
     "StepInfo",
     "StepRecord",
@@ -90,6 +103,7 @@ __all__ = [
     "current_context",
     "current_step",
     "ledger_for",
+    "mailbox_for",
     "trace_id_for",
     "tracer_provider",
     "tracer_provider_from_env",
