@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.sandbox import _detect, _launcher, _protocol, _worker, sqljob
-from corral.sandbox._cgroup import JOB_SLOTS, WorkerCgroup
+from corral.sandbox._cgroup import JOB_SLOTS, NoCgroup, WorkerCgroup, prepare_delegated_v2
 from corral.sandbox._cgroup import remove_stale as remove_stale_cgroups
 from corral.sandbox._collect import collect
 from corral.sandbox._landlock import abi as landlock_abi
@@ -301,8 +301,10 @@ class _Worker:
     uid: int
     proc: subprocess.Popen[bytes]
     sock: socket.socket
-    cgroup: WorkerCgroup
+    cgroup: WorkerCgroup | NoCgroup
     log: Any
+    rootless: bool = False
+    """Runs as the host's own uid (the rootless backend): never wait for "no process of this uid"."""
     idle_memory: int = 0
     idle_pids: int = 0
     idle_resident: int = 0
@@ -337,8 +339,9 @@ class _Worker:
             self.proc.wait(timeout=5)
         self.cgroup.remove()
         # Killed processes leave zombies until their new parent reaps them; wait so that "closed" means gone.
+        # (Rootless, bwrap's exit took its PID namespace down: the host's uid is the host's own.)
         deadline = time.monotonic() + 5
-        while _processes_of(self.uid) and time.monotonic() < deadline:
+        while not self.rootless and _processes_of(self.uid) and time.monotonic() < deadline:
             time.sleep(0.01)
         with contextlib.suppress(OSError):
             self.log.close()
@@ -410,6 +413,7 @@ class SandboxPool:
         self._start_error: BaseException | None = None
         self._generation = itertools.count()
         self._seccomp = b""
+        self._delegated = False
         self._threads: list[threading.Thread] = []
         self._spawner: threading.Thread | None = None
         _live_pools.add(self)
@@ -426,8 +430,15 @@ class SandboxPool:
                 raise SandboxUsageError("this sandbox pool is closed; create a new one")
             if self._started:
                 return
-            self.backend = _detect.require(self._backend_request).backend
+            report = _detect.require(self._backend_request)
+            self.backend = report.backend
             landlock = self.backend == "landlock"
+            if self.backend == "rootless" and any(i.name == "cgroups" and i.ok for i in report.items):
+                try:
+                    prepare_delegated_v2()
+                    self._delegated = True
+                except OSError:
+                    self._delegated = False
             self._seccomp = build_filter(deny_ipc=landlock, deny_connect=landlock and landlock_abi() < 6)
             remove_stale_cgroups()
             remove_stale_stages()
@@ -549,9 +560,16 @@ class SandboxPool:
     def _start_worker(self, slot: int) -> _Worker:
         assert self._stage is not None
         exe, binds, site = _runtime_dirs()
-        uid = _UID_BASE + (os.getpid() % 20_000) * 50 + next(_uid_counter) % 50
-        _used_uids.add(uid)
-        cgroup = WorkerCgroup.create(f"corral-{os.getpid()}-p{self._id}-w{slot}-g{next(self._generation)}")
+        rootless = self.backend == "rootless"
+        name = f"corral-{os.getpid()}-p{self._id}-w{slot}-g{next(self._generation)}"
+        cgroup: WorkerCgroup | NoCgroup
+        if rootless:
+            uid = os.getuid()
+            cgroup = WorkerCgroup.create(name) if self._delegated else NoCgroup()
+        else:
+            uid = _UID_BASE + (os.getpid() % 20_000) * 50 + next(_uid_counter) % 50
+            _used_uids.add(uid)
+            cgroup = WorkerCgroup.create(name)
         host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker, closed in _Worker.kill
         cgroup_fds: dict[str, Any] = {}
@@ -599,8 +617,9 @@ class SandboxPool:
                 "--dir",
                 "/data",
             ]
-            for index, (_host, inside) in enumerate(binds):
-                argv += ["--ro-bind", os.path.join(self._stage, str(index)), inside]
+            for index, (host, inside) in enumerate(binds):
+                # Rootless, the runtime is this user's own: bound straight from where it is.
+                argv += ["--ro-bind", host if rootless else os.path.join(self._stage, str(index)), inside]
             argv += ["--remount-ro", "/", "--chdir", "/"]
             for key, value in JOB_ENV.items():
                 argv += ["--setenv", key, value]
@@ -621,7 +640,13 @@ class SandboxPool:
                 Path(_launcher.__file__).read_text(),
                 json.dumps(launch_config),
             ]
-            if self._landlock is not None:
+            if rootless:
+                launcher = argv
+                if cgroup.procs_files:  # a delegated cgroup to join first
+                    rootless_config = {"rootless": True, "cgroup_procs": cgroup.procs_files, "argv": argv}
+                    launcher = [sys.executable, "-I", "-S", "-c", Path(_launcher.__file__).read_text()]
+                    launcher.append(json.dumps(rootless_config))
+            elif self._landlock is not None:
                 launcher = self._landlock.launch_argv(
                     uid=uid,
                     exe=exe,
@@ -653,7 +678,7 @@ class SandboxPool:
         worker_sock.close()
         for fd in _fds_of(cgroup_fds):
             os.close(fd)
-        worker = _Worker(slot, uid, proc, host_sock, cgroup, log)
+        worker = _Worker(slot, uid, proc, host_sock, cgroup, log, rootless=rootless)
         host_sock.settimeout(_START_TIMEOUT)
         try:
             raw, _none = _protocol.receive(host_sock, _protocol.HELLO_BYTES, 0)
@@ -799,6 +824,8 @@ class SandboxPool:
             "slot": slot,
             # The most CPU time per second the job's tree can get: when the broker next needs to look.
             "cpu_rate": limits.cpu_cores if cg.cpu is not None else float(os.cpu_count() or 1),
+            # No cgroup (rootless without delegation): memory and processes are limited by rlimits.
+            "rlimits": isinstance(cg, NoCgroup),
         }
         job_dirs: JobDirs | None = None
         try:
@@ -867,7 +894,11 @@ class SandboxPool:
         cg = worker.cgroup
         reply = answer.reply
         try:
-            cpu = max(0, cg.job_cpu_ns(before.slot) - before.cpu_ns) / 1e9
+            if isinstance(cg, NoCgroup):
+                # No cgroup to read: the broker's count from /proc (outside the job, which cannot reach it).
+                cpu = (reply.cpu_ns or 0) / 1e9
+            else:
+                cpu = max(0, cg.job_cpu_ns(before.slot) - before.cpu_ns) / 1e9
             peak = cg.peak(before.slot)
             worker_oom = cg.oom_kills() > before.oom[0]
             job_oom = cg.oom_kills(before.slot) > before.oom[1]
