@@ -171,7 +171,7 @@ def _dev_argv() -> list[str]:
     return [*argv, "--dir", "/dev/shm", "--remount-ro", "/dev"]
 
 
-def _open_input(value: InputValue) -> int:
+def _open_input(value: InputValue, *, copy: bool = False) -> int:
     """An fd the job may read but not write: the file itself when safe, else a sealed in-memory copy.
 
     The host is root: a path is opened without following a final symlink and without blocking (a FIFO would
@@ -192,7 +192,9 @@ def _open_input(value: InputValue) -> int:
     os.set_blocking(fd, True)
     # The job reopens its inputs by path (/proc/self/fd/N), which checks the file's mode bits against the
     # job's uid: a world-writable file would be writable from inside. Give it a sealed copy instead.
-    if st.st_mode & stat.S_IWOTH:
+    # Rootless, the job's uid maps to the host user, who may own the file: a reopen would be writable, and
+    # without mount privileges no read-only detached mount can be made. Always a sealed copy then.
+    if st.st_mode & stat.S_IWOTH or copy:
         with os.fdopen(fd, "rb") as f:
             return _sealed_memfd(f.read())
     return _anonymous(fd, path)
@@ -439,7 +441,11 @@ class SandboxPool:
                     self._delegated = True
                 except OSError:
                     self._delegated = False
-            self._seccomp = build_filter(deny_ipc=landlock, deny_connect=landlock and landlock_abi() < 6)
+            self._seccomp = build_filter(
+                deny_ipc=landlock,
+                deny_connect=landlock and landlock_abi() < 6,
+                deny_memfd=self.backend == "rootless" and not self._delegated,
+            )
             remove_stale_cgroups()
             remove_stale_stages()
             self._stage = tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-")
@@ -763,7 +769,7 @@ class SandboxPool:
         fds: list[int] = []
         try:
             for value in job.inputs.values():
-                fds.append(_open_input(value))
+                fds.append(_open_input(value, copy=self.backend == "rootless"))
             for name, sock in job.sockets.items():
                 fds.append(_socket_fd(name, sock))
             worker = self._acquire(queue_timeout)

@@ -218,13 +218,15 @@ def _rootless_limits(limits: dict[str, Any]) -> None:
     already. RLIMIT_NPROC is counted per user namespace and uid (Linux >= 5.14): the job is uid 1000 of a
     user namespace of its own, so it counts this job's processes only, not the host user's.
     """
-    data = 0
+    held = {"VmData:": 0}
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
-            if line.startswith("VmData:"):
-                data = int(line.split()[1]) * 1024
-    memory = data + int(limits["memory_bytes"])
+            if line.split(maxsplit=1)[0] in held:
+                held[line.split()[0]] = int(line.split()[1]) * 1024
+    memory = held["VmData:"] + int(limits["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+    # Not RLIMIT_AS, even on top of the current size: DuckDB reserves address space it never touches, and
+    # failed. Shared anonymous maps are therefore unbounded here (docs/sandbox.md's table says so).
     resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["pids"]), int(limits["pids"])))
 
 
@@ -693,7 +695,7 @@ class Broker:
         deadline = started + limits["wall_seconds"]
         cpu_limit = limits["cpu_seconds"] * 1e9
         cpu_rate = max(0.01, float(job.get("cpu_rate") or 1.0))  # most CPU-seconds per second the tree gets
-        cpu_start = self._cpu_ns(slot, pid)
+        cpu_start = cpu_seen = self._cpu_ns(slot, pid)
         cpu_check = started + limits["cpu_seconds"] / cpu_rate
         dead = False
 
@@ -718,7 +720,8 @@ class Broker:
         while not status.final and not dead:
             now = time.monotonic()
             if now >= cpu_check and killed_for is None:
-                used = self._cpu_ns(slot, pid) - cpu_start
+                cpu_seen = max(cpu_seen, self._cpu_ns(slot, pid))
+                used = cpu_seen - cpu_start
                 if used >= cpu_limit:
                     killed_for = "cpu"
                     self._kill_tree(pid, slot)
@@ -750,7 +753,7 @@ class Broker:
                 elif not drain(key.fd):
                     sel.unregister(key.fd)
         # Without a cgroup the tree's CPU time is read from /proc while the tree still exists.
-        cpu_end = self._cpu_ns(slot, pid) if self.cpu_fds[slot] is None else None
+        cpu_end = max(cpu_seen, self._cpu_ns(slot, pid)) if self.cpu_fds[slot] is None else None
         if status.violation:
             killed_for = killed_for or "protocol"
         if not (status.exit is not None and killed_for is None):
