@@ -300,7 +300,7 @@ def limits_of(backend: str | None, *, delegated: bool) -> list[CheckItem]:
     cgroup = backend != "rootless" or delegated
     same = [
         CheckItem("wall", True, "wall clock: the broker SIGKILLs the job's tree"),
-        CheckItem("scratch/tmp", True, "size- and inode-capped tmpfs per job"),
+        CheckItem("scratch", True, "size- and inode-capped tmpfs per job"),
         CheckItem("file size", True, "RLIMIT_FSIZE"),
         CheckItem("open files", True, "RLIMIT_NOFILE"),
         CheckItem("output", True, "stdout/stderr capped by the broker"),
@@ -319,8 +319,9 @@ def limits_of(backend: str | None, *, delegated: bool) -> list[CheckItem]:
         CheckItem(
             "memory",
             False,
-            "RLIMIT_DATA per process (an allocation past it is a MemoryError, not an OOM kill; a tree of n "
-            "processes may hold n times the limit); peak memory is not measured",
+            "RLIMIT_DATA per process: an allocation past it is a MemoryError, not an OOM kill; a tree of n "
+            "processes may hold n times the limit; shared anonymous maps are not bounded (memfd_create is "
+            "denied); peak memory is not measured",
         ),
         CheckItem("pids", True, "RLIMIT_NPROC counted in the job's own user namespace + PID namespace"),
         CheckItem(
