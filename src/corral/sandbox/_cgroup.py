@@ -123,8 +123,9 @@ class WorkerCgroup:
         return 0
 
     @classmethod
-    def create(cls, name: str) -> WorkerCgroup:
-        """Create ``name`` under the host's own cgroups. Raises ``OSError`` when cgroups are not writable."""
+    def create(cls, name: str, *, delegated: Path | None = None) -> WorkerCgroup:
+        """Create ``name`` under the host's own cgroups (or, rootless, below the ``delegated`` v2 cgroup,
+        see :func:`prepare_delegated_v2`). Raises ``OSError`` when cgroups are not writable."""
         version = cgroup_version()
         own = _own_cgroups()
         if version == 1:
@@ -154,7 +155,7 @@ class WorkerCgroup:
                 raise
             return made
         if version == 2:
-            parent = _CGROOT / own.get("", "/").lstrip("/")
+            parent = delegated or _CGROOT / own.get("", "/").lstrip("/")
             # v2 forbids processes in a cgroup whose controllers are delegated; use a sibling subtree we own.
             base = parent / "corral-sandbox"
             base.mkdir(exist_ok=True)

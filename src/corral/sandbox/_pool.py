@@ -82,6 +82,7 @@ _UID_BASE = 200_000
 _uid_counter = itertools.count()
 _pool_counter = itertools.count()
 _used_uids: set[int] = set()
+_rootless_workers: set[int] = set()  # host pids of rootless workers' bwrap: their uid is the host's own
 _live_pools: weakref.WeakSet[SandboxPool] = weakref.WeakSet()
 _WORKER_SLACK_BYTES = 48 * 1024 * 1024  # idle-memory growth after a job that still counts as normal
 _START_TIMEOUT = 120.0
@@ -340,6 +341,8 @@ class _Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self.cgroup.remove()
+        if self.proc.returncode is not None:
+            _rootless_workers.discard(self.proc.pid)  # reaped: its pid may be reused by anyone
         # Killed processes leave zombies until their new parent reaps them; wait so that "closed" means gone.
         # (Rootless, bwrap's exit took its PID namespace down: the host's uid is the host's own.)
         deadline = time.monotonic() + 5
@@ -415,7 +418,8 @@ class SandboxPool:
         self._start_error: BaseException | None = None
         self._generation = itertools.count()
         self._seccomp = b""
-        self._delegated = False
+        self._delegated: Path | None = None
+        """Rootless: the cgroup v2 directory delegated to this user, when there is one."""
         self._threads: list[threading.Thread] = []
         self._spawner: threading.Thread | None = None
         _live_pools.add(self)
@@ -436,15 +440,12 @@ class SandboxPool:
             self.backend = report.backend
             landlock = self.backend == "landlock"
             if self.backend == "rootless" and any(i.name == "cgroups" and i.ok for i in report.items):
-                try:
-                    prepare_delegated_v2()
-                    self._delegated = True
-                except OSError:
-                    self._delegated = False
+                with contextlib.suppress(OSError):
+                    self._delegated = prepare_delegated_v2()
             self._seccomp = build_filter(
                 deny_ipc=landlock,
                 deny_connect=landlock and landlock_abi() < 6,
-                deny_memfd=self.backend == "rootless" and not self._delegated,
+                deny_memfd=self.backend == "rootless" and self._delegated is None,
             )
             remove_stale_cgroups()
             remove_stale_stages()
@@ -571,7 +572,9 @@ class SandboxPool:
         cgroup: WorkerCgroup | NoCgroup
         if rootless:
             uid = os.getuid()
-            cgroup = WorkerCgroup.create(name) if self._delegated else NoCgroup()
+            cgroup = NoCgroup()
+            if self._delegated is not None:
+                cgroup = WorkerCgroup.create(name, delegated=self._delegated)
         else:
             uid = _UID_BASE + (os.getpid() % 20_000) * 50 + next(_uid_counter) % 50
             _used_uids.add(uid)
@@ -685,6 +688,8 @@ class SandboxPool:
         for fd in _fds_of(cgroup_fds):
             os.close(fd)
         worker = _Worker(slot, uid, proc, host_sock, cgroup, log, rootless=rootless)
+        if rootless:
+            _rootless_workers.add(proc.pid)
         host_sock.settimeout(_START_TIMEOUT)
         try:
             raw, _none = _protocol.receive(host_sock, _protocol.HELLO_BYTES, 0)
@@ -1068,9 +1073,13 @@ def leftovers() -> list[str]:
                 live_uids.add(w.uid)
                 live_cgroups.update(w.cgroup.dirs)
     found: list[str] = []
-    for uid, pids in _processes_by_uid().items():
+    by_uid = _processes_by_uid()
+    for uid, pids in by_uid.items():
         if uid in _used_uids and uid not in live_uids:
             found.extend(f"process {pid} (uid {uid})" for pid in pids)
+    live_pids = {w.proc.pid for pool in list(_live_pools) for w in list(pool._all)}
+    alive = {pid for pids in by_uid.values() for pid in pids}
+    found.extend(f"rootless worker process {pid}" for pid in _rootless_workers - live_pids if pid in alive)
     prefix = f"corral-{os.getpid()}-"
     cgroot = Path("/sys/fs/cgroup")
     roots = (
