@@ -34,6 +34,6 @@ def test_auto_picks_bubblewrap_as_root_and_all_limits_hold() -> None:
 
 def test_rootless_limits_name_exactly_what_is_weaker() -> None:
     weaker = {item.name for item in limits_of("rootless", delegated=False) if not item.ok}
-    assert weaker == {"memory", "cpu cores"}
+    assert weaker == {"memory", "cpu time", "cpu cores"}
     assert all(item.ok for item in limits_of("rootless", delegated=True))
     assert limits_of(None, delegated=False) == []
