@@ -118,8 +118,10 @@ def requested_backend(backend: str | None = None) -> str:
 def check(backend: str | None = None) -> SandboxReport:
     """Probe the machine and pick a backend. Never raises; see :func:`require` for the failing variant.
 
-    "auto" (the default) picks bubblewrap when an unprivileged uid can create user namespaces, else Landlock
-    when the kernel has it, else none (fail closed). ``backend`` (or ``$CORRAL_SANDBOX_BACKEND``) forces one.
+    "auto" (the default), as root, picks bubblewrap when an unprivileged uid can create user namespaces, else
+    Landlock when the kernel has it; as any other user, rootless when it can create user namespaces; else
+    none (fail closed). ``backend`` (or ``$CORRAL_SANDBOX_BACKEND``) forces one. ``limits`` of the report say
+    which resource limits hold with the chosen backend.
     """
     try:
         wanted = requested_backend(backend)
