@@ -65,7 +65,7 @@ def argv_as_user(argv: list[str], *, env: dict[str, str] | None = None) -> list[
             f"mount --move {stage} {shlex.quote(child)}",
             f"rmdir {stage} || true",
         ]
-    variables = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
-    run = ["runuser", "-u", USER, "--", "env", "-i", "PATH=/usr/bin:/bin", "LANG=C.UTF-8", *variables, *argv]
-    script.append("exec " + " ".join(shlex.quote(a) if "=" not in a else a for a in run))
+    variables = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **(env or {})}
+    run = ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in variables.items()), *argv]
+    script.append("exec " + " ".join(shlex.quote(a) for a in run))
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(script)]
