@@ -7,6 +7,10 @@ sandboxes for reference (not measured here).
 ``--against DIR`` (the ``src`` directory of another checkout, e.g. ``git worktree add /tmp/base <commit>``)
 also measures the warm pool of that code in the same run: both are run in turn, in fresh processes, for
 ``--rounds`` rounds, and the medians over rounds are printed side by side with their ratios.
+
+``--rootless`` measures the root backend's warm pool and the rootless backend's (the same figures, run as the
+unprivileged user ``corral-test``, created when missing, as the attack suite does) in turn, in fresh
+processes, for ``--rounds`` rounds: medians over rounds side by side, with their ratios.
 """
 
 from __future__ import annotations
@@ -149,15 +153,43 @@ def compare(against: str, rounds: int, quick: bool) -> None:
     print("(ms, lower is better; jobs/s, higher is better)")
 
 
+def compare_rootless(rounds: int, quick: bool) -> None:
+    """The root backend's warm pool against the rootless one's, as an unprivileged user, in turn."""
+    sys.path.insert(
+        0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "security")
+    )
+    from unprivileged import argv_as_user  # the suite's helper: same user, same environment
+
+    argv = [sys.executable, os.path.abspath(__file__), "--pool-json"] + (["--quick"] if quick else [])
+    runs: dict[str, list[dict[str, float]]] = {"root": [], "rootless": []}
+    load = os.getloadavg()[0]
+    for _ in range(rounds):
+        for name, command in (("root", argv), ("rootless", argv_as_user(argv, env={"HOME": "/tmp"}))):
+            out = subprocess.run(command, check=True, capture_output=True, text=True, cwd="/tmp").stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    print(f"load average before/after: {load:.1f}/{os.getloadavg()[0]:.1f} (1 min), {rounds} rounds each")
+    print(f"{'warm pool figure':22} {'rootless':>9} {'root':>9} {'rootless/root':>14}")
+    for key in runs["root"][0]:
+        mine = statistics.median(r[key] for r in runs["rootless"])
+        theirs = statistics.median(r[key] for r in runs["root"])
+        print(f"{key:22} {mine:9.1f} {theirs:9.1f} {mine / theirs:14.2f}")
+    print("(ms, lower is better; jobs/s, higher is better)")
+    print("targets: trivial p50 <= 10 ms, pandas p50 <= 60 ms, >= 100 jobs/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--against", metavar="SRC", help="also measure the warm pool of the code in SRC")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the comparison (default 5)")
+    parser.add_argument("--rootless", action="store_true", help="root backend against rootless (run as root)")
     parser.add_argument("--pool-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pool_json:
         print(json.dumps(pool_figures(args.quick)))
+        return
+    if args.rootless:
+        compare_rootless(args.rounds, args.quick)
         return
     if args.against:
         compare(args.against, args.rounds, args.quick)

@@ -26,6 +26,12 @@ ensure_system_packages() {
   command -v ss >/dev/null || missing+=(iproute2)
   if [ ${#missing[@]} -gt 0 ]; then
     step "Installing system packages: ${missing[*]}"
+    # The one step that needs root: without root or sudo, say the single line to run and stop.
+    if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+      echo "corral needs these system packages; as root, run:" >&2
+      echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
+      return 1
+    fi
     need_root_or_sudo apt-get update -q
     need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
   fi

@@ -22,7 +22,10 @@ from corral.sandbox._landlock import abi
 
 from .conftest import Sandbox
 
-pytestmark = pytest.mark.sandbox
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the Landlock backend needs root (docs/sandbox.md)"),
+]
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

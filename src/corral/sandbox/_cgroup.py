@@ -123,8 +123,9 @@ class WorkerCgroup:
         return 0
 
     @classmethod
-    def create(cls, name: str) -> WorkerCgroup:
-        """Create ``name`` under the host's own cgroups. Raises ``OSError`` when cgroups are not writable."""
+    def create(cls, name: str, *, delegated: Path | None = None) -> WorkerCgroup:
+        """Create ``name`` under the host's own cgroups (or, rootless, below the ``delegated`` v2 cgroup,
+        see :func:`prepare_delegated_v2`). Raises ``OSError`` when cgroups are not writable."""
         version = cgroup_version()
         own = _own_cgroups()
         if version == 1:
@@ -154,7 +155,7 @@ class WorkerCgroup:
                 raise
             return made
         if version == 2:
-            parent = _CGROOT / own.get("", "/").lstrip("/")
+            parent = delegated or _CGROOT / own.get("", "/").lstrip("/")
             # v2 forbids processes in a cgroup whose controllers are delegated; use a sibling subtree we own.
             base = parent / "corral-sandbox"
             base.mkdir(exist_ok=True)
@@ -342,3 +343,104 @@ def remove_stale() -> list[str]:
                 path.rmdir()  # fails, harmlessly, while anything still runs in it
                 removed.append(str(path))
     return removed
+
+
+@dataclass
+class NoCgroup:
+    """The rootless backend without cgroup delegation: no cgroup at all, the same interface.
+
+    Memory, pids and CPU time are then limited per job by rlimits in the job's own user namespace (see
+    ``corral.sandbox._worker``) and the wall clock; every counter here reads as unknown (0 or ``None``).
+    """
+
+    version: int = 0
+    cpu: Path | None = None
+
+    @property
+    def dirs(self) -> list[Path]:
+        return []
+
+    def job_dirs(self, slot: int | None = None) -> list[Path]:
+        return []
+
+    def open_job_fds(self) -> dict[str, object]:
+        return {}
+
+    @property
+    def procs_files(self) -> list[str]:
+        return []
+
+    def job_cpu_ns(self, slot: int) -> int:
+        return 0
+
+    def memory_usage(self) -> int:
+        return 0
+
+    def resident(self) -> int:
+        return 0
+
+    def pids_current(self) -> int:
+        return 0
+
+    def set_limits(self, *, memory_bytes: int, pids: int, job_memory: int, job_pids: int) -> None:
+        return None
+
+    def set_cpu(self, cores: float) -> None:
+        return None
+
+    def throttled(self) -> int:
+        return 0
+
+    def reset_peak(self, slot: int) -> None:
+        return None
+
+    def peak(self, slot: int) -> int | None:
+        return None
+
+    def oom_kills(self, slot: int | None = None) -> int:
+        return 0
+
+    def kill_all(self) -> None:
+        return None
+
+    def remove(self) -> None:
+        return None
+
+
+def delegated_v2() -> Path | None:
+    """The cgroup v2 directory this (unprivileged) process may manage, or ``None``.
+
+    A user systemd scope started with ``Delegate=yes`` (``systemd-run --user --scope -p Delegate=yes …``) or
+    any subtree handed to the user: this process's own cgroup must be writable by it, with the memory and
+    pids controllers available. v2 allows no processes in a cgroup whose controllers are enabled for its
+    children, so the caller first moves itself into a ``host`` leaf (see :func:`prepare_delegated_v2`).
+    """
+    if cgroup_version() != 2:
+        return None
+    own = _CGROOT / _own_cgroups().get("", "/").lstrip("/")
+    if own.name == "host" and os.access(own.parent / "cgroup.subtree_control", os.W_OK):
+        own = own.parent  # already prepared by this process
+    if not (os.access(own, os.W_OK) and os.access(own / "cgroup.procs", os.W_OK)):
+        return None
+    try:
+        available = _read(own / "cgroup.controllers").split()
+    except OSError:
+        return None
+    return own if {"memory", "pids"} <= set(available) else None
+
+
+def prepare_delegated_v2() -> Path:
+    """Move this process into ``<delegated>/host`` and enable memory, pids (and cpu) below the delegated
+    cgroup, so worker cgroups can be made beside it. Raises ``OSError`` when nothing is delegated."""
+    own = delegated_v2()
+    if own is None:
+        raise OSError("no delegated cgroup v2 subtree (memory and pids) writable by this user")
+    host = own / "host"
+    host.mkdir(exist_ok=True)
+    for pid in _read(own / "cgroup.procs").split():
+        with contextlib.suppress(OSError):  # every process of the scope moves, v2 needs an empty parent
+            _write(host / "cgroup.procs", pid)
+    _write(own / "cgroup.subtree_control", "+memory +pids")
+    with contextlib.suppress(OSError):
+        _write(own / "cgroup.subtree_control", "+cpu")
+    return own

@@ -10,13 +10,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.sandbox._cgroup import cgroup_version
+from corral.sandbox._cgroup import cgroup_version, delegated_v2
 from corral.sandbox.errors import SandboxError, SandboxUnavailable, SandboxUsageError
 
 _TEST_UID = 65533  # "nogroup"-like uid used only to probe that an unprivileged bwrap works
 
 #: The backends in order of preference; ``$CORRAL_SANDBOX_BACKEND`` or ``SandboxPool(backend=)`` forces one.
-BACKENDS = ("bubblewrap", "landlock")
+BACKENDS = ("bubblewrap", "rootless", "landlock")
 BACKEND_ENV = "CORRAL_SANDBOX_BACKEND"
 
 
@@ -39,6 +39,9 @@ class SandboxReport:
     items: list[CheckItem] = field(default_factory=list)
     reason: str = ""
     """Why this backend (or why none)."""
+
+    limits: list[CheckItem] = field(default_factory=list)
+    """Which resource limits hold with this backend, and how (the rootless backend lacks some)."""
 
     @property
     def can_run(self) -> bool:
@@ -115,8 +118,10 @@ def requested_backend(backend: str | None = None) -> str:
 def check(backend: str | None = None) -> SandboxReport:
     """Probe the machine and pick a backend. Never raises; see :func:`require` for the failing variant.
 
-    "auto" (the default) picks bubblewrap when an unprivileged uid can create user namespaces, else Landlock
-    when the kernel has it, else none (fail closed). ``backend`` (or ``$CORRAL_SANDBOX_BACKEND``) forces one.
+    "auto" (the default), as root, picks bubblewrap when an unprivileged uid can create user namespaces, else
+    Landlock when the kernel has it; as any other user, rootless when it can create user namespaces; else
+    none (fail closed). ``backend`` (or ``$CORRAL_SANDBOX_BACKEND``) forces one. ``limits`` of the report say
+    which resource limits hold with the chosen backend.
     """
     try:
         wanted = requested_backend(backend)
@@ -132,14 +137,16 @@ def check(backend: str | None = None) -> SandboxReport:
             "the sandbox supports Linux on x86_64 only (its seccomp filter carries x86_64 numbers)",
         )
     )
+    root = os.geteuid() == 0
     items.append(
         CheckItem(
             "root",
-            os.geteuid() == 0,
+            True,
             "running as root: each worker gets its own unprivileged uid"
-            if os.geteuid() == 0
-            else "not root: workers cannot get their own uids or cgroups",
-            "run the host process as root (the worker uid switch and the cgroups need it)",
+            if root
+            else f"not root (uid {os.geteuid()}): rootless mode: workers run as this user inside user "
+            "namespaces, each job as uid 1000 of its own user namespace, with no capabilities",
+            required=False,
         )
     )
     bwrap = shutil.which("bwrap")
@@ -159,7 +166,7 @@ def check(backend: str | None = None) -> SandboxReport:
         )
     )
     userns_ok = False
-    if bwrap and os.geteuid() == 0:
+    if bwrap:
         userns_ok, detail = _userns_works(bwrap)
         items.append(
             CheckItem(
@@ -168,18 +175,34 @@ def check(backend: str | None = None) -> SandboxReport:
                 detail,
                 "sysctl -w kernel.unprivileged_userns_clone=1 (Debian) or "
                 "user.max_user_namespaces > 0; or install gVisor's runsc",
-                required=wanted == "bubblewrap",
+                required=wanted in ("bubblewrap", "rootless"),
             )
         )
     cg = cgroup_version()
-    items.append(
-        CheckItem(
-            "cgroups",
-            cg is not None,
-            f"cgroup v{cg} with memory and pids" if cg else "no memory+pids cgroup hierarchy",
-            "mount cgroup v2 (or v1 memory and pids) writable by root",
+    delegated = None if root else delegated_v2()
+    if root:
+        items.append(
+            CheckItem(
+                "cgroups",
+                cg is not None,
+                f"cgroup v{cg} with memory and pids" if cg else "no memory+pids cgroup hierarchy",
+                "mount cgroup v2 (or v1 memory and pids) writable by root",
+            )
         )
-    )
+    else:
+        items.append(
+            CheckItem(
+                "cgroups",
+                delegated is not None,
+                f"cgroup v2 subtree delegated to this user at {delegated}"
+                if delegated
+                else f"cgroup v{cg or '?'}: nothing delegated to this user; rlimits and the wall clock limit "
+                "jobs instead (see limits)",
+                "on cgroup v2: start corral in a delegated user scope, "
+                "systemd-run --user --scope -p Delegate=yes corral …",
+                required=False,
+            )
+        )
     landlock = None
     with contextlib.suppress(OSError):
         landlock = _landlock_abi()
@@ -194,6 +217,14 @@ def check(backend: str | None = None) -> SandboxReport:
             required=wanted == "landlock",
         )
     )
+    if not root and landlock is not None:
+        items[-1] = CheckItem(
+            "landlock",
+            False,
+            f"ABI {landlock}, but the Landlock backend needs root (per-job tmpfs and per-worker uids); "
+            "rootless runs need bubblewrap with user namespaces",
+            required=wanted == "landlock",
+        )
     runsc = shutil.which("runsc")
     items.append(
         CheckItem(
@@ -217,17 +248,30 @@ def check(backend: str | None = None) -> SandboxReport:
     common_ok = all(
         i.ok for i in items if i.required and i.name not in ("bubblewrap", "user namespaces", "landlock")
     )
-    bwrap_ok = common_ok and bwrap is not None and userns_ok
-    landlock_ok = common_ok and landlock is not None
+    bwrap_ok = common_ok and bwrap is not None and userns_ok and root
+    rootless_ok = common_ok and bwrap is not None and userns_ok and not root
+    landlock_ok = common_ok and landlock is not None and root
     chosen: str | None = None
     if wanted == "bubblewrap":
         chosen = "bubblewrap" if bwrap_ok else None
-        reason = "forced by configuration" + ("" if bwrap_ok else "; it cannot run here")
+        reason = "forced by configuration" + (
+            "" if bwrap_ok else "; it cannot run here" + ("" if root else " (it needs root; use rootless)")
+        )
+    elif wanted == "rootless":
+        chosen = "rootless" if rootless_ok else None
+        reason = "forced by configuration" + (
+            "" if rootless_ok else "; it cannot run here" + (" (as root, use bubblewrap)" if root else "")
+        )
     elif wanted == "landlock":
         chosen = "landlock" if landlock_ok else None
         reason = "forced by configuration" + ("" if landlock_ok else "; it cannot run here")
     elif bwrap_ok:
         chosen, reason = "bubblewrap", "bubblewrap works with unprivileged user namespaces"
+    elif rootless_ok:
+        chosen = "rootless"
+        reason = "not root: bubblewrap in unprivileged user namespaces as this user" + (
+            ", limits by a delegated cgroup" if delegated else ", limits by rlimits and the wall clock"
+        )
     elif landlock_ok:
         chosen = "landlock"
         reason = (
@@ -248,7 +292,49 @@ def check(backend: str | None = None) -> SandboxReport:
                     "with Landlock",
                 )
             )
-    return SandboxReport(chosen, items, reason)
+    return SandboxReport(chosen, items, reason, limits_of(chosen, delegated=delegated is not None))
+
+
+def limits_of(backend: str | None, *, delegated: bool) -> list[CheckItem]:
+    """Which of a job's limits hold with ``backend``, and what enforces each (``ok`` False: weaker)."""
+    if backend is None:
+        return []
+    cgroup = backend != "rootless" or delegated
+    same = [
+        CheckItem("wall", True, "wall clock: the broker SIGKILLs the job's tree"),
+        CheckItem("scratch", True, "size- and inode-capped tmpfs per job"),
+        CheckItem("file size", True, "RLIMIT_FSIZE"),
+        CheckItem("open files", True, "RLIMIT_NOFILE"),
+        CheckItem("output", True, "stdout/stderr capped by the broker"),
+    ]
+    if cgroup:
+        return [
+            CheckItem("memory", True, "job cgroup memory limit for the whole tree (OOM kill)"),
+            CheckItem(
+                "pids", True, "job cgroup pids limit" + ("" if backend == "landlock" else " + PID namespace")
+            ),
+            CheckItem("cpu time", True, "job cgroup CPU time of the whole tree; RLIMIT_CPU behind it"),
+            CheckItem("cpu cores", True, "CFS bandwidth of the worker's cgroup"),
+            *same,
+        ]
+    return [
+        CheckItem(
+            "memory",
+            False,
+            "RLIMIT_DATA per process: an allocation past it is a MemoryError, not an OOM kill; a tree of n "
+            "processes may hold n times the limit; shared anonymous maps are not bounded (memfd_create is "
+            "denied); peak memory is not measured",
+        ),
+        CheckItem("pids", True, "RLIMIT_NPROC counted in the job's own user namespace + PID namespace"),
+        CheckItem(
+            "cpu time",
+            False,
+            "the tree's CPU time read from /proc by the broker (SIGKILL), RLIMIT_CPU per process behind it; "
+            "children auto-reaped (SIGCHLD ignored) drop out of the count: the wall clock bounds them",
+        ),
+        CheckItem("cpu cores", False, "not limited (no CPU bandwidth control without a cgroup)"),
+        *same,
+    ]
 
 
 _LANDLOCK_GAPS = {

@@ -7,7 +7,7 @@ back to the host), mounts a small tmpfs on an empty staging directory and bind-m
 read-only into it; the staging tmpfs is world-traversable, so bubblewrap — started after the switch to the
 worker's uid — can bind those directories into the worker's sandbox at their original paths. It also joins the
 worker's cgroups and lowers its OOM score while it still can (root), then drops every privilege and execs
-bwrap.
+bwrap. Rootless (``"rootless": true``) it only joins the worker's delegated cgroup and execs bwrap.
 """
 
 # ruff: noqa: E501
@@ -45,6 +45,12 @@ def main() -> None:
             err = ctypes.get_errno()
             raise OSError(err, f"mount {src or fstype} on {target}: {os.strerror(err)}")
 
+    if config.get("rootless"):
+        # Rootless with a delegated cgroup v2 subtree: join the worker's cgroup, nothing to stage or drop.
+        for procs in config["cgroup_procs"]:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+        os.execv(config["argv"][0], config["argv"])
     if libc.unshare(CLONE_NEWNS) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")

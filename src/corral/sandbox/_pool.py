@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.sandbox import _detect, _launcher, _protocol, _worker, sqljob
-from corral.sandbox._cgroup import JOB_SLOTS, WorkerCgroup
+from corral.sandbox._cgroup import JOB_SLOTS, NoCgroup, WorkerCgroup, prepare_delegated_v2
 from corral.sandbox._cgroup import remove_stale as remove_stale_cgroups
 from corral.sandbox._collect import collect
 from corral.sandbox._landlock import abi as landlock_abi
@@ -82,6 +82,7 @@ _UID_BASE = 200_000
 _uid_counter = itertools.count()
 _pool_counter = itertools.count()
 _used_uids: set[int] = set()
+_rootless_workers: set[int] = set()  # host pids of rootless workers' bwrap: their uid is the host's own
 _live_pools: weakref.WeakSet[SandboxPool] = weakref.WeakSet()
 _WORKER_SLACK_BYTES = 48 * 1024 * 1024  # idle-memory growth after a job that still counts as normal
 _START_TIMEOUT = 120.0
@@ -171,7 +172,7 @@ def _dev_argv() -> list[str]:
     return [*argv, "--dir", "/dev/shm", "--remount-ro", "/dev"]
 
 
-def _open_input(value: InputValue) -> int:
+def _open_input(value: InputValue, *, copy: bool = False) -> int:
     """An fd the job may read but not write: the file itself when safe, else a sealed in-memory copy.
 
     The host is root: a path is opened without following a final symlink and without blocking (a FIFO would
@@ -192,7 +193,9 @@ def _open_input(value: InputValue) -> int:
     os.set_blocking(fd, True)
     # The job reopens its inputs by path (/proc/self/fd/N), which checks the file's mode bits against the
     # job's uid: a world-writable file would be writable from inside. Give it a sealed copy instead.
-    if st.st_mode & stat.S_IWOTH:
+    # Rootless, the job's uid maps to the host user, who may own the file: a reopen would be writable, and
+    # without mount privileges no read-only detached mount can be made. Always a sealed copy then.
+    if st.st_mode & stat.S_IWOTH or copy:
         with os.fdopen(fd, "rb") as f:
             return _sealed_memfd(f.read())
     return _anonymous(fd, path)
@@ -301,8 +304,10 @@ class _Worker:
     uid: int
     proc: subprocess.Popen[bytes]
     sock: socket.socket
-    cgroup: WorkerCgroup
+    cgroup: WorkerCgroup | NoCgroup
     log: Any
+    rootless: bool = False
+    """Runs as the host's own uid (the rootless backend): never wait for "no process of this uid"."""
     idle_memory: int = 0
     idle_pids: int = 0
     idle_resident: int = 0
@@ -336,9 +341,12 @@ class _Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self.cgroup.remove()
+        if self.proc.returncode is not None:
+            _rootless_workers.discard(self.proc.pid)  # reaped: its pid may be reused by anyone
         # Killed processes leave zombies until their new parent reaps them; wait so that "closed" means gone.
+        # (Rootless, bwrap's exit took its PID namespace down: the host's uid is the host's own.)
         deadline = time.monotonic() + 5
-        while _processes_of(self.uid) and time.monotonic() < deadline:
+        while not self.rootless and _processes_of(self.uid) and time.monotonic() < deadline:
             time.sleep(0.01)
         with contextlib.suppress(OSError):
             self.log.close()
@@ -410,6 +418,8 @@ class SandboxPool:
         self._start_error: BaseException | None = None
         self._generation = itertools.count()
         self._seccomp = b""
+        self._delegated: Path | None = None
+        """Rootless: the cgroup v2 directory delegated to this user, when there is one."""
         self._threads: list[threading.Thread] = []
         self._spawner: threading.Thread | None = None
         _live_pools.add(self)
@@ -426,9 +436,17 @@ class SandboxPool:
                 raise SandboxUsageError("this sandbox pool is closed; create a new one")
             if self._started:
                 return
-            self.backend = _detect.require(self._backend_request).backend
+            report = _detect.require(self._backend_request)
+            self.backend = report.backend
             landlock = self.backend == "landlock"
-            self._seccomp = build_filter(deny_ipc=landlock, deny_connect=landlock and landlock_abi() < 6)
+            if self.backend == "rootless" and any(i.name == "cgroups" and i.ok for i in report.items):
+                with contextlib.suppress(OSError):
+                    self._delegated = prepare_delegated_v2()
+            self._seccomp = build_filter(
+                deny_ipc=landlock,
+                deny_connect=landlock and landlock_abi() < 6,
+                deny_memfd=self.backend == "rootless" and self._delegated is None,
+            )
             remove_stale_cgroups()
             remove_stale_stages()
             self._stage = tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-")
@@ -549,9 +567,18 @@ class SandboxPool:
     def _start_worker(self, slot: int) -> _Worker:
         assert self._stage is not None
         exe, binds, site = _runtime_dirs()
-        uid = _UID_BASE + (os.getpid() % 20_000) * 50 + next(_uid_counter) % 50
-        _used_uids.add(uid)
-        cgroup = WorkerCgroup.create(f"corral-{os.getpid()}-p{self._id}-w{slot}-g{next(self._generation)}")
+        rootless = self.backend == "rootless"
+        name = f"corral-{os.getpid()}-p{self._id}-w{slot}-g{next(self._generation)}"
+        cgroup: WorkerCgroup | NoCgroup
+        if rootless:
+            uid = os.getuid()
+            cgroup = NoCgroup()
+            if self._delegated is not None:
+                cgroup = WorkerCgroup.create(name, delegated=self._delegated)
+        else:
+            uid = _UID_BASE + (os.getpid() % 20_000) * 50 + next(_uid_counter) % 50
+            _used_uids.add(uid)
+            cgroup = WorkerCgroup.create(name)
         host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker, closed in _Worker.kill
         cgroup_fds: dict[str, Any] = {}
@@ -599,8 +626,9 @@ class SandboxPool:
                 "--dir",
                 "/data",
             ]
-            for index, (_host, inside) in enumerate(binds):
-                argv += ["--ro-bind", os.path.join(self._stage, str(index)), inside]
+            for index, (host, inside) in enumerate(binds):
+                # Rootless, the runtime is this user's own: bound straight from where it is.
+                argv += ["--ro-bind", host if rootless else os.path.join(self._stage, str(index)), inside]
             argv += ["--remount-ro", "/", "--chdir", "/"]
             for key, value in JOB_ENV.items():
                 argv += ["--setenv", key, value]
@@ -621,7 +649,13 @@ class SandboxPool:
                 Path(_launcher.__file__).read_text(),
                 json.dumps(launch_config),
             ]
-            if self._landlock is not None:
+            if rootless:
+                launcher = argv
+                if cgroup.procs_files:  # a delegated cgroup to join first
+                    rootless_config = {"rootless": True, "cgroup_procs": cgroup.procs_files, "argv": argv}
+                    launcher = [sys.executable, "-I", "-S", "-c", Path(_launcher.__file__).read_text()]
+                    launcher.append(json.dumps(rootless_config))
+            elif self._landlock is not None:
                 launcher = self._landlock.launch_argv(
                     uid=uid,
                     exe=exe,
@@ -653,7 +687,9 @@ class SandboxPool:
         worker_sock.close()
         for fd in _fds_of(cgroup_fds):
             os.close(fd)
-        worker = _Worker(slot, uid, proc, host_sock, cgroup, log)
+        worker = _Worker(slot, uid, proc, host_sock, cgroup, log, rootless=rootless)
+        if rootless:
+            _rootless_workers.add(proc.pid)
         host_sock.settimeout(_START_TIMEOUT)
         try:
             raw, _none = _protocol.receive(host_sock, _protocol.HELLO_BYTES, 0)
@@ -738,7 +774,7 @@ class SandboxPool:
         fds: list[int] = []
         try:
             for value in job.inputs.values():
-                fds.append(_open_input(value))
+                fds.append(_open_input(value, copy=self.backend == "rootless"))
             for name, sock in job.sockets.items():
                 fds.append(_socket_fd(name, sock))
             worker = self._acquire(queue_timeout)
@@ -799,6 +835,8 @@ class SandboxPool:
             "slot": slot,
             # The most CPU time per second the job's tree can get: when the broker next needs to look.
             "cpu_rate": limits.cpu_cores if cg.cpu is not None else float(os.cpu_count() or 1),
+            # No cgroup (rootless without delegation): memory and processes are limited by rlimits.
+            "rlimits": isinstance(cg, NoCgroup),
         }
         job_dirs: JobDirs | None = None
         try:
@@ -867,7 +905,11 @@ class SandboxPool:
         cg = worker.cgroup
         reply = answer.reply
         try:
-            cpu = max(0, cg.job_cpu_ns(before.slot) - before.cpu_ns) / 1e9
+            if isinstance(cg, NoCgroup):
+                # No cgroup to read: the broker's count from /proc (outside the job, which cannot reach it).
+                cpu = (reply.cpu_ns or 0) / 1e9
+            else:
+                cpu = max(0, cg.job_cpu_ns(before.slot) - before.cpu_ns) / 1e9
             peak = cg.peak(before.slot)
             worker_oom = cg.oom_kills() > before.oom[0]
             job_oom = cg.oom_kills(before.slot) > before.oom[1]
@@ -1031,9 +1073,13 @@ def leftovers() -> list[str]:
                 live_uids.add(w.uid)
                 live_cgroups.update(w.cgroup.dirs)
     found: list[str] = []
-    for uid, pids in _processes_by_uid().items():
+    by_uid = _processes_by_uid()
+    for uid, pids in by_uid.items():
         if uid in _used_uids and uid not in live_uids:
             found.extend(f"process {pid} (uid {uid})" for pid in pids)
+    live_pids = {w.proc.pid for pool in list(_live_pools) for w in list(pool._all)}
+    alive = {pid for pids in by_uid.values() for pid in pids}
+    found.extend(f"rootless worker process {pid}" for pid in _rootless_workers - live_pids if pid in alive)
     prefix = f"corral-{os.getpid()}-"
     cgroot = Path("/sys/fs/cgroup")
     roots = (

@@ -133,7 +133,13 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> tuple[int, int, int, i
     return (code, jt, jf, k)
 
 
-def build_filter(machine: str | None = None, *, deny_ipc: bool = False, deny_connect: bool = False) -> bytes:
+def build_filter(
+    machine: str | None = None,
+    *,
+    deny_ipc: bool = False,
+    deny_connect: bool = False,
+    deny_memfd: bool = False,
+) -> bytes:
     """The filter as packed ``struct sock_filter`` records, ready for ``PR_SET_SECCOMP``.
 
     Raises :class:`SandboxUnavailable` on an architecture whose system call numbers this module does not
@@ -156,6 +162,8 @@ def build_filter(machine: str | None = None, *, deny_ipc: bool = False, deny_con
     denied = {**DENIED_X86_64, **(DENIED_IPC_X86_64 if deny_ipc else {})}
     if deny_connect:
         denied["connect"] = 42  # a Landlock ABI < 6 cannot keep a job from the host's abstract unix sockets
+    if deny_memfd:
+        denied["memfd_create"] = 319  # rootless without a cgroup: memfd pages would count against no limit
     for nr in sorted(denied.values()):
         prog.append(("jeq", nr, "eperm", None))
     prog += [

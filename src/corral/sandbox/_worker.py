@@ -209,6 +209,55 @@ JOB_SLOTS = 2
 _MAX_SETUP_ERROR = 4000
 
 
+def _rootless_limits(limits: dict[str, Any]) -> None:
+    """Memory and process limits without a cgroup (the rootless backend without delegation).
+
+    RLIMIT_DATA, not RLIMIT_AS: address space reserved by the preloaded libraries and thread stacks would make
+    a tight RLIMIT_AS break threads; RLIMIT_DATA counts private writable memory (the heap, anonymous maps),
+    so an allocation past it fails with MemoryError. It is per process, on top of what the process holds
+    already. RLIMIT_NPROC is counted per user namespace and uid (Linux >= 5.14): the job is uid 1000 of a
+    user namespace of its own, so it counts this job's processes only, not the host user's.
+    """
+    held = {"VmData:": 0}
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.split(maxsplit=1)[0] in held:
+                held[line.split()[0]] = int(line.split()[1]) * 1024
+    memory = held["VmData:"] + int(limits["memory_bytes"])
+    resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+    # Not RLIMIT_AS, even on top of the current size: DuckDB reserves address space it never touches, and
+    # failed. Shared anonymous maps are therefore unbounded here (docs/sandbox.md's table says so).
+    resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["pids"]), int(limits["pids"])))
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_ns(root: int) -> int:
+    """CPU time of ``root`` and its descendants, with their reaped children, from ``/proc`` (no cgroup)."""
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    tree, frontier = {root}, [root]
+    while frontier:
+        current = frontier.pop()
+        for pid, parent in parents.items():
+            if parent == current and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return sum(times.get(pid, 0) for pid in tree) * 1_000_000_000 // _CLOCK_TICKS
+
+
 class SetupError(Exception):
     pass
 
@@ -394,6 +443,8 @@ class JobProcess:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_size_bytes"], limits["file_size_bytes"]))
             resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"], limits["open_files"]))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if job.get("rlimits"):
+                _rootless_limits(limits)
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")  # when a memory cgroup overflows, the job dies, not the worker
             os.chdir(workdir)
@@ -593,9 +644,9 @@ class Broker:
 
     # -- the job's process tree ----------------------------------------------------------------------------
 
-    def _cpu_ns(self, slot: int) -> int:
+    def _cpu_ns(self, slot: int, pid: int) -> int:
         fd = self.cpu_fds[slot]
-        return _read_counter(fd) if fd is not None else 0
+        return _read_counter(fd) if fd is not None else _tree_cpu_ns(pid)
 
     def _kill_tree(self, pid: int, slot: int) -> None:
         """SIGKILL the job's first process. With namespaces its PID namespace goes with it; without, the
@@ -644,7 +695,7 @@ class Broker:
         deadline = started + limits["wall_seconds"]
         cpu_limit = limits["cpu_seconds"] * 1e9
         cpu_rate = max(0.01, float(job.get("cpu_rate") or 1.0))  # most CPU-seconds per second the tree gets
-        cpu_start = self._cpu_ns(slot)
+        cpu_start = cpu_seen = self._cpu_ns(slot, pid)
         cpu_check = started + limits["cpu_seconds"] / cpu_rate
         dead = False
 
@@ -669,7 +720,8 @@ class Broker:
         while not status.final and not dead:
             now = time.monotonic()
             if now >= cpu_check and killed_for is None:
-                used = self._cpu_ns(slot) - cpu_start
+                cpu_seen = max(cpu_seen, self._cpu_ns(slot, pid))
+                used = cpu_seen - cpu_start
                 if used >= cpu_limit:
                     killed_for = "cpu"
                     self._kill_tree(pid, slot)
@@ -700,6 +752,8 @@ class Broker:
                         scratch_fds.append(scratch)
                 elif not drain(key.fd):
                     sel.unregister(key.fd)
+        # Without a cgroup the tree's CPU time is read from /proc while the tree still exists.
+        cpu_end = max(cpu_seen, self._cpu_ns(slot, pid)) if self.cpu_fds[slot] is None else None
         if status.violation:
             killed_for = killed_for or "protocol"
         if not (status.exit is not None and killed_for is None):
@@ -732,7 +786,8 @@ class Broker:
             "wstatus": None,
         }
         with contextlib.suppress(OSError, ValueError):
-            result["cpu_ns"] = max(0, self._cpu_ns(slot) - cpu_start)  # for diagnostics; the host measures
+            # For diagnostics where the host reads its cgroup; the only count without one (rootless).
+            result["cpu_ns"] = max(0, (self._cpu_ns(slot, pid) if cpu_end is None else cpu_end) - cpu_start)
         if status.exit is not None and killed_for is None:
             # Normal end: the job said how it ended, and was killed right after (a lying job only lies about
             # its own exit code). Its teardown goes on while the next job runs, in the other job slot.

@@ -23,6 +23,8 @@ def check_command() -> None:
         typer.echo(f"{mark} {item.name:16} {item.detail}")
         if not item.ok and item.fix:
             typer.echo(f"    {'':16} fix: {item.fix}")
+    for limit in report.limits:
+        typer.echo(f"{'ok ' if limit.ok else '!! '} limit {limit.name:10} {limit.detail}")
     if report.can_run:
         typer.echo(f"backend: {report.backend} — model-written code runs isolated ({report.reason})")
         return
