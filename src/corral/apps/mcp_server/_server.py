@@ -29,10 +29,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.request_state import RequestStateSecurity
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import to_jsonable_python
 
 from corral import __version__
 from corral._errors import UsageError
-from corral.agents import Agent, AgentEvent, ModelResponded, ToolCalled
+from corral.agents import Agent, AgentEvent, ModelResponded, ToolCalled, Workflow
 from corral.apps.data_agent import Answer, DataEvent
 from corral.apps.mcp_server._registry import Exposed, exposed
 from corral.durable import RunBusy, RunNotFound, RunSuspended, Runtime
@@ -349,7 +350,12 @@ class CorralMCP:
     # -- exposed agents and run functions ---------------------------------------------------------------
     def _add_exposed(self, entry: Exposed) -> None:
         self._exposed[entry.name] = entry
-        handler = self._agent_handler(entry) if entry.kind == "agent" else self._run_handler(entry)
+        if entry.kind == "agent":
+            handler = self._agent_handler(entry)
+        elif entry.kind == "workflow":
+            handler = self._workflow_handler(entry)
+        else:
+            handler = self._run_handler(entry)
         self.server.add_tool(handler, name=entry.name, description=entry.description, structured_output=True)
 
     def _agent_handler(
@@ -388,7 +394,7 @@ class CorralMCP:
         self, entry: Exposed
     ) -> Callable[..., Awaitable[RunResult | mcp_types.InputRequiredResult]]:
         fn = entry.target
-        assert not isinstance(fn, Agent)
+        assert not isinstance(fn, Agent | Workflow)
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters.values())[1:]  # the first is the run context
 
@@ -416,6 +422,60 @@ class CorralMCP:
         run_function.__doc__ = entry.description
         return run_function
 
+    def _workflow_handler(
+        self, entry: Exposed
+    ) -> Callable[..., Awaitable[RunResult | mcp_types.InputRequiredResult]]:
+        workflow = entry.target
+        assert isinstance(workflow, Workflow)
+        fields = workflow.state_type.model_fields
+
+        async def run_workflow(**kwargs: Any) -> RunResult | mcp_types.InputRequiredResult:
+            ctx: Context[Any, Any] = kwargs.pop(_CONTEXT_PARAM)
+            try:
+                state = workflow.state_type.model_validate(kwargs)
+            except ValidationError as exc:
+                raise ToolError(f"not a state of the workflow {workflow.name!r}: {exc}") from None
+            run_id, ask = self._answered(entry.name, ctx)
+            run_id = run_id or _new_run_id(entry.name)
+            return await self._drive(ctx, run_id, self._workflow_attempt(workflow, state, run_id), ask=ask)
+
+        # The tool's input schema is the state model's: one parameter per field, with its type and default.
+        params = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=typing.Annotated[info.annotation, info],
+            )
+            for name, info in fields.items()
+        ]
+        returns = RunResult | mcp_types.InputRequiredResult
+        context = inspect.Parameter(_CONTEXT_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+        run_workflow.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [*params, context], return_annotation=returns
+        )
+        run_workflow.__annotations__ = {p.name: p.annotation for p in params} | {
+            _CONTEXT_PARAM: Context,
+            "return": returns,
+        }
+        run_workflow.__name__ = entry.name
+        run_workflow.__doc__ = entry.description
+        return run_workflow
+
+    def _workflow_attempt(
+        self, workflow: Workflow[Any], state: BaseModel, run_id: str
+    ) -> Callable[[], Awaitable[str]]:
+        async def attempt() -> str:
+            result = await workflow.run(state, runtime=self.runtime, run_id=run_id)
+            return _text(
+                {
+                    "output": to_jsonable_python(result.output),
+                    "state": result.state.model_dump(mode="json"),
+                    "path": result.path,
+                }
+            )
+
+        return attempt
+
     async def run_status(
         self, run_id: str, ctx: Context[Any, Any]
     ) -> RunResult | mcp_types.InputRequiredResult:
@@ -432,6 +492,9 @@ class CorralMCP:
         attempt: Callable[[], Awaitable[str]]
         if isinstance(entry.target, Agent):
             attempt = self._agent_attempt(entry.target, _prompt_of(record.input, run_id), run_id, ctx)
+        elif isinstance(entry.target, Workflow):
+            state = _state_of(entry.target, record.input, run_id)
+            attempt = self._workflow_attempt(entry.target, state, run_id)
         else:
             fn = entry.target
             if record.function != f"{fn.__module__}:{fn.__qualname__}":  # the journal's `module:qualname`
@@ -568,6 +631,19 @@ def _prompt_of(recorded_input: str, run_id: str) -> str:
     if not isinstance(args, list) or not args or not isinstance(args[-1], str):
         raise ToolError(f"run {run_id!r} is not a run of an exposed agent")
     return args[-1]
+
+
+def _state_of(workflow: Workflow[Any], recorded_input: str, run_id: str) -> BaseModel:
+    """The state an exposed workflow's run was started on (its run function's arguments are the
+    workflow's name and the state)."""
+    try:
+        name, state = json.loads(recorded_input)["args"]
+        if name != workflow.name:
+            raise ValueError(name)
+        parsed: BaseModel = workflow.state_type.model_validate(state)
+    except (ValueError, KeyError, TypeError):  # ValidationError is a ValueError
+        raise ToolError(f"run {run_id!r} is not a run of the workflow {workflow.name!r}") from None
+    return parsed
 
 
 def build_server(
