@@ -56,6 +56,8 @@ class ServerConfig:
     the user's journal). ``sandbox_tools`` offers ``run_python`` and ``run_sql``. ``state_key`` (at least 32
     characters) seals the state of approvals asked in ``input_required`` results (2026-07-28 clients): with
     the same key, an answer sent after the server restarted still decides; default: a key of this process.
+    ``ops`` offers ``ops_diagnose``: the observability agent diagnosing this host (off by default: it reads
+    every process's state, and its remediations, once a person approves them, act on the host).
     """
 
     databases: Mapping[str, str] = field(default_factory=dict)
@@ -65,6 +67,7 @@ class ServerConfig:
     journal: Path | None = None
     sandbox_tools: bool = True
     state_key: str | None = None
+    ops: bool = False
 
     def __post_init__(self) -> None:
         if self.state_key is not None and len(self.state_key) < 32:
@@ -140,6 +143,9 @@ class RunResult(BaseModel):
     output: str | None = None
     approvals: list[PendingApproval] = Field(default_factory=list)
     message: str = ""
+    report: dict[str, Any] | None = Field(
+        default=None, description="ops_diagnose only: the ops agent's report (`corral ops diagnose --json`)"
+    )
 
 
 def _cut(text: str) -> str:
@@ -273,7 +279,16 @@ class CorralMCP:
                 )
         for entry in (exposed() if expose is None else expose).values():
             self._add_exposed(entry)
-        if self._exposed:
+        if config.ops:
+            self.server.add_tool(
+                self.ops_diagnose,
+                name="ops_diagnose",
+                description="Diagnose a misbehaving process or service on the server's host from read-only "
+                "evidence: the root cause, its evidence and a recommendation (the `report`). A fix it "
+                "proposes runs only after a person approves it.",
+                structured_output=True,
+            )
+        if self._exposed or config.ops:
             self.server.add_tool(
                 self.run_status,
                 name="run_status",
@@ -476,11 +491,57 @@ class CorralMCP:
 
         return attempt
 
+    # -- the ops agent ---------------------------------------------------------------------------------
+    async def ops_diagnose(
+        self, symptom: str, ctx: Context[Any, Any], pid: int | None = None, service: str | None = None
+    ) -> RunResult | mcp_types.InputRequiredResult:
+        """Diagnose a symptom on this host (focused on ``pid`` or ``service`` when given)."""
+        from corral.apps.ops_agent import DiagnoseRequest
+
+        try:
+            request = DiagnoseRequest(symptom=symptom, pid=pid, service=service)
+        except ValidationError as exc:
+            raise ToolError(f"not a diagnosis request: {exc}") from None
+        run_id, ask = self._answered("ops_diagnose", ctx)
+        return await self._diagnose(ctx, run_id or _new_run_id("ops_diagnose"), request.model_dump(), ask)
+
+    async def _diagnose(
+        self, ctx: Context[Any, Any], run_id: str, request: dict[str, Any], ask: bool
+    ) -> RunResult | mcp_types.InputRequiredResult:
+        """Run (or resume) the ops agent's diagnosis ``run_id`` through :meth:`_drive`, as the CLI does: its
+        approvals (a core dump, a remediation) park the run or are put to the client's user."""
+        from corral.apps.ops_agent import DiagnoseRequest, OpsAgent, OpsEvent, Report
+
+        progress = _Progress(ctx)
+        reports: list[Report] = []
+
+        def on_event(event: OpsEvent) -> None:
+            progress(f"{event.stage}: {event.message}")
+
+        agent = OpsAgent(on_event=on_event)  # detectors only: no model calls
+
+        async def attempt() -> str:
+            try:
+                report = await agent.diagnose(
+                    DiagnoseRequest.model_validate(request), runtime=self.runtime, run_id=run_id
+                )
+            finally:
+                await progress.flush()
+            reports.append(report)
+            return report.summary
+
+        result = await self._drive(ctx, run_id, attempt, ask=ask)
+        if isinstance(result, RunResult) and result.status == "completed" and reports:
+            result.report = reports[-1].model_dump(mode="json")
+        return result
+
     async def run_status(
         self, run_id: str, ctx: Context[Any, Any]
     ) -> RunResult | mcp_types.InputRequiredResult:
         """The result of a run an exposed tool started; a parked run whose approvals were decided goes on."""
         found = _RUN_ID.match(run_id)
+        if found is not None and found["tool"] == "ops_diagnose" and self.config.ops:
+            return await self._ops_status(run_id, ctx)
         entry = self._exposed.get(found["tool"]) if found else None
         if entry is None:
             raise ToolError(f"{run_id!r} is not the id of a run this server's exposed tools started")
@@ -504,6 +565,21 @@ class CorralMCP:
                 return _text(await self.runtime.resume(run_id))
 
         return await self._drive(ctx, run_id, attempt, ask=ask)
+
+    async def _ops_status(
+        self, run_id: str, ctx: Context[Any, Any]
+    ) -> RunResult | mcp_types.InputRequiredResult:
+        _, ask = self._answered("run_status", ctx, run_id=run_id)
+        try:
+            record = self.runtime.get_run(run_id)
+            request = json.loads(record.input)["args"][0]
+        except RunNotFound:
+            raise ToolError(f"there is no run {run_id!r} in this server's journal") from None
+        except (ValueError, KeyError, TypeError, IndexError):
+            request = None
+        if not record.function.endswith(".ops_diagnose") or not isinstance(request, dict):
+            raise ToolError(f"run {run_id!r} is not a run of ops_diagnose")
+        return await self._diagnose(ctx, run_id, request, ask)
 
     async def _drive(
         self, ctx: Context[Any, Any], run_id: str, attempt: Callable[[], Awaitable[str]], *, ask: bool
