@@ -173,6 +173,7 @@ async def test_without_elicitation_the_run_parks_until_corral_approvals_decides(
             "output": "Result: launched rocket",
             "approvals": [],
             "message": "",
+            "report": None,  # only ops_diagnose fills it
         }
         finished = (await client.call_tool("run_status", {"run_id": run_id})).structured_content
         assert finished["output"] == "Result: launched rocket"

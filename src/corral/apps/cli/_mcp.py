@@ -54,10 +54,18 @@ def serve_command(
     expose: Annotated[
         list[str] | None,
         typer.Option(
-            "--expose", help="module:attribute of an Agent or async run function to offer (repeat)."
+            "--expose", help="module:attribute of an Agent, Workflow or async run function to offer (repeat)."
         ),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="The data agent's model.")] = None,
+    ops: Annotated[
+        bool,
+        typer.Option(
+            "--ops",
+            help="Offer `ops_diagnose`: the ops agent diagnosing this host (off by default: it reads every "
+            "process's state; its fixes still wait for a person's approval).",
+        ),
+    ] = False,
     no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip the data agent's judge check.")] = False,
     journal: Annotated[
         Path | None, typer.Option("--journal", help="Journal of the served runs (default: yours).")
@@ -74,7 +82,8 @@ def serve_command(
         ),
     ] = "CORRAL_MCP_STATE_KEY",
 ) -> None:
-    """Offer `ask`, `run_python`, `run_sql` and exposed agents to MCP clients (stdio, or HTTP + token)."""
+    """Offer `ask`, `run_python`, `run_sql`, exposed agents and workflows (and, with --ops, `ops_diagnose`)
+    to MCP clients (stdio, or HTTP + token)."""
     from corral.apps.mcp_server import (
         ServerConfig,
         build_server,
@@ -99,6 +108,7 @@ def serve_command(
         judge=not no_judge,
         journal=journal,
         state_key=state_key,
+        ops=ops,
     )
     server = build_server(config)
     if http is None:

@@ -1,9 +1,9 @@
-"""corral as an MCP server: the data agent, the sandbox and your agents for any MCP client.
+"""corral as an MCP server: the data agent, the sandbox, your agents and workflows, the ops agent (opt-in).
 
 ``corral mcp serve`` runs it (see ``docs/mcp.md``)::
 
     from corral.apps.mcp_server import ServerConfig, build_server, expose
-    expose(my_agent)                       # an Agent (or an async run function) becomes a tool
+    expose(my_agent)                       # an Agent (a Workflow, an async run function) becomes a tool
     server = build_server(ServerConfig(databases={"chinook": "examples/chinook/chinook.sqlite"}))
 """
 

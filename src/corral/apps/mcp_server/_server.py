@@ -29,10 +29,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.request_state import RequestStateSecurity
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import to_jsonable_python
 
 from corral import __version__
 from corral._errors import UsageError
-from corral.agents import Agent, AgentEvent, ModelResponded, ToolCalled
+from corral.agents import Agent, AgentEvent, ModelResponded, ToolCalled, Workflow
 from corral.apps.data_agent import Answer, DataEvent
 from corral.apps.mcp_server._registry import Exposed, exposed
 from corral.durable import RunBusy, RunNotFound, RunSuspended, Runtime
@@ -55,6 +56,8 @@ class ServerConfig:
     the user's journal). ``sandbox_tools`` offers ``run_python`` and ``run_sql``. ``state_key`` (at least 32
     characters) seals the state of approvals asked in ``input_required`` results (2026-07-28 clients): with
     the same key, an answer sent after the server restarted still decides; default: a key of this process.
+    ``ops`` offers ``ops_diagnose``: the observability agent diagnosing this host (off by default: it reads
+    every process's state, and its remediations, once a person approves them, act on the host).
     """
 
     databases: Mapping[str, str] = field(default_factory=dict)
@@ -64,6 +67,7 @@ class ServerConfig:
     journal: Path | None = None
     sandbox_tools: bool = True
     state_key: str | None = None
+    ops: bool = False
 
     def __post_init__(self) -> None:
         if self.state_key is not None and len(self.state_key) < 32:
@@ -139,6 +143,9 @@ class RunResult(BaseModel):
     output: str | None = None
     approvals: list[PendingApproval] = Field(default_factory=list)
     message: str = ""
+    report: dict[str, Any] | None = Field(
+        default=None, description="ops_diagnose only: the ops agent's report (`corral ops diagnose --json`)"
+    )
 
 
 def _cut(text: str) -> str:
@@ -272,7 +279,16 @@ class CorralMCP:
                 )
         for entry in (exposed() if expose is None else expose).values():
             self._add_exposed(entry)
-        if self._exposed:
+        if config.ops:
+            self.server.add_tool(
+                self.ops_diagnose,
+                name="ops_diagnose",
+                description="Diagnose a misbehaving process or service on the server's host from read-only "
+                "evidence: the root cause, its evidence and a recommendation (the `report`). A fix it "
+                "proposes runs only after a person approves it.",
+                structured_output=True,
+            )
+        if self._exposed or config.ops:
             self.server.add_tool(
                 self.run_status,
                 name="run_status",
@@ -349,7 +365,12 @@ class CorralMCP:
     # -- exposed agents and run functions ---------------------------------------------------------------
     def _add_exposed(self, entry: Exposed) -> None:
         self._exposed[entry.name] = entry
-        handler = self._agent_handler(entry) if entry.kind == "agent" else self._run_handler(entry)
+        if entry.kind == "agent":
+            handler = self._agent_handler(entry)
+        elif entry.kind == "workflow":
+            handler = self._workflow_handler(entry)
+        else:
+            handler = self._run_handler(entry)
         self.server.add_tool(handler, name=entry.name, description=entry.description, structured_output=True)
 
     def _agent_handler(
@@ -388,7 +409,7 @@ class CorralMCP:
         self, entry: Exposed
     ) -> Callable[..., Awaitable[RunResult | mcp_types.InputRequiredResult]]:
         fn = entry.target
-        assert not isinstance(fn, Agent)
+        assert not isinstance(fn, Agent | Workflow)
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters.values())[1:]  # the first is the run context
 
@@ -416,11 +437,111 @@ class CorralMCP:
         run_function.__doc__ = entry.description
         return run_function
 
+    def _workflow_handler(
+        self, entry: Exposed
+    ) -> Callable[..., Awaitable[RunResult | mcp_types.InputRequiredResult]]:
+        workflow = entry.target
+        assert isinstance(workflow, Workflow)
+        fields = workflow.state_type.model_fields
+
+        async def run_workflow(**kwargs: Any) -> RunResult | mcp_types.InputRequiredResult:
+            ctx: Context[Any, Any] = kwargs.pop(_CONTEXT_PARAM)
+            try:
+                state = workflow.state_type.model_validate(kwargs)
+            except ValidationError as exc:
+                raise ToolError(f"not a state of the workflow {workflow.name!r}: {exc}") from None
+            run_id, ask = self._answered(entry.name, ctx)
+            run_id = run_id or _new_run_id(entry.name)
+            return await self._drive(ctx, run_id, self._workflow_attempt(workflow, state, run_id), ask=ask)
+
+        # The tool's input schema is the state model's: one parameter per field, with its type and default.
+        params = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=typing.Annotated[info.annotation, info],
+            )
+            for name, info in fields.items()
+        ]
+        returns = RunResult | mcp_types.InputRequiredResult
+        context = inspect.Parameter(_CONTEXT_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+        run_workflow.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [*params, context], return_annotation=returns
+        )
+        run_workflow.__annotations__ = {p.name: p.annotation for p in params} | {
+            _CONTEXT_PARAM: Context,
+            "return": returns,
+        }
+        run_workflow.__name__ = entry.name
+        run_workflow.__doc__ = entry.description
+        return run_workflow
+
+    def _workflow_attempt(
+        self, workflow: Workflow[Any], state: BaseModel, run_id: str
+    ) -> Callable[[], Awaitable[str]]:
+        async def attempt() -> str:
+            result = await workflow.run(state, runtime=self.runtime, run_id=run_id)
+            return _text(
+                {
+                    "output": to_jsonable_python(result.output),
+                    "state": result.state.model_dump(mode="json"),
+                    "path": result.path,
+                }
+            )
+
+        return attempt
+
+    # -- the ops agent ---------------------------------------------------------------------------------
+    async def ops_diagnose(
+        self, symptom: str, ctx: Context[Any, Any], pid: int | None = None, service: str | None = None
+    ) -> RunResult | mcp_types.InputRequiredResult:
+        """Diagnose a symptom on this host (focused on ``pid`` or ``service`` when given)."""
+        from corral.apps.ops_agent import DiagnoseRequest
+
+        try:
+            request = DiagnoseRequest(symptom=symptom, pid=pid, service=service)
+        except ValidationError as exc:
+            raise ToolError(f"not a diagnosis request: {exc}") from None
+        run_id, ask = self._answered("ops_diagnose", ctx)
+        return await self._diagnose(ctx, run_id or _new_run_id("ops_diagnose"), request.model_dump(), ask)
+
+    async def _diagnose(
+        self, ctx: Context[Any, Any], run_id: str, request: dict[str, Any], ask: bool
+    ) -> RunResult | mcp_types.InputRequiredResult:
+        """Run (or resume) the ops agent's diagnosis ``run_id`` through :meth:`_drive`, as the CLI does: its
+        approvals (a core dump, a remediation) park the run or are put to the client's user."""
+        from corral.apps.ops_agent import DiagnoseRequest, OpsAgent, OpsEvent, Report
+
+        progress = _Progress(ctx)
+        reports: list[Report] = []
+
+        def on_event(event: OpsEvent) -> None:
+            progress(f"{event.stage}: {event.message}")
+
+        agent = OpsAgent(on_event=on_event)  # detectors only: no model calls
+
+        async def attempt() -> str:
+            try:
+                report = await agent.diagnose(
+                    DiagnoseRequest.model_validate(request), runtime=self.runtime, run_id=run_id
+                )
+            finally:
+                await progress.flush()
+            reports.append(report)
+            return report.summary
+
+        result = await self._drive(ctx, run_id, attempt, ask=ask)
+        if isinstance(result, RunResult) and result.status == "completed" and reports:
+            result.report = reports[-1].model_dump(mode="json")
+        return result
+
     async def run_status(
         self, run_id: str, ctx: Context[Any, Any]
     ) -> RunResult | mcp_types.InputRequiredResult:
         """The result of a run an exposed tool started; a parked run whose approvals were decided goes on."""
         found = _RUN_ID.match(run_id)
+        if found is not None and found["tool"] == "ops_diagnose" and self.config.ops:
+            return await self._ops_status(run_id, ctx)
         entry = self._exposed.get(found["tool"]) if found else None
         if entry is None:
             raise ToolError(f"{run_id!r} is not the id of a run this server's exposed tools started")
@@ -432,6 +553,9 @@ class CorralMCP:
         attempt: Callable[[], Awaitable[str]]
         if isinstance(entry.target, Agent):
             attempt = self._agent_attempt(entry.target, _prompt_of(record.input, run_id), run_id, ctx)
+        elif isinstance(entry.target, Workflow):
+            state = _state_of(entry.target, record.input, run_id)
+            attempt = self._workflow_attempt(entry.target, state, run_id)
         else:
             fn = entry.target
             if record.function != f"{fn.__module__}:{fn.__qualname__}":  # the journal's `module:qualname`
@@ -441,6 +565,21 @@ class CorralMCP:
                 return _text(await self.runtime.resume(run_id))
 
         return await self._drive(ctx, run_id, attempt, ask=ask)
+
+    async def _ops_status(
+        self, run_id: str, ctx: Context[Any, Any]
+    ) -> RunResult | mcp_types.InputRequiredResult:
+        _, ask = self._answered("run_status", ctx, run_id=run_id)
+        try:
+            record = self.runtime.get_run(run_id)
+            request = json.loads(record.input)["args"][0]
+        except RunNotFound:
+            raise ToolError(f"there is no run {run_id!r} in this server's journal") from None
+        except (ValueError, KeyError, TypeError, IndexError):
+            request = None
+        if not record.function.endswith(".ops_diagnose") or not isinstance(request, dict):
+            raise ToolError(f"run {run_id!r} is not a run of ops_diagnose")
+        return await self._diagnose(ctx, run_id, request, ask)
 
     async def _drive(
         self, ctx: Context[Any, Any], run_id: str, attempt: Callable[[], Awaitable[str]], *, ask: bool
@@ -568,6 +707,19 @@ def _prompt_of(recorded_input: str, run_id: str) -> str:
     if not isinstance(args, list) or not args or not isinstance(args[-1], str):
         raise ToolError(f"run {run_id!r} is not a run of an exposed agent")
     return args[-1]
+
+
+def _state_of(workflow: Workflow[Any], recorded_input: str, run_id: str) -> BaseModel:
+    """The state an exposed workflow's run was started on (its run function's arguments are the
+    workflow's name and the state)."""
+    try:
+        name, state = json.loads(recorded_input)["args"]
+        if name != workflow.name:
+            raise ValueError(name)
+        parsed: BaseModel = workflow.state_type.model_validate(state)
+    except (ValueError, KeyError, TypeError):  # ValidationError is a ValueError
+        raise ToolError(f"run {run_id!r} is not a run of the workflow {workflow.name!r}") from None
+    return parsed
 
 
 def build_server(
