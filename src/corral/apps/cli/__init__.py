@@ -25,7 +25,6 @@ def _root(
 
 
 for _module in (_agents, _approvals, _ask, _graph, _mcp, _models, _ops, _runs, _sandbox, _serve):
-for _module in (_agents, _approvals, _ask, _graph, _mcp, _models, _ops, _runs, _sandbox, _serve):
     _module.register(app)
 
 
