@@ -102,8 +102,10 @@ def otlp_endpoint() -> str | None:
 
 def tracer_provider_from_env() -> TracerProvider | None:
     """A provider exporting over OTLP/HTTP (protobuf) when an endpoint is configured; ``None`` otherwise."""
-    if otlp_endpoint() is None:
-        return None
+    return None if otlp_endpoint() is None else _otlp_provider()
+
+
+def _otlp_provider() -> TracerProvider:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
@@ -126,7 +128,7 @@ def _process_provider() -> TracerProvider | None:
     with _process_lock:
         provider = _process_providers.get(key)
         if provider is None:
-            provider = _process_providers[key] = tracer_provider_from_env()
+            provider = _process_providers[key] = _otlp_provider()
         return provider
 
 
@@ -135,9 +137,10 @@ def traced_from_env(journal: Journal) -> Journal:
     endpoint; ``journal`` itself when it does not (nothing imported, nothing recorded) or when it is
     already traced. ``Runtime`` calls it on the journal it is given, so every run of the process is traced.
     """
-    if otlp_endpoint() is None or isinstance(journal, TracingJournal):
+    if isinstance(journal, TracingJournal):
         return journal
-    return TracingJournal(journal, _process_provider())
+    provider = _process_provider()
+    return journal if provider is None else TracingJournal(journal, provider)
 
 
 @dataclass
