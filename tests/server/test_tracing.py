@@ -376,3 +376,17 @@ def test_corral_worker_exports_the_spans_of_the_runs_it_executes(
     [chat] = names["chat scripted"]
     [tool] = names["execute_tool echo"]
     assert chat.parent_span_id == tool.parent_span_id == run.span_id
+
+
+def test_the_server_wraps_its_journal_once_when_an_endpoint_is_configured(
+    config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corral.apps.server._state import ServerState
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    state = ServerState(config)
+    journal = state.runtime.journal
+    try:
+        assert isinstance(journal, TracingJournal) and isinstance(journal.inner, SqliteJournal)
+    finally:
+        state.runtime.close()
