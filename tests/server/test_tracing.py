@@ -4,6 +4,10 @@ names, parents and attributes checked with an in-process exporter; OTLP/HTTP exp
 from __future__ import annotations
 
 import http.server
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -249,3 +253,140 @@ def test_the_tracing_journal_asks_the_wrapped_journal_to_verify_itself() -> None
 
     found = TracingJournal(SelfChecking()).verify("r1")
     assert [str(e) for e in found] == [str(e) for e in SelfChecking().verify("r1")]
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A local OTLP/HTTP receiver (its bodies in ``_Receiver.bodies``); yields its endpoint. The OTLP
+    variables are cleared, so a test sets the one it means."""
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Receiver.bodies = []
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _received() -> dict[str, list[Any]]:
+    """The spans the receiver got, by name."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    for _, _, raw in _Receiver.bodies:
+        request.MergeFromString(raw)
+    found: dict[str, list[Any]] = {}
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                found.setdefault(span.name, []).append(span)
+    return found
+
+
+def test_a_plain_runtime_is_traced_when_an_endpoint_is_configured(
+    receiver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver)
+    journal = MemoryJournal()
+    rt = Runtime(journal)
+    assert isinstance(rt.journal, TracingJournal) and rt.journal.inner is journal
+    result = hostile().run_sync("Echo.", runtime=rt, run_id="plain-1")
+    assert result.status == "completed"
+    rt.close()  # flushes the batch
+    names = _received()
+    [run] = names["run run_agent"]
+    assert run.trace_id.hex() == trace_id_for("plain-1")
+    assert len(names["chat scripted"]) == 2 and len(names["execute_tool echo"]) == 1
+    for span in [*names["chat scripted"], *names["execute_tool echo"]]:
+        assert span.trace_id == run.trace_id and span.parent_span_id == run.span_id
+
+
+def test_the_traces_variable_alone_turns_tracing_on(receiver: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{receiver}/v1/traces")
+    rt = Runtime(MemoryJournal())
+    essay.run_sync(Essay(topic="t"), runtime=rt, run_id="plain-2")
+    rt.close()
+    assert _received()["run run_workflow"]
+
+
+def test_tracing_is_off_by_default_and_a_traced_journal_is_not_wrapped_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    journal = MemoryJournal()
+    assert Runtime(journal).journal is journal
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    traced = TracingJournal(MemoryJournal(), tracer_provider())
+    assert Runtime(traced).journal is traced
+
+
+def test_off_by_default_the_durable_layer_does_not_import_opentelemetry() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
+    code = (
+        "import sys; from corral.durable import MemoryJournal, Runtime\n"
+        "async def f(ctx): return await ctx.step('s', lambda: 1)\n"
+        "assert Runtime(MemoryJournal()).run_sync(f) == 1\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+_JOB = """
+from corral.durable import RunContext
+
+
+async def job(ctx: RunContext, text: str) -> str:
+    reply = await ctx.step("model:scripted", lambda: {"model": "scripted", "usage": {"input_tokens": 3}})
+    return await ctx.step("tool:echo", lambda: f"{reply['model']}: {text}")
+"""
+
+
+def test_corral_worker_exports_the_spans_of_the_runs_it_executes(
+    receiver: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "traced_job.py").write_text(textwrap.dedent(_JOB))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from traced_job import job  # type: ignore[import-not-found]
+
+    journal = tmp_path / "j.db"
+    starter = Runtime(SqliteJournal(journal))  # this process is not traced: no endpoint set here
+    assert not isinstance(starter.journal, TracingJournal)
+    starter.start(job, "hi", run_id="w-1")
+    starter.close()
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "corral"), "worker", "--once", "--journal", str(journal)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "executed 1 run(s), 0 failed" in done.stderr
+    names = _received()
+    [run] = names["run job"]
+    assert run.trace_id.hex() == trace_id_for("w-1")
+    [chat] = names["chat scripted"]
+    [tool] = names["execute_tool echo"]
+    assert chat.parent_span_id == tool.parent_span_id == run.span_id
+
+
+def test_the_server_wraps_its_journal_once_when_an_endpoint_is_configured(
+    config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corral.apps.server._state import ServerState
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    state = ServerState(config)
+    journal = state.runtime.journal
+    try:
+        assert isinstance(journal, TracingJournal) and isinstance(journal.inner, SqliteJournal)
+    finally:
+        state.runtime.close()

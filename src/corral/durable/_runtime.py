@@ -17,6 +17,7 @@ from corral.durable import _serde
 from corral.durable._clock import Clock, SystemClock
 from corral.durable._context import RunContext, _current_context
 from corral.durable._journal import Journal, RunRecord, RunStatus, StepRecord
+from corral.durable._tracing import traced_from_env
 from corral.durable.errors import (
     Cancel,
     DeterminismError,
@@ -80,7 +81,9 @@ def function_path(fn: Callable[..., Any]) -> str:
 class Runtime:
     """Executes run functions durably against a journal.
 
-    ``journal``: a ``Journal`` (default: ``SqliteJournal`` at ``corral._config.journal_path()``).
+    ``journal``: a ``Journal`` (default: ``SqliteJournal`` at ``corral._config.journal_path()``); when the
+    environment configures an OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``) it is wrapped in a
+    ``TracingJournal``, so the runs are traced.
     ``clock``: where time comes from (inject ``FakeClock`` in tests). ``lease_seconds``: how long a run stays
     reserved for the process executing it without a renewal; a crashed process's runs are taken over after it
     (at once when the dead process was on this host).
@@ -99,7 +102,7 @@ class Runtime:
             from corral.durable._sqlite import SqliteJournal
 
             journal = SqliteJournal(journal_path())
-        self.journal = journal
+        self.journal = traced_from_env(journal)  # the journal itself unless an OTLP endpoint is set
         self.clock: Clock = clock or SystemClock()
         self.lease_seconds = lease_seconds
         self.worker_id = worker_id or new_worker_id()

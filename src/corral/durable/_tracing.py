@@ -10,6 +10,8 @@ exporter.
 
 Spans are exported over OTLP/HTTP when an endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) and not at all otherwise: see :func:`tracer_provider_from_env`.
+Every ``Runtime`` wraps its journal so when the endpoint is set (:func:`traced_from_env`); without it the
+runtime keeps its journal as given and OpenTelemetry is not even imported.
 
 >>> trace_id_for("r1") == trace_id_for("r1"), len(trace_id_for("r1"))
 (True, 32)
@@ -100,12 +102,45 @@ def otlp_endpoint() -> str | None:
 
 def tracer_provider_from_env() -> TracerProvider | None:
     """A provider exporting over OTLP/HTTP (protobuf) when an endpoint is configured; ``None`` otherwise."""
-    if otlp_endpoint() is None:
-        return None
+    return None if otlp_endpoint() is None else _otlp_provider()
+
+
+def _otlp_provider() -> TracerProvider:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     return tracer_provider(BatchSpanProcessor(OTLPSpanExporter()))
+
+
+_process_providers: dict[tuple[str | None, str | None], TracerProvider] = {}
+_process_lock = threading.Lock()
+
+
+def _process_provider() -> TracerProvider | None:
+    """The process's provider for the endpoint the environment configures, made once (one exporter and
+    batch thread, however many runtimes the process makes); ``None`` when no endpoint is configured."""
+    key = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
+    if not any(key):
+        return None
+    with _process_lock:
+        provider = _process_providers.get(key)
+        if provider is None:
+            provider = _process_providers[key] = _otlp_provider()
+        return provider
+
+
+def traced_from_env(journal: Journal) -> Journal:
+    """``journal`` in a :class:`TracingJournal` exporting over OTLP when the environment configures an
+    endpoint; ``journal`` itself when it does not (nothing imported, nothing recorded) or when it is
+    already traced. ``Runtime`` calls it on the journal it is given, so every run of the process is traced.
+    """
+    if isinstance(journal, TracingJournal):
+        return journal
+    provider = _process_provider()
+    return journal if provider is None else TracingJournal(journal, provider)
 
 
 @dataclass
