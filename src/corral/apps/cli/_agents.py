@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,7 +12,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from corral.agents import ProcessInfo, stored_tree
-from corral.durable import SqliteJournal
+from corral.apps.cli._journal import JournalOption, JsonOption, open_journal
 
 agents_app = typer.Typer(help="Supervised agents: processes with durable mailboxes.", no_args_is_help=True)
 
@@ -40,22 +38,11 @@ def _add(parent: Tree, node: ProcessInfo) -> None:
 
 @agents_app.command("tree")
 def tree(
-    journal: Annotated[
-        Path | None,
-        typer.Option(
-            "--journal",
-            help="Journal file (default: $CORRAL_JOURNAL, the config file's 'journal', or the data dir's).",
-            show_default=False,
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    journal: JournalOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Show the supervision trees: each agent's state, restarts and mailbox depth."""
-    if journal is None:
-        from corral._config import journal_path
-
-        journal = journal_path()
-    roots = stored_tree(SqliteJournal(journal))
+    roots = stored_tree(open_journal(journal))
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in roots], indent=2))
         return

@@ -21,20 +21,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from corral import CorralError
-from corral.durable import Runtime, SqliteJournal
+from corral.apps.cli._journal import JournalOption, JsonOption, open_journal
+from corral.durable import Runtime
 from corral.guards import ApprovalRecord, Approvals, ApprovalStatus
 
 approvals_app = typer.Typer(help="Decide tool calls that wait for a human's approval.", no_args_is_help=True)
 
-JournalOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--journal",
-        help="Journal file (default: $CORRAL_JOURNAL, the config file's 'journal', or the data dir's).",
-        show_default=False,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ByOption = Annotated[
     str | None,
     typer.Option(
@@ -60,11 +52,7 @@ _STYLE = {
 
 
 def _approvals(journal: Path | None) -> Approvals:
-    if journal is None:
-        from corral._config import journal_path
-
-        journal = journal_path()
-    return Approvals(Runtime(SqliteJournal(journal)))
+    return Approvals(Runtime(open_journal(journal)))
 
 
 def _who(by: str | None) -> str:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from corral import CorralError
+from corral.apps.cli._journal import JournalOption, open_journal
 
 if TYPE_CHECKING:
     from corral.apps.ops_agent import OpsAgent, OpsEvent, Report
@@ -31,9 +32,6 @@ ModelOption = Annotated[
     str | None, typer.Option("--model", help="Model for triage and choices (default: the setting, or local).")
 ]
 NoModelOption = Annotated[bool, typer.Option("--no-model", help="Detectors only: no model calls.")]
-JournalOption = Annotated[
-    Path | None, typer.Option("--journal", help="Journal file (default: $CORRAL_JOURNAL or the data dir's).")
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="Do not show the steps.")]
 
@@ -79,13 +77,9 @@ def _print(report: Report, as_json: bool) -> None:
 def _run(
     agent: OpsAgent, request: Any, journal: Path | None, run_id: str | None, as_json: bool, err: Console
 ) -> None:
-    from corral.durable import RunSuspended, Runtime, SqliteJournal
+    from corral.durable import RunSuspended, Runtime
 
-    if journal is None:
-        from corral._config import journal_path
-
-        journal = journal_path()
-    runtime = Runtime(SqliteJournal(journal))
+    runtime = Runtime(open_journal(journal))
     try:
         report = asyncio.run(agent.diagnose(request, runtime=runtime, run_id=run_id))
     except RunSuspended as parked:
@@ -189,14 +183,10 @@ def resume_command(
 ) -> None:
     """Go on with a diagnosis that waited for a decision (or was interrupted), from its journal."""
     from corral.apps.ops_agent import DiagnoseRequest
-    from corral.durable import RunNotFound, Runtime, SqliteJournal
+    from corral.durable import RunNotFound, Runtime
 
     err = Console(stderr=True)
-    if journal is None:
-        from corral._config import journal_path
-
-        journal = journal_path()
-    runtime = Runtime(SqliteJournal(journal))
+    runtime = Runtime(open_journal(journal))
     try:
         recorded = json.loads(runtime.get_run(run_id).input)
         request = DiagnoseRequest.model_validate(recorded["args"][0])

@@ -16,27 +16,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from corral import CorralError, UsageError
+from corral.apps.cli._journal import JournalOption, JsonOption, open_journal
 from corral.durable import (
     RunRecord,
     RunStatus,
     RunSuspended,
     Runtime,
-    SqliteJournal,
     StepRecord,
     Worker,
 )
 
 runs_app = typer.Typer(help="Inspect and steer durable runs (the journal).", no_args_is_help=True)
 
-JournalOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--journal",
-        help="Journal file (default: $CORRAL_JOURNAL, the config file's 'journal', or the data dir's).",
-        show_default=False,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 SynchronousOption = Annotated[
     str | None,
     typer.Option(
@@ -62,13 +53,9 @@ def _runtime(journal: Path | None, *, importing: bool = False, synchronous: str 
     if importing and "" not in sys.path and os.getcwd() not in sys.path:
         # Run functions are found again by `module:qualname`; like `python -m`, look in the current directory.
         sys.path.insert(0, os.getcwd())
-    if journal is None:
-        from corral._config import journal_path
-
-        journal = journal_path()
     if synchronous not in (None, "normal", "full"):
         raise UsageError(f"--synchronous must be 'normal' or 'full', not {synchronous!r}")
-    return Runtime(SqliteJournal(journal, synchronous=synchronous))  # type: ignore[arg-type]
+    return Runtime(open_journal(journal, synchronous=synchronous))
 
 
 def _when(ts: float | None) -> str:
