@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from corral._errors import UsageError
+from corral.durable._side import open_side_connection
 from corral.durable.errors import JournalError
 
 if TYPE_CHECKING:
@@ -142,16 +143,9 @@ class SqliteLedger(Ledger):
     def __init__(self, path: str | Path, *, synchronous: str = "normal", busy_timeout: float = 10.0) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        try:
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            self._conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-            for statement in _SCHEMA.split(";"):
-                self._conn.execute(statement)
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the ledger in {self.path}: {exc}") from exc
+        self._conn = open_side_connection(
+            self.path, schema=_SCHEMA, what="the ledger", synchronous=synchronous, busy_timeout=busy_timeout
+        )
         # Closed when the ledger goes (with its journal, in ledger_for), or by close().
         self._closer = weakref.finalize(self, self._conn.close)
 

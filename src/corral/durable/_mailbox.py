@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from corral._errors import UsageError
+from corral.durable._side import open_side_connection
 from corral.durable.errors import JournalError
 
 if TYPE_CHECKING:
@@ -170,16 +171,13 @@ class SqliteMailboxStore(MailboxStore):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._owner: int | None = None
-        try:
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            self._conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-            for statement in _SCHEMA.split(";"):
-                self._conn.execute(statement)
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the mailboxes in {self.path}: {exc}") from exc
+        self._conn = open_side_connection(
+            self.path,
+            schema=_SCHEMA,
+            what="the mailboxes",
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+        )
         self._closer = weakref.finalize(self, self._conn.close)
 
     def _fail(self, exc: sqlite3.Error) -> JournalError:
