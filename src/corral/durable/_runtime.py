@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import os
 import socket
@@ -419,8 +420,10 @@ class Runtime:
 
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
+            # An empty context: the renewer serves every run of this runtime, so it must not keep the
+            # context variables (and through them the events and state) of whichever run started it.
             self._renewer = asyncio.get_running_loop().create_task(
-                self._renew_loop(), name="corral-lease-renewer"
+                self._renew_loop(), name="corral-lease-renewer", context=contextvars.Context()
             )
 
     async def _renew_loop(self) -> None:
