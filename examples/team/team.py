@@ -21,10 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.agents import Agent, Child, Message, ProcessContext, Supervisor, System
-from corral.apps.data_agent import DataAgent, open_source
-
-# The sandboxed query runner is not exported by the data agent's package yet.
-from corral.apps.data_agent._sandbox_runner import SandboxQueryRunner
+from corral.apps.data_agent import DataAgent, SandboxQueryRunner, open_source
 from corral.durable import SqliteJournal
 from corral.models import Model, resolve_model
 

@@ -24,9 +24,10 @@ from corral.apps.data_agent._events import (
     SchemaRead,
     data_event_adapter,
 )
-from corral.apps.data_agent._pandas_runner import CodeRunner
+from corral.apps.data_agent._pandas_runner import CodeRunner, SandboxPandasRunner
 from corral.apps.data_agent._run import ask
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
+from corral.apps.data_agent._sandbox_runner import SandboxQueryRunner
 from corral.apps.data_agent._schema import Column, ForeignKey, Schema, Table, load_schema, narrow
 from corral.apps.data_agent._sources import FileTable, Source, open_source, table_name_for
 from corral.apps.data_agent._sqlcheck import check_read_only, extract_sql, is_read_only, quote_identifier
@@ -60,6 +61,8 @@ __all__ = [
     "QueryRunner",
     "QueryRunnerError",
     "QueryWritten",
+    "SandboxPandasRunner",
+    "SandboxQueryRunner",
     "Schema",
     "SchemaRead",
     "Source",
