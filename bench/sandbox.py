@@ -195,7 +195,6 @@ def main() -> None:
         compare(args.against, args.rounds, args.quick)
         return
     n_small = 10 if args.quick else 30
-    n_jobs = 50 if args.quick else 300
     rows: list[tuple[str, float, float]] = []
 
     bare = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), n_small)
@@ -222,41 +221,18 @@ def main() -> None:
         ("pandas group-by, fresh corral worker per job", p(per_run_pandas, 50), p(per_run_pandas, 90))
     )
 
-    with SandboxPool() as pool:
-        for _ in range(10):
-            pool.run_python_sync("pass")
-        trivial = timed(lambda: pool.run_python_sync("pass"), n_jobs)
-        rows.append(("trivial job, corral warm pool", p(trivial, 50), p(trivial, 90)))
-        pandas_pool = timed(lambda: pool.run_python_sync(PANDAS_JOB), max(20, n_jobs // 10))
-        rows.append(("pandas group-by 100k rows, corral warm pool", p(pandas_pool, 50), p(pandas_pool, 90)))
-
-        done = 0
-        lock = threading.Lock()
-        stop = time.perf_counter() + (3.0 if args.quick else 6.0)
-
-        def client() -> None:
-            nonlocal done
-            while time.perf_counter() < stop:
-                pool.run_python_sync("pass", limits=Limits())
-                with lock:
-                    done += 1
-
-        started = time.perf_counter()
-        clients = [threading.Thread(target=client) for _ in range(pool.size * 2)]
-        for t in clients:
-            t.start()
-        for t in clients:
-            t.join()
-        throughput = done / (time.perf_counter() - started)
+    figures = pool_figures(args.quick)
+    rows.append(("trivial job, corral warm pool", figures["trivial p50"], figures["trivial p90"]))
+    rows.append(("pandas group-by 100k rows, corral warm pool", figures["pandas p50"], figures["pandas p90"]))
+    throughput = figures["jobs/s"]
+    workers = max(1, len(os.sched_getaffinity(0)))  # SandboxPool's default size
 
     print(f"{'what':58} {'p50 ms':>8} {'p90 ms':>8}")
     for name, p50, p90 in rows:
         print(f"{name:58} {p50:8.1f} {p90:8.1f}")
     for name, ms in REFERENCES:
         print(f"{name:58} {ms:8.1f} {'':>8}")
-    print(
-        f"throughput, trivial jobs on {os.cpu_count()} cores ({pool.size} workers): {throughput:.0f} jobs/s"
-    )
+    print(f"throughput, trivial jobs on {os.cpu_count()} cores ({workers} workers): {throughput:.0f} jobs/s")
     print("targets: trivial p50 <= 10 ms, pandas p50 <= 60 ms, >= 100 jobs/s")
 
 
