@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from corral import __version__
 from corral.apps.server import _api, _pages, _problems
 from corral.apps.server._auth import COOKIE
-from corral.apps.server._problems import problem_response
+from corral.apps.server._problems import problem_response, single_valued_query
 from corral.apps.server._state import ServerConfig, ServerState
 
 CSP = (
@@ -113,7 +113,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     def openapi() -> dict[str, object]:
         return app.openapi()
 
-    app.include_router(_api.router, dependencies=[Depends(require_token)])
+    app.include_router(_api.router, dependencies=[Depends(require_token), Depends(single_valued_query)])
     app.include_router(_pages.router, dependencies=[Depends(require_token)])
     app.include_router(_pages.public)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -9,6 +9,7 @@ detail a person can act on.
 from __future__ import annotations
 
 import logging
+import typing
 from http import HTTPStatus
 from typing import Any
 
@@ -119,3 +120,31 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(CorralError, on_corral)
+
+
+def _is_list(annotation: object) -> bool:
+    if typing.get_origin(annotation) in (list, tuple, set):
+        return True
+    return any(_is_list(arg) for arg in typing.get_args(annotation))
+
+
+def _list_params(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params if _is_list(p.field_info.annotation)}
+    for sub in dependant.dependencies:
+        names |= _list_params(sub)
+    return names
+
+
+def single_valued_query(request: Request) -> None:
+    """Refuse a query parameter given twice unless the route declares it a list.
+
+    FastAPI keeps the last value of a repeated scalar parameter, so ``?run_id=a&run_id=b`` would quietly
+    mean ``b``; a request the schema does not allow is refused instead (422, a problem document).
+    """
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    lists = _list_params(dependant) if dependant is not None else set()
+    seen: set[str] = set()
+    for key, _ in request.query_params.multi_items():
+        if key in seen and key not in lists:
+            raise ProblemError(422, f"query parameter {key!r} may be given once")
+        seen.add(key)
