@@ -116,7 +116,6 @@ def test_runs_list_filters_and_pages(client: TestClient, runtime: Runtime) -> No
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
 
 
-
 def test_a_scalar_query_parameter_given_twice_is_refused(client: TestClient, runtime: Runtime) -> None:
     park_remover(runtime)
     # A list parameter may repeat; a scalar one may not (FastAPI alone would keep the last value).
@@ -126,6 +125,7 @@ def test_a_scalar_query_parameter_given_twice_is_refused(client: TestClient, run
     assert twice.status_code == 422 and twice.headers["content-type"] == "application/problem+json"
     assert "run_id" in twice.json()["detail"]
     assert client.get("/api/runs", params=[("limit", "1"), ("limit", "2")]).status_code == 422
+
 
 def test_a_run_its_steps_graph_and_trace_id(client: TestClient, runtime: Runtime) -> None:
     essay.run_sync(Essay(topic="durable"), runtime=runtime, run_id="e1")
