@@ -85,6 +85,7 @@ _used_uids: set[int] = set()
 _rootless_workers: set[int] = set()  # host pids of rootless workers' bwrap: their uid is the host's own
 _live_pools: weakref.WeakSet[SandboxPool] = weakref.WeakSet()
 _WORKER_SLACK_BYTES = 48 * 1024 * 1024  # idle-memory growth after a job that still counts as normal
+_TEARDOWN_WAIT_S = 2.0  # how long a worker may take to return to idle after a job before it is recycled
 _START_TIMEOUT = 120.0
 _MAX_INPUTS = 200  # the kernel passes at most 253 descriptors per message (SCM_MAX_FD); two are the pipes
 _BACKSTOP_SECONDS = 10.0  # the host kills a worker that overruns a job's wall limit by this much
@@ -963,7 +964,9 @@ class SandboxPool:
         path.
         """
         try:
-            deadline = time.monotonic() + 0.5
+            # Generous: on a loaded machine a finished job's teardown (its exit, its tmpfs freed) can take
+            # well over half a second, and recycling a clean worker costs a cold start; a dirty one is rare.
+            deadline = time.monotonic() + _TEARDOWN_WAIT_S
             while True:
                 # +1: the previous job's first process may still be exiting; the worker reaps it before it
                 # reads the next job, so it never overlaps a job.
