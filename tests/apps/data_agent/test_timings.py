@@ -51,3 +51,23 @@ def test_usage_adds_the_cache_and_phase_figures() -> None:
     b = Usage(requests=1, input_tokens=5, cached_tokens=1, prompt_s=0.25, generation_s=0.5)
     total = a + b
     assert (total.cached_tokens, total.prompt_s, total.generation_s) == (9, 0.75, 1.5)
+
+
+def test_corral_ask_timings_prints_the_breakdown(
+    chinook: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from corral.apps.cli import app
+
+    model = routed_model(["```sql\nSELECT COUNT(*) AS n FROM Genre\n```"])
+    monkeypatch.setattr(_run, "make_runner", InProcessRunner)
+    monkeypatch.setattr(_run, "make_model", lambda name: model)
+    monkeypatch.setattr(_run, "_models", {})
+    monkeypatch.setenv("CORRAL_JOURNAL", str(tmp_path / "journal.sqlite"))
+    result = CliRunner().invoke(
+        app, ["ask", "How many genres are there?", "--db", str(chinook), "--timings", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "warm-up: model load 0.00 s, sandbox pool start 0.00 s" in result.output
+    assert "query " in result.output and f"model:{model.name}" in result.output
