@@ -44,8 +44,10 @@ async def answer_question(
     from corral.apps.data_agent._timings import warm_up
 
     # An unusable source or option is an error here, before any process starts.
-    _run.check_question(db, files, options.get("language", "auto"))
-    if resident and not options.get("allow_writes") and use_resident(model):
+    source = _run.check_question(db, files, options.get("language", "auto"))
+    # PostgreSQL stays here too: its password may come from this process's PGPASSWORD.
+    fits = not options.get("allow_writes") and source.kind != "postgres" and use_resident(model)
+    if resident and fits:
         wire = AskOptions(**{k: v for k, v in options.items() if k != "allow_writes"})
         return await ask_resident(
             question, db=db, files=files, model=model, thread=thread, options=wire, on_event=on_event

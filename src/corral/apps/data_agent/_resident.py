@@ -190,6 +190,13 @@ class Resident:
         except CorralError as exc:
             _send(writer, ErrorLine(message=str(exc)[:20_000]))
             return
+        except Exception as exc:  # a bug: the client gets its name, the log the traceback
+            _log.exception("question %r failed", request.question[:80])
+            _send(
+                writer,
+                ErrorLine(message=f"the resident process failed: {type(exc).__name__}: {exc}"[:20_000]),
+            )
+            return
         _send(writer, AnswerLine(answer=answer, warmup=warmup))
 
 
