@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import importlib
 import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,7 @@ def _caching_llama() -> Any:
     # (see corral.models._kvcache); `generate` is where llama-cpp-python has the prompt's tokens.
     from llama_cpp import Llama
 
-    class CachingLlama(Llama):  # type: ignore[misc]
+    class CachingLlama(Llama):  # type: ignore[misc,unused-ignore]
         prefix_cache: PrefixCache | None = None
 
         def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Any:
@@ -95,6 +97,49 @@ def _caching_llama() -> Any:
             return super().generate(tokens, *args, **kwargs)
 
     return CachingLlama
+
+
+def extra_buffers() -> bool:
+    """Whether llama.cpp may repack the weights into its extra buffer types (the setting
+    ``local_extra_buffers``: ``on``, ``off``, or ``auto``, the default: off on a CPU with AMX).
+
+    Measured in a Firecracker guest whose CPU advertises AMX (``amx_tile`` in /proc/cpuinfo): llama.cpp's AMX
+    matrix multiplication crashed the process with SIGSEGV on the first prompt of more than one token;
+    without the extra buffers it runs.
+    """
+    setting = get_setting("local_extra_buffers", default="auto").lower()
+    if setting in {"on", "1", "true", "yes"}:
+        return True
+    if setting in {"off", "0", "false", "no"}:
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True
+    return "amx_tile" not in cpuinfo
+
+
+@contextlib.contextmanager
+def _model_params(*, extra_buffers: bool) -> Iterator[None]:
+    # llama-cpp-python 0.3.36 has no argument for llama.cpp's use_extra_bufts: its constructor takes the
+    # defaults from llama_model_default_params and loads the model at once, so the defaults are adjusted
+    # while it runs (under _LOAD_LOCK: no other load sees them).
+    if extra_buffers:
+        yield
+        return
+    module: Any = importlib.import_module("llama_cpp.llama")
+    original = module.llama_cpp.llama_model_default_params
+
+    def defaults() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    module.llama_cpp.llama_model_default_params = defaults
+    try:
+        yield
+    finally:
+        module.llama_cpp.llama_model_default_params = original
 
 
 def kv_cache_enabled() -> bool:
@@ -131,13 +176,14 @@ def _load(path: Path, n_ctx: int, n_threads: int, n_threads_batch: int | None = 
                     model=f"local:{path}",
                     pip_command="pip install 'corral[local]'",
                 ) from exc
-            llama = llama_class(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
-                n_threads_batch=n_threads_batch or n_threads,
-                verbose=False,
-            )
+            with _model_params(extra_buffers=extra_buffers()):
+                llama = llama_class(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads_batch or n_threads,
+                    verbose=False,
+                )
             cache = PrefixCache() if kv_cache_enabled() else None
             llama.prefix_cache = cache
             loaded = _LOADED[key] = _Loaded(llama, threading.Lock(), cache)
