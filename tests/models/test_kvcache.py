@@ -4,10 +4,13 @@ answers exactly as without the cache."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from corral.models import LocalModel, ModelSettings, SystemMessage, UserMessage
 from corral.models._kvcache import PrefixCache, common_prefix
+from corral.models._local import extra_buffers
 
 
 def test_the_longest_shared_prefix_wins() -> None:
@@ -35,6 +38,15 @@ def test_the_limits_drop_the_oldest_states() -> None:
     for i in range(5):
         cache.add([i], bytes(4))
     assert [e.tokens for e in cache.entries] == [(4,), (3,), (2,)]
+
+
+def test_extra_buffers_follow_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_LOCAL_EXTRA_BUFFERS", "off")
+    assert extra_buffers() is False
+    monkeypatch.setenv("CORRAL_LOCAL_EXTRA_BUFFERS", "on")
+    assert extra_buffers() is True
+    monkeypatch.setenv("CORRAL_LOCAL_EXTRA_BUFFERS", "auto")
+    assert extra_buffers() is ("amx_tile" not in Path("/proc/cpuinfo").read_text())
 
 
 def test_common_prefix() -> None:
