@@ -6,7 +6,7 @@ where the time went, on questions of evals/chinook.jsonl and the local model.
 
 Each question is a real `corral ask ... --json` command, timed from outside (wall seconds, process start
 included). ``cold`` passes ``--no-resident``; ``warm`` uses a resident started before the first timed
-question and warmed by one untimed question; ``warm-nocache`` is the same with the KV cache off
+question and warmed by one untimed question that is not among the timed ones; ``warm-nocache`` is the same with the KV cache off
 (``CORRAL_LOCAL_KV_CACHE=off``). The breakdown (model prompt reading and reply writing, queries) comes from
 each run's journaled steps. The machine's load average is printed with every figure: it is shared.
 """
@@ -64,7 +64,9 @@ def _resident(env: dict[str, str], command: str) -> None:
     subprocess.run([*CORRAL, "resident", command], env=env, capture_output=True, check=False)
 
 
-def run_mode(mode: str, questions: list[dict[str, Any]], base: dict[str, str]) -> dict[str, Any]:
+def run_mode(
+    mode: str, questions: list[dict[str, Any]], base: dict[str, str], warmup: dict[str, Any]
+) -> dict[str, Any]:
     env = dict(base)
     if mode == "warm-nocache":
         env["CORRAL_LOCAL_KV_CACHE"] = "off"
@@ -72,7 +74,7 @@ def run_mode(mode: str, questions: list[dict[str, Any]], base: dict[str, str]) -
     if mode != "cold":
         _resident(env, "stop")
         _resident(env, "start")
-        _ask(questions[0], env)  # untimed: loads the model in the resident
+        _ask(warmup, env)  # untimed, and not one of the timed questions: loads the model in the resident
     results = []
     for q in questions:
         load = _load()
@@ -110,11 +112,13 @@ def main() -> None:
     parser.add_argument("--out", default="bench-ask-speed.json")
     args = parser.parse_args()
     questions = _questions(Path(args.set), args.ids.split(","))
+    rows = [json.loads(line) for line in Path(args.set).read_text().splitlines() if line.strip()]
+    warmup = next(r for r in rows if r["id"] not in args.ids.split(","))
     work = Path(tempfile.mkdtemp(prefix="corral-speed-"))
     base = {**os.environ, "CORRAL_MODEL": args.model, "CORRAL_JOURNAL": str(work / "journal.sqlite")}
     base["XDG_RUNTIME_DIR"] = str(work)  # a resident of its own, not the user's
     print(f"{len(questions)} questions, model {args.model}, load before: {_load()}")
-    reports = [run_mode(mode, questions, base) for mode in args.modes.split(",")]
+    reports = [run_mode(mode, questions, base, warmup) for mode in args.modes.split(",")]
     head = f"{'mode':<13} {'median s':>9} {'easy s':>7} {'prompt s':>9} {'reply s':>8} {'queries s':>9}"
     print(f"\n{head} cached")
     for r in reports:
