@@ -6,9 +6,10 @@ where the time went, on questions of evals/chinook.jsonl and the local model.
 
 Each question is a real `corral ask ... --json` command, timed from outside (wall seconds, process start
 included). ``cold`` passes ``--no-resident``; ``warm`` uses a resident started before the first timed
-question and warmed by one untimed question that is not among the timed ones; ``warm-nocache`` is the same with the KV cache off
-(``CORRAL_LOCAL_KV_CACHE=off``). The breakdown (model prompt reading and reply writing, queries) comes from
-each run's journaled steps. The machine's load average is printed with every figure: it is shared.
+question and warmed by one untimed question that is not among the timed ones; ``warm-nocache`` is the same
+with the KV cache off (``CORRAL_LOCAL_KV_CACHE=off``). The breakdown (model prompt reading and reply
+writing, queries) comes from each run's journaled steps. The machine's load average is printed with every
+figure: it is shared.
 """
 
 from __future__ import annotations
