@@ -1,5 +1,5 @@
 """Conversations: a thread's follow-up sees the previous question, its SQL and rows; the thread is the
-journal's runs ``NAME/1``, ``NAME/2``…, so a process killed mid-thread resumes it."""
+journal's runs ``NAME.1``, ``NAME.2``…, so a process killed mid-thread resumes it."""
 
 from __future__ import annotations
 
@@ -66,11 +66,11 @@ async def test_a_follow_up_sees_the_previous_question_sql_and_rows(
     try:
         first = await _run.ask("How many customers are there?", db=str(chinook), runtime=rt, thread="t")
         second = await _run.ask("only Brazil", db=str(chinook), runtime=rt, thread="t")
-        assert [r.run_id for r in turns(rt.journal, "t")] == ["t/1", "t/2"]
+        assert [r.run_id for r in turns(rt.journal, "t")] == ["t.1", "t.2"]
     finally:
         rt.close()
-    assert (first.run_id, first.rows) == ("t/1", [[59]])
-    assert (second.run_id, second.rows) == ("t/2", [[5]])
+    assert (first.run_id, first.rows) == ("t.1", [[59]])
+    assert (second.run_id, second.rows) == ("t.2", [[5]])
     assert "Previous question" not in recorder.prompts[0]
     follow_up = recorder.prompts[-1]
     assert "Previous question: How many customers are there?" in follow_up
@@ -113,14 +113,14 @@ def test_a_thread_killed_mid_follow_up_resumes_it_then_goes_on(
     rt = Runtime.open(journal)
     try:
         runs = turns(rt.journal, "t")
-        assert [(r.run_id, r.status.is_final) for r in runs] == [("t/1", True), ("t/2", False)]
+        assert [(r.run_id, r.status.is_final) for r in runs] == [("t.1", True), ("t.2", False)]
         # The next question of the thread: the killed follow-up is resumed first, then this one follows it.
         third = asyncio.run(_run.ask("and by country?", db=str(chinook), runtime=rt, thread="t"))
-        second = Answer.model_validate(rt.result("t/2"))
+        second = Answer.model_validate(rt.result("t.2"))
     finally:
         rt.close()
     assert second.rows == [[5]] and second.sql is not None and "Brazil" in second.sql
-    assert third.run_id == "t/3" and third.rows == [["Brazil", 5]]
+    assert third.run_id == "t.3" and third.rows == [["Brazil", 5]]
     # Nothing of the first question ran again: the only prompts are the follow-up's (resumed, with the
     # first question as its context, from the journal) and the third's (with the follow-up as its own).
     assert len(recorder.prompts) == 2
@@ -141,5 +141,5 @@ def test_corral_chat_follows_up_line_by_line(recorder: Recorder, chinook: Path, 
     )
     assert result.exit_code == 0, result.output
     assert "59" in result.output and "WHERE Country = 'Brazil'" in result.output
-    assert "run c/2" in result.output
+    assert "run c.2" in result.output
     assert "Previous question: How many customers are there?" in recorder.prompts[-1]

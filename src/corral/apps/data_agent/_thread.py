@@ -1,6 +1,6 @@
 """Conversations: a thread is a sequence of questions, each a durable run, each seeing the one before it.
 
-A thread named ``sales`` keeps its questions as the runs ``sales/1``, ``sales/2``, … of the journal, so the
+A thread named ``sales`` keeps its questions as the runs ``sales.1``, ``sales.2``, … of the journal, so the
 thread is exactly as durable as a question: nothing else is stored. A follow-up's run carries the previous
 question, its SQL and a few of its rows in its (journaled) input, so a resumed follow-up sees the same
 context it started with. A thread whose last question was killed mid-way resumes that question before it
@@ -70,7 +70,7 @@ def check_name(thread: str) -> str:
 
 def turn_id(thread: str, n: int) -> str:
     """The run id of the ``n``-th question (from 1) of ``thread``."""
-    return f"{thread}/{n}"
+    return f"{thread}.{n}"
 
 
 def turns(journal: Journal, thread: str) -> list[RunRecord]:
