@@ -5,10 +5,10 @@ single, and leaves when idle."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -133,25 +133,23 @@ def test_only_the_products_local_model_goes_to_the_resident(monkeypatch: pytest.
 def test_a_real_resident_process_starts_reports_and_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Started the way `corral ask` starts it on demand (detached), with a model that loads nothing.
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    env = {**os.environ, "CORRAL_MODEL": "openai:unused", "XDG_RUNTIME_DIR": str(tmp_path)}
-    env.pop("OPENAI_API_KEY", None)
-    child = subprocess.Popen(
-        [sys.executable, "-m", "corral.apps.data_agent._resident", "--idle", "30"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    monkeypatch.setenv("CORRAL_MODEL", "openai:unused")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    pid = client.start(30)
     try:
         hello = None
         deadline = time.monotonic() + 30
         while hello is None and time.monotonic() < deadline:
             hello = asyncio.run(client.status())
             time.sleep(0.05)
-        assert hello is not None and hello.pid == child.pid
+        assert hello is not None and hello.pid == pid and hello.idle_timeout_s == 30
         assert asyncio.run(client.stop()) is True
-        assert child.wait(20) == 0
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
         assert not (tmp_path / "corral" / "resident.sock").exists()
+        assert asyncio.run(client.status()) is None
     finally:
-        if child.poll() is None:
-            child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
