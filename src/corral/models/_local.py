@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import importlib
 import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from corral._config import get_setting
 from corral._errors import UsageError
 from corral.models._base import Model
 from corral.models._check import check_reply, parse_tool_call
+from corral.models._kvcache import PrefixCache
 from corral.models._messages import (
     AssistantMessage,
     FinishReason,
@@ -67,6 +70,81 @@ _OUTPUT_PROMPT = "Reply with exactly one JSON object that matches this JSON Sche
 class _Loaded:
     llama: Any
     lock: threading.Lock
+    #: Saved states for prompts that share a prefix (None: the setting ``local_kv_cache`` is off).
+    cache: PrefixCache | None = None
+
+
+@dataclass(frozen=True)
+class _Perf:
+    """llama.cpp's own counters for one call: prompt tokens it read, and the seconds of each phase."""
+
+    prompt_tokens_read: int
+    prompt_s: float
+    generation_s: float
+
+
+def _caching_llama() -> Any:
+    # A Llama that restores the saved state sharing the longest prefix with a prompt before reading it
+    # (see corral.models._kvcache); `generate` is where llama-cpp-python has the prompt's tokens.
+    from llama_cpp import Llama
+
+    class CachingLlama(Llama):  # type: ignore[misc,unused-ignore]
+        prefix_cache: PrefixCache | None = None
+
+        def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Any:
+            if self.prefix_cache is not None and kwargs.get("reset", True):
+                self.prefix_cache.before(self, list(tokens))
+            return super().generate(tokens, *args, **kwargs)
+
+    return CachingLlama
+
+
+def extra_buffers() -> bool:
+    """Whether llama.cpp may repack the weights into its extra buffer types (the setting
+    ``local_extra_buffers``: ``on``, ``off``, or ``auto``, the default: off on a CPU with AMX).
+
+    Measured in a Firecracker guest whose CPU advertises AMX (``amx_tile`` in /proc/cpuinfo): llama.cpp's AMX
+    matrix multiplication crashed the process with SIGSEGV on the first prompt of more than one token;
+    without the extra buffers it runs.
+    """
+    setting = get_setting("local_extra_buffers", default="auto").lower()
+    if setting in {"on", "1", "true", "yes"}:
+        return True
+    if setting in {"off", "0", "false", "no"}:
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True
+    return "amx_tile" not in cpuinfo
+
+
+@contextlib.contextmanager
+def _model_params(*, extra_buffers: bool) -> Iterator[None]:
+    # llama-cpp-python 0.3.36 has no argument for llama.cpp's use_extra_bufts: its constructor takes the
+    # defaults from llama_model_default_params and loads the model at once, so the defaults are adjusted
+    # while it runs (under _LOAD_LOCK: no other load sees them).
+    if extra_buffers:
+        yield
+        return
+    module: Any = importlib.import_module("llama_cpp.llama")
+    original = module.llama_cpp.llama_model_default_params
+
+    def defaults() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    module.llama_cpp.llama_model_default_params = defaults
+    try:
+        yield
+    finally:
+        module.llama_cpp.llama_model_default_params = original
+
+
+def kv_cache_enabled() -> bool:
+    """The setting ``local_kv_cache`` (``on`` by default; ``off`` to measure without it)."""
+    return get_setting("local_kv_cache", default="on").lower() not in {"off", "0", "false", "no"}
 
 
 _LOADED: dict[tuple[str, int], _Loaded] = {}
@@ -90,7 +168,7 @@ def _load(path: Path, n_ctx: int, n_threads: int, n_threads_batch: int | None = 
         loaded = _LOADED.get(key)
         if loaded is None:
             try:
-                from llama_cpp import Llama
+                llama_class = _caching_llama()
             except ImportError as exc:
                 raise ModelNotInstalledError(
                     "local models need llama-cpp-python; install corral's local extra: "
@@ -98,14 +176,17 @@ def _load(path: Path, n_ctx: int, n_threads: int, n_threads_batch: int | None = 
                     model=f"local:{path}",
                     pip_command="pip install 'corral[local]'",
                 ) from exc
-            llama = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
-                n_threads_batch=n_threads_batch or n_threads,
-                verbose=False,
-            )
-            loaded = _LOADED[key] = _Loaded(llama, threading.Lock())
+            with _model_params(extra_buffers=extra_buffers()):
+                llama = llama_class(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads_batch or n_threads,
+                    verbose=False,
+                )
+            cache = PrefixCache() if kv_cache_enabled() else None
+            llama.prefix_cache = cache
+            loaded = _LOADED[key] = _Loaded(llama, threading.Lock(), cache)
         return loaded
 
 
@@ -288,7 +369,13 @@ class LocalModel(Model):
             # Key order matters: the grammar makes the model write "tool" before "arguments", choosing first.
             kwargs["grammar"] = _grammar(json.dumps(schema))
         with loaded.lock:
-            return loaded.llama.create_chat_completion(**kwargs)
+            llama = loaded.llama
+            _perf_reset(llama)
+            result = llama.create_chat_completion(**kwargs)
+            perf = _perf(llama)
+            if loaded.cache is not None:
+                loaded.cache.after(llama)
+        return result, perf
 
     async def request(
         self,
@@ -320,6 +407,7 @@ class LocalModel(Model):
                 model=self.name,
             ) from None
         latency = time.perf_counter() - started
+        result, perf = result
         choice = result["choices"][0]
         text = choice["message"].get("content") or ""
         finish: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
@@ -336,9 +424,29 @@ class LocalModel(Model):
                 input_tokens=int(usage.get("prompt_tokens", 0)),
                 output_tokens=int(usage.get("completion_tokens", 0)),
                 latency_s=latency,
+                cached_tokens=max(0, int(usage.get("prompt_tokens", 0)) - perf.prompt_tokens_read),
+                prompt_s=perf.prompt_s,
+                generation_s=perf.generation_s,
             ),
             model=self.name,
         )
+
+
+def _perf_reset(llama: Any) -> None:
+    import llama_cpp
+
+    llama_cpp.llama_perf_context_reset(llama.ctx)
+
+
+def _perf(llama: Any) -> _Perf:
+    import llama_cpp
+
+    data = llama_cpp.llama_perf_context(llama.ctx)
+    return _Perf(
+        prompt_tokens_read=int(data.n_p_eval),
+        prompt_s=float(data.t_p_eval_ms) / 1000,
+        generation_s=float(data.t_eval_ms) / 1000,
+    )
 
 
 _GRAMMARS: dict[str, Any] = {}

@@ -93,6 +93,12 @@ class Usage(_Frozen):
     output_tokens: int = 0
     latency_s: float = 0.0
     cost_usd: float = 0.0
+    #: Input tokens the model did not read again because its cache held them (a local model's KV cache).
+    cached_tokens: int = 0
+    #: Of ``latency_s``, the seconds spent reading the prompt and writing the reply, when the model says
+    #: (a local model does; hosted APIs do not, and leave both 0).
+    prompt_s: float = 0.0
+    generation_s: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -101,6 +107,9 @@ class Usage(_Frozen):
             output_tokens=self.output_tokens + other.output_tokens,
             latency_s=self.latency_s + other.latency_s,
             cost_usd=self.cost_usd + other.cost_usd,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            prompt_s=self.prompt_s + other.prompt_s,
+            generation_s=self.generation_s + other.generation_s,
         )
 
     @property

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from corral import CorralError
 from corral.apps.cli._progress import Progress
+from corral.apps.cli._resident import answer_question, print_timings
 from corral.apps.data_agent import Answer
 from corral.apps.data_agent._eval import EvalReport
 
@@ -103,10 +104,22 @@ def ask_command(
         bool,
         typer.Option("--allow-writes", help="Let a write be proposed; each one is asked on the terminal."),
     ] = False,
+    thread: Annotated[
+        str | None,
+        typer.Option("--thread", help="Ask as a follow-up in this conversation (see `corral chat`)."),
+    ] = None,
+    timings: Annotated[
+        bool, typer.Option("--timings", help="Print where the time went, step by step (on stderr).")
+    ] = False,
+    no_resident: Annotated[
+        bool,
+        typer.Option(
+            "--no-resident",
+            help="Answer in this process, not in the resident one that keeps a local model warm.",
+        ),
+    ] = False,
 ) -> None:
     """Answer a question over a database or data files, with the SQL it ran and a chart when it helps."""
-    from corral.apps.data_agent import ask
-
     all_files = [*(files or []), *(Path(a) for a in ctx.args)]
     err = Console(stderr=True)
     display = Progress.from_flags(quiet=quiet, console=err)
@@ -117,9 +130,21 @@ def ask_command(
         "language": language,
     }
     if verified is not None:
-        options["verified"] = str(verified)
+        options["verified"] = str(verified.resolve())
     try:
-        answer = asyncio.run(ask(question, db=db, files=all_files, model=model, on_event=display, **options))
+        answer, warmup = asyncio.run(
+            answer_question(
+                question,
+                db=db,
+                files=all_files,
+                model=model,
+                thread=thread,
+                resident=not no_resident,
+                timings=timings,
+                on_event=display,
+                options=options,
+            )
+        )
     except CorralError as exc:
         display.close()
         if as_json:
@@ -140,6 +165,8 @@ def ask_command(
         raise typer.Exit(2) from exc
     finally:
         display.close()
+    if timings:
+        print_timings(err, answer.run_id, warmup)
     if as_json:
         sys.stdout.write(json.dumps(answer.to_json(), ensure_ascii=False, default=str) + "\n")
     else:

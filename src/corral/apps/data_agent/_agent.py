@@ -72,6 +72,8 @@ class DataAgent:
     settings: ModelSettings = field(default_factory=lambda: ModelSettings(temperature=0.0, max_tokens=400))
     candidates: int = 2
     candidate_temperature: float = 0.6
+    #: In a thread, the previous question, its SQL and first rows (:func:`._thread.context_text`).
+    previous: str = ""
 
     def _flow(self) -> SqlFlow | PandasFlow:
         if self.language != "sql" and self.code_runner is not None:

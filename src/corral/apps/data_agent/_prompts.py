@@ -40,13 +40,21 @@ def sql_system(dialect: str) -> str:
 
 
 def sql_user(
-    question: str, schema_text: str, examples: list[VerifiedQuery], hints: Sequence[str] = ()
+    question: str,
+    schema_text: str,
+    examples: list[VerifiedQuery],
+    hints: Sequence[str] = (),
+    previous: str = "",
 ) -> str:
-    """The user prompt: schema, verified examples when there are any, the system's hints, the question."""
+    """The user prompt: schema, verified examples when there are any, the previous question of a thread,
+    the system's hints, the question. The parts that change least come first: a local model reads again
+    only what follows the first difference from its previous prompt."""
     parts = [f"Schema:\n{schema_text}"]
     if examples:
         shown = "\n\n".join(f"Question: {e.question}\n```sql\n{e.sql}\n```" for e in examples)
         parts.append(f"Verified examples:\n{shown}")
+    if previous:
+        parts.append(previous)
     parts.extend(f"Hint: {hint}" for hint in hints)
     parts.append(f"Question: {question}")
     return "\n\n".join(parts)

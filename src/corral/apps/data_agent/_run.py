@@ -19,6 +19,7 @@ from corral.apps.data_agent._pandas_runner import CodeRunner, SandboxPandasRunne
 from corral.apps.data_agent._runner import QueryRunner
 from corral.apps.data_agent._sandbox_runner import SandboxQueryRunner
 from corral.apps.data_agent._sources import Source, open_source, without_password
+from corral.apps.data_agent._thread import Turn, context_text, followup_question, next_turn
 from corral.apps.data_agent._verified import load_verified
 from corral.apps.data_agent.errors import DataAgentError
 from corral.durable import RunContext, Runtime
@@ -67,6 +68,8 @@ async def ask_run(
 ) -> dict[str, Any]:
     """The run function of one question (arguments and result are JSON)."""
     opts = options or {}
+    # A follow-up in a thread: the turn before it, as journaled with this run's arguments.
+    previous = Turn.model_validate(opts["previous"]) if opts.get("previous") else None
     # A URL journaled without its password gets it back from this process (a run resumed in another one
     # takes it from PGPASSWORD).
     source = open_source(_passwords.get(db, db) if db is not None else None, list(files))
@@ -82,9 +85,20 @@ async def ask_run(
         on_event=_on_event.get(),
         # Writes need a person: asked on the terminal when there is one, refused otherwise.
         approver=terminal_approver if opts.get("allow_writes") else None,
+        previous=context_text(previous) if previous else "",
     )
-    answer = await agent.answer(ctx, question)
+    answer = await agent.answer(ctx, followup_question(previous, question) if previous else question)
     return answer.model_dump(mode="json")
+
+
+def check_question(db: str | None, files: Sequence[str | Path], language: str) -> Source:
+    """The source of a question, or the error that stops it before a run is journaled."""
+    source = open_source(db, list(files))
+    if language not in ("auto", "sql", "python"):
+        raise DataAgentError(f"unknown language {language!r}: use auto, sql or python")
+    if language == "python" and source.kind != "files":
+        raise DataAgentError("pandas code runs over CSV/Parquet files (--files); query databases with SQL")
+    return source
 
 
 async def ask(
@@ -96,15 +110,12 @@ async def ask(
     runtime: Runtime | None = None,
     run_id: str | None = None,
     on_event: Callable[[DataEvent], None] | None = None,
+    thread: str | None = None,
     **options: Any,
 ) -> Answer:
-    """Answer ``question`` as a durable run on ``runtime`` (default: the user's journal)."""
-    source = open_source(db, list(files))  # fail fast, before a run is journaled, when it is unusable
-    language = options.get("language", "auto")
-    if language not in ("auto", "sql", "python"):
-        raise DataAgentError(f"unknown language {language!r}: use auto, sql or python")
-    if language == "python" and source.kind != "files":
-        raise DataAgentError("pandas code runs over CSV/Parquet files (--files); query databases with SQL")
+    """Answer ``question`` as a durable run on ``runtime`` (default: the user's journal); in ``thread``, as a
+    follow-up of the thread's previous question (see :mod:`._thread`)."""
+    source = check_question(db, files, options.get("language", "auto"))
     journaled_db = db
     if db is not None and source.kind == "postgres":
         # The journal keeps a run's arguments in plain text: the password stays in this process's memory.
@@ -114,6 +125,14 @@ async def ask(
     rt = runtime or Runtime()
     token = _on_event.set(on_event)
     try:
+        if thread is not None:
+            if run_id is not None:
+                raise DataAgentError("give a thread or a run id, not both: a thread names its runs")
+            run_id, previous, resumed = await next_turn(rt, thread, question)
+            if resumed is not None:
+                return resumed
+            if previous is not None:
+                options = {**options, "previous": previous.model_dump(mode="json")}
         result = await rt.run(
             ask_run,
             question,

@@ -90,7 +90,8 @@ class SqlFlow:
             names = [e.question for e in self.examples]
             emit(q, SchemaRead(message=f"verified examples: {len(names)}", examples=names))
         hint = anti_join_hint(q.question, schema)
-        user = prompts.sql_user(q.question, schema_text, self.examples, [hint] if hint else [])
+        previous = str(getattr(self.agent, "previous", ""))
+        user = prompts.sql_user(q.question, schema_text, self.examples, [hint] if hint else [], previous)
         q.messages = [SystemMessage(content=prompts.sql_system(self.full.dialect)), UserMessage(content=user)]
         return None
 
