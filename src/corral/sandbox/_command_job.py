@@ -155,7 +155,12 @@ def _command_process(
     sent = False
     try:
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # An ignored signal stays ignored across execve, and Python ignores SIGPIPE and SIGXFSZ: the program
+        # gets every signal at its default (a file-size limit must kill it, a closed pipe must end it).
+        for number in signal.valid_signals():
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
         keep = {0, 1, 2, *input_fds}
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
