@@ -159,7 +159,7 @@ async def run_command(
     return await asyncio.to_thread(
         run_command_sync,
         argv,
-        allow=list(allow),
+        allow=allow,
         inputs=inputs,
         limits=limits,
         pool=pool,
