@@ -244,7 +244,8 @@ def test_the_program_cannot_touch_its_supervisor(commands: Commands) -> None:
     """PID 1 of the job is the supervisor that answers execve: signals, ptrace and its memory are closed."""
     code = """
         import ctypes, os, signal
-        for sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM, signal.SIGCHLD):
+        for sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
+                    signal.SIGCHLD):
             os.kill(1, sig)
         libc = ctypes.CDLL(None, use_errno=True)
         print('ptrace', libc.ptrace(16, 1, 0, 0), ctypes.get_errno())  # PTRACE_ATTACH

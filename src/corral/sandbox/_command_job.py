@@ -20,7 +20,8 @@ becomes the **supervisor** of the command:
 
 The program cannot reach the supervisor: it has no capability, ``ptrace`` and ``process_vm_*`` are denied by
 its filter, the supervisor is not dumpable (``/proc/1/mem`` is closed to it), and PID 1 of a namespace
-ignores every signal it has no handler for (it has one: ``SIGCHLD``, which only wakes it).
+ignores every signal it has no handler for (it keeps one: ``SIGCHLD``, which only wakes it; Python's
+``SIGINT`` handler is removed).
 """
 
 from __future__ import annotations
@@ -137,6 +138,11 @@ def start(job: dict[str, Any], input_fds: list[int], program: bytes) -> Supervis
         ours.close()
         _command_process(job, input_fds, program, theirs)  # never returns
     theirs.close()
+    # PID 1 of a namespace gets a signal from inside it only when it has a handler: the program must not be
+    # able to raise KeyboardInterrupt (Python's SIGINT handler) in its supervisor. SIGCHLD only wakes it.
+    for number in signal.valid_signals():
+        if number != signal.SIGCHLD and callable(signal.getsignal(number)):
+            signal.signal(number, signal.SIG_DFL)
     data, fds, _flags, _addr = socket.recv_fds(ours, _MAX_ERROR + 1, 1)
     ours.close()
     if data != b"L" or len(fds) != 1:
@@ -167,7 +173,9 @@ def _command_process(
             with contextlib.suppress(OSError):  # the descriptor listdir itself used
                 os.set_inheritable(fd, fd in keep)
         limits = job["limits"]
-        cpu = max(1, math.ceil(limits["cpu_seconds"]))
+        # A backstop one second past the limit: the broker kills the tree when its CPU time (the cgroup's
+        # count) is spent, and names the limit; the kernel's own per-process count may run a little ahead.
+        cpu = max(1, math.ceil(limits["cpu_seconds"])) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         if job.get("rlimits"):
             # Rootless without a cgroup: the job's RLIMIT_DATA counted the preloaded worker's heap on top of

@@ -144,9 +144,9 @@ def build_filter(
 ) -> bytes:
     """The filter as packed ``struct sock_filter`` records, ready for ``PR_SET_SECCOMP``.
 
-    ``notify_exec`` is the variant for a vetted command (see ``_command.py``): execve and execveat go to the
-    filter's listener (``SECCOMP_RET_USER_NOTIF``), whose supervisor lets the first one through and refuses
-    every later one, instead of failing with ``EPERM``. Everything else is the same filter.
+    ``notify_exec`` is the variant for a vetted command (see ``_command_job.py``): execve and execveat go to
+    the filter's listener (``SECCOMP_RET_USER_NOTIF``), whose supervisor lets the first one through and
+    refuses every later one, instead of failing with ``EPERM``. Everything else is the same filter.
 
     Raises :class:`SandboxUnavailable` on an architecture whose system call numbers this module does not
     carry: a wrong table would silently let calls through, so it refuses instead.
