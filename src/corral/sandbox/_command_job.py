@@ -76,11 +76,12 @@ class Supervisor:
         call_id, pid, _flags, nr = struct.unpack_from("<QIIi", notif.raw)
         allow = self.first and pid == self.pid and nr in _EXEC_CALLS
         self.first = False  # whatever came first, nothing after it is ever let through
-        reply = (
-            _RESP.pack(call_id, 0, 0, _FLAG_CONTINUE) if allow else _RESP.pack(call_id, 0, -errno.EPERM, 0)
-        )
-        response = ctypes.create_string_buffer(reply, _RESP.size)
-        _LIBC.ioctl(self.listener, _NOTIF_SEND, response)  # ENOENT when the caller died meanwhile: fine
+        refuse = _RESP.pack(call_id, 0, -errno.EPERM, 0)
+        reply = _RESP.pack(call_id, 0, 0, _FLAG_CONTINUE) if allow else refuse
+        # ENOENT when the caller died meanwhile: fine. A kernel before 5.5 refuses CONTINUE (EINVAL): then the
+        # execve fails (the program does not start) rather than waiting for the wall clock.
+        if _LIBC.ioctl(self.listener, _NOTIF_SEND, ctypes.create_string_buffer(reply, _RESP.size)) and allow:
+            _LIBC.ioctl(self.listener, _NOTIF_SEND, ctypes.create_string_buffer(refuse, _RESP.size))
 
     def supervise(self, status_fd: int) -> None:
         """Serve the listener until the command process ends; report how it ended; exit. Never returns."""
