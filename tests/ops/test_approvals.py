@@ -221,3 +221,35 @@ def test_the_cli_parks_then_resumes_after_approval(tmp_path: Path) -> None:
         server.proc.wait(timeout=10)
     assert report["cause"]["kind"] == "close_wait_leak"
     assert report["remediation"]["executed"] and report["remediation"]["verified"]
+
+
+def test_a_generic_worker_goes_on_with_an_approved_diagnosis(tmp_path: Path) -> None:
+    """`corral ops diagnose` journals a run of a module-level function (`ops_run`) with JSON arguments, so
+    `corral worker` — which knows nothing of the ops agent — resumes it once the fix is approved."""
+    journal = tmp_path / "journal.sqlite"
+    runner = CliRunner()
+    env = {"CORRAL_CORE_DIR": str(tmp_path / "cores")}
+    common = ["--journal", str(journal)]
+    flags = ["--no-model", "--cores", "never", "--run-id", "w", "--json", "--quiet"]
+    with faults.running(leaky_server(tmp_path)) as server:
+        first = runner.invoke(
+            app,
+            ["ops", "diagnose", "connections pile up", "--pid", str(server.pid), *flags, *common],
+            env=env,
+        )
+        assert first.exit_code == 3, first.output
+        [approval] = json.loads(first.stdout.strip().splitlines()[-1])["approvals"]
+        assert (
+            runner.invoke(app, ["approvals", "approve", approval, "--by", "oncall", *common]).exit_code == 0
+        )
+        worked = runner.invoke(app, ["worker", "--once", *common], env=env)
+        assert worked.exit_code == 0, worked.output
+        assert "executed 1 run(s), 0 failed" in worked.output, worked.output
+        server.proc.wait(timeout=10)
+    runtime = Runtime(SqliteJournal(journal))
+    run = runtime.get_run("w")
+    assert run.function == "corral.apps.ops_agent._run:ops_run"
+    report = runtime.outcome(run)
+    runtime.close()
+    assert report["cause"]["kind"] == "close_wait_leak"
+    assert report["remediation"]["executed"] and report["remediation"]["verified"]

@@ -272,3 +272,14 @@ def test_a_filesystem_out_of_inodes_names_the_crowded_directory() -> None:
     )
     [h] = detect([node, walk], ["disk"])
     assert h.kind == "disk_full" and h.facts["directory"] == "/srv/sessions" and h.evidence == ["E1", "E2"]
+
+
+def test_the_workflows_static_worst_case_is_three_calls_plus_exploring() -> None:
+    """The check loop leaves for `choose` once: the static worst case is the three calls (triage, choice,
+    explanation) plus exploring's twenty, not the three once per visit of `check`."""
+    from corral.apps.ops_agent import ops_workflow
+
+    report = ops_workflow.check()
+    assert report.ok, report.problems
+    assert report.visits["choose"] == report.visits["report"] == report.visits["verify"] == 1
+    assert report.worst.model_calls == 3 + 20

@@ -12,6 +12,7 @@ what this machine supports.
 """
 
 from corral.sandbox._api import DEFAULT_MAX_ROWS, run_python, run_python_sync, run_sql, run_sql_sync
+from corral.sandbox._command import VettedExecutable, run_command, run_command_sync, vet_executable
 from corral.sandbox._detect import CheckItem, SandboxReport, check
 from corral.sandbox._pool import DEFAULT_PRELOAD, SandboxPool, default_pool, shutdown_default_pool
 from corral.sandbox._sql import DuckDBSource, FilesSource, SQLiteSource, as_source
@@ -42,12 +43,16 @@ __all__ = [
     "SandboxUsageError",
     "SkippedFile",
     "SqlResult",
+    "VettedExecutable",
     "as_source",
     "check",
     "default_pool",
+    "run_command",
+    "run_command_sync",
     "run_python",
     "run_python_sync",
     "run_sql",
     "run_sql_sync",
     "shutdown_default_pool",
+    "vet_executable",
 ]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.sandbox import _detect, _launcher, _protocol, _worker, sqljob
+from corral.sandbox import _command_job, _detect, _launcher, _protocol, _worker, sqljob
 from corral.sandbox._cgroup import JOB_SLOTS, NoCgroup, WorkerCgroup, prepare_delegated_v2
 from corral.sandbox._cgroup import remove_stale as remove_stale_cgroups
 from corral.sandbox._collect import collect
@@ -371,6 +371,8 @@ class _Job:
     sql: dict[str, Any] | None = None
     inputs: Mapping[str, InputValue] = field(default_factory=dict)
     sockets: Mapping[str, socket.socket] = field(default_factory=dict)
+    command: dict[str, Any] | None = None
+    """A vetted executable's path, device, inode and argv (see ``_command.py``)."""
 
 
 class SandboxPool:
@@ -419,6 +421,7 @@ class SandboxPool:
         self._start_error: BaseException | None = None
         self._generation = itertools.count()
         self._seccomp = b""
+        self._seccomp_command = b""
         self._delegated: Path | None = None
         """Rootless: the cgroup v2 directory delegated to this user, when there is one."""
         self._threads: list[threading.Thread] = []
@@ -443,10 +446,14 @@ class SandboxPool:
             if self.backend == "rootless" and any(i.name == "cgroups" and i.ok for i in report.items):
                 with contextlib.suppress(OSError):
                     self._delegated = prepare_delegated_v2()
-            self._seccomp = build_filter(
-                deny_ipc=landlock,
-                deny_connect=landlock and landlock_abi() < 6,
-                deny_memfd=self.backend == "rootless" and self._delegated is None,
+            self._seccomp, self._seccomp_command = (
+                build_filter(
+                    deny_ipc=landlock,
+                    deny_connect=landlock and landlock_abi() < 6,
+                    deny_memfd=self.backend == "rootless" and self._delegated is None,
+                    notify_exec=notify,  # the variant for vetted commands (see _command_job.py)
+                )
+                for notify in (False, True)
             )
             remove_stale_cgroups()
             remove_stale_stages()
@@ -592,6 +599,8 @@ class SandboxPool:
                 "preload": list(self.preload),
                 "seccomp": base64.b64encode(self._seccomp).decode(),
                 "sqljob": Path(sqljob.__file__).read_text(),
+                "command": Path(_command_job.__file__).read_text(),
+                "seccomp_command": base64.b64encode(self._seccomp_command).decode(),
                 **cgroup_fds,
             }
             argv = [
@@ -829,6 +838,7 @@ class SandboxPool:
             "kind": job.kind,
             "code": job.code,
             "sql": job.sql,
+            "command": job.command,
             # Sockets are linked under /data like files (the worker does not tell them apart).
             "inputs": [*job.inputs, *job.sockets],
             "limits": limits.to_wire(),

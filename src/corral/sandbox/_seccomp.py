@@ -32,6 +32,7 @@ _BPF_RET_K = 0x06
 _RET_KILL_PROCESS = 0x80000000
 _RET_ALLOW = 0x7FFF0000
 _RET_ERRNO = 0x00050000
+_RET_USER_NOTIF = 0x7FC00000
 _EPERM = 1
 _ENOSYS = 38
 _AUDIT_ARCH_X86_64 = 0xC000003E
@@ -139,8 +140,13 @@ def build_filter(
     deny_ipc: bool = False,
     deny_connect: bool = False,
     deny_memfd: bool = False,
+    notify_exec: bool = False,
 ) -> bytes:
     """The filter as packed ``struct sock_filter`` records, ready for ``PR_SET_SECCOMP``.
+
+    ``notify_exec`` is the variant for a vetted command (see ``_command_job.py``): execve and execveat go to
+    the filter's listener (``SECCOMP_RET_USER_NOTIF``), whose supervisor lets the first one through and
+    refuses every later one, instead of failing with ``EPERM``. Everything else is the same filter.
 
     Raises :class:`SandboxUnavailable` on an architecture whose system call numbers this module does not
     carry: a wrong table would silently let calls through, so it refuses instead.
@@ -164,6 +170,9 @@ def build_filter(
         denied["connect"] = 42  # a Landlock ABI < 6 cannot keep a job from the host's abstract unix sockets
     if deny_memfd:
         denied["memfd_create"] = 319  # rootless without a cgroup: memfd pages would count against no limit
+    if notify_exec:
+        for name in ("execve", "execveat"):
+            prog.append(("jeq", denied.pop(name), "notify", None))
     for nr in sorted(denied.values()):
         prog.append(("jeq", nr, "eperm", None))
     prog += [
@@ -189,6 +198,7 @@ def build_filter(
         ("ret", _RET_ALLOW),
         ("label", "eperm"),
         ("ret", _RET_ERRNO | _EPERM),
+        *([("label", "notify"), ("ret", _RET_USER_NOTIF)] if notify_exec else []),
         ("label", "enosys"),
         ("ret", _RET_ERRNO | _ENOSYS),
         ("label", "kill"),

@@ -287,6 +287,7 @@ class Zygote:
         self.config = config
         self.landlock = landlock
         self.seccomp = base64.b64decode(config["seccomp"])
+        self.seccomp_command = base64.b64decode(config.get("seccomp_command", ""))
         self.uid = os.getuid()
         self.gid = os.getgid()
         self.current = 0
@@ -419,6 +420,7 @@ class JobProcess:
         limits = job["limits"]
         status = self.status
         workdir = "/work"
+        command = None
         try:
             if self.z.landlock is not None:
                 workdir = _landlock_setup(job, input_fds)
@@ -462,6 +464,10 @@ class JobProcess:
                     read_fds=input_fds,
                     devices=ll["devices"],
                 )
+            if job["kind"] == "command":  # a vetted executable: see corral/sandbox/_command_job.py
+                if self.z.landlock is not None:
+                    raise SetupError("commands need a backend with namespaces")
+                command = sys.modules["corral_command"].start(job, input_fds, self.z.seccomp_command)
             _load_seccomp(self.z.seccomp)
             _reseed()
             # Ready: the scratch directory goes with it, the last thing sent before the job's code runs; from
@@ -471,6 +477,8 @@ class JobProcess:
         except BaseException as exc:
             self._report_setup_error(exc)
             os._exit(125)
+        if command is not None:
+            command.supervise(status.fileno())
         _execute(job, status)
 
 
@@ -527,11 +535,15 @@ class _Status:
     """The job's status stream, parsed strictly: the job process is hostile once its code runs.
 
     Before the job's code: ``S`` with the scratch directory's fd attached (ready), or ``E`` + 2-byte length +
-    text (setup failed). After ``S``: exactly ``D`` + one byte (exit code). Anything else — another tag, a
-    descriptor, a second record, more bytes — is a broken protocol: the job is killed for it.
+    text (setup failed). After ``S``: exactly ``D`` + one byte (exit code), or for a command job ``K`` + one
+    byte (the signal, 1-64, that ended the program). Anything else — another tag, a descriptor, a second
+    record, more bytes — is a broken protocol: the job is killed for it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, signals: bool = False) -> None:
+        self.signals = signals
+        """A command's supervisor may report ``K`` + the signal that ended the program instead of ``D``."""
+        self.killed: int | None = None
         self.buf = b""
         self.phase = "setup"
         self.scratch_seen = False
@@ -541,7 +553,9 @@ class _Status:
 
     @property
     def final(self) -> bool:
-        return self.exit is not None or self.setup_error is not None or self.violation
+        return (
+            self.exit is not None or self.killed is not None or self.setup_error is not None or self.violation
+        )
 
     def feed(self, data: bytes, fds: list[int]) -> int | None:
         """Take bytes and descriptors from the job; return the scratch fd when this message carried it."""
@@ -580,9 +594,16 @@ class _Status:
                     break
                 self.exit = self.buf[1]
                 self.buf = self.buf[2:]
+            elif self.phase == "running" and tag == b"K" and self.signals:
+                if len(self.buf) < 2:
+                    break
+                if not 1 <= self.buf[1] <= 64:
+                    self.violation = True
+                self.killed = self.buf[1]
+                self.buf = self.buf[2:]
             else:
                 self.violation = True
-        if self.buf and (self.exit is not None or self.setup_error is not None):
+        if self.buf and (self.exit is not None or self.killed is not None or self.setup_error is not None):
             self.violation = True  # bytes after the last record
         return scratch
 
@@ -689,7 +710,7 @@ class Broker:
         following = (slot + 1) % JOB_SLOTS
         following_zygote = self.zygotes[following][1]
         sel.register(following_zygote, selectors.EVENT_READ)
-        status = _Status()
+        status = _Status(signals=job["kind"] == "command")
         scratch_fds: list[int] = []
         killed_for: str | None = None
         deadline = started + limits["wall_seconds"]
@@ -793,7 +814,10 @@ class Broker:
             # its own exit code). Its teardown goes on while the next job runs, in the other job slot.
             result["exit"] = status.exit
         else:
-            result["wstatus"] = self._wait_exit(pid, slot)
+            wstatus = self._wait_exit(pid, slot)
+            # A command's supervisor reports the signal that ended the program (a limit's kill, a crash).
+            killed = status.killed is not None and killed_for is None
+            result["wstatus"] = status.killed if killed else wstatus
         return result, scratch_fds
 
     def serve(self) -> None:
@@ -874,6 +898,9 @@ def main() -> None:
     sqljob = types.ModuleType("corral_sqljob")
     exec(compile(config["sqljob"], "corral_sqljob", "exec"), sqljob.__dict__)
     sys.modules["corral_sqljob"] = sqljob
+    command = types.ModuleType("corral_command")
+    exec(compile(config.get("command", ""), "corral_command", "exec"), command.__dict__)
+    sys.modules["corral_command"] = command
     # Preload what jobs use, so a job's clone starts with them imported (the point of a warm worker).
     for name in config["preload"]:
         with contextlib.suppress(Exception):

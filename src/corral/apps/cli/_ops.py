@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +24,7 @@ from corral.apps.cli._journal import JournalOption, open_journal
 
 if TYPE_CHECKING:
     from corral.apps.ops_agent import OpsAgent, OpsEvent, Report
+    from corral.durable import Runtime
 
 ops_app = typer.Typer(
     help="Diagnose a misbehaving service; fixes run only after a human approves.", no_args_is_help=True
@@ -36,14 +38,18 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JS
 QuietOption = Annotated[bool, typer.Option("--quiet", help="Do not show the steps.")]
 
 
+def _shower(quiet: bool, err: Console) -> Callable[[OpsEvent], None] | None:
+    def show(event: OpsEvent) -> None:
+        err.print(f"[cyan]{event.stage:>10}[/cyan] {escape(event.message)}", highlight=False)
+
+    return None if quiet else show
+
+
 def _agent(model: str | None, no_model: bool, quiet: bool, err: Console) -> OpsAgent:
     from corral.apps.ops_agent import OpsAgent
     from corral.models import resolve_model
 
-    def show(event: OpsEvent) -> None:
-        err.print(f"[cyan]{event.stage:>10}[/cyan] {escape(event.message)}", highlight=False)
-
-    return OpsAgent(model=None if no_model else resolve_model(model), on_event=None if quiet else show)
+    return OpsAgent(model=None if no_model else resolve_model(model), on_event=_shower(quiet, err))
 
 
 def _print(report: Report, as_json: bool) -> None:
@@ -75,13 +81,13 @@ def _print(report: Report, as_json: bool) -> None:
 
 
 def _run(
-    agent: OpsAgent, request: Any, journal: Path | None, run_id: str | None, as_json: bool, err: Console
+    go: Callable[[Runtime], Coroutine[Any, Any, Report]], journal: Path | None, as_json: bool, err: Console
 ) -> None:
     from corral.durable import RunSuspended, Runtime
 
     runtime = Runtime(open_journal(journal))
     try:
-        report = asyncio.run(agent.diagnose(request, runtime=runtime, run_id=run_id))
+        report = asyncio.run(go(runtime))
     except RunSuspended as parked:
         from corral.guards import Approvals
 
@@ -169,7 +175,19 @@ def diagnose_command(
     except ValidationError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
-    _run(_agent(model, no_model, quiet, err), request, journal, run_id, as_json, err)
+    from corral.apps.ops_agent import diagnose
+
+    def go(runtime: Runtime) -> Coroutine[Any, Any, Report]:
+        return diagnose(
+            request,
+            model=model,
+            use_model=not no_model,
+            runtime=runtime,
+            run_id=run_id,
+            on_event=_shower(quiet, err),
+        )
+
+    _run(go, journal, as_json, err)
 
 
 @ops_app.command("resume")
@@ -181,21 +199,28 @@ def resume_command(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Go on with a diagnosis that waited for a decision (or was interrupted), from its journal."""
-    from corral.apps.ops_agent import DiagnoseRequest
+    """Go on with a diagnosis that waited for a decision (or was interrupted), from its journal, with the
+    model it started with (``--model``/``--no-model`` matter only for runs recorded before diagnoses became
+    resumable by any worker)."""
+    from corral.apps.ops_agent import DiagnoseRequest, ops_run, resume
     from corral.durable import RunNotFound, Runtime
+    from corral.durable._runtime import function_path
 
     err = Console(stderr=True)
     runtime = Runtime(open_journal(journal))
     try:
-        recorded = json.loads(runtime.get_run(run_id).input)
-        request = DiagnoseRequest.model_validate(recorded["args"][0])
+        record = runtime.get_run(run_id)
+        request = DiagnoseRequest.model_validate(json.loads(record.input)["args"][0])
     except (RunNotFound, KeyError, IndexError, ValueError) as exc:
         err.print(f"[red]error:[/red] {run_id!r} is not a run of `corral ops diagnose` in {journal}")
         raise typer.Exit(2) from exc
     finally:
         runtime.close()
-    _run(_agent(model, no_model, quiet, err), request, journal, run_id, as_json, err)
+    if record.function == function_path(ops_run):
+        _run(lambda rt: resume(run_id, runtime=rt, on_event=_shower(quiet, err)), journal, as_json, err)
+    else:  # a run of OpsAgent.diagnose's closure, journaled by an earlier version: only it can go on
+        agent = _agent(model, no_model, quiet, err)
+        _run(lambda rt: agent.diagnose(request, runtime=rt, run_id=run_id), journal, as_json, err)
 
 
 def register(app: typer.Typer) -> None:

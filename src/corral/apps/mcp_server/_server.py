@@ -510,7 +510,7 @@ class CorralMCP:
     ) -> RunResult | mcp_types.InputRequiredResult:
         """Run (or resume) the ops agent's diagnosis ``run_id`` through :meth:`_drive`, as the CLI does: its
         approvals (a core dump, a remediation) park the run or are put to the client's user."""
-        from corral.apps.ops_agent import DiagnoseRequest, OpsAgent, OpsEvent, Report
+        from corral.apps.ops_agent import DiagnoseRequest, OpsAgent, OpsEvent, Report, diagnose
 
         progress = _Progress(ctx)
         reports: list[Report] = []
@@ -518,13 +518,22 @@ class CorralMCP:
         def on_event(event: OpsEvent) -> None:
             progress(f"{event.stage}: {event.message}")
 
-        agent = OpsAgent(on_event=on_event)  # detectors only: no model calls
+        try:
+            legacy = self.runtime.get_run(run_id).function.endswith(".ops_diagnose")
+        except RunNotFound:
+            legacy = False
 
         async def attempt() -> str:
+            req = DiagnoseRequest.model_validate(request)
             try:
-                report = await agent.diagnose(
-                    DiagnoseRequest.model_validate(request), runtime=self.runtime, run_id=run_id
-                )
+                if legacy:  # journaled by an earlier version as a closure of OpsAgent.diagnose
+                    report = await OpsAgent(on_event=on_event).diagnose(
+                        req, runtime=self.runtime, run_id=run_id
+                    )
+                else:  # detectors only (no model calls); a run any `corral worker` can go on with
+                    report = await diagnose(
+                        req, use_model=False, runtime=self.runtime, run_id=run_id, on_event=on_event
+                    )
             finally:
                 await progress.flush()
             reports.append(report)
@@ -577,7 +586,10 @@ class CorralMCP:
             raise ToolError(f"there is no run {run_id!r} in this server's journal") from None
         except (ValueError, KeyError, TypeError, IndexError):
             request = None
-        if not record.function.endswith(".ops_diagnose") or not isinstance(request, dict):
+        from corral.apps.ops_agent import ops_run
+
+        ours = record.function.endswith(".ops_diagnose") or record.function == f"{ops_run.__module__}:ops_run"
+        if not ours or not isinstance(request, dict):
             raise ToolError(f"run {run_id!r} is not a run of ops_diagnose")
         return await self._diagnose(ctx, run_id, request, ask)
 

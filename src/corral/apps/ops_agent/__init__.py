@@ -20,6 +20,7 @@ from corral.apps.ops_agent._cores import CoreStore, parse_backtraces
 from corral.apps.ops_agent._detect import detect, triage
 from corral.apps.ops_agent._redact import DEFAULT_RULES, RedactionRule, Redactor
 from corral.apps.ops_agent._report import ActionOutcome, Evidence, Hypothesis, Kind, Report
+from corral.apps.ops_agent._run import diagnose, ops_run, resume
 from corral.apps.ops_agent._tools import OpsTools, default_store_dir
 from corral.apps.ops_agent.errors import ActionError, CoreDumpError, CoreStoreError, EvidenceError, OpsError
 
@@ -49,8 +50,11 @@ __all__ = [
     "TruncateFile",
     "default_store_dir",
     "detect",
+    "diagnose",
+    "ops_run",
     "ops_workflow",
     "parse_action",
     "parse_backtraces",
+    "resume",
     "triage",
 ]

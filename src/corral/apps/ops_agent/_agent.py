@@ -496,7 +496,9 @@ ops_workflow.node(
     explore, next=["hypotheses"], max_visits=1, budget=Budget(model_calls=20, tokens=EXPLORE_TOKENS)
 )
 ops_workflow.node(check, next=["check", "choose"], max_visits=MAX_CHECKS)
-ops_workflow.node(choose, next=["report"], budget=Budget(model_calls=1, tokens=2000))
+# One choice per run: the check loop leaves for `choose` once, and nothing leads back. Said here (and enforced
+# when it runs), the static check counts `choose` and what follows it once, not once per visit of `check`.
+ops_workflow.node(choose, next=["report"], max_visits=1, budget=Budget(model_calls=1, tokens=2000))
 ops_workflow.node(report, next=["remediate", End], budget=Budget(model_calls=1, tokens=1500))
 ops_workflow.node(remediate, next=["verify", End])
 ops_workflow.node(verify, next=[End])

@@ -5,12 +5,10 @@ holds the process's secrets. So:
 
 - a core is written into a private directory, encrypted into the :class:`CoreStore` at once (AES-256-GCM
   in 1 MiB chunks, the key in a 0600 file apart from the cores) and the plaintext deleted;
-- to read one, it is decrypted into a fresh private directory and ``gdb`` runs in batch mode, isolated as
-  tightly as this machine allows: as the unprivileged ``nobody`` user, under ``bwrap`` with no network, no
-  IPC and a read-only view of the system, with CPU, memory, file-size and descriptor limits and a wall
-  clock. corral's sandbox cannot run gdb (its seccomp filter forbids ``execve`` for model-written Python),
-  so this is a separate, documented isolation (see ``docs/ops-agent.md``); the printable-strings scan of a
-  core, which needs no external program, does run in corral's sandbox.
+- to read one, it is decrypted into a fresh private directory and ``gdb`` runs in batch mode in corral's
+  sandbox, as a vetted command (``corral.sandbox.run_command_sync``): the core is a read-only input, gdb gets
+  the sandbox's namespaces, seccomp filter (it cannot start another program), limits and output caps. The
+  printable-strings scan of a core runs in the sandbox too, as a Python job.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import secrets
 import shutil
 import stat
@@ -31,10 +28,10 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from corral.apps.ops_agent.errors import CoreDumpError, CoreStoreError
+from corral.sandbox import Limits, SandboxError, SandboxPool, run_command_sync
 
 _MAGIC = b"CORRALCORE1\n"
 _CHUNK = 1 << 20
-_NOBODY = 65534
 
 
 class CoreStore:
@@ -125,20 +122,12 @@ def _aad(index: int, last: bool) -> bytes:
 
 @contextlib.contextmanager
 def private_dir() -> Iterator[Path]:
-    """A fresh 0700 directory, removed afterwards (owned by ``nobody`` when we are root, so the isolated
-    gdb can read what is put there)."""
+    """A fresh 0700 directory, removed afterwards."""
     path = Path(tempfile.mkdtemp(prefix="corral-core-"))
     try:
-        if os.geteuid() == 0:
-            os.chown(path, _NOBODY, _NOBODY)
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _give_to_nobody(path: Path) -> None:
-    if os.geteuid() == 0:
-        os.chown(path, _NOBODY, _NOBODY)
 
 
 class CoreRecord(BaseModel):
@@ -244,52 +233,20 @@ def parse_backtraces(text: str, *, max_frames: int = 30) -> list[ThreadStack]:
     return threads
 
 
-def _limits(cpu_s: int, memory_bytes: int) -> None:  # runs in the child, before exec
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if os.geteuid() == 0:
-        os.setgroups([])
-        os.setgid(_NOBODY)
-        os.setuid(_NOBODY)
-
-
-def isolated_argv(argv: list[str], work: Path) -> list[str]:
-    """``argv`` under bwrap (no network, IPC or host writes; ``work`` the only writable place) when
-    bwrap works here, else ``argv`` as is (the rlimits and the ``nobody`` user still apply)."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return argv
-    return [
-        bwrap,
-        "--unshare-all",
-        "--die-with-parent",
-        "--new-session",
-        "--ro-bind",
-        "/",
-        "/",
-        "--tmpfs",
-        "/tmp",
-        "--tmpfs",
-        "/root",
-        "--tmpfs",
-        "/home",
-        "--tmpfs",
-        "/run",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--bind",
-        str(work),
-        str(work),
-        "--chdir",
-        str(work),
-        "--",
-        *argv,
-    ]
+#: The one program the backtrace reader may run in the sandbox (a vetted command, see docs/sandbox.md).
+GDB = "/usr/bin/gdb"
+_GDB_ARGS = [
+    "-batch",
+    "-nx",
+    "-iex",
+    "set auto-load off",
+    "-ex",
+    "set pagination off",
+    "-ex",
+    "set print frame-arguments scalars",
+    "-ex",
+    "thread apply all bt 40",
+]
 
 
 def read_backtraces(
@@ -298,41 +255,54 @@ def read_backtraces(
     *,
     timeout_s: float = 60.0,
     cpu_s: int = 60,
-    memory_bytes: int = 4 << 30,
+    memory_bytes: int = 1 << 30,
     max_output: int = 1 << 20,
+    pool: SandboxPool | None = None,
 ) -> str:
-    """gdb's threads and backtraces of the stored core ``core_id``, read in isolation (raw text)."""
-    gdb = shutil.which("gdb")
-    if gdb is None:
-        raise CoreDumpError("gdb is not installed (Debian package gdb)")
+    """gdb's threads and backtraces of the stored core ``core_id``, read in corral's sandbox (raw text).
+
+    gdb runs as a vetted command (``corral.sandbox.run_command_sync``): the core and the program it came
+    from are read-only inputs, gdb has no network, no host files but the system's, cannot start another
+    program, and runs under the sandbox's limits. A first reading finds the program the core names; the
+    program (when anybody may read it) is kept beside the core for its symbols, and a second reading uses it.
+    """
+    if not os.path.isfile(GDB):
+        raise CoreDumpError(f"gdb is not installed at {GDB} (Debian package gdb)")
+    limits = Limits(
+        wall_seconds=timeout_s,
+        cpu_seconds=cpu_s,
+        memory_bytes=memory_bytes,
+        output_bytes=max_output,
+        scratch_bytes=16 << 20,
+        file_size_bytes=16 << 20,
+    )
     with private_dir() as work:
         core = store.decrypt_to(core_id, work / "core")
-        _give_to_nobody(core)
+        # The sandbox's uid reopens its inputs through /proc/self/fd, which checks the file's own mode; the
+        # directory around it stays private (0700), so no host user can reach the plaintext.
+        os.chmod(core, 0o444)
         exe_copy = store.root / f"{core_id}.exe"
-        argv = [
-            gdb,
-            "-batch",
-            "-nx",
-            "-iex",
-            "set auto-load off",
-            "-ex",
-            "set pagination off",
-            "-ex",
-            "set print frame-arguments scalars",
-            "-ex",
-            "thread apply all bt 40",
-        ]
-        limits = (timeout_s, cpu_s, memory_bytes, max_output)
         if not exe_copy.exists():
-            text = _gdb([*argv, "-c", str(core)], work, *limits)
+            text = _gdb([GDB, *_GDB_ARGS, "-c", "/data/core"], {"core": core}, limits, pool)
             named = executable_of(text)
             if named is None:
                 return text
             shutil.copyfile(named, exe_copy)  # symbols for the frames, and for the next reading
-        shutil.copyfile(exe_copy, work / "exe")
-        os.chmod(work / "exe", 0o500)
-        _give_to_nobody(work / "exe")
-        return _gdb([*argv, str(work / "exe"), str(core)], work, *limits)
+        os.chmod(exe_copy, 0o444)
+        inputs: dict[str, str | os.PathLike[str]] = {"core": core, "exe": exe_copy}
+        return _gdb([GDB, *_GDB_ARGS, "/data/exe", "/data/core"], inputs, limits, pool)
+
+
+def _gdb(
+    argv: list[str], inputs: dict[str, str | os.PathLike[str]], limits: Limits, pool: SandboxPool | None
+) -> str:
+    try:
+        result = run_command_sync(argv, allow=[GDB], inputs=inputs, limits=limits, pool=pool)
+    except SandboxError as exc:
+        raise CoreDumpError(f"gdb could not run in the sandbox: {exc}") from exc
+    if result.limit is not None:
+        raise CoreDumpError(f"gdb was stopped by the sandbox's {result.limit} limit while reading the core")
+    return result.stdout
 
 
 _GENERATED_BY = re.compile(r"^Core was generated by `([^ `']+)", re.MULTILINE)
@@ -354,16 +324,6 @@ def executable_of(gdb_text: str) -> str | None:
         return m.group(1) if regular and f.read(4) == b"\x7fELF" else None
 
 
-def _gdb(
-    argv: list[str], work: Path, timeout_s: float, cpu_s: int, memory_bytes: int, max_output: int
-) -> str:
-    text = _run_isolated(argv, work, timeout_s, cpu_s, memory_bytes, max_output)
-    if "Thread" not in text and "#0" not in text and isolated_argv(argv, work) != argv:
-        # bwrap may be unusable here (no user namespaces): the rlimits and nobody still hold.
-        text = _run_isolated(argv, work, timeout_s, cpu_s, memory_bytes, max_output, bwrap=False)
-    return text
-
-
 _SIGNAL = re.compile(r"^Program terminated with signal (SIG[A-Z0-9]+), ([^.\n]{0,80})", re.MULTILINE)
 _CURRENT = re.compile(r"^\[Current thread is (\d+)", re.MULTILINE)
 
@@ -380,32 +340,6 @@ def termination(gdb_text: str) -> dict[str, str | int]:
         "signal_text": m.group(2),
         "thread": int(current.group(1)) if current else 1,
     }
-
-
-def _run_isolated(
-    argv: list[str],
-    work: Path,
-    timeout_s: float,
-    cpu_s: int,
-    memory_bytes: int,
-    max_output: int,
-    *,
-    bwrap: bool = True,
-) -> str:
-    full = isolated_argv(argv, work) if bwrap else argv
-    try:
-        done = subprocess.run(
-            full,
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-            cwd=work,
-            env={"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"},
-            preexec_fn=lambda: _limits(cpu_s, memory_bytes),
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise CoreDumpError(f"gdb did not finish reading the core within {timeout_s:g} s") from exc
-    return done.stdout[:max_output].decode("utf-8", "replace")
 
 
 def core_strings_job(pattern: str, limit: int) -> str:

@@ -217,7 +217,7 @@ class OpsTools:
         return self.out(cores.take_core(pid, self.store, core_id))
 
     def backtraces(self, core_id: str) -> Any:
-        """Every thread's backtrace in a stored core, read by gdb in isolation."""
+        """Every thread's backtrace in a stored core, read by gdb in corral's sandbox."""
         text = cores.read_backtraces(self.store, core_id)
         stacks = cores.parse_backtraces(text)
         if not stacks:
