@@ -57,12 +57,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# llama_cpp.server with the same model parameters corral's in-process model uses (on a CPU that advertises
+# AMX, llama.cpp's extra buffer types crash some guests: see corral.models._local.extra_buffers).
+_SERVER_BOOT = """
+import runpy
+from corral.models._local import _model_params, extra_buffers
+with _model_params(extra_buffers=extra_buffers()):
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` with the 0.5B model; yields its ``/v1`` base URL."""
     path = install_weights("qwen2.5-coder-0.5b", show_progress=False)
     port = _free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1"]
+    command = [sys.executable, "-c", _SERVER_BOOT, "--model", str(path), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--n_ctx", "4096", "--chat_format", "chatml-function-calling"]
     # The server logs ~170 KB while loading: a pipe would fill and block it, so log to a file.
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
