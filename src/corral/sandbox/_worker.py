@@ -587,6 +587,22 @@ class _Status:
         return scratch
 
 
+def _read_status(sock: socket.socket, status: _Status, scratch_fds: list[int]) -> str:
+    """Feed what the job's status socket holds now to ``status``: "read", "nothing" (yet), or "end"."""
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 4)
+    except BlockingIOError:
+        return "nothing"
+    except OSError:
+        return "end"
+    if not data and not fds:
+        return "end"
+    scratch = status.feed(data, fds)
+    if scratch is not None:
+        scratch_fds.append(scratch)
+    return "read"
+
+
 def _read_counter(fd: int) -> int:
     """A cgroup counter through a descriptor the host opened: ``cpuacct.usage`` (ns) or v2 ``cpu.stat``."""
     text = os.pread(fd, 4096, 0).decode("ascii", "replace")
@@ -637,6 +653,22 @@ class Broker:
             self._zygote_message(slot)
         return self.spares.pop(slot)
 
+    def _hand_over(self, slot: int, job: dict[str, Any], fds: list[int]) -> tuple[int, socket.socket, int]:
+        """Give ``job`` to the slot's ready job process: its pid, status socket, and a pidfd taken before
+        the job is sent (after, the process may have run, exited and been reaped, its pid free for reuse)."""
+        pid, status_sock = self._take_spare(slot)
+        pidfd = -1
+        try:
+            pidfd = os.pidfd_open(pid)
+            _send(status_sock, job, fds)
+        except OSError:
+            if pidfd >= 0:
+                os.close(pidfd)
+            status_sock.close()
+            self._wait_exit(pid, slot)
+            raise
+        return pid, status_sock, pidfd
+
     def _wait_exit(self, pid: int, slot: int) -> int:
         while pid not in self.exits:
             self._zygote_message(slot)
@@ -662,15 +694,11 @@ class Broker:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         slot = int(job["slot"])
-        pid, status_sock = self._take_spare(slot)
         try:
-            _send(status_sock, job, [out_w, err_w, *input_fds])
+            pid, status_sock, pidfd = self._hand_over(slot, job, [out_w, err_w, *input_fds])
         except OSError:
             # The job process died before its job (it should not); start the job in a fresh one.
-            status_sock.close()
-            self._wait_exit(pid, slot)
-            pid, status_sock = self._take_spare(slot)
-            _send(status_sock, job, [out_w, err_w, *input_fds])
+            pid, status_sock, pidfd = self._hand_over(slot, job, [out_w, err_w, *input_fds])
         os.close(out_w)
         os.close(err_w)
         cap = limits["output_bytes"]
@@ -682,7 +710,6 @@ class Broker:
             sel.register(fd, selectors.EVENT_READ)
         status_sock.setblocking(False)
         sel.register(status_sock, selectors.EVENT_READ)
-        pidfd = os.pidfd_open(pid)
         sel.register(pidfd, selectors.EVENT_READ)
         # While this job runs, the other slot's zygote reports the previous job's exit and the next process.
         self.exits.clear()  # statuses of earlier jobs are no longer waited for
@@ -740,26 +767,23 @@ class Broker:
                 elif key.fileobj is following_zygote:
                     self._zygote_message(following)
                 elif key.fileobj is status_sock:
-                    try:
-                        data, fds, _f, _a = socket.recv_fds(status_sock, 4096, 4)
-                    except BlockingIOError:
-                        continue
-                    if not data and not fds:
+                    if _read_status(status_sock, status, scratch_fds) == "end":
                         sel.unregister(status_sock)
-                        continue
-                    scratch = status.feed(data, fds)
-                    if scratch is not None:
-                        scratch_fds.append(scratch)
                 elif not drain(key.fd):
                     sel.unregister(key.fd)
+        if dead:
+            # The job's first process ended, maybe an instant after it wrote to its status channel, and the
+            # loop above stopped at the first event: whatever it wrote is in the socket, and is judged too.
+            while not status.final and _read_status(status_sock, status, scratch_fds) == "read":
+                pass
         # Without a cgroup the tree's CPU time is read from /proc while the tree still exists.
         cpu_end = max(cpu_seen, self._cpu_ns(slot, pid)) if self.cpu_fds[slot] is None else None
         if status.violation:
             killed_for = killed_for or "protocol"
-        if not (status.exit is not None and killed_for is None):
-            self._kill_tree(pid, slot)
-        elif self.landlock:
-            self._kill_tree(pid, slot)  # a job's leftover processes must not outlive its reply
+        # Always, "done" too: the record is written by a process the job's code controls, so it ends the
+        # job only because the job is killed here; otherwise a job that wrote it early would run on, past its
+        # limits, after its reply.
+        self._kill_tree(pid, slot)
         for fd in (out_r, err_r):
             with contextlib.suppress(OSError):
                 drain(fd)
