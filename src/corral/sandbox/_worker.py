@@ -209,14 +209,16 @@ JOB_SLOTS = 2
 _MAX_SETUP_ERROR = 4000
 
 
-def _rootless_limits(limits: dict[str, Any]) -> None:
+def _rootless_limits(limits: dict[str, Any], nproc_base: int = 0) -> None:
     """Memory and process limits without a cgroup (the rootless backend without delegation).
 
     RLIMIT_DATA, not RLIMIT_AS: address space reserved by the preloaded libraries and thread stacks would make
     a tight RLIMIT_AS break threads; RLIMIT_DATA counts private writable memory (the heap, anonymous maps),
     so an allocation past it fails with MemoryError. It is per process, on top of what the process holds
     already. RLIMIT_NPROC is counted per user namespace and uid (Linux >= 5.14): the job is uid 1000 of a
-    user namespace of its own, so it counts this job's processes only, not the host user's.
+    user namespace of its own, so it counts this job's processes only, not the host user's. Without a user
+    namespace (rootless Landlock) it counts every task of the host user: ``nproc_base`` is their number
+    when the job process was made, and the job may add ``pids`` to it.
     """
     held = {"VmData:": 0}
     with open("/proc/self/status", encoding="ascii") as f:
@@ -227,15 +229,30 @@ def _rootless_limits(limits: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
     # Not RLIMIT_AS, even on top of the current size: DuckDB reserves address space it never touches, and
     # failed. Shared anonymous maps are therefore unbounded here (docs/sandbox.md's table says so).
-    resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["pids"]), int(limits["pids"])))
+    nproc = nproc_base + int(limits["pids"])
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+
+
+def _user_tasks() -> int:
+    """How many tasks (threads) the kernel counts against this uid's RLIMIT_NPROC, from ``/proc``."""
+    uid, count = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as f:
+                text = f.read()
+            if int(text.split("\nUid:")[1].split()[0]) == uid:
+                count += int(text.split("\nThreads:")[1].split()[0])
+    return count
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _tree_cpu_ns(root: int) -> int:
-    """CPU time of ``root`` and its descendants, with their reaped children, from ``/proc`` (no cgroup)."""
-    parents: dict[int, int] = {}
+def _tree(root: int) -> dict[int, int]:
+    """``root`` and its descendants, each with its CPU ticks (with its reaped children's), from ``/proc``."""
+    children: dict[int, list[int]] = {}
     times: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -246,16 +263,20 @@ def _tree_cpu_ns(root: int) -> int:
         except (OSError, IndexError):
             continue
         pid = int(entry)
-        parents[pid] = int(fields[1])
+        children.setdefault(int(fields[1]), []).append(pid)
         times[pid] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    tree, frontier = {root}, [root]
+    tree, frontier = {root: times.get(root, 0)}, [root]
     while frontier:
-        current = frontier.pop()
-        for pid, parent in parents.items():
-            if parent == current and pid not in tree:
-                tree.add(pid)
+        for pid in children.get(frontier.pop(), []):
+            if pid not in tree:
+                tree[pid] = times[pid]
                 frontier.append(pid)
-    return sum(times.get(pid, 0) for pid in tree) * 1_000_000_000 // _CLOCK_TICKS
+    return tree
+
+
+def _tree_cpu_ns(root: int) -> int:
+    """CPU time of ``root`` and its descendants, with their reaped children, from ``/proc`` (no cgroup)."""
+    return sum(_tree(root).values()) * 1_000_000_000 // _CLOCK_TICKS
 
 
 class SetupError(Exception):
@@ -339,12 +360,15 @@ class Zygote:
         """Without a PID namespace a job's processes outlive its first one: kill and reap every process of
         the slot's cgroup but the zygote, so that its exit is reported (and the next job process made) only
         once nothing of the job runs."""
-        if self.procs_path is None:
-            return
         me = os.getpid()
         for _ in range(5000):
-            with open(self.procs_path, "rb") as f:
-                pids = [int(p) for p in f.read().split() if int(p) != me]
+            if self.procs_path is None:
+                # No cgroup (rootless): the zygote is the subreaper of everything the job started, so the
+                # job's processes are its descendants, orphans included.
+                pids = [pid for pid in _tree(me) if pid != me]
+            else:
+                with open(self.procs_path, "rb") as f:
+                    pids = [int(p) for p in f.read().split() if int(p) != me]
             if not pids:
                 return
             for pid in pids:
@@ -382,6 +406,7 @@ class JobProcess:
     def __init__(self, zygote: Zygote, status: socket.socket) -> None:
         self.z = zygote
         self.status = status
+        self.user_tasks = 0
 
     def _report_setup_error(self, exc: BaseException) -> None:
         text = f"{type(exc).__name__}: {exc}".encode(errors="replace")[:_MAX_SETUP_ERROR]
@@ -404,7 +429,8 @@ class JobProcess:
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             socket.sethostname("sandbox")
         except _NoNamespaces:
-            pass
+            if self.z.landlock is not None and self.z.landlock.get("rootless"):
+                self.user_tasks = _user_tasks()  # counted ahead of the job: off its critical path
         except BaseException as exc:
             self._report_setup_error(exc)
             os._exit(125)
@@ -418,12 +444,13 @@ class JobProcess:
         """Per-job cgroup and mounts, limits, privilege drop, then the job's code."""
         limits = job["limits"]
         status = self.status
-        workdir = "/work"
+        dirs = {name: name for name in _JOB_DIRS}
         try:
             if self.z.landlock is not None:
-                workdir = _landlock_setup(job, input_fds)
+                dirs = _landlock_setup(job, input_fds, self.z.landlock)
             else:
                 _mount_job(job, input_fds)
+            workdir = dirs["/work"]
             scratch = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
@@ -444,12 +471,17 @@ class JobProcess:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"], limits["open_files"]))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             if job.get("rlimits"):
-                _rootless_limits(limits)
+                _rootless_limits(limits, self.user_tasks)
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")  # when a memory cgroup overflows, the job dies, not the worker
             os.chdir(workdir)
             os.environ.clear()
             os.environ.update(job["env"])
+            remapped = dirs["/work"] != "/work"
+            if remapped:  # rootless Landlock: the job's directories are not at /work, /tmp, /data
+                os.environ.update(
+                    HOME=dirs["/work"], TMPDIR=dirs["/tmp"], MPLCONFIGDIR=dirs["/tmp"] + "/matplotlib"
+                )
             _drop_capabilities()
             _prctl(PR_SET_DUMPABLE, 0)
             if self.z.landlock is not None:
@@ -457,12 +489,14 @@ class JobProcess:
                 ll = self.z.landlock
                 ll["restrict_self"](
                     read_exec=ll["read_exec"],
-                    read_only=[*ll["read_only"], f"/proc/{os.getpid()}", "/data"],
-                    read_write=["/work", "/tmp"],
+                    read_only=[*ll["read_only"], f"/proc/{os.getpid()}", dirs["/data"]],
+                    read_write=[dirs["/work"], dirs["/tmp"]],
                     read_fds=input_fds,
                     devices=ll["devices"],
                 )
             _load_seccomp(self.z.seccomp)
+            if remapped:
+                _remap_paths(dirs)
             _reseed()
             # Ready: the scratch directory goes with it, the last thing sent before the job's code runs; from
             # here on the status channel carries exactly one "done" record.
@@ -495,13 +529,67 @@ def _mount_job(job: dict[str, Any], input_fds: list[int]) -> None:
     _mount(None, "/data", None, MS_REMOUNT | MS_RDONLY | common | MS_NOEXEC)
 
 
-def _landlock_setup(job: dict[str, Any], input_fds: list[int]) -> str:
-    """The Landlock backend's per-job files: ``/work``, ``/tmp`` and ``/data`` are links to the job's fresh
-    directory, whose filesystems the host mounted; here only the links to the inputs are made."""
+#: The directories a job has: scratch, temporary files, inputs.
+_JOB_DIRS = ("/work", "/tmp", "/data")
+
+
+def _landlock_setup(job: dict[str, Any], input_fds: list[int], landlock: dict[str, Any]) -> dict[str, str]:
+    """The Landlock backend's per-job files: the job's fresh directory, made by the host, holds ``work``,
+    ``tmp`` and ``data``; here only the links to the inputs are made. As root ``/work``, ``/tmp`` and
+    ``/data`` are links into it (the worker has a mount namespace of its own); rootless there is no such
+    namespace, and the job's directories are where the host made them (their real paths, not the ``cur``
+    link the host moves to the next job's)."""
+    root = os.path.realpath(landlock["job_root"]) if landlock.get("rootless") else ""
+    dirs = {name: root + name for name in _JOB_DIRS}
     for name, fd in zip(job["inputs"], input_fds, strict=True):
-        os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
-    os.chmod("/data/", 0o500)
-    return "/work"
+        os.symlink(f"/proc/self/fd/{fd}", f"{dirs['/data']}/{name}")
+    os.chmod(dirs["/data"], 0o500)
+    return dirs
+
+
+def _remap_paths(dirs: dict[str, str]) -> None:
+    """Rootless Landlock: ``/work``, ``/tmp`` and ``/data`` given to Python's file functions mean the job's
+    own directories (no mount namespace can put them there). A convenience for code written for the other
+    backends, not a boundary: Landlock is, and a job calling the kernel directly reaches the same places."""
+    import builtins
+    import functools
+    import io
+
+    # The job's real directories may lie under /tmp themselves: a path already there is left alone.
+    own = os.path.dirname(os.path.dirname(dirs["/work"])) + "/"
+    dirs = {**dirs, "/dev/shm": dirs["/tmp"]}  # as on the root Landlock backend
+
+    def real(path: Any) -> Any:
+        text = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else None
+        name = os.fsdecode(text) if text is not None else ""
+        if name.startswith(own):
+            return path
+        for prefix, target in dirs.items():
+            if name == prefix or name.startswith(prefix + "/"):
+                mapped = target + name[len(prefix) :]
+                return os.fsencode(mapped) if isinstance(text, bytes) else mapped
+        return path
+
+    def wrap(fn: Any, count: int) -> Any:
+        @functools.wraps(fn)
+        def remapped(*args: Any, **kwargs: Any) -> Any:
+            for key in ("path", "file", "src", "dst"):
+                if key in kwargs:
+                    kwargs[key] = real(kwargs[key])
+            return fn(*(real(a) if i < count else a for i, a in enumerate(args)), **kwargs)
+
+        return remapped
+
+    builtins.open = io.open = wrap(io.open, 1)
+    ones = ("open", "stat", "lstat", "access", "listdir", "scandir", "mkdir", "remove", "unlink", "rmdir")
+    for name in (*ones, "readlink", "chdir", "truncate", "utime", "chmod", "mkfifo"):
+        setattr(os, name, wrap(getattr(os, name), 1))
+    for name in ("rename", "replace", "symlink", "link"):
+        setattr(os, name, wrap(getattr(os, name), 2))
+    sqljob: Any = sys.modules.get("corral_sqljob")
+    if sqljob is not None:  # DuckDB opens its files itself: the SQL job module hands it the real paths
+        sqljob.real_path = real
+        sqljob.RESULT_PATH = real(sqljob.RESULT_PATH)
 
 
 def _reseed() -> None:
@@ -678,7 +766,12 @@ class Broker:
 
     def _cpu_ns(self, slot: int, pid: int) -> int:
         fd = self.cpu_fds[slot]
-        return _read_counter(fd) if fd is not None else _tree_cpu_ns(pid)
+        if fd is not None:
+            return _read_counter(fd)
+        # From the slot's zygote, not the job's first process: once that has ended and the zygote reaped it,
+        # its time (with its reaped children's) is the zygote's; and without a PID namespace the job's
+        # orphans are the zygote's too (it is their subreaper).
+        return _tree_cpu_ns(self.zygotes[slot][0])
 
     def _kill_tree(self, pid: int, slot: int) -> None:
         """SIGKILL the job's first process. With namespaces its PID namespace goes with it; without, the
