@@ -172,7 +172,7 @@ def _broker_run(payload: bytes, then: str) -> tuple[dict[str, object], subproces
     zygotes[0][1].sendall(_worker._ZYGOTE_MSG.pack(b"X", proc.pid, 0))
     stalled: list[bool] = []
 
-    def stalled_cpu_ns(slot: int, pid: int) -> int:
+    def stalled_cpu_ns(slot: int, pid: int, *, started: bool = True) -> int:
         if not stalled:
             stalled.append(True)
             deadline = time.monotonic() + (10 if then == "exit" else 0.5)

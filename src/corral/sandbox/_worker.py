@@ -240,6 +240,8 @@ def _user_tasks() -> int:
         if not entry.isdigit():
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):
+            if os.stat(f"/proc/{entry}").st_uid != uid:  # cheaper than reading every status file
+                continue
             with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as f:
                 text = f.read()
             if int(text.split("\nUid:")[1].split()[0]) == uid:
@@ -272,6 +274,15 @@ def _tree(root: int) -> dict[int, int]:
                 tree[pid] = times[pid]
                 frontier.append(pid)
     return tree
+
+
+def _ticks(pid: int) -> int:
+    """CPU ticks of one process, with its reaped children's (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return sum(int(x) for x in f.read().rsplit(b")", 1)[1].split()[11:15])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _tree_cpu_ns(root: int) -> int:
@@ -364,7 +375,12 @@ class Zygote:
         for _ in range(5000):
             if self.procs_path is None:
                 # No cgroup (rootless): the zygote is the subreaper of everything the job started, so the
-                # job's processes are its descendants, orphans included.
+                # job's processes are its descendants, orphans included; with no child left (the usual
+                # case, known without reading /proc) there are none.
+                try:
+                    os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    return
                 pids = [pid for pid in _tree(me) if pid != me]
             else:
                 with open(self.procs_path, "rb") as f:
@@ -764,10 +780,15 @@ class Broker:
 
     # -- the job's process tree ----------------------------------------------------------------------------
 
-    def _cpu_ns(self, slot: int, pid: int) -> int:
+    def _cpu_ns(self, slot: int, pid: int, *, started: bool = True) -> int:
+        """CPU time of the slot's job cgroup, or without one of the slot's zygote and its descendants.
+        Before the job's code has started (``started`` False) the job process has no children: its time and
+        the zygote's, two reads instead of a walk of ``/proc``."""
         fd = self.cpu_fds[slot]
         if fd is not None:
             return _read_counter(fd)
+        if not started:
+            return sum(_ticks(p) for p in (self.zygotes[slot][0], pid)) * 1_000_000_000 // _CLOCK_TICKS
         # From the slot's zygote, not the job's first process: once that has ended and the zygote reaped it,
         # its time (with its reaped children's) is the zygote's; and without a PID namespace the job's
         # orphans are the zygote's too (it is their subreaper).
@@ -815,7 +836,7 @@ class Broker:
         deadline = started + limits["wall_seconds"]
         cpu_limit = limits["cpu_seconds"] * 1e9
         cpu_rate = max(0.01, float(job.get("cpu_rate") or 1.0))  # most CPU-seconds per second the tree gets
-        cpu_start = cpu_seen = self._cpu_ns(slot, pid)
+        cpu_start = cpu_seen = self._cpu_ns(slot, pid, started=False)
         cpu_check = started + limits["cpu_seconds"] / cpu_rate
         dead = False
 
