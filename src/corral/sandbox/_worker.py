@@ -794,11 +794,13 @@ class Broker:
         # orphans are the zygote's too (it is their subreaper).
         return _tree_cpu_ns(self.zygotes[slot][0])
 
-    def _kill_tree(self, pid: int, slot: int) -> None:
+    def _kill_tree(self, pid: int, pidfd: int, slot: int) -> None:
         """SIGKILL the job's first process. With namespaces its PID namespace goes with it; without, the
-        slot's zygote kills the rest before it reports the exit, and this waits for that report."""
+        slot's zygote kills the rest before it reports the exit, and this waits for that report. Through its
+        pidfd: once the zygote has reaped it, its pid may name another process (without a PID namespace, any
+        of the host user's)."""
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         if self.landlock:
             self._wait_exit(pid, slot)
 
@@ -865,12 +867,12 @@ class Broker:
                 used = cpu_seen - cpu_start
                 if used >= cpu_limit:
                     killed_for = "cpu"
-                    self._kill_tree(pid, slot)
+                    self._kill_tree(pid, pidfd, slot)
                 else:
                     cpu_check = now + (cpu_limit - used) / 1e9 / cpu_rate
             if now >= deadline and killed_for is None:
                 killed_for = "wall"
-                self._kill_tree(pid, slot)
+                self._kill_tree(pid, pidfd, slot)
             timeout = max(0.0, min(deadline, cpu_check) - now) if killed_for is None else 5.0
             events = sel.select(timeout=timeout)
             if not events and killed_for is not None:
@@ -897,7 +899,7 @@ class Broker:
         # Always, "done" too: the record is written by a process the job's code controls, so it ends the
         # job only because the job is killed here; otherwise a job that wrote it early would run on, past its
         # limits, after its reply.
-        self._kill_tree(pid, slot)
+        self._kill_tree(pid, pidfd, slot)
         for fd in (out_r, err_r):
             with contextlib.suppress(OSError):
                 drain(fd)
