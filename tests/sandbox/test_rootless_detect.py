@@ -37,3 +37,27 @@ def test_rootless_limits_name_exactly_what_is_weaker() -> None:
     assert weaker == {"memory", "cpu time", "cpu cores"}
     assert all(item.ok for item in limits_of("rootless", delegated=True))
     assert limits_of(None, delegated=False) == []
+
+
+def test_rootless_landlock_limits_name_exactly_what_is_weaker() -> None:
+    weaker = {item.name for item in limits_of("landlock", delegated=False, root=False) if not item.ok}
+    assert weaker == {"memory", "pids", "cpu time", "cpu cores", "scratch"}
+    assert all(item.ok for item in limits_of("landlock", delegated=False, root=True))
+
+
+def test_auto_falls_back_to_rootless_landlock_without_user_namespaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not root and no user namespaces: the Landlock backend, rootless, with its weaker limits named."""
+    from corral.sandbox import _detect
+
+    if not _detect._landlock_abi():
+        pytest.skip("this kernel has no Landlock")
+    monkeypatch.setattr(_detect.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(_detect, "_userns_works", lambda bwrap: (False, "user namespaces are off"))
+    monkeypatch.delenv("CORRAL_SANDBOX_BACKEND", raising=False)
+    report = check()
+    assert report.backend == "landlock", report
+    assert "no unprivileged user namespaces" in report.reason and "rootless" in report.reason
+    weaker = {i.name for i in report.limits if not i.ok}
+    assert weaker == {"memory", "pids", "cpu time", "cpu cores", "scratch"}

@@ -58,14 +58,22 @@ def planted() -> Iterator[Secrets]:
 
 AS_ROOT = os.geteuid() == 0
 #: The attack suite runs against each backend: bubblewrap (the default) and the Landlock fallback, forced, as
-#: root; the rootless backend as an unprivileged user (``test_rootless.py`` runs the suite again that way).
-BACKENDS = ["bubblewrap", "landlock"] if AS_ROOT else ["rootless"]
+#: root; the rootless backend and the Landlock fallback run rootless as an unprivileged user
+#: (``test_rootless.py`` runs the suite again that way).
+BACKENDS = ["bubblewrap", "landlock"] if AS_ROOT else ["rootless", "landlock"]
 
 #: Where the rootless backend is weaker, as ``docs/sandbox.md``'s table says: no cgroup, so memory is an
 #: rlimit per process (MemoryError, no OOM kill, no peak), and cores are not limited.
 weaker_rootless = pytest.mark.skipif(
     not AS_ROOT, reason="rootless without a delegated cgroup: weaker limit, see docs/sandbox.md's table"
 )
+
+
+def weaker_rootless_landlock(pool: SandboxPool, why: str) -> None:
+    """Skip: the Landlock backend run rootless (no mounts, no cgroup) is weaker here, as docs/sandbox.md's
+    table says."""
+    if pool.backend == "landlock" and not AS_ROOT:
+        pytest.skip(f"rootless Landlock: {why} (docs/sandbox.md's table)")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import random
+import signal
+import socket
 import sqlite3
 import struct
+import subprocess
+import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,6 +130,184 @@ def test_forged_status_reports_are_a_failed_run_never_a_crash(
     # status channel apart from a broker that accepted it.
     assert not result.ok, f"a job that forged its status report passed as a clean run: {result.stdout!r}"
     assert pool.worker_pids == before, "a forged report made the pool replace its worker"
+
+
+#: A job process for the broker below, standing in for the real one: it takes its job, says "ready" with a
+#: descriptor, writes its standard input to its status channel, then exits (``argv[2]`` "exit") or runs on.
+_FAKE_JOB = textwrap.dedent(
+    """
+    import os, socket, sys, time
+    payload = sys.stdin.buffer.read()
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    socket.recv_fds(sock, 1 << 16, 64)
+    socket.send_fds(sock, [b'S'], [os.open('/', os.O_PATH)])
+    sock.sendall(payload)
+    if sys.argv[2] == 'exit':
+        os._exit(0)
+    time.sleep(60)
+    """
+)
+
+
+def _broker_run(payload: bytes, then: str) -> tuple[dict[str, object], subprocess.Popen[bytes]]:
+    """One job through the worker's real broker, its job process the fake one above; on the first look at
+    the job's CPU time the broker stalls until the job process has ended or 0.5 s have passed (a broker
+    descheduled on a busy machine: the race window held open)."""
+    from corral.sandbox import _worker
+
+    host, _host_peer = socket.socketpair()
+    zygotes = [socket.socketpair() for _ in range(_worker.JOB_SLOTS)]
+    broker = _worker.Broker(host, [(0, z[0]) for z in zygotes], {}, landlock=False)
+    status, job_end = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FAKE_JOB, str(job_end.fileno()), then],
+        pass_fds=[job_end.fileno()],
+        stdin=subprocess.PIPE,
+    )
+    job_end.close()
+    assert proc.stdin is not None
+    with proc.stdin:
+        proc.stdin.write(payload)
+    broker.spares[0] = (proc.pid, status)
+    # What the slot's zygote would report once it reaps the job process: a clean exit.
+    zygotes[0][1].sendall(_worker._ZYGOTE_MSG.pack(b"X", proc.pid, 0))
+    stalled: list[bool] = []
+
+    def stalled_cpu_ns(slot: int, pid: int, *, started: bool = True) -> int:
+        if not stalled:
+            stalled.append(True)
+            deadline = time.monotonic() + (10 if then == "exit" else 0.5)
+            # Waited for without reaping it: the broker still kills it by pid afterwards.
+            while time.monotonic() < deadline and not os.waitid(
+                os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG
+            ):
+                time.sleep(0.01)
+        return 0
+
+    broker._cpu_ns = stalled_cpu_ns  # type: ignore[method-assign]
+    limits = {"output_bytes": 4096, "wall_seconds": 20, "cpu_seconds": 20}
+    try:
+        reply, scratch = broker.run_job({"id": 1, "slot": 0, "limits": limits, "cpu_rate": 1.0}, [])
+    finally:
+        for sock in (host, _host_peer, status, *(end for pair in zygotes for end in pair)):
+            sock.close()
+    for fd in scratch:
+        os.close(fd)
+    return reply, proc
+
+
+@pytest.mark.parametrize("name", ["setup-error-new-format", "garbage", "done-twice"])
+def test_a_forged_status_written_just_before_the_job_dies_is_still_read(name: str) -> None:
+    """The broker saw the job's end and its "ready" in one look, and stopped there, never reading what the
+    job wrote after "ready": a forged status report passed as a clean run (about one rootless attack-suite
+    run in five, on a busy machine)."""
+    reply, proc = _broker_run(FORGERIES[name], "exit")
+    proc.wait(timeout=10)
+    assert reply["killed_for"] == "protocol", reply
+
+
+def _broker_pid(pool: SandboxPool) -> int:
+    """The host pid of the pool's (one) broker: the worker process itself (Landlock), or the interpreter
+    bubblewrap started."""
+    procs: dict[int, tuple[str, int]] = {}
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError, ValueError):
+            text = Path(f"/proc/{entry}/stat").read_text()
+            procs[int(entry)] = (
+                text[text.index("(") + 1 : text.rindex(")")],
+                int(text.rsplit(")")[-1].split()[1]),
+            )
+    worker = pool.worker_pids[0]
+    if procs[worker][0].startswith("python"):
+        return worker
+
+    def under_worker(pid: int) -> bool:
+        while pid > 1 and pid != worker:
+            pid = procs.get(pid, ("", 0))[1]
+        return pid == worker
+
+    return next(
+        pid
+        for pid, (comm, parent) in procs.items()
+        if comm.startswith("python") and procs.get(parent, ("", 0))[0] == "bwrap" and under_worker(pid)
+    )
+
+
+def test_forged_status_reports_fail_while_the_broker_is_stalled_at_random(pool: SandboxPool) -> None:
+    """The race above on a real worker: the broker stopped (SIGSTOP) for 2 ms at random instants, so that
+    a job often ends before the broker looks. Before the fix 6 of 200 forging jobs passed as clean runs as
+    root (7 of 300 rootless), and the Landlock worker crashed (the job's pid was gone before its pidfd was
+    taken)."""
+    forge = FORGE.format(payload=FORGERIES["setup-error-new-format"].hex())
+    with SandboxPool(1, backend=pool.backend) as solo:
+        solo.run_python_sync("pass")
+        broker = _broker_pid(solo)
+        stop = threading.Event()
+
+        def stall() -> None:
+            rng = random.Random()
+            with contextlib.suppress(ProcessLookupError):  # a broker that crashed fails the jobs below
+                while not stop.is_set():
+                    os.kill(broker, signal.SIGSTOP)
+                    time.sleep(0.002)
+                    os.kill(broker, signal.SIGCONT)
+                    time.sleep(rng.uniform(0, 0.003))
+
+        staller = threading.Thread(target=stall)
+        staller.start()
+        try:
+            clean = sum(solo.run_python_sync(forge).ok for _ in range(200))
+        finally:
+            stop.set()
+            staller.join()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(broker, signal.SIGCONT)
+    assert clean == 0, f"{clean} of 200 forging jobs passed as clean runs"
+
+
+def test_a_job_that_reports_done_early_is_killed_not_left_running() -> None:
+    """ "done" is written by a process the job's code controls: a job writing it early must not run on
+    after its reply (past its wall and CPU limits, unseen)."""
+    reply, proc = _broker_run(b"D\x00", "run")
+    assert reply["exit"] == 0 and reply["killed_for"] is None, reply
+    try:
+        assert proc.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_job_that_reports_done_early_does_not_outlive_its_reply(sandbox: Sandbox) -> None:
+    """The same on a real worker: the job claims "done", then spins under a name the host looks for."""
+    marker = "corral-linger"
+    code = textwrap.dedent(
+        f"""
+        import ctypes, os, time
+        ctypes.CDLL(None).prctl(15, {marker.encode()!r}, 0, 0, 0)
+        for name in sorted(os.listdir('/proc/self/fd')):
+            if os.readlink(f'/proc/self/fd/{{name}}').startswith('socket:'):
+                os.write(int(name), b'D\\x00')
+                break
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            pass
+        """
+    )
+    result = sandbox.run(code, wall_seconds=5)
+    assert result.exit_code == 0, result
+
+    def lingering() -> list[str]:
+        found = []
+        for entry in os.listdir("/proc"):
+            with contextlib.suppress(OSError):
+                if entry.isdigit() and Path(f"/proc/{entry}/comm").read_text().strip() == marker:
+                    found.append(entry)
+        return found
+
+    deadline = time.monotonic() + 3
+    while lingering() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not lingering(), "a job that reported done early ran on after its reply"
 
 
 def test_a_reply_from_a_hostile_worker_is_a_typed_error() -> None:

@@ -22,10 +22,7 @@ from corral.sandbox._landlock import abi
 
 from .conftest import Sandbox
 
-pytestmark = [
-    pytest.mark.sandbox,
-    pytest.mark.skipif(os.geteuid() != 0, reason="the Landlock backend needs root (docs/sandbox.md)"),
-]
+pytestmark = [pytest.mark.sandbox]
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -209,6 +206,7 @@ def test_backend_can_be_forced_and_is_checked(monkeypatch: pytest.MonkeyPatch) -
         SandboxPool(1, backend="nsjail").start()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs as the dead host's would have (root)")
 def test_directories_of_a_dead_host_are_removed() -> None:
     from corral.sandbox import _landlock_host
 
@@ -255,3 +253,63 @@ def test_before_landlock_abi_6_connect_is_denied_by_seccomp() -> None:
         check=False,
     )
     assert proc.stdout.splitlines() == ["connect EPERM", "socketpair works 1 b'x'"], proc.stderr
+
+
+def test_job_cannot_change_metadata_of_files_outside_its_directories(
+    landlock: SandboxPool, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Landlock (ABI <= 7) does not govern chmod, chown, utime or xattrs: rootless, where the job is the user
+    who owns the file, only seccomp stops them (as root the worker's own uid owns nothing of the host's)."""
+    tmp_path.chmod(0o755)
+    target = tmp_path / "owned.txt"
+    target.write_text("x")
+    target.chmod(0o600)
+    before = target.stat()
+    # Straight through the C library: rootless, Python's own os functions would take a /tmp path to the
+    # job's own tmp directory (a convenience of that mode, not a boundary).
+    code = textwrap.dedent(
+        f"""
+        import ctypes, errno, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        path = {str(target).encode()!r}
+        for what, call in [('chmod', lambda: libc.chmod(path, 0o777)),
+                           ('chown', lambda: libc.chown(path, os.getuid(), os.getgid())),
+                           ('utime', lambda: libc.utimes(path, None)),
+                           ('setxattr', lambda: libc.setxattr(path, b'user.x', b'1', 1, 0))]:
+            if call() == 0:
+                print(what, 'ESCAPED')
+            else:
+                print(what, errno.errorcode[ctypes.get_errno()])
+        """
+    )
+    result = sandbox.run(code)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4 and not any("ESCAPED" in line for line in lines), result.stdout + result.stderr
+    after = target.stat()
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+
+
+def test_job_cannot_connect_to_a_unix_socket_of_the_host(
+    landlock: SandboxPool, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A pathname socket open to the job's uid (rootless: the user's own, like a D-Bus session bus, which
+    would run commands for it): Landlock (ABI <= 7) does not govern connect(); the job must not reach it."""
+    tmp_path.chmod(0o755)
+    path = tmp_path / "bus"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    path.chmod(0o777)
+    server.listen(1)
+    server.settimeout(0.3)
+    try:
+        code = (
+            "import socket\ns = socket.socket(socket.AF_UNIX)\n"
+            f"try:\n    s.connect({str(path)!r})\n    print('ESCAPED')\n"
+            "except OSError as exc:\n    print('BLOCKED', exc.errno)\n"
+        )
+        result = sandbox.run(code)
+        assert result.stdout.startswith("BLOCKED"), result.stdout + result.stderr
+        with pytest.raises(TimeoutError):
+            server.accept()
+    finally:
+        server.close()

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from .conftest import AS_ROOT, Sandbox, weaker_rootless
+from .conftest import AS_ROOT, Sandbox, weaker_rootless, weaker_rootless_landlock
 
 MiB = 1024 * 1024
 
@@ -25,6 +25,7 @@ def test_heap_bomb_is_killed_by_the_memory_limit(sandbox: Sandbox) -> None:
 
 
 def test_tmp_bomb_fills_only_its_own_tmpfs(sandbox: Sandbox) -> None:
+    weaker_rootless_landlock(sandbox.pool, "scratch and /tmp are plain directories, not capped tmpfs")
     code = textwrap.dedent(
         """
         import errno
@@ -42,6 +43,7 @@ def test_tmp_bomb_fills_only_its_own_tmpfs(sandbox: Sandbox) -> None:
 
 
 def test_dev_shm_bomb_is_size_capped(sandbox: Sandbox) -> None:
+    weaker_rootless_landlock(sandbox.pool, "scratch and /tmp are plain directories, not capped tmpfs")
     code = textwrap.dedent(
         """
         import errno
@@ -166,6 +168,7 @@ def test_oversized_result_file_is_not_collected(sandbox: Sandbox) -> None:
 
 
 def test_inode_exhaustion_stays_in_scratch(sandbox: Sandbox) -> None:
+    weaker_rootless_landlock(sandbox.pool, "scratch and /tmp are plain directories, not capped tmpfs")
     code = textwrap.dedent(
         """
         import errno

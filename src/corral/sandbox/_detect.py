@@ -119,9 +119,10 @@ def check(backend: str | None = None) -> SandboxReport:
     """Probe the machine and pick a backend. Never raises; see :func:`require` for the failing variant.
 
     "auto" (the default), as root, picks bubblewrap when an unprivileged uid can create user namespaces, else
-    Landlock when the kernel has it; as any other user, rootless when it can create user namespaces; else
-    none (fail closed). ``backend`` (or ``$CORRAL_SANDBOX_BACKEND``) forces one. ``limits`` of the report say
-    which resource limits hold with the chosen backend.
+    Landlock when the kernel has it; as any other user, rootless when it can create user namespaces, else
+    Landlock (rootless: weaker limits, see ``limits``); else none (fail closed). ``backend`` (or
+    ``$CORRAL_SANDBOX_BACKEND``) forces one. ``limits`` of the report say which resource limits hold with
+    the chosen backend.
     """
     try:
         wanted = requested_backend(backend)
@@ -220,9 +221,12 @@ def check(backend: str | None = None) -> SandboxReport:
     if not root and landlock is not None:
         items[-1] = CheckItem(
             "landlock",
-            False,
-            f"ABI {landlock}, but the Landlock backend needs root (per-job tmpfs and per-worker uids); "
-            "rootless runs need bubblewrap with user namespaces",
+            landlock >= 6,
+            f"ABI {landlock}: the rootless fallback where user namespaces are off (no mount view, plain "
+            "directories and rlimits: see limits)"
+            if landlock >= 6
+            else f"ABI {landlock}: rootless, a job would be this user with no scoping of signals (ABI >= 6)",
+            "a kernel >= 6.12 (Landlock ABI 6) for the rootless fallback",
             required=wanted == "landlock",
         )
     runsc = shutil.which("runsc")
@@ -250,7 +254,9 @@ def check(backend: str | None = None) -> SandboxReport:
     )
     bwrap_ok = common_ok and bwrap is not None and userns_ok and root
     rootless_ok = common_ok and bwrap is not None and userns_ok and not root
-    landlock_ok = common_ok and landlock is not None and root
+    # Rootless, a job is the host user itself: only Landlock's scoping (ABI >= 6) keeps it from signalling
+    # the user's other processes.
+    landlock_ok = common_ok and landlock is not None and (root or landlock >= 6)
     chosen: str | None = None
     if wanted == "bubblewrap":
         chosen = "bubblewrap" if bwrap_ok else None
@@ -277,7 +283,8 @@ def check(backend: str | None = None) -> SandboxReport:
         reason = (
             "fallback: "
             + ("bubblewrap is not installed" if bwrap is None else "no unprivileged user namespaces")
-            + f"; Landlock ABI {landlock} + seccomp + a dedicated uid + cgroups instead"
+            + f"; Landlock ABI {landlock} + seccomp + "
+            + ("a dedicated uid + cgroups instead" if root else "rlimits, as this user (rootless)")
         )
     else:
         reason = "no backend can run here"
@@ -292,13 +299,17 @@ def check(backend: str | None = None) -> SandboxReport:
                     "with Landlock",
                 )
             )
-    return SandboxReport(chosen, items, reason, limits_of(chosen, delegated=delegated is not None))
+    return SandboxReport(chosen, items, reason, limits_of(chosen, delegated=delegated is not None, root=root))
 
 
-def limits_of(backend: str | None, *, delegated: bool) -> list[CheckItem]:
-    """Which of a job's limits hold with ``backend``, and what enforces each (``ok`` False: weaker)."""
+def limits_of(backend: str | None, *, delegated: bool, root: bool = False) -> list[CheckItem]:
+    """Which of a job's limits hold with ``backend``, and what enforces each (``ok`` False: weaker).
+    ``root``: whether the host runs as root (the Landlock backend runs either way; rootless it has no cgroup,
+    and ``delegated`` is not used by it)."""
     if backend is None:
         return []
+    if backend == "landlock" and not root:
+        return _landlock_rootless_limits()
     cgroup = backend != "rootless" or delegated
     same = [
         CheckItem("wall", True, "wall clock: the broker SIGKILLs the job's tree"),
@@ -334,6 +345,42 @@ def limits_of(backend: str | None, *, delegated: bool) -> list[CheckItem]:
         ),
         CheckItem("cpu cores", False, "not limited (no CPU bandwidth control without a cgroup)"),
         *same,
+    ]
+
+
+def _landlock_rootless_limits() -> list[CheckItem]:
+    """The Landlock backend run by a host that is not root: no mounts, no cgroup, no uid of its own."""
+    return [
+        CheckItem(
+            "memory",
+            False,
+            "RLIMIT_DATA per process: an allocation past it is a MemoryError, not an OOM kill; a tree of n "
+            "processes may hold n times the limit; memfd_create is denied; peak memory is not measured",
+        ),
+        CheckItem(
+            "pids",
+            False,
+            "RLIMIT_NPROC counts every process of this user: set to the user's count when the job's "
+            "process was made plus the limit, so the user's other new processes eat into it",
+        ),
+        CheckItem(
+            "cpu time",
+            False,
+            "the job tree's CPU time (orphans included: the zygote is their subreaper) read from /proc by "
+            "the broker (SIGKILL), RLIMIT_CPU per process behind it",
+        ),
+        CheckItem("cpu cores", False, "not limited (no CPU bandwidth control without a cgroup)"),
+        CheckItem("wall", True, "wall clock: the broker SIGKILLs the job's tree"),
+        CheckItem(
+            "scratch",
+            False,
+            "plain directories of this user's (no tmpfs can be mounted): neither their total size nor "
+            "their inodes are capped, only each file (RLIMIT_FSIZE); /tmp, /work, /data are the job's "
+            "own directories by another path",
+        ),
+        CheckItem("file size", True, "RLIMIT_FSIZE"),
+        CheckItem("open files", True, "RLIMIT_NOFILE"),
+        CheckItem("output", True, "stdout/stderr capped by the broker"),
     ]
 
 

@@ -8,6 +8,12 @@ inode-capped tmpfs on ``work`` and on ``tmp`` (owned by the worker's uid, mode 7
 directory for the links to the inputs, and the link ``cur`` pointed at it, through which the job's
 ``/work``, ``/tmp`` and ``/data`` resolve. After the job (the worker has killed every other process of its
 uid by then) the host unmounts both filesystems and removes the directory.
+
+Rootless (the host is not root, and has no user namespaces: the reason this backend was chosen) nothing can
+be mounted and no uid switched to: the base directory is the user's own (mode 700), a worker's directory is
+named after the worker, a job's ``work``, ``tmp`` and ``data`` are plain directories (no size or inode
+cap), and the worker runs as the user, with the host's filesystem in view; Landlock alone keeps each job to
+its runtime and its own directories.
 """
 
 from __future__ import annotations
@@ -87,15 +93,18 @@ class JobDirs:
 class LandlockHost:
     """Directories and mounts of one pool of the Landlock backend."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, rootless: bool = False) -> None:
         self.base = base
+        self.rootless = rootless
         # Unmounting costs an RCU grace period (~10 ms): done off the caller's critical path, in order.
         self._finisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="corral-landlock")
 
     @classmethod
-    def create(cls) -> LandlockHost:
+    def create(cls, *, rootless: bool = False) -> LandlockHost:
         remove_stale()
         base = Path(tempfile.mkdtemp(prefix=f"corral-landlock-{os.getpid()}-"))
+        if rootless:
+            return cls(base, rootless=True)  # mode 700: the user's own, nothing to mount
         base.chmod(0o711)
         try:
             _mount(str(base), str(base), None, MS_BIND)
@@ -110,18 +119,21 @@ class LandlockHost:
         self._finisher.shutdown(wait=True)
         _remove_base(self.base)
 
-    def worker_dir(self, uid: int) -> Path:
-        """The worker's root-owned directory (``/run/corral`` inside) with its home (``home``) in it."""
-        top = self.base / str(uid)
+    def worker_dir(self, key: str, uid: int) -> Path:
+        """The worker's root-owned directory (``/run/corral`` inside) with its home (``home``) in it; named
+        after the worker's uid as root, after the worker rootless (every worker has the user's uid)."""
+        top = self.base / key
         top.mkdir(mode=0o711, exist_ok=True)
         home = top / "home"
         home.mkdir(mode=0o700, exist_ok=True)
-        os.chown(home, uid, uid)
+        if not self.rootless:
+            os.chown(home, uid, uid)
         return top
 
     def launch_argv(
         self,
         *,
+        key: str,
         uid: int,
         exe: str,
         binds: list[tuple[str, str]],
@@ -133,20 +145,23 @@ class LandlockHost:
         env: dict[str, str],
     ) -> list[str]:
         """The command line that starts a worker: the Landlock launcher, as root, with its configuration."""
-        worker_dir = self.worker_dir(uid)
-        home = "/run/corral/home"
+        worker_dir = self.worker_dir(key, uid)
+        run = str(worker_dir) if self.rootless else "/run/corral"  # rootless: no view of its own
+        home = run + "/home"
         worker_env = dict(env, HOME=home, TMPDIR=home, MPLCONFIGDIR=home + "/matplotlib")
-        worker_config = dict(
-            worker_config,
-            env=worker_env,
-            landlock={
-                "source": Path(_landlock.__file__).read_text(),
-                "read_exec": [*(inside for _host, inside in binds), *SYSTEM_DIRS],
-                # Its own cgroup's limits too: DuckDB and others size themselves from them.
-                "read_only": [*READ_ONLY_FILES, *cgroup_dirs],
-                "devices": DEVICES,
-            },
-        )
+        landlock = {
+            "source": Path(_landlock.__file__).read_text(),
+            "read_exec": [*(host if self.rootless else inside for host, inside in binds), *SYSTEM_DIRS],
+            # Its own cgroup's limits too: DuckDB and others size themselves from them.
+            "read_only": [*READ_ONLY_FILES, *(own_cgroup_dirs() if self.rootless else cgroup_dirs)],
+            "devices": DEVICES,
+            "rootless": self.rootless,
+            "job_root": run + "/cur",
+        }
+        worker_config = dict(worker_config, env=worker_env, landlock=landlock)
+        if self.rootless:  # site-packages from where they are (no bind mounts)
+            real = {inside: host for host, inside in binds}
+            worker_config["sys_path"] = [real.get(p, p) for p in worker_config["sys_path"]]
         launch_config = {
             "stage": stage,
             "binds": binds,
@@ -156,6 +171,7 @@ class LandlockHost:
             "oom_score_adj": -900,
             "uid": uid,
             "host_pid": os.getpid(),
+            "rootless": self.rootless,
             "env": worker_env,
             "argv": [exe, "-I", "-S", "-c", worker_source, json.dumps(worker_config)],
         }
@@ -168,9 +184,10 @@ class LandlockHost:
             json.dumps(launch_config),
         ]
 
-    def prepare_job(self, uid: int, number: int, limits: Limits) -> JobDirs:
-        """A fresh directory for one job: size-capped tmpfs on work and tmp owned by the worker's uid."""
-        top = self.base / str(uid)
+    def prepare_job(self, key: str, uid: int, number: int, limits: Limits) -> JobDirs:
+        """A fresh directory for one job: size-capped tmpfs on work and tmp owned by the worker's uid (plain
+        directories rootless)."""
+        top = self.base / key
         dirs = JobDirs(top / f"j{number}")
         if dirs.root.exists():
             self.finish_job(dirs)
@@ -180,10 +197,12 @@ class LandlockHost:
             flags = MS_NOSUID | MS_NODEV
             for path, size in ((dirs.work, limits.scratch_bytes), (dirs.tmp, limits.tmp_bytes)):
                 path.mkdir(mode=0o700)
-                options = f"size={size},nr_inodes={inodes},mode=0700,uid={uid},gid={uid}"
-                _mount("tmpfs", str(path), "tmpfs", flags, options)
+                if not self.rootless:
+                    options = f"size={size},nr_inodes={inodes},mode=0700,uid={uid},gid={uid}"
+                    _mount("tmpfs", str(path), "tmpfs", flags, options)
             dirs.data.mkdir(mode=0o700)
-            os.chown(dirs.data, uid, uid)
+            if not self.rootless:
+                os.chown(dirs.data, uid, uid)
             link = top / ".cur"
             with contextlib.suppress(FileNotFoundError):
                 link.unlink()
@@ -201,10 +220,45 @@ class LandlockHost:
 
     def finish_job(self, dirs: JobDirs) -> None:
         """Unmount the job's filesystems (their contents go with them) and remove its directory."""
-        for path in (dirs.work, dirs.tmp):
-            with contextlib.suppress(OSError):
-                _umount(str(path))
-        shutil.rmtree(dirs.root, ignore_errors=True)
+        if not self.rootless:
+            for path in (dirs.work, dirs.tmp):
+                with contextlib.suppress(OSError):
+                    _umount(str(path))
+        _rmtree(dirs.root)
+
+
+def own_cgroup_dirs() -> list[str]:
+    """This process's cgroup directories (v1: one per hierarchy, v2: one), which a rootless worker inherits:
+    what its jobs may read of cgroups (DuckDB sizes itself from the CPU quota and memory limit)."""
+    dirs: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _number, controllers, path = line.split(":", 2)
+            names = [c for c in controllers.split(",") if c and not c.startswith("name=")]
+            if not controllers:  # v2: mounted alone, or beside v1 hierarchies as "unified"
+                names = ["unified"] if os.path.isdir("/sys/fs/cgroup/unified") else [""]
+            for name in names:
+                directory = os.path.normpath(f"/sys/fs/cgroup/{name}/{path}")
+                if os.path.isdir(directory) and directory not in dirs:
+                    dirs.append(directory)
+    return dirs
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a job's tree, also where the job took its own permissions away (rootless, the job's files are
+    the user's: a directory it made mode 000 stops a plain removal)."""
+
+    def unlock(_function: Any, failed: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(failed), 0o700)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                os.chmod(failed, 0o700)
+                shutil.rmtree(failed, ignore_errors=True)
+            else:
+                os.unlink(failed)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=unlock)
 
 
 def _remove_base(base: Path) -> None:
@@ -213,7 +267,8 @@ def _remove_base(base: Path) -> None:
             _umount(str(path))
     with contextlib.suppress(OSError):
         _umount(str(base))
-    shutil.rmtree(base, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        _rmtree(base)
 
 
 def remove_stale() -> list[str]:

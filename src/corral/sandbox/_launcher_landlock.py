@@ -11,6 +11,10 @@ filesystems there; mounts here are slaves of the host's, so they arrive). Then `
 the worker's cgroups, lower the OOM score, drop to the worker's uid (no supplementary groups), ask for SIGKILL
 when the host dies, and exec the worker's interpreter directly. Each job then confines itself with Landlock
 and seccomp before the job's code runs (see ``_landlock.py`` and ``_worker.py``).
+
+Rootless (``"rootless": true``: a host that is not root, on a machine without user namespaces) there is no
+mount namespace to make and no uid to switch to: it only asks for SIGKILL when the host dies and execs the
+worker, which sees the host's filesystem; each job's Landlock ruleset is what confines it.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ def main() -> None:
         )
         check(rc, f"mount {src or fstype} on {target}")
 
+    if config.get("rootless"):
+        libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+        if os.getppid() != int(config["host_pid"]):
+            raise SystemExit("corral sandbox launcher: the host is gone")
+        os.chdir(config["worker_dir"] + "/home")
+        argv = config["argv"]
+        os.execve(argv[0], argv, config["env"])
     root = config["stage"]
 
     def bind_ro(src: str, inside: str) -> None:

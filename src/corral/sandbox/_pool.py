@@ -308,7 +308,8 @@ class _Worker:
     cgroup: WorkerCgroup | NoCgroup
     log: Any
     rootless: bool = False
-    """Runs as the host's own uid (the rootless backend): never wait for "no process of this uid"."""
+    """Runs as the host's own uid (a rootless backend): never wait for "no process of this uid"."""
+    name: str = ""
     idle_memory: int = 0
     idle_pids: int = 0
     idle_resident: int = 0
@@ -446,11 +447,16 @@ class SandboxPool:
             if self.backend == "rootless" and any(i.name == "cgroups" and i.ok for i in report.items):
                 with contextlib.suppress(OSError):
                     self._delegated = prepare_delegated_v2()
+            # The Landlock backend run rootless: the job is the host user, and Landlock (ABI <= 7) governs
+            # neither connecting to the user's pathname unix sockets (a D-Bus session bus or a systemd
+            # user manager would run commands for it) nor file metadata: both are denied outright.
+            alone = landlock and self._rootless
             self._seccomp, self._seccomp_command = (
                 build_filter(
                     deny_ipc=landlock,
-                    deny_connect=landlock and landlock_abi() < 6,
-                    deny_memfd=self.backend == "rootless" and self._delegated is None,
+                    deny_connect=landlock and (landlock_abi() < 6 or alone),
+                    deny_memfd=self._rootless and self._delegated is None,
+                    deny_metadata=alone,
                     notify_exec=notify,  # the variant for vetted commands (see _command_job.py)
                 )
                 for notify in (False, True)
@@ -459,7 +465,7 @@ class SandboxPool:
             remove_stale_stages()
             self._stage = tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-")
             if self.backend == "landlock":
-                self._landlock = LandlockHost.create()
+                self._landlock = LandlockHost.create(rootless=self._rootless)
             self._started = True
         errors: list[BaseException] = []
         threads = [
@@ -510,6 +516,12 @@ class SandboxPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def _rootless(self) -> bool:
+        """Workers run as the host's own uid, without cgroups unless delegated: the rootless backend, or the
+        Landlock backend started by a host that is not root."""
+        return self.backend == "rootless" or (self.backend == "landlock" and os.geteuid() != 0)
 
     @property
     def worker_pids(self) -> list[int]:
@@ -575,7 +587,7 @@ class SandboxPool:
     def _start_worker(self, slot: int) -> _Worker:
         assert self._stage is not None
         exe, binds, site = _runtime_dirs()
-        rootless = self.backend == "rootless"
+        rootless = self._rootless
         name = f"corral-{os.getpid()}-p{self._id}-w{slot}-g{next(self._generation)}"
         cgroup: WorkerCgroup | NoCgroup
         if rootless:
@@ -659,14 +671,9 @@ class SandboxPool:
                 Path(_launcher.__file__).read_text(),
                 json.dumps(launch_config),
             ]
-            if rootless:
-                launcher = argv
-                if cgroup.procs_files:  # a delegated cgroup to join first
-                    rootless_config = {"rootless": True, "cgroup_procs": cgroup.procs_files, "argv": argv}
-                    launcher = [sys.executable, "-I", "-S", "-c", Path(_launcher.__file__).read_text()]
-                    launcher.append(json.dumps(rootless_config))
-            elif self._landlock is not None:
+            if self._landlock is not None:
                 launcher = self._landlock.launch_argv(
+                    key=str(uid) if not rootless else name,
                     uid=uid,
                     exe=exe,
                     binds=binds,
@@ -677,6 +684,12 @@ class SandboxPool:
                     worker_config=worker_config,
                     env=JOB_ENV,
                 )
+            elif rootless:
+                launcher = argv
+                if cgroup.procs_files:  # a delegated cgroup to join first
+                    rootless_config = {"rootless": True, "cgroup_procs": cgroup.procs_files, "argv": argv}
+                    launcher = [sys.executable, "-I", "-S", "-c", Path(_launcher.__file__).read_text()]
+                    launcher.append(json.dumps(rootless_config))
             proc = self._popen(
                 launcher,
                 pass_fds=[worker_sock.fileno(), *_fds_of(cgroup_fds)],
@@ -697,7 +710,7 @@ class SandboxPool:
         worker_sock.close()
         for fd in _fds_of(cgroup_fds):
             os.close(fd)
-        worker = _Worker(slot, uid, proc, host_sock, cgroup, log, rootless=rootless)
+        worker = _Worker(slot, uid, proc, host_sock, cgroup, log, rootless=rootless, name=name)
         if rootless:
             _rootless_workers.add(proc.pid)
         host_sock.settimeout(_START_TIMEOUT)
@@ -784,7 +797,7 @@ class SandboxPool:
         fds: list[int] = []
         try:
             for value in job.inputs.values():
-                fds.append(_open_input(value, copy=self.backend == "rootless"))
+                fds.append(_open_input(value, copy=self._rootless))
             for name, sock in job.sockets.items():
                 fds.append(_socket_fd(name, sock))
             worker = self._acquire(queue_timeout)
@@ -853,7 +866,8 @@ class SandboxPool:
         try:
             if self._landlock is not None:
                 try:
-                    job_dirs = self._landlock.prepare_job(worker.uid, worker.jobs, limits)
+                    key = worker.name if worker.rootless else str(worker.uid)
+                    job_dirs = self._landlock.prepare_job(key, worker.uid, worker.jobs, limits)
                 except OSError as exc:
                     worker.broken = True
                     raise SandboxCrashed(f"could not prepare the job's directories: {exc}") from exc

@@ -123,6 +123,28 @@ DENIED_IPC_X86_64: dict[str, int] = {
     "mq_notify": 244,
     "mq_getsetattr": 245,
 }
+#: Denied too when a job runs as the host user itself with only Landlock around it (the Landlock backend run
+#: rootless): Landlock (ABI <= 7) does not govern a file's mode, owner, times or extended attributes, and by
+#: path these calls reach any file of the user's (``chmod 777 ~/.ssh``). On descriptors (fchmod, fsetxattr…)
+#: they stay allowed: opening a file needs Landlock's leave.
+DENIED_METADATA_X86_64: dict[str, int] = {
+    "chmod": 90,
+    "chown": 92,
+    "lchown": 94,
+    "utime": 132,
+    "setxattr": 188,
+    "lsetxattr": 189,
+    "removexattr": 197,
+    "lremovexattr": 198,
+    "utimes": 235,
+    "fchownat": 260,
+    "futimesat": 261,
+    "fchmodat": 268,
+    "utimensat": 280,
+    "fchmodat2": 452,
+    "setxattrat": 463,
+    "removexattrat": 466,
+}
 _CLONE = 56
 _CLONE3 = 435
 _SOCKET = 41
@@ -141,6 +163,7 @@ def build_filter(
     deny_connect: bool = False,
     deny_memfd: bool = False,
     notify_exec: bool = False,
+    deny_metadata: bool = False,
 ) -> bytes:
     """The filter as packed ``struct sock_filter`` records, ready for ``PR_SET_SECCOMP``.
 
@@ -165,7 +188,11 @@ def build_filter(
         ("ld", _NR),
         ("jge", _X32_SYSCALL_BIT, "kill", None),
     ]
-    denied = {**DENIED_X86_64, **(DENIED_IPC_X86_64 if deny_ipc else {})}
+    denied = {
+        **DENIED_X86_64,
+        **(DENIED_IPC_X86_64 if deny_ipc else {}),
+        **(DENIED_METADATA_X86_64 if deny_metadata else {}),
+    }
     if deny_connect:
         denied["connect"] = 42  # a Landlock ABI < 6 cannot keep a job from the host's abstract unix sockets
     if deny_memfd:

@@ -209,14 +209,16 @@ JOB_SLOTS = 2
 _MAX_SETUP_ERROR = 4000
 
 
-def _rootless_limits(limits: dict[str, Any]) -> None:
+def _rootless_limits(limits: dict[str, Any], nproc_base: int = 0) -> None:
     """Memory and process limits without a cgroup (the rootless backend without delegation).
 
     RLIMIT_DATA, not RLIMIT_AS: address space reserved by the preloaded libraries and thread stacks would make
     a tight RLIMIT_AS break threads; RLIMIT_DATA counts private writable memory (the heap, anonymous maps),
     so an allocation past it fails with MemoryError. It is per process, on top of what the process holds
     already. RLIMIT_NPROC is counted per user namespace and uid (Linux >= 5.14): the job is uid 1000 of a
-    user namespace of its own, so it counts this job's processes only, not the host user's.
+    user namespace of its own, so it counts this job's processes only, not the host user's. Without a user
+    namespace (rootless Landlock) it counts every task of the host user: ``nproc_base`` is their number
+    when the job process was made, and the job may add ``pids`` to it.
     """
     held = {"VmData:": 0}
     with open("/proc/self/status", encoding="ascii") as f:
@@ -227,15 +229,32 @@ def _rootless_limits(limits: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
     # Not RLIMIT_AS, even on top of the current size: DuckDB reserves address space it never touches, and
     # failed. Shared anonymous maps are therefore unbounded here (docs/sandbox.md's table says so).
-    resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["pids"]), int(limits["pids"])))
+    nproc = nproc_base + int(limits["pids"])
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+
+
+def _user_tasks() -> int:
+    """How many tasks (threads) the kernel counts against this uid's RLIMIT_NPROC, from ``/proc``."""
+    uid, count = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if os.stat(f"/proc/{entry}").st_uid != uid:  # cheaper than reading every status file
+                continue
+            with open(f"/proc/{entry}/status", encoding="ascii", errors="replace") as f:
+                text = f.read()
+            if int(text.split("\nUid:")[1].split()[0]) == uid:
+                count += int(text.split("\nThreads:")[1].split()[0])
+    return count
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _tree_cpu_ns(root: int) -> int:
-    """CPU time of ``root`` and its descendants, with their reaped children, from ``/proc`` (no cgroup)."""
-    parents: dict[int, int] = {}
+def _tree(root: int) -> dict[int, int]:
+    """``root`` and its descendants, each with its CPU ticks (with its reaped children's), from ``/proc``."""
+    children: dict[int, list[int]] = {}
     times: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -246,16 +265,29 @@ def _tree_cpu_ns(root: int) -> int:
         except (OSError, IndexError):
             continue
         pid = int(entry)
-        parents[pid] = int(fields[1])
+        children.setdefault(int(fields[1]), []).append(pid)
         times[pid] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    tree, frontier = {root}, [root]
+    tree, frontier = {root: times.get(root, 0)}, [root]
     while frontier:
-        current = frontier.pop()
-        for pid, parent in parents.items():
-            if parent == current and pid not in tree:
-                tree.add(pid)
+        for pid in children.get(frontier.pop(), []):
+            if pid not in tree:
+                tree[pid] = times[pid]
                 frontier.append(pid)
-    return sum(times.get(pid, 0) for pid in tree) * 1_000_000_000 // _CLOCK_TICKS
+    return tree
+
+
+def _ticks(pid: int) -> int:
+    """CPU ticks of one process, with its reaped children's (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return sum(int(x) for x in f.read().rsplit(b")", 1)[1].split()[11:15])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _tree_cpu_ns(root: int) -> int:
+    """CPU time of ``root`` and its descendants, with their reaped children, from ``/proc`` (no cgroup)."""
+    return sum(_tree(root).values()) * 1_000_000_000 // _CLOCK_TICKS
 
 
 class SetupError(Exception):
@@ -340,12 +372,20 @@ class Zygote:
         """Without a PID namespace a job's processes outlive its first one: kill and reap every process of
         the slot's cgroup but the zygote, so that its exit is reported (and the next job process made) only
         once nothing of the job runs."""
-        if self.procs_path is None:
-            return
         me = os.getpid()
         for _ in range(5000):
-            with open(self.procs_path, "rb") as f:
-                pids = [int(p) for p in f.read().split() if int(p) != me]
+            if self.procs_path is None:
+                # No cgroup (rootless): the zygote is the subreaper of everything the job started, so the
+                # job's processes are its descendants, orphans included; with no child left (the usual
+                # case, known without reading /proc) there are none.
+                try:
+                    os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    return
+                pids = [pid for pid in _tree(me) if pid != me]
+            else:
+                with open(self.procs_path, "rb") as f:
+                    pids = [int(p) for p in f.read().split() if int(p) != me]
             if not pids:
                 return
             for pid in pids:
@@ -383,6 +423,7 @@ class JobProcess:
     def __init__(self, zygote: Zygote, status: socket.socket) -> None:
         self.z = zygote
         self.status = status
+        self.user_tasks = 0
 
     def _report_setup_error(self, exc: BaseException) -> None:
         text = f"{type(exc).__name__}: {exc}".encode(errors="replace")[:_MAX_SETUP_ERROR]
@@ -405,7 +446,8 @@ class JobProcess:
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             socket.sethostname("sandbox")
         except _NoNamespaces:
-            pass
+            if self.z.landlock is not None and self.z.landlock.get("rootless"):
+                self.user_tasks = _user_tasks()  # counted ahead of the job: off its critical path
         except BaseException as exc:
             self._report_setup_error(exc)
             os._exit(125)
@@ -419,13 +461,14 @@ class JobProcess:
         """Per-job cgroup and mounts, limits, privilege drop, then the job's code."""
         limits = job["limits"]
         status = self.status
-        workdir = "/work"
+        dirs = {name: name for name in _JOB_DIRS}
         command = None
         try:
             if self.z.landlock is not None:
-                workdir = _landlock_setup(job, input_fds)
+                dirs = _landlock_setup(job, input_fds, self.z.landlock)
             else:
                 _mount_job(job, input_fds)
+            workdir = dirs["/work"]
             scratch = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
@@ -446,12 +489,17 @@ class JobProcess:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"], limits["open_files"]))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             if job.get("rlimits"):
-                _rootless_limits(limits)
+                _rootless_limits(limits, self.user_tasks)
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")  # when a memory cgroup overflows, the job dies, not the worker
             os.chdir(workdir)
             os.environ.clear()
             os.environ.update(job["env"])
+            remapped = dirs["/work"] != "/work"
+            if remapped:  # rootless Landlock: the job's directories are not at /work, /tmp, /data
+                os.environ.update(
+                    HOME=dirs["/work"], TMPDIR=dirs["/tmp"], MPLCONFIGDIR=dirs["/tmp"] + "/matplotlib"
+                )
             _drop_capabilities()
             _prctl(PR_SET_DUMPABLE, 0)
             if self.z.landlock is not None:
@@ -459,8 +507,8 @@ class JobProcess:
                 ll = self.z.landlock
                 ll["restrict_self"](
                     read_exec=ll["read_exec"],
-                    read_only=[*ll["read_only"], f"/proc/{os.getpid()}", "/data"],
-                    read_write=["/work", "/tmp"],
+                    read_only=[*ll["read_only"], f"/proc/{os.getpid()}", dirs["/data"]],
+                    read_write=[dirs["/work"], dirs["/tmp"]],
                     read_fds=input_fds,
                     devices=ll["devices"],
                 )
@@ -469,6 +517,8 @@ class JobProcess:
                     raise SetupError("commands need a backend with namespaces")
                 command = sys.modules["corral_command"].start(job, input_fds, self.z.seccomp_command)
             _load_seccomp(self.z.seccomp)
+            if remapped:
+                _remap_paths(dirs)
             _reseed()
             # Ready: the scratch directory goes with it, the last thing sent before the job's code runs; from
             # here on the status channel carries exactly one "done" record.
@@ -503,13 +553,67 @@ def _mount_job(job: dict[str, Any], input_fds: list[int]) -> None:
     _mount(None, "/data", None, MS_REMOUNT | MS_RDONLY | common | MS_NOEXEC)
 
 
-def _landlock_setup(job: dict[str, Any], input_fds: list[int]) -> str:
-    """The Landlock backend's per-job files: ``/work``, ``/tmp`` and ``/data`` are links to the job's fresh
-    directory, whose filesystems the host mounted; here only the links to the inputs are made."""
+#: The directories a job has: scratch, temporary files, inputs.
+_JOB_DIRS = ("/work", "/tmp", "/data")
+
+
+def _landlock_setup(job: dict[str, Any], input_fds: list[int], landlock: dict[str, Any]) -> dict[str, str]:
+    """The Landlock backend's per-job files: the job's fresh directory, made by the host, holds ``work``,
+    ``tmp`` and ``data``; here only the links to the inputs are made. As root ``/work``, ``/tmp`` and
+    ``/data`` are links into it (the worker has a mount namespace of its own); rootless there is no such
+    namespace, and the job's directories are where the host made them (their real paths, not the ``cur``
+    link the host moves to the next job's)."""
+    root = os.path.realpath(landlock["job_root"]) if landlock.get("rootless") else ""
+    dirs = {name: root + name for name in _JOB_DIRS}
     for name, fd in zip(job["inputs"], input_fds, strict=True):
-        os.symlink(f"/proc/self/fd/{fd}", f"/data/{name}")
-    os.chmod("/data/", 0o500)
-    return "/work"
+        os.symlink(f"/proc/self/fd/{fd}", f"{dirs['/data']}/{name}")
+    os.chmod(dirs["/data"], 0o500)
+    return dirs
+
+
+def _remap_paths(dirs: dict[str, str]) -> None:
+    """Rootless Landlock: ``/work``, ``/tmp`` and ``/data`` given to Python's file functions mean the job's
+    own directories (no mount namespace can put them there). A convenience for code written for the other
+    backends, not a boundary: Landlock is, and a job calling the kernel directly reaches the same places."""
+    import builtins
+    import functools
+    import io
+
+    # The job's real directories may lie under /tmp themselves: a path already there is left alone.
+    own = os.path.dirname(os.path.dirname(dirs["/work"])) + "/"
+    dirs = {**dirs, "/dev/shm": dirs["/tmp"]}  # as on the root Landlock backend
+
+    def real(path: Any) -> Any:
+        text = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else None
+        name = os.fsdecode(text) if text is not None else ""
+        if name.startswith(own):
+            return path
+        for prefix, target in dirs.items():
+            if name == prefix or name.startswith(prefix + "/"):
+                mapped = target + name[len(prefix) :]
+                return os.fsencode(mapped) if isinstance(text, bytes) else mapped
+        return path
+
+    def wrap(fn: Any, count: int) -> Any:
+        @functools.wraps(fn)
+        def remapped(*args: Any, **kwargs: Any) -> Any:
+            for key in ("path", "file", "src", "dst"):
+                if key in kwargs:
+                    kwargs[key] = real(kwargs[key])
+            return fn(*(real(a) if i < count else a for i, a in enumerate(args)), **kwargs)
+
+        return remapped
+
+    builtins.open = io.open = wrap(io.open, 1)
+    ones = ("open", "stat", "lstat", "access", "listdir", "scandir", "mkdir", "remove", "unlink", "rmdir")
+    for name in (*ones, "readlink", "chdir", "truncate", "utime", "chmod", "mkfifo"):
+        setattr(os, name, wrap(getattr(os, name), 1))
+    for name in ("rename", "replace", "symlink", "link"):
+        setattr(os, name, wrap(getattr(os, name), 2))
+    sqljob: Any = sys.modules.get("corral_sqljob")
+    if sqljob is not None:  # DuckDB opens its files itself: the SQL job module hands it the real paths
+        sqljob.real_path = real
+        sqljob.RESULT_PATH = real(sqljob.RESULT_PATH)
 
 
 def _reseed() -> None:
@@ -608,6 +712,22 @@ class _Status:
         return scratch
 
 
+def _read_status(sock: socket.socket, status: _Status, scratch_fds: list[int]) -> str:
+    """Feed what the job's status socket holds now to ``status``: "read", "nothing" (yet), or "end"."""
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 4)
+    except BlockingIOError:
+        return "nothing"
+    except OSError:
+        return "end"
+    if not data and not fds:
+        return "end"
+    scratch = status.feed(data, fds)
+    if scratch is not None:
+        scratch_fds.append(scratch)
+    return "read"
+
+
 def _read_counter(fd: int) -> int:
     """A cgroup counter through a descriptor the host opened: ``cpuacct.usage`` (ns) or v2 ``cpu.stat``."""
     text = os.pread(fd, 4096, 0).decode("ascii", "replace")
@@ -658,6 +778,22 @@ class Broker:
             self._zygote_message(slot)
         return self.spares.pop(slot)
 
+    def _hand_over(self, slot: int, job: dict[str, Any], fds: list[int]) -> tuple[int, socket.socket, int]:
+        """Give ``job`` to the slot's ready job process: its pid, status socket, and a pidfd taken before
+        the job is sent (after, the process may have run, exited and been reaped, its pid free for reuse)."""
+        pid, status_sock = self._take_spare(slot)
+        pidfd = -1
+        try:
+            pidfd = os.pidfd_open(pid)
+            _send(status_sock, job, fds)
+        except OSError:
+            if pidfd >= 0:
+                os.close(pidfd)
+            status_sock.close()
+            self._wait_exit(pid, slot)
+            raise
+        return pid, status_sock, pidfd
+
     def _wait_exit(self, pid: int, slot: int) -> int:
         while pid not in self.exits:
             self._zygote_message(slot)
@@ -665,15 +801,27 @@ class Broker:
 
     # -- the job's process tree ----------------------------------------------------------------------------
 
-    def _cpu_ns(self, slot: int, pid: int) -> int:
+    def _cpu_ns(self, slot: int, pid: int, *, started: bool = True) -> int:
+        """CPU time of the slot's job cgroup, or without one of the slot's zygote and its descendants.
+        Before the job's code has started (``started`` False) the job process has no children: its time and
+        the zygote's, two reads instead of a walk of ``/proc``."""
         fd = self.cpu_fds[slot]
-        return _read_counter(fd) if fd is not None else _tree_cpu_ns(pid)
+        if fd is not None:
+            return _read_counter(fd)
+        if not started:
+            return sum(_ticks(p) for p in (self.zygotes[slot][0], pid)) * 1_000_000_000 // _CLOCK_TICKS
+        # From the slot's zygote, not the job's first process: once that has ended and the zygote reaped it,
+        # its time (with its reaped children's) is the zygote's; and without a PID namespace the job's
+        # orphans are the zygote's too (it is their subreaper).
+        return _tree_cpu_ns(self.zygotes[slot][0])
 
-    def _kill_tree(self, pid: int, slot: int) -> None:
+    def _kill_tree(self, pid: int, pidfd: int, slot: int) -> None:
         """SIGKILL the job's first process. With namespaces its PID namespace goes with it; without, the
-        slot's zygote kills the rest before it reports the exit, and this waits for that report."""
+        slot's zygote kills the rest before it reports the exit, and this waits for that report. Through its
+        pidfd: once the zygote has reaped it, its pid may name another process (without a PID namespace, any
+        of the host user's)."""
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         if self.landlock:
             self._wait_exit(pid, slot)
 
@@ -683,15 +831,11 @@ class Broker:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         slot = int(job["slot"])
-        pid, status_sock = self._take_spare(slot)
         try:
-            _send(status_sock, job, [out_w, err_w, *input_fds])
+            pid, status_sock, pidfd = self._hand_over(slot, job, [out_w, err_w, *input_fds])
         except OSError:
             # The job process died before its job (it should not); start the job in a fresh one.
-            status_sock.close()
-            self._wait_exit(pid, slot)
-            pid, status_sock = self._take_spare(slot)
-            _send(status_sock, job, [out_w, err_w, *input_fds])
+            pid, status_sock, pidfd = self._hand_over(slot, job, [out_w, err_w, *input_fds])
         os.close(out_w)
         os.close(err_w)
         cap = limits["output_bytes"]
@@ -703,7 +847,6 @@ class Broker:
             sel.register(fd, selectors.EVENT_READ)
         status_sock.setblocking(False)
         sel.register(status_sock, selectors.EVENT_READ)
-        pidfd = os.pidfd_open(pid)
         sel.register(pidfd, selectors.EVENT_READ)
         # While this job runs, the other slot's zygote reports the previous job's exit and the next process.
         self.exits.clear()  # statuses of earlier jobs are no longer waited for
@@ -716,7 +859,7 @@ class Broker:
         deadline = started + limits["wall_seconds"]
         cpu_limit = limits["cpu_seconds"] * 1e9
         cpu_rate = max(0.01, float(job.get("cpu_rate") or 1.0))  # most CPU-seconds per second the tree gets
-        cpu_start = cpu_seen = self._cpu_ns(slot, pid)
+        cpu_start = cpu_seen = self._cpu_ns(slot, pid, started=False)
         cpu_check = started + limits["cpu_seconds"] / cpu_rate
         dead = False
 
@@ -745,12 +888,12 @@ class Broker:
                 used = cpu_seen - cpu_start
                 if used >= cpu_limit:
                     killed_for = "cpu"
-                    self._kill_tree(pid, slot)
+                    self._kill_tree(pid, pidfd, slot)
                 else:
                     cpu_check = now + (cpu_limit - used) / 1e9 / cpu_rate
             if now >= deadline and killed_for is None:
                 killed_for = "wall"
-                self._kill_tree(pid, slot)
+                self._kill_tree(pid, pidfd, slot)
             timeout = max(0.0, min(deadline, cpu_check) - now) if killed_for is None else 5.0
             events = sel.select(timeout=timeout)
             if not events and killed_for is not None:
@@ -761,26 +904,23 @@ class Broker:
                 elif key.fileobj is following_zygote:
                     self._zygote_message(following)
                 elif key.fileobj is status_sock:
-                    try:
-                        data, fds, _f, _a = socket.recv_fds(status_sock, 4096, 4)
-                    except BlockingIOError:
-                        continue
-                    if not data and not fds:
+                    if _read_status(status_sock, status, scratch_fds) == "end":
                         sel.unregister(status_sock)
-                        continue
-                    scratch = status.feed(data, fds)
-                    if scratch is not None:
-                        scratch_fds.append(scratch)
                 elif not drain(key.fd):
                     sel.unregister(key.fd)
+        if dead:
+            # The job's first process ended, maybe an instant after it wrote to its status channel, and the
+            # loop above stopped at the first event: whatever it wrote is in the socket, and is judged too.
+            while not status.final and _read_status(status_sock, status, scratch_fds) == "read":
+                pass
         # Without a cgroup the tree's CPU time is read from /proc while the tree still exists.
         cpu_end = max(cpu_seen, self._cpu_ns(slot, pid)) if self.cpu_fds[slot] is None else None
         if status.violation:
             killed_for = killed_for or "protocol"
-        if not (status.exit is not None and killed_for is None):
-            self._kill_tree(pid, slot)
-        elif self.landlock:
-            self._kill_tree(pid, slot)  # a job's leftover processes must not outlive its reply
+        # Always, "done" too: the record is written by a process the job's code controls, so it ends the
+        # job only because the job is killed here; otherwise a job that wrote it early would run on, past its
+        # limits, after its reply.
+        self._kill_tree(pid, pidfd, slot)
         for fd in (out_r, err_r):
             with contextlib.suppress(OSError):
                 drain(fd)

@@ -33,6 +33,13 @@ from typing import Any
 #: Where a ``run_sql`` job writes its answer (the host collects it as a result file, untrusted).
 RESULT_PATH = "/work/.sql-result.json"
 
+
+def real_path(path: str) -> str:
+    """The path an engine opens itself for ``path``: the same, except on the rootless Landlock backend, where
+    the worker replaces this with the map of ``/work`` and ``/data`` to the job's real directories."""
+    return path
+
+
 #: SQL functions that reach native code, memory addresses or files: refused by name, in any mode.
 SQLITE_DENIED_FUNCTIONS = frozenset(
     {
@@ -111,7 +118,7 @@ def connect_sqlite(path: str, *, read_only: bool) -> HardenedConnection:
             if image:
                 con.deserialize(image)
     else:
-        uri = "file::memory:" if path == ":memory:" else f"file:{path}?mode=rw"
+        uri = "file::memory:" if path == ":memory:" else f"file:{real_path(path)}?mode=rw"
         con = sqlite3.connect(uri, uri=True, isolation_level=None, factory=HardenedConnection)
     con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     if hasattr(con, "enable_load_extension"):
@@ -138,9 +145,9 @@ def connect_duckdb(path: str | None, *, read_only: bool, files: list[dict[str, s
     ``format``), locked down: only the source files reachable, the configuration frozen."""
     import duckdb
 
-    files = files or []
+    files = [dict(f, path=real_path(f["path"])) for f in files or []]
     if path is not None:
-        con = duckdb.connect(path, read_only=read_only, config=dict(DUCKDB_CONFIG))
+        con = duckdb.connect(real_path(path), read_only=read_only, config=dict(DUCKDB_CONFIG))
     else:
         con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
     if files:
