@@ -187,7 +187,8 @@ def _broker_run(payload: bytes, then: str) -> tuple[dict[str, object], subproces
     broker._cpu_ns = stalled_cpu_ns  # type: ignore[method-assign]
     limits = {"output_bytes": 4096, "wall_seconds": 20, "cpu_seconds": 20}
     try:
-        reply, scratch = broker.run_job({"id": 1, "slot": 0, "limits": limits, "cpu_rate": 1.0}, [])
+        job = {"id": 1, "kind": "python", "slot": 0, "limits": limits, "cpu_rate": 1.0}
+        reply, scratch = broker.run_job(job, [])
     finally:
         for sock in (host, _host_peer, status, *(end for pair in zygotes for end in pair)):
             sock.close()
