@@ -5,7 +5,19 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
-from corral.apps.cli import _agents, _approvals, _ask, _graph, _mcp, _models, _ops, _runs, _sandbox, _serve
+from corral.apps.cli import (
+    _agents,
+    _approvals,
+    _ask,
+    _graph,
+    _lessons,
+    _mcp,
+    _models,
+    _ops,
+    _runs,
+    _sandbox,
+    _serve,
+)
 
 app = typer.Typer(
     name="corral",
@@ -24,7 +36,7 @@ def _root(
         raise typer.Exit()
 
 
-for _module in (_agents, _approvals, _ask, _graph, _mcp, _models, _ops, _runs, _sandbox, _serve):
+for _module in (_agents, _approvals, _ask, _graph, _lessons, _mcp, _models, _ops, _runs, _sandbox, _serve):
     _module.register(app)
 
 

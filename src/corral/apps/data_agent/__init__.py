@@ -14,6 +14,7 @@ from corral.apps.data_agent._agent import DataAgent
 from corral.apps.data_agent._answer import CONTRACT_KEYS, MAX_ROWS, Answer, Status, prose_answer
 from corral.apps.data_agent._chart import chart_shape, vega_lite_spec
 from corral.apps.data_agent._checks import Finding, sanity_check
+from corral.apps.data_agent._lessons import Lesson, LessonStore
 from corral.apps.data_agent._events import (
     Answered,
     CheckNoted,
@@ -56,6 +57,8 @@ __all__ = [
     "Finding",
     "ForeignKey",
     "Judged",
+    "Lesson",
+    "LessonStore",
     "QueryRan",
     "QueryResult",
     "QueryRunner",

@@ -21,6 +21,7 @@ from typing import Literal
 
 from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import Answered, DataEvent
+from corral.apps.data_agent._lessons import LessonStore
 from corral.apps.data_agent._loop import data_workflow
 from corral.apps.data_agent._pandas_agent import PandasFlow
 from corral.apps.data_agent._pandas_runner import CodeRunner
@@ -72,6 +73,9 @@ class DataAgent:
     settings: ModelSettings = field(default_factory=lambda: ModelSettings(temperature=0.0, max_tokens=400))
     candidates: int = 2
     candidate_temperature: float = 0.6
+    #: Where the loop keeps what its corrections taught and finds lessons for new questions (``_lessons``);
+    #: ``None`` keeps none.
+    lessons: LessonStore | None = None
 
     def _flow(self) -> SqlFlow | PandasFlow:
         if self.language != "sql" and self.code_runner is not None:

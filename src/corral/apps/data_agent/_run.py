@@ -15,6 +15,7 @@ from typing import Any
 from corral.apps.data_agent._agent import DataAgent
 from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import DataEvent
+from corral.apps.data_agent._lessons import LessonStore
 from corral.apps.data_agent._pandas_runner import CodeRunner, SandboxPandasRunner
 from corral.apps.data_agent._runner import QueryRunner
 from corral.apps.data_agent._sandbox_runner import SandboxQueryRunner
@@ -39,6 +40,13 @@ def code_runner_for(source: Source, language: str = "auto") -> CodeRunner | None
     return make_code_runner(source)
 
 
+def lessons_for(option: bool | str | None) -> LessonStore | None:
+    """The lesson store a question uses: the default one (``True``), the file named, or none."""
+    if option is None or option is False:
+        return None
+    return LessonStore(None if option is True else option)
+
+
 #: Builds the model from its user-typed name (tests replace it with a scripted model).
 make_model: Callable[[str | None], Model] = resolve_model
 
@@ -60,7 +68,7 @@ def _model(name: str | None) -> Model:
 async def ask_run(
     ctx: RunContext,
     question: str,
-    db: str | None = None,
+    db: str | list[str] | None = None,
     files: Sequence[str] = (),
     model: str | None = None,
     options: dict[str, Any] | None = None,
@@ -69,7 +77,7 @@ async def ask_run(
     opts = options or {}
     # A URL journaled without its password gets it back from this process (a run resumed in another one
     # takes it from PGPASSWORD).
-    source = open_source(_passwords.get(db, db) if db is not None else None, list(files))
+    source = open_source(_passwords.get(db, db) if isinstance(db, str) else db, list(files))
     agent = DataAgent(
         model=_model(model),
         runner=make_runner(source),
@@ -82,6 +90,7 @@ async def ask_run(
         on_event=_on_event.get(),
         # Writes need a person: asked on the terminal when there is one, refused otherwise.
         approver=terminal_approver if opts.get("allow_writes") else None,
+        lessons=lessons_for(opts.get("lessons", True)),
     )
     answer = await agent.answer(ctx, question)
     return answer.model_dump(mode="json")
@@ -90,7 +99,7 @@ async def ask_run(
 async def ask(
     question: str,
     *,
-    db: str | None = None,
+    db: str | Sequence[str] | None = None,
     files: Sequence[str | Path] = (),
     model: str | None = None,
     runtime: Runtime | None = None,
@@ -105,8 +114,8 @@ async def ask(
         raise DataAgentError(f"unknown language {language!r}: use auto, sql or python")
     if language == "python" and source.kind != "files":
         raise DataAgentError("pandas code runs over CSV/Parquet files (--files); query databases with SQL")
-    journaled_db = db
-    if db is not None and source.kind == "postgres":
+    journaled_db: str | list[str] | None = db if db is None or isinstance(db, str) else [str(d) for d in db]
+    if isinstance(db, str) and source.kind == "postgres":
         # The journal keeps a run's arguments in plain text: the password stays in this process's memory.
         journaled_db = without_password(db)
         if journaled_db != db:

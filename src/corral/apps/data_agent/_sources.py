@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from corral.apps.data_agent.errors import SourceError
 
-SourceKind = Literal["sqlite", "duckdb", "files", "postgres"]
+SourceKind = Literal["sqlite", "duckdb", "files", "postgres", "multi"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _DUCKDB_MAGIC = b"DUCK"  # at offset 8 of a DuckDB file
@@ -46,21 +46,29 @@ class Source:
     path: Path | None = None
     url: str | None = None
     tables: tuple[FileTable, ...] = field(default_factory=tuple)
+    #: ``multi``: the sources queried together, each with its alias (see :mod:`._multi`).
+    parts: tuple[tuple[str, Source], ...] = field(default_factory=tuple)
 
     @property
     def dialect(self) -> str:
         """The sqlglot dialect name of the queries this source runs."""
-        return {"sqlite": "sqlite", "duckdb": "duckdb", "files": "duckdb", "postgres": "postgres"}[self.kind]
+        if self.kind in ("files", "multi"):
+            return "duckdb"
+        return {"sqlite": "sqlite", "duckdb": "duckdb", "postgres": "postgres"}[self.kind]
 
     @property
     def files(self) -> list[Path]:
         """Every local file the query must be able to read (what the sandbox mounts)."""
+        if self.kind == "multi":
+            return [f for _, part in self.parts for f in part.files]
         if self.kind == "files":
             return [t.path for t in self.tables]
         return [self.path] if self.path is not None else []
 
     def spec(self) -> dict[str, Any]:
         """The description :mod:`._driver` opens (paths as given; the runner may remap them)."""
+        if self.kind == "multi":
+            return {"kind": "multi", "parts": [{"alias": a, **p.spec()} for a, p in self.parts]}
         if self.kind == "files":
             return {
                 "kind": "files",
@@ -72,7 +80,7 @@ class Source:
 
     def fingerprint(self) -> str:
         """A key that changes when the data may have changed."""
-        parts: list[str] = [self.kind]
+        parts: list[str] = [self.kind, *(f"{alias}:{part.kind}" for alias, part in self.parts)]
         if self.kind == "postgres":
             parts.append(_redact(self.url or ""))
         for path in self.files:
@@ -82,6 +90,8 @@ class Source:
 
     def describe(self) -> str:
         """A short human description, safe to print (no password)."""
+        if self.kind == "multi":
+            return "; ".join(f"{a}: {p.describe()}" for a, p in self.parts)
         if self.kind == "postgres":
             return f"PostgreSQL {_redact(self.url or '')}"
         if self.kind == "files":
@@ -131,15 +141,23 @@ def _file_table(path: Path, taken: set[str]) -> FileTable:
     return FileTable(name=name, path=path, format=fmt)
 
 
-def open_source(db: str | None = None, files: Sequence[str | Path] = ()) -> Source:
-    """Recognise what the user named: a SQLite or DuckDB file, a PostgreSQL URL, or CSV/Parquet files.
+def open_source(db: str | Sequence[str] | None = None, files: Sequence[str | Path] = ()) -> Source:
+    """Recognise what the user named: a SQLite or DuckDB file, a PostgreSQL URL, or CSV/Parquet files; several
+    databases, or databases and files, become one ``multi`` source queried together (see :mod:`._multi`).
 
     Raises :class:`SourceError` with what to do when nothing usable is named or a file does not exist.
     """
+    if db is not None and not isinstance(db, str):
+        dbs = list(db)
+        if len(dbs) > 1 or (dbs and files):
+            from corral.apps.data_agent._multi import combine
+
+            return combine([open_source(d) for d in dbs], open_source(files=files) if files else None)
+        db = dbs[0] if dbs else None
     if db is not None and files:
-        raise SourceError(
-            "--db and --files cannot be combined yet: query the files alone, or load them into the database"
-        )
+        from corral.apps.data_agent._multi import combine
+
+        return combine([open_source(db)], open_source(files=files))
     if db is None and not files:
         raise SourceError(
             "name the data: --db PATH_OR_URL (SQLite, DuckDB, postgresql://...) or --files F ..."
