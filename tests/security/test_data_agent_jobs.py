@@ -119,7 +119,9 @@ def multi(tmp_path: Path) -> tuple[Any, list[Path]]:
 
     shop = tmp_path / "shop.sqlite"
     conn = sqlite3.connect(shop)
-    conn.executescript("CREATE TABLE orders (id INTEGER, qty INTEGER); INSERT INTO orders VALUES (1, 2), (2, 5);")
+    conn.executescript(
+        "CREATE TABLE orders (id INTEGER, qty INTEGER); INSERT INTO orders VALUES (1, 2), (2, 5);"
+    )
     conn.commit()
     conn.close()
     stock = tmp_path / "stock.duckdb"
@@ -155,7 +157,9 @@ def test_combined_sources_join_in_the_sandbox(multi: tuple[Any, list[Path]]) -> 
 
 @pytest.mark.sandbox
 @pytest.mark.parametrize("sql", MULTI_ATTACKS)
-def test_a_job_over_combined_sources_cannot_write_attach_or_load(multi: tuple[Any, list[Path]], sql: str) -> None:
+def test_a_job_over_combined_sources_cannot_write_attach_or_load(
+    multi: tuple[Any, list[Path]], sql: str
+) -> None:
     source, files = multi
     before = _digests(files)
     runner = SandboxQueryRunner(source)

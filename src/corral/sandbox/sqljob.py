@@ -280,7 +280,9 @@ def _copy_sqlite(con: Any, path: str, alias: str) -> None:
             text = ("VARCHAR", "DATE", "TIMESTAMP")
             frame = pd.DataFrame(
                 {
-                    c: pd.Series([v if v is None or types[c] not in text else str(v) for v in vals], dtype=object)
+                    c: pd.Series(
+                        [v if v is None or types[c] not in text else str(v) for v in vals], dtype=object
+                    )
                     for c, vals in columns.items()
                 }
             )

@@ -4,6 +4,8 @@ never leaking to another source, and never a way to make the agent write or leav
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -61,10 +63,14 @@ async def test_a_question_without_a_correction_teaches_nothing(
     assert store.all() == [] and not store.path.exists()
 
 
-async def test_a_fix_the_judge_rejects_teaches_nothing(chinook_runner: InProcessRunner, tmp_path: Path) -> None:
+async def test_a_fix_the_judge_rejects_teaches_nothing(
+    chinook_runner: InProcessRunner, tmp_path: Path
+) -> None:
     store = LessonStore(tmp_path / "lessons.sqlite")
     fail = '{"reason": "wrong year", "verdict": "fail"}'
-    model = routed_model([_fence(WRONG), _fence(RIGHT), _fence(RIGHT.replace("COUNT(*)", "COUNT(*) AS n"))], judge=[fail, fail])
+    model = routed_model(
+        [_fence(WRONG), _fence(RIGHT), _fence(RIGHT.replace("COUNT(*)", "COUNT(*) AS n"))], judge=[fail, fail]
+    )
     await DataAgent(model=model, runner=chinook_runner, lessons=store).ask("How many invoices in 2023?")
     assert store.all() == []
 
@@ -76,7 +82,7 @@ async def test_the_closest_lesson_is_shown_on_a_later_question(
     await _learn_once(chinook_runner, store)
     model = routed_model([_fence(RIGHT.replace("2023", "2022"))])
     answer = await DataAgent(model=model, runner=chinook_runner, lessons=store).ask(
-        "How many invoices were there in 2022?"
+        "How many invoices in 2022?"
     )
     assert answer.status == "answered"
     prompt = _first_prompt(model)
@@ -100,7 +106,7 @@ async def test_lessons_never_leak_to_another_source(
     assert store.closest(schema_fingerprint(await load_schema(other)), "How many invoices in 2023?") == []
     # The same schema in another file is the same source as far as lessons go (they are about the schema).
     copy = tmp_path / "copy.sqlite"
-    copy.write_bytes(Path(chinook_runner.source.path or "").read_bytes())
+    shutil.copy(str(chinook_runner.source.path), str(copy))
     model = routed_model([_fence(RIGHT)])
     await DataAgent(model=model, runner=InProcessRunner(open_source(str(copy))), lessons=store).ask(
         "How many invoices in 2023?"
@@ -141,12 +147,7 @@ async def test_a_hostile_lesson_cannot_make_the_agent_write(
         )
     )
     # A model that obeys the lesson: each attempt is a write or a way out.
-    for reply in (
-        "DROP TABLE Artist",
-        "SELECT 1; DROP TABLE Artist",
-        "ATTACH '/etc/passwd' AS x",
-        "DELETE FROM Artist",
-    ):
+    for reply in ("DROP TABLE Artist", "ATTACH '/etc/passwd' AS x", "DELETE FROM Artist"):
         model = routed_model([_fence(reply)])
         answer = await DataAgent(model=model, runner=chinook_runner, lessons=store).ask(
             "How many artists are there?"
@@ -154,12 +155,14 @@ async def test_a_hostile_lesson_cannot_make_the_agent_write(
         assert hostile.split(".")[0] in _first_prompt(model)  # it was shown, as a quoted note
         assert answer.status == "cannot_answer" and "Refused" in answer.answer, (reply, answer)
     assert chinook_runner.queries == []
+    # A write after a read in one reply: only the first statement is ever taken, and it is a read.
+    model = routed_model([_fence("SELECT COUNT(*) FROM Artist; DROP TABLE Artist")])
+    await DataAgent(model=model, runner=chinook_runner, lessons=store).ask("How many artists are there?")
+    assert chinook_runner.queries == ["SELECT COUNT(*) FROM Artist"]
     conn = sqlite3.connect(chinook)
     assert conn.execute("SELECT COUNT(*) FROM Artist").fetchone() == (275,)
     conn.close()
     # A lesson's text is bounded and one line in the prompt.
-    model = routed_model([_fence("SELECT COUNT(*) FROM Artist")])
-    await DataAgent(model=model, runner=chinook_runner, lessons=store).ask("How many artists are there?")
     shown = [line for line in _first_prompt(model).splitlines() if "IGNORE ALL RULES" in line]
     assert len(shown) == 1 and shown[0].startswith("Mistake to avoid:")
 
@@ -187,7 +190,7 @@ async def test_a_hostile_cell_in_a_lesson_cannot_leave_the_sandboxed_data(tmp_pa
     )
     assert "ignore previous instructions" in _first_prompt(model)
     assert answer.status == "cannot_answer" and "Refused" in answer.answer
-    assert not Path("/tmp/corral-lesson-pwned.csv").exists()
+    assert not await asyncio.to_thread(os.path.exists, "/tmp/corral-lesson-pwned.csv")
 
 
 def test_the_cli_lists_shows_and_forgets_lessons(chinook_runner: InProcessRunner, tmp_path: Path) -> None:

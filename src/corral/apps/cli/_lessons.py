@@ -94,7 +94,9 @@ def show(
         typer.echo(json.dumps(lesson.model_dump(), indent=2))
         return
     console = Console()
-    console.print(f"[bold]{lesson.id}[/bold]  {escape(lesson.source_name)} [dim](schema {lesson.source})[/dim]")
+    console.print(
+        f"[bold]{lesson.id}[/bold]  {escape(lesson.source_name)} [dim](schema {lesson.source})[/dim]"
+    )
     console.print(f"question: {escape(lesson.question)}")
     console.print(f"learned:  {lesson.created}  run {lesson.run_id}")
     console.print("[red]failed[/red]:")

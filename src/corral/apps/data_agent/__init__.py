@@ -14,7 +14,6 @@ from corral.apps.data_agent._agent import DataAgent
 from corral.apps.data_agent._answer import CONTRACT_KEYS, MAX_ROWS, Answer, Status, prose_answer
 from corral.apps.data_agent._chart import chart_shape, vega_lite_spec
 from corral.apps.data_agent._checks import Finding, sanity_check
-from corral.apps.data_agent._lessons import Lesson, LessonStore
 from corral.apps.data_agent._events import (
     Answered,
     CheckNoted,
@@ -25,6 +24,7 @@ from corral.apps.data_agent._events import (
     SchemaRead,
     data_event_adapter,
 )
+from corral.apps.data_agent._lessons import Lesson, LessonStore
 from corral.apps.data_agent._pandas_runner import CodeRunner, SandboxPandasRunner
 from corral.apps.data_agent._run import ask
 from corral.apps.data_agent._runner import QueryResult, QueryRunner

@@ -15,7 +15,8 @@ whatever the model then writes is still only a query checked read-only and run i
 >>> from corral.apps.data_agent._schema import Column, Schema, Table
 >>> a = Schema(dialect="sqlite", tables=[Table(name="t", columns=[Column(name="x", type="INTEGER")])])
 >>> b = Schema(dialect="sqlite", tables=[Table(name="t", columns=[Column(name="y", type="INTEGER")])])
->>> schema_fingerprint(a) == schema_fingerprint(a.model_copy()), schema_fingerprint(a) == schema_fingerprint(b)
+>>> fp = schema_fingerprint
+>>> fp(a) == fp(a.model_copy()), fp(a) == fp(b)
 (True, False)
 """
 
@@ -181,7 +182,7 @@ def _one_line(text: str, limit: int) -> str:
 
 
 def render(lessons: list[Lesson]) -> str:
-    """The prompt block: each lesson as a question, the mistake (one quoted line) and the query that worked."""
+    """The prompt block: each lesson as its question, the mistake (one quoted line), the query that worked."""
     out = []
     for les in lessons:
         out.append(
@@ -206,6 +207,7 @@ async def recall(ctx: RunContext, q: Question, schema: Schema) -> list[Lesson]:
     store = store_of(q)
     if store is None:
         return []
+
     def find(source: str, question: str) -> Recalled:
         return Recalled(lessons=store.closest(source, question))
 

@@ -16,53 +16,14 @@ is off with only the source files readable; the configuration is locked; and the
 read-only. PostgreSQL cannot be combined yet (its connection is relayed per query, and DuckDB's PostgreSQL
 reader is an extension).
 
->>> aliases_for(["/d/shop.sqlite", "/e/shop.duckdb", "/f/main.db"])
-['shop', 'shop_2', 'db_main']
+The sources are combined by :func:`._sources.open_source` (aliases: :func:`._sources.aliases_for`); this
+module maps them into the sandbox.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from corral.apps.data_agent._sources import Source, table_name_for
-from corral.apps.data_agent.errors import SourceError
-from corral.sandbox.sqljob import RESERVED_ALIASES
-
-
-def aliases_for(paths: Sequence[str | Path]) -> list[str]:
-    """One alias per database file: its sanitised stem, made unique and never a name DuckDB reserves."""
-    taken: set[str] = set()
-    out = []
-    for path in paths:
-        base = table_name_for(Path(path)).lower()
-        if base in RESERVED_ALIASES or base == "files":
-            base = f"db_{base}"
-        alias, n = base, 2
-        while alias in taken:
-            alias = f"{base}_{n}"
-            n += 1
-        taken.add(alias)
-        out.append(alias)
-    return out
-
-
-def combine(dbs: list[Source], files: Source | None) -> Source:
-    """The ``multi`` source over ``dbs`` (SQLite or DuckDB files) and ``files`` (CSV/Parquet, if any)."""
-    for db in dbs:
-        if db.kind == "postgres":
-            raise SourceError(
-                "a PostgreSQL database cannot be combined with other sources yet: ask it alone, or export the "
-                "tables you need to Parquet and pass them with --files"
-            )
-        if db.kind == "files":
-            raise SourceError(f"{db.describe()}: pass CSV/Parquet files with --files, not --db")
-    aliases = aliases_for([db.path for db in dbs if db.path is not None])
-    parts: list[tuple[str, Source]] = list(zip(aliases, dbs, strict=True))
-    if files is not None:
-        parts.append(("files", files))
-    return Source(kind="multi", parts=tuple(parts))
 
 
 def mount(spec: dict[str, Any], inputs: dict[str, Path | bytes]) -> dict[str, Any]:

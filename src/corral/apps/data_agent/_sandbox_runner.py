@@ -94,7 +94,9 @@ class SandboxQueryRunner:
                 "run the statement yourself with a client that has write rights",
             )
         if src.kind == "multi":
-            return QueryResult(ok=False, error="combined sources are read-only; ask one database alone to write")
+            return QueryResult(
+                ok=False, error="combined sources are read-only; ask one database alone to write"
+            )
         if src.kind == "files" or src.path is None:
             return QueryResult(ok=False, error="CSV/Parquet sources are read-only; load them into a database")
         sandbox = self._sandbox

@@ -6,6 +6,12 @@ DuckDB, each as a table named after its file stem (sanitised: ``sales 2024.csv``
 
 >>> table_name_for(Path("/data/sales 2024.csv")), table_name_for(Path("2019-08_edges.csv"))
 ('sales_2024', 't_2019_08_edges')
+
+Several databases, or databases and files, are one ``multi`` source (see :mod:`._multi`), each database
+under an alias:
+
+>>> aliases_for(["/d/shop.sqlite", "/e/shop.duckdb", "/f/main.db"])
+['shop', 'shop_2', 'db_main']
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from corral.apps.data_agent.errors import SourceError
+from corral.sandbox.sqljob import RESERVED_ALIASES
 
 SourceKind = Literal["sqlite", "duckdb", "files", "postgres", "multi"]
 
@@ -150,13 +157,9 @@ def open_source(db: str | Sequence[str] | None = None, files: Sequence[str | Pat
     if db is not None and not isinstance(db, str):
         dbs = list(db)
         if len(dbs) > 1 or (dbs and files):
-            from corral.apps.data_agent._multi import combine
-
             return combine([open_source(d) for d in dbs], open_source(files=files) if files else None)
         db = dbs[0] if dbs else None
     if db is not None and files:
-        from corral.apps.data_agent._multi import combine
-
         return combine([open_source(db)], open_source(files=files))
     if db is None and not files:
         raise SourceError(
@@ -180,3 +183,37 @@ def open_source(db: str | Sequence[str] | None = None, files: Sequence[str | Pat
         raise SourceError(f"{path}: not a SQLite or DuckDB database (for CSV or Parquet files use --files)")
     taken: set[str] = set()
     return Source(kind="files", tables=tuple(_file_table(p.resolve(), taken) for p in paths))
+
+
+def aliases_for(paths: Sequence[str | Path]) -> list[str]:
+    """One alias per database file: its sanitised stem, made unique and never a name DuckDB reserves."""
+    taken: set[str] = set()
+    out = []
+    for path in paths:
+        base = table_name_for(Path(path)).lower()
+        if base in RESERVED_ALIASES or base == "files":
+            base = f"db_{base}"
+        alias, n = base, 2
+        while alias in taken:
+            alias = f"{base}_{n}"
+            n += 1
+        taken.add(alias)
+        out.append(alias)
+    return out
+
+
+def combine(dbs: list[Source], files: Source | None) -> Source:
+    """The ``multi`` source over ``dbs`` (SQLite or DuckDB files) and ``files`` (CSV/Parquet, if any)."""
+    for db in dbs:
+        if db.kind == "postgres":
+            raise SourceError(
+                "a PostgreSQL database cannot be combined with other sources yet: ask it alone, or export "
+                "the tables you need to Parquet and pass them with --files"
+            )
+        if db.kind == "files":
+            raise SourceError(f"{db.describe()}: pass CSV/Parquet files with --files, not --db")
+    aliases = aliases_for([db.path for db in dbs if db.path is not None])
+    parts: list[tuple[str, Source]] = list(zip(aliases, dbs, strict=True))
+    if files is not None:
+        parts.append(("files", files))
+    return Source(kind="multi", parts=tuple(parts))
