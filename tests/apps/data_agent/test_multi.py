@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -159,3 +160,25 @@ async def test_a_write_over_combined_sources_is_refused(sources: dict[str, Path]
     answer = await DataAgent(model=model, runner=runner).ask("Delete every order")
     assert answer.status == "cannot_answer" and "Refused" in answer.answer
     assert runner.queries == [] and _digest([sources["shop"], sources["stock"]]) == before
+
+
+def test_corral_ask_takes_several_db_and_files(
+    monkeypatch: pytest.MonkeyPatch, sources: dict[str, Path], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from corral.apps.cli import app
+    from corral.apps.data_agent import _run
+
+    monkeypatch.setattr(_run, "make_runner", InProcessRunner)
+    monkeypatch.setattr(_run, "_models", {})
+    sql = (
+        "SELECT r.region, SUM(o.amount) AS total FROM shop_orders o JOIN regions r "
+        "ON o.customer_id = r.customer_id GROUP BY r.region ORDER BY r.region"
+    )
+    monkeypatch.setattr(_run, "make_model", lambda name: routed_model([f"```sql\n{sql}\n```"]))
+    args = ["ask", "Total amount per region?", "--db", str(sources["shop"]), "--db", str(sources["stock"])]
+    result = CliRunner().invoke(app, [*args, "--files", str(sources["regions"]), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["status"] == "answered" and out["rows"] == [["north", 15.0], ["south", 7.0]]
