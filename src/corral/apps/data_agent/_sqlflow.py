@@ -93,9 +93,7 @@ class SqlFlow:
             emit(q, SchemaRead(message=f"verified examples: {len(names)}", examples=names))
         self.lessons = await lessons.recall(ctx, q, self.full)
         if self.lessons:
-            emit(
-                q, SchemaRead(message=f"lessons: {len(self.lessons)}", examples=[x.id for x in self.lessons])
-            )
+            emit(q, SchemaRead(message=f"lessons shown: {', '.join(x.id for x in self.lessons)}"))
         hint = anti_join_hint(q.question, schema)
         user = prompts.sql_user(
             q.question, schema_text, self.examples, [hint] if hint else [], lessons.render(self.lessons)
