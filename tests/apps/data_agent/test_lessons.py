@@ -208,3 +208,22 @@ def test_the_cli_lists_shows_and_forgets_lessons(chinook_runner: InProcessRunner
     missing = cli.invoke(app, ["lessons", "show", "nope", "--store", str(path)])
     assert missing.exit_code == 2
     assert "no lessons yet" in cli.invoke(app, ["lessons", "list", "--store", str(path)]).output
+
+
+def test_a_row_edited_out_of_bounds_is_ignored(tmp_path: Path) -> None:
+    store = LessonStore(tmp_path / "lessons.sqlite")
+    good = Lesson(
+        id="a1", source="s", question="q?", failed_sql="SELECT x", problem="no x", fixed_sql="SELECT 1"
+    )
+    store.add(good)
+    conn = sqlite3.connect(store.path)
+    conn.execute(
+        "INSERT INTO lessons VALUES ('b2', 's', '', ?, 'SELECT 1', 'p', 'SELECT 1', 'error', '', '')",
+        ("x" * 10_000,),
+    )
+    conn.execute(
+        "INSERT INTO lessons VALUES ('c3', 's', '', 'q', 'SELECT 1', 'p', 'SELECT 1', 'weird', '', '')"
+    )
+    conn.commit()
+    conn.close()
+    assert store.all("s") == [good] and store.get("b2") is None and store.closest("s", "q?") == [good]

@@ -28,7 +28,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from corral.apps.data_agent._verified import VerifiedQuery, closest
 from corral.apps.data_agent.errors import DataAgentError
@@ -138,7 +138,7 @@ class LessonStore:
             rows = conn.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM lessons {where} ORDER BY created, id", args
             ).fetchall()
-        return [_from_row(r) for r in rows]
+        return [lesson for r in rows if (lesson := _from_row(r)) is not None]
 
     def get(self, lesson_id: str) -> Lesson | None:
         """The lesson whose id is (or starts with, when unambiguous) ``lesson_id``."""
@@ -172,8 +172,12 @@ def _prefix(lesson_id: str) -> str:
     return escaped + "%"
 
 
-def _from_row(row: tuple[str, ...]) -> Lesson:
-    return Lesson(**dict(zip(_COLUMNS, row, strict=True)))  # type: ignore[arg-type]
+def _from_row(row: tuple[object, ...]) -> Lesson | None:
+    """A stored row as a lesson; a row edited out of bounds (too long, wrong kind) is ignored, not a crash."""
+    try:
+        return Lesson.model_validate(dict(zip(_COLUMNS, row, strict=True)))
+    except ValidationError:
+        return None
 
 
 def _one_line(text: str, limit: int) -> str:
