@@ -262,8 +262,6 @@ def _is_iso(value: Any) -> bool:
 
 def _copy_sqlite(con: Any, path: str, alias: str) -> None:
     """Copy every table and view of the SQLite file at ``path`` into catalog ``alias`` of ``con``."""
-    import pandas as pd
-
     src = connect_sqlite(path, read_only=True)
     try:
         names = [
@@ -273,25 +271,36 @@ def _copy_sqlite(con: Any, path: str, alias: str) -> None:
             )
         ]
         for name in names:
-            declared = [(c, t or "") for _, c, t, *_ in src.execute(f"PRAGMA table_info({_quote(name)})")]
-            rows = src.execute(f"SELECT * FROM {_quote(name)}").fetchall()
-            columns = {c: [r[i] for r in rows] for i, (c, _) in enumerate(declared)}
-            types = {c: _duckdb_type(t, columns[c]) for c, t in declared}
-            text = ("VARCHAR", "DATE", "TIMESTAMP")
-            frame = pd.DataFrame(
-                {
-                    c: pd.Series(
-                        [v if v is None or types[c] not in text else str(v) for v in vals], dtype=object
-                    )
-                    for c, vals in columns.items()
-                }
-            )
-            con.register("corral_copy", frame)
-            select = ", ".join(f"CAST({_quote(c)} AS {types[c]}) AS {_quote(c)}" for c, _ in declared)
-            con.execute(f"CREATE TABLE {_quote(alias)}.{_quote(name)} AS SELECT {select} FROM corral_copy")
-            con.unregister("corral_copy")
+            try:
+                _copy_table(con, src, alias, name)
+            except Exception:
+                # One table DuckDB cannot hold (a value out of range, a view's duplicate column names)
+                # must not hide the others; queries naming it get DuckDB's "does not exist".
+                con.execute(f"DROP TABLE IF EXISTS {_quote(alias)}.{_quote(name)}")
     finally:
         src.close()
+
+
+def _copy_table(con: Any, src: HardenedConnection, alias: str, name: str) -> None:
+    import pandas as pd
+
+    declared = [(c, t or "") for _, c, t, *_ in src.execute(f"PRAGMA table_info({_quote(name)})")]
+    rows = src.execute(f"SELECT * FROM {_quote(name)}").fetchall()
+    columns = {c: [r[i] for r in rows] for i, (c, _) in enumerate(declared)}
+    types = {c: _duckdb_type(t, columns[c]) for c, t in declared}
+    text = ("VARCHAR", "DATE", "TIMESTAMP")
+    frame = pd.DataFrame(
+        {
+            c: pd.Series([v if v is None or types[c] not in text else str(v) for v in vals], dtype=object)
+            for c, vals in columns.items()
+        }
+    )
+    con.register("corral_copy", frame)
+    try:
+        select = ", ".join(f"CAST({_quote(c)} AS {types[c]}) AS {_quote(c)}" for c, _ in declared)
+        con.execute(f"CREATE TABLE {_quote(alias)}.{_quote(name)} AS SELECT {select} FROM corral_copy")
+    finally:
+        con.unregister("corral_copy")
 
 
 def _quote(name: str) -> str:
