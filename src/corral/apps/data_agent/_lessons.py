@@ -192,7 +192,7 @@ def render(lessons: list[Lesson]) -> str:
         out.append(
             f"Question: {_one_line(les.question, MAX_QUESTION)}\n"
             f"Mistake to avoid: `{_one_line(les.failed_sql, 300)}` failed: {_one_line(les.problem, 200)}\n"
-            f"```sql\n{les.fixed_sql.strip()}\n```"
+            f"```sql\n{les.fixed_sql.strip().replace('```', '` ` `')}\n```"
         )
     return "\n\n".join(out)
 
