@@ -87,3 +87,85 @@ def test_a_well_formed_result_still_passes(csv: Path) -> None:
     runner._sandbox = FakeSandbox(json.dumps(good).encode())
     result = asyncio.run(runner.run("SELECT 1"))
     assert result.ok and result.rows == [[1], ["x"], [None]] and result.row_count == 3
+
+
+# -- several sources in one job, through the real sandbox ---------------------------------------------------
+#: Sent straight to the sandboxed driver (past the host's read-only check): each must fail in the job.
+MULTI_ATTACKS = [
+    "INSERT INTO shop.orders VALUES (9, 9)",
+    "DELETE FROM shop_orders",
+    "DROP TABLE stock.items",
+    "UPDATE stock.items SET qty = 0",
+    "CREATE TABLE stock.evil AS SELECT 1",
+    "ATTACH ':memory:' AS other",
+    "ATTACH '/data/p1db.duckdb' AS again",
+    "ATTACH '/etc/passwd' AS other",
+    "DETACH stock",
+    "DETACH stock; ATTACH '/data/p1db.duckdb' AS stock; DELETE FROM stock.items",
+    "INSTALL sqlite",
+    "LOAD sqlite",
+    "SET enable_external_access = true",
+    "COPY (SELECT 1) TO '/data/out.csv'",
+    "SELECT 1; DROP TABLE shop.orders",
+    "SELECT * FROM read_text('/etc/passwd')",
+]
+
+
+@pytest.fixture
+def multi(tmp_path: Path) -> tuple[Any, list[Path]]:
+    import sqlite3
+
+    import duckdb
+
+    shop = tmp_path / "shop.sqlite"
+    conn = sqlite3.connect(shop)
+    conn.executescript(
+        "CREATE TABLE orders (id INTEGER, qty INTEGER); INSERT INTO orders VALUES (1, 2), (2, 5);"
+    )
+    conn.commit()
+    conn.close()
+    stock = tmp_path / "stock.duckdb"
+    con = duckdb.connect(str(stock))
+    con.execute("CREATE TABLE items (id INTEGER, qty INTEGER); INSERT INTO items VALUES (1, 7)")
+    con.close()
+    regions = tmp_path / "regions.csv"
+    regions.write_text("id,region\n1,north\n2,south\n")
+    files = [shop, stock, regions]
+    return open_source([str(shop), str(stock)], files=[regions]), files
+
+
+def _digests(files: list[Path]) -> list[str]:
+    import hashlib
+
+    return [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+
+
+@pytest.mark.sandbox
+def test_combined_sources_join_in_the_sandbox(multi: tuple[Any, list[Path]]) -> None:
+    source, _ = multi
+    runner = SandboxQueryRunner(source)
+    result = asyncio.run(
+        runner.run(
+            "SELECT r.region, o.qty + i.qty AS total FROM shop_orders o JOIN regions r ON r.id = o.id "
+            "JOIN stock.items i ON i.id = o.id"
+        )
+    )
+    assert result.ok and result.rows == [["north", 9]], result
+    described = asyncio.run(runner.describe())
+    assert sorted(t["name"] for t in described["tables"]) == ["regions", "shop_orders", "stock_items"]
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("sql", MULTI_ATTACKS)
+def test_a_job_over_combined_sources_cannot_write_attach_or_load(
+    multi: tuple[Any, list[Path]], sql: str
+) -> None:
+    source, files = multi
+    before = _digests(files)
+    runner = SandboxQueryRunner(source)
+    result = asyncio.run(runner.run(sql))
+    assert not result.ok and result.error, result
+    assert _digests(files) == before
+    assert not (files[0].parent / "out.csv").exists()
+    after = asyncio.run(runner.run("SELECT COUNT(*) FROM stock_items"))
+    assert after.ok and after.rows == [[1]]

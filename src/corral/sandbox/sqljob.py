@@ -160,6 +160,156 @@ def connect_duckdb(path: str | None, *, read_only: bool, files: list[dict[str, s
     return con
 
 
+#: Catalog names DuckDB keeps for itself: an attached source never gets one.
+RESERVED_ALIASES = frozenset({"main", "memory", "system", "temp", "information_schema", "pg_catalog"})
+
+
+def flat_names(parts: list[tuple[str, list[str]]], taken: set[str]) -> dict[tuple[str, str], str]:
+    """The one-part name of each attached table: ``<alias>_<table>`` (``_2``, ``_3``… when taken), so a
+    query over several sources names every table unambiguously without catalog qualifiers. Deterministic:
+    the schema scan and the query job compute the same names from the same tables."""
+    used = {t.lower() for t in taken}
+    out: dict[tuple[str, str], str] = {}
+    for alias, tables in parts:
+        for table in sorted(tables):
+            name = base = f"{alias}_{table}"
+            n = 2
+            while name.lower() in used:
+                name = f"{base}_{n}"
+                n += 1
+            used.add(name.lower())
+            out[(alias, table)] = name
+    return out
+
+
+def connect_attached(parts: list[dict[str, Any]]) -> Any:
+    """One DuckDB connection over several sources, each read-only, for a question that joins them.
+
+    ``parts`` are ``{"alias", "kind", ...}``: a DuckDB file (``path``) is attached ``READ_ONLY`` as catalog
+    ``alias``; a SQLite file (``path``) is read through :func:`connect_sqlite` (hardened, an image in memory)
+    and copied into an in-memory catalog ``alias`` (DuckDB's own SQLite reader is an extension, and none is
+    loaded); CSV/Parquet files (``tables``) become views, as in :func:`connect_duckdb`. Every attached table
+    also gets a view with a one-part name (:func:`flat_names`). Then external access goes off (only the
+    source files stay readable) and the configuration is locked. Run queries with :func:`run_select`: the
+    engine itself would still let a statement ``DETACH`` or ``ATTACH ':memory:'``.
+    """
+    import duckdb
+
+    con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+    files = [f for p in parts if p["kind"] == "files" for f in p["tables"]]
+    listed: list[tuple[str, list[str]]] = []
+    for part in parts:
+        alias = part["alias"]
+        if not alias.isidentifier() or alias.lower() in RESERVED_ALIASES:
+            raise ValueError(f"unusable source alias {alias!r}")
+        if part["kind"] == "duckdb":
+            con.execute(f"ATTACH {_literal(part['path'])} AS {_quote(alias)} (READ_ONLY)")
+        elif part["kind"] == "sqlite":
+            con.execute(f"ATTACH ':memory:' AS {_quote(alias)}")
+            _copy_sqlite(con, part["path"], alias)
+        elif part["kind"] != "files":
+            raise ValueError(f"a {part['kind']} source cannot be combined with others")
+        if part["kind"] != "files":
+            rows = con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? "
+                "AND table_schema = 'main'",
+                [alias],
+            ).fetchall()
+            listed.append((alias, [r[0] for r in rows]))
+    con.execute("SET allowed_paths = [" + ", ".join(_literal(f["path"]) for f in files) + "]")
+    con.execute("SET enable_external_access = false")
+    for f in files:
+        reader = "read_parquet" if f["format"] == "parquet" else "read_csv_auto"
+        con.execute(f"CREATE VIEW {_quote(f['name'])} AS SELECT * FROM {reader}({_literal(f['path'])})")
+    for (alias, table), flat in flat_names(listed, {f["name"] for f in files}).items():
+        con.execute(f"CREATE VIEW {_quote(flat)} AS SELECT * FROM {_quote(alias)}.{_quote(table)}")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def run_select(con: Any, sql: str) -> Any:
+    """Execute ``sql`` on a DuckDB connection if DuckDB's own parser reads it as one SELECT; raises
+    ``PermissionError`` otherwise (a second statement, ATTACH, DETACH, COPY, SET, INSTALL, LOAD …)."""
+    import duckdb
+
+    statements = duckdb.extract_statements(sql)
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        kinds = ", ".join(s.type.name for s in statements) or "nothing"
+        raise PermissionError(f"only one SELECT statement may run over combined sources (got {kinds})")
+    return con.execute(sql)
+
+
+def _duckdb_type(declared: str, values: list[Any]) -> str:
+    """The DuckDB column type for SQLite values (dynamically typed: the values decide, the declared type
+    only picks dates and times among text)."""
+    seen = {type(v) for v in values if v is not None}
+    if seen <= {int}:
+        return "BIGINT"
+    if seen <= {int, float}:
+        return "DOUBLE"
+    if seen == {bytes}:
+        return "BLOB"
+    upper = declared.upper()
+    if seen == {str} and ("DATE" in upper or "TIME" in upper) and all(_is_iso(v) for v in values):
+        return "TIMESTAMP" if "TIME" in upper else "DATE"
+    return "VARCHAR"
+
+
+def _is_iso(value: Any) -> bool:
+    import datetime
+
+    if value is None:
+        return True
+    try:
+        datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _copy_sqlite(con: Any, path: str, alias: str) -> None:
+    """Copy every table and view of the SQLite file at ``path`` into catalog ``alias`` of ``con``."""
+    src = connect_sqlite(path, read_only=True)
+    try:
+        names = [
+            r[0]
+            for r in src.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        for name in names:
+            try:
+                _copy_table(con, src, alias, name)
+            except Exception:
+                # One table DuckDB cannot hold (a value out of range, a view's duplicate column names)
+                # must not hide the others; queries naming it get DuckDB's "does not exist".
+                con.execute(f"DROP TABLE IF EXISTS {_quote(alias)}.{_quote(name)}")
+    finally:
+        src.close()
+
+
+def _copy_table(con: Any, src: HardenedConnection, alias: str, name: str) -> None:
+    import pandas as pd
+
+    declared = [(c, t or "") for _, c, t, *_ in src.execute(f"PRAGMA table_info({_quote(name)})")]
+    rows = src.execute(f"SELECT * FROM {_quote(name)}").fetchall()
+    columns = {c: [r[i] for r in rows] for i, (c, _) in enumerate(declared)}
+    types = {c: _duckdb_type(t, columns[c]) for c, t in declared}
+    text = ("VARCHAR", "DATE", "TIMESTAMP")
+    frame = pd.DataFrame(
+        {
+            c: pd.Series([v if v is None or types[c] not in text else str(v) for v in vals], dtype=object)
+            for c, vals in columns.items()
+        }
+    )
+    con.register("corral_copy", frame)
+    try:
+        select = ", ".join(f"CAST({_quote(c)} AS {types[c]}) AS {_quote(c)}" for c, _ in declared)
+        con.execute(f"CREATE TABLE {_quote(alias)}.{_quote(name)} AS SELECT {select} FROM corral_copy")
+    finally:
+        con.unregister("corral_copy")
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

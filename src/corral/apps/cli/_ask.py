@@ -73,7 +73,12 @@ def ask_command(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The question, in plain language.")],
     db: Annotated[
-        str | None, typer.Option("--db", help="A SQLite or DuckDB file, or a postgresql:// URL.")
+        list[str] | None,
+        typer.Option(
+            "--db",
+            help="A SQLite or DuckDB file, or a postgresql:// URL. Repeat it (or add --files) to query "
+            "several sources together.",
+        ),
     ] = None,
     files: Annotated[
         list[Path] | None,
@@ -118,6 +123,10 @@ def ask_command(
             help="Answer in this process, not in the resident one that keeps a local model warm.",
         ),
     ] = False,
+    no_lessons: Annotated[
+        bool,
+        typer.Option("--no-lessons", help="Neither use nor keep lessons from corrections (corral lessons)."),
+    ] = False,
 ) -> None:
     """Answer a question over a database or data files, with the SQL it ran and a chart when it helps."""
     all_files = [*(files or []), *(Path(a) for a in ctx.args)]
@@ -128,14 +137,16 @@ def ask_command(
         "chart_dir": str(chart_dir.resolve()),
         "allow_writes": allow_writes,
         "language": language,
+        "lessons": not no_lessons,
     }
     if verified is not None:
         options["verified"] = str(verified.resolve())
     try:
+        dbs = db or []
         answer, warmup = asyncio.run(
             answer_question(
                 question,
-                db=db,
+                db=dbs[0] if len(dbs) == 1 else (dbs or None),
                 files=all_files,
                 model=model,
                 thread=thread,
@@ -185,9 +196,18 @@ def eval_command(
     ] = "agent",
     out: Annotated[Path | None, typer.Option("--out", help="Where the JSON report goes.")] = None,
     no_judge: Annotated[bool, typer.Option("--no-judge", help="Skip the judge step.")] = False,
+    lessons: Annotated[
+        Path | None,
+        typer.Option(
+            "--lessons",
+            help="Keep and use lessons from corrections in this store (run twice to measure them; "
+            "default: none, so runs stay comparable).",
+        ),
+    ] = None,
 ) -> None:
     """Run a question set and print execution accuracy by difficulty, latency and cost per question."""
     from corral.apps.data_agent._evalrun import run_eval
+    from corral.apps.data_agent._lessons import LessonStore
 
     console = Console()
     err = Console(stderr=True)
@@ -197,7 +217,15 @@ def eval_command(
 
     try:
         report = asyncio.run(
-            run_eval(path, model=model, limit=limit, system=system, judge=not no_judge, progress=progress)
+            run_eval(
+                path,
+                model=model,
+                limit=limit,
+                system=system,
+                judge=not no_judge,
+                progress=progress,
+                lessons=LessonStore(lessons) if lessons is not None else None,
+            )
         )
     except CorralError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")

@@ -26,7 +26,7 @@ resident_app = typer.Typer(
 async def answer_question(
     question: str,
     *,
-    db: str | None,
+    db: str | Sequence[str] | None,
     files: Sequence[str | Path],
     model: str | None,
     thread: str | None,
@@ -47,7 +47,7 @@ async def answer_question(
     source = _run.check_question(db, files, options.get("language", "auto"))
     # PostgreSQL stays here too: its password may come from this process's PGPASSWORD.
     fits = not options.get("allow_writes") and source.kind != "postgres" and use_resident(model)
-    if resident and fits:
+    if resident and fits and (db is None or isinstance(db, str)):  # several databases: in this process
         wire = AskOptions(**{k: v for k, v in options.items() if k != "allow_writes"})
         return await ask_resident(
             question, db=db, files=files, model=model, thread=thread, options=wire, on_event=on_event

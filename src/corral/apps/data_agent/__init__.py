@@ -24,6 +24,7 @@ from corral.apps.data_agent._events import (
     SchemaRead,
     data_event_adapter,
 )
+from corral.apps.data_agent._lessons import Lesson, LessonStore
 from corral.apps.data_agent._pandas_runner import CodeRunner, SandboxPandasRunner
 from corral.apps.data_agent._run import ask
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
@@ -56,6 +57,8 @@ __all__ = [
     "Finding",
     "ForeignKey",
     "Judged",
+    "Lesson",
+    "LessonStore",
     "QueryRan",
     "QueryResult",
     "QueryRunner",

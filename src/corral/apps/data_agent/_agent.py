@@ -21,6 +21,7 @@ from typing import Literal
 
 from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import Answered, DataEvent
+from corral.apps.data_agent._lessons import LessonStore
 from corral.apps.data_agent._loop import data_workflow
 from corral.apps.data_agent._pandas_agent import PandasFlow
 from corral.apps.data_agent._pandas_runner import CodeRunner
@@ -74,6 +75,9 @@ class DataAgent:
     candidate_temperature: float = 0.6
     #: In a thread, the previous question, its SQL and first rows (:func:`._thread.context_text`).
     previous: str = ""
+    #: Where the loop keeps what its corrections taught and finds lessons for new questions (``_lessons``);
+    #: ``None`` keeps none.
+    lessons: LessonStore | None = None
 
     def _flow(self) -> SqlFlow | PandasFlow:
         if self.language != "sql" and self.code_runner is not None:

@@ -63,6 +63,8 @@ def _connect(spec: dict[str, Any]) -> tuple[Any, str]:
         return sqljob.connect_duckdb(None, read_only=True, files=files), kind
     if kind == "postgres":
         return _pg_connect(spec), kind
+    if kind == "multi":
+        return sqljob.connect_attached(spec["parts"]), kind
     raise ValueError(f"unknown source kind {kind!r}")
 
 
@@ -213,9 +215,12 @@ def _pg_fetch(conn: Any, sql: str, max_rows: int) -> tuple[list[str], list[list[
     return columns, rows, total
 
 
-def _fetch(conn: Any, sql: str, max_rows: int) -> tuple[list[str], list[list[Any]], int]:
-    cur = conn.cursor()
-    cur.execute(sql)
+def _fetch(conn: Any, sql: str, max_rows: int, kind: str = "") -> tuple[list[str], list[list[Any]], int]:
+    if kind == "multi":
+        cur = sqljob.run_select(conn, sql)  # one SELECT, by DuckDB's own parser
+    else:
+        cur = conn.cursor()
+        cur.execute(sql)
     columns = [d[0] for d in (cur.description or [])]
     rows: list[list[Any]] = []
     total = 0
@@ -244,8 +249,10 @@ def run_query(spec: dict[str, Any], sql: str, max_rows: int) -> dict[str, Any]:
             "row_count": 0,
         }
     try:
-        fetch = _pg_fetch if kind == "postgres" else _fetch
-        columns, rows, total = fetch(conn, sql, max_rows)
+        if kind == "postgres":
+            columns, rows, total = _pg_fetch(conn, sql, max_rows)
+        else:
+            columns, rows, total = _fetch(conn, sql, max_rows, kind)
         return {"ok": True, "error": None, "columns": columns, "rows": rows, "row_count": total}
     except Exception as exc:
         return {
@@ -341,8 +348,29 @@ def _tables_and_columns(conn: Any, kind: str) -> list[dict[str, Any]]:
     raise ValueError(f"unknown source kind {kind!r}")
 
 
+def _describe_multi(spec: dict[str, Any]) -> dict[str, Any]:
+    """Each part described on its own connection, its tables renamed as the combined connection names them
+    (``sqljob.flat_names``); keys keep pointing at the same tables."""
+    described = [(part, describe(part)) for part in spec["parts"]]
+    files = {t["name"] for part, d in described if part["kind"] == "files" for t in d["tables"]}
+    listed = [(p["alias"], [t["name"] for t in d["tables"]]) for p, d in described if p["kind"] != "files"]
+    flat = sqljob.flat_names(listed, files)
+    tables: list[dict[str, Any]] = []
+    for part, d in described:
+        for table in d["tables"]:
+            if part["kind"] != "files":
+                alias = part["alias"]
+                table["name"] = flat[(alias, table["name"])]
+                for fk in table["foreign_keys"]:
+                    fk["ref_table"] = flat.get((alias, fk["ref_table"]), fk["ref_table"])
+            tables.append(table)
+    return {"ok": True, "error": None, "tables": tables}
+
+
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
     """Tables, columns, types, keys, row counts and a few sample values per column."""
+    if spec["kind"] == "multi":
+        return _describe_multi(spec)
     conn, kind = _connect(spec)
     try:
         tables = _tables_and_columns(conn, kind)

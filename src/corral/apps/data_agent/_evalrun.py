@@ -24,6 +24,7 @@ from corral.apps.data_agent import _run
 from corral.apps.data_agent._agent import DataAgent
 from corral.apps.data_agent._answer import MAX_ROWS, Answer, Status, prose_answer
 from corral.apps.data_agent._eval import EvalQuestion, EvalReport, QuestionOutcome, load_eval_set, score
+from corral.apps.data_agent._lessons import LessonStore
 from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
 from corral.apps.data_agent._schema import cached_description, load_schema
@@ -106,13 +107,16 @@ async def _answer(
     code_runner: CodeRunner | None,
     *,
     judge: bool,
+    lessons: LessonStore | None = None,
 ) -> Answer:
     """One question through ``system``."""
     # A question over files is answered with pandas, told the answer's format (@name[...]) so that it
     # returns those parts by name; a SQL query is scored from its result row instead (see load_dabench).
     text = f"{q.question}\nAnswer format: {q.hint}" if q.hint and code_runner else q.question
     if system == "agent":
-        agent = DataAgent(model=llm, runner=runner, code_runner=code_runner, judge=judge, charts=False)
+        agent = DataAgent(
+            model=llm, runner=runner, code_runner=code_runner, judge=judge, charts=False, lessons=lessons
+        )
         return await agent.ask(text)
     if code_runner is not None:
         return await single_shot_pandas(llm, code_runner, text)
@@ -128,8 +132,11 @@ async def run_eval(
     judge: bool = True,
     progress: Progress | None = None,
     model_instance: Model | None = None,
+    lessons: LessonStore | None = None,
 ) -> EvalReport:
-    """Run every question of the set at ``path`` through ``system`` (``agent`` or ``baseline``)."""
+    """Run every question of the set at ``path`` through ``system`` (``agent`` or ``baseline``). With
+    ``lessons`` the agent keeps what its corrections teach in that store and is shown the closest lessons
+    (a second run on the same store measures what they are worth); without, it keeps none."""
     if system not in ("agent", "baseline", "baseline-rich"):
         from corral.apps.data_agent.errors import EvalSetError
 
@@ -162,7 +169,7 @@ async def run_eval(
             code_runners[files] = _run.code_runner_for(runner.source) if files else None
         code_runner = code_runners[files]
         try:
-            answer = await _answer(q, system, llm, runner, code_runner, judge=judge)
+            answer = await _answer(q, system, llm, runner, code_runner, judge=judge, lessons=lessons)
         except Exception as exc:  # one broken question must not end the evaluation
             answer = Answer(status="failed", answer=str(exc))
             error = f"{type(exc).__name__}: {exc}"

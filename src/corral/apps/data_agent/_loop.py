@@ -75,6 +75,8 @@ def again(q: Question) -> str:
 def retry(q: Question, error: str, hints: str = "") -> str:
     """Feed ``error`` (and the system's ``hints``) back to the model and try again."""
     q.last_error = error
+    if q.text and error not in (q.flow.no_text[0], q.flow.same_text[0]):
+        q.failures.append((q.text, error))
     q.messages.append(UserMessage(content=q.flow.feedback(error, hints)))
     return again(q)
 

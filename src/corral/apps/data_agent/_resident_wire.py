@@ -35,6 +35,7 @@ class AskOptions(_Line):
     chart_dir: str | None = Field(default=None, max_length=4096)
     language: Literal["auto", "sql", "python"] = "auto"
     verified: str | None = Field(default=None, max_length=4096)
+    lessons: bool = True
 
 
 class AskRequest(_Line):

@@ -15,6 +15,7 @@ from typing import Any
 from corral.apps.data_agent._agent import DataAgent
 from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import DataEvent
+from corral.apps.data_agent._lessons import LessonStore
 from corral.apps.data_agent._pandas_runner import CodeRunner, SandboxPandasRunner
 from corral.apps.data_agent._runner import QueryRunner
 from corral.apps.data_agent._sandbox_runner import SandboxQueryRunner
@@ -40,6 +41,13 @@ def code_runner_for(source: Source, language: str = "auto") -> CodeRunner | None
     return make_code_runner(source)
 
 
+def lessons_for(option: bool | str | None) -> LessonStore | None:
+    """The lesson store a question uses: the default one (``True``), the file named, or none."""
+    if option is None or option is False:
+        return None
+    return LessonStore(None if option is True else option)
+
+
 #: Builds the model from its user-typed name (tests replace it with a scripted model).
 make_model: Callable[[str | None], Model] = resolve_model
 
@@ -61,7 +69,7 @@ def _model(name: str | None) -> Model:
 async def ask_run(
     ctx: RunContext,
     question: str,
-    db: str | None = None,
+    db: str | list[str] | None = None,
     files: Sequence[str] = (),
     model: str | None = None,
     options: dict[str, Any] | None = None,
@@ -72,7 +80,7 @@ async def ask_run(
     previous = Turn.model_validate(opts["previous"]) if opts.get("previous") else None
     # A URL journaled without its password gets it back from this process (a run resumed in another one
     # takes it from PGPASSWORD).
-    source = open_source(_passwords.get(db, db) if db is not None else None, list(files))
+    source = open_source(_passwords.get(db, db) if isinstance(db, str) else db, list(files))
     agent = DataAgent(
         model=_model(model),
         runner=make_runner(source),
@@ -86,12 +94,13 @@ async def ask_run(
         # Writes need a person: asked on the terminal when there is one, refused otherwise.
         approver=terminal_approver if opts.get("allow_writes") else None,
         previous=context_text(previous) if previous else "",
+        lessons=lessons_for(opts.get("lessons", True)),
     )
     answer = await agent.answer(ctx, followup_question(previous, question) if previous else question)
     return answer.model_dump(mode="json")
 
 
-def check_question(db: str | None, files: Sequence[str | Path], language: str) -> Source:
+def check_question(db: str | Sequence[str] | None, files: Sequence[str | Path], language: str) -> Source:
     """The source of a question, or the error that stops it before a run is journaled."""
     source = open_source(db, list(files))
     if language not in ("auto", "sql", "python"):
@@ -104,7 +113,7 @@ def check_question(db: str | None, files: Sequence[str | Path], language: str) -
 async def ask(
     question: str,
     *,
-    db: str | None = None,
+    db: str | Sequence[str] | None = None,
     files: Sequence[str | Path] = (),
     model: str | None = None,
     runtime: Runtime | None = None,
@@ -116,8 +125,8 @@ async def ask(
     """Answer ``question`` as a durable run on ``runtime`` (default: the user's journal); in ``thread``, as a
     follow-up of the thread's previous question (see :mod:`._thread`)."""
     source = check_question(db, files, options.get("language", "auto"))
-    journaled_db = db
-    if db is not None and source.kind == "postgres":
+    journaled_db: str | list[str] | None = db if db is None or isinstance(db, str) else [str(d) for d in db]
+    if isinstance(db, str) and source.kind == "postgres":
         # The journal keeps a run's arguments in plain text: the password stays in this process's memory.
         journaled_db = without_password(db)
         if journaled_db != db:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from corral.apps.data_agent import _driver, _job_result, _pg_relay
+from corral.apps.data_agent import _driver, _job_result, _multi, _pg_relay
 from corral.apps.data_agent._chart import RENDER_CODE
 from corral.apps.data_agent._runner import QueryResult, Stopwatch
 from corral.apps.data_agent._sources import Source
@@ -93,6 +93,10 @@ class SandboxQueryRunner:
                 error="writes to PostgreSQL are not supported: every session is a read-only transaction; "
                 "run the statement yourself with a client that has write rights",
             )
+        if src.kind == "multi":
+            return QueryResult(
+                ok=False, error="combined sources are read-only; ask one database alone to write"
+            )
         if src.kind == "files" or src.path is None:
             return QueryResult(ok=False, error="CSV/Parquet sources are read-only; load them into a database")
         sandbox = self._sandbox
@@ -121,6 +125,8 @@ class SandboxQueryRunner:
                 "statement_timeout_ms": int(self.statement_timeout * 1000),
                 "connect_timeout": self._pg.connect_timeout,
             }
+        elif self.source.kind == "multi":
+            spec = _multi.mount(spec, inputs)
         elif self.source.kind == "files":
             for i, table in enumerate(spec["tables"]):
                 name = f"t{i}{Path(table['path']).suffix.lower()}"

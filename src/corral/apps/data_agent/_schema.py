@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -382,9 +382,18 @@ def expand(qwords: set[str]) -> set[str]:
     return out
 
 
-def _table_score(table: Table, qwords: set[str], question: str) -> float:
+def _prefix_words(tables: list[Table]) -> set[str]:
+    """Words in the names of a third or more of the tables (at least three): a prefix such as a combined
+    source's alias (``chinook_Track``) or a house style (``tbl_``), which says nothing about one table."""
+    counts: Counter[str] = Counter(w for t in tables for w in set(words(t.name)))
+    return {w for w, n in counts.items() if n >= 3 and 3 * n >= len(tables)}
+
+
+def _table_score(
+    table: Table, qwords: set[str], question: str, prefixes: frozenset[str] = frozenset()
+) -> float:
     score = 0.0
-    tw = set(words(table.name))
+    tw = set(words(table.name)) - prefixes or set(words(table.name))
     if tw:
         # A word naming the whole table counts more than one naming a part of it (Track vs PlaylistTrack).
         # Squared: a word naming half of a two-word table name (Track in PlaylistTrack) is a weak hint.
@@ -442,8 +451,9 @@ def narrow(
         return schema
     qwords = expand(set(words(question)) - _STOP)
     qlower = question.lower()
+    prefixes = frozenset(_prefix_words(schema.tables))
     scored = sorted(
-        ((s, t.name) for t in schema.tables if (s := _table_score(t, qwords, qlower)) > 0),
+        ((s, t.name) for t in schema.tables if (s := _table_score(t, qwords, qlower, prefixes)) > 0),
         key=lambda x: (-x[0], x[1]),
     )
     if not scored:

@@ -6,6 +6,12 @@ DuckDB, each as a table named after its file stem (sanitised: ``sales 2024.csv``
 
 >>> table_name_for(Path("/data/sales 2024.csv")), table_name_for(Path("2019-08_edges.csv"))
 ('sales_2024', 't_2019_08_edges')
+
+Several databases, or databases and files, are one ``multi`` source (see :mod:`._multi`), each database
+under an alias:
+
+>>> aliases_for(["/d/shop.sqlite", "/e/shop.duckdb", "/f/main.db"])
+['shop', 'shop_2', 'db_main']
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from corral.apps.data_agent.errors import SourceError
+from corral.sandbox.sqljob import RESERVED_ALIASES
 
-SourceKind = Literal["sqlite", "duckdb", "files", "postgres"]
+SourceKind = Literal["sqlite", "duckdb", "files", "postgres", "multi"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _DUCKDB_MAGIC = b"DUCK"  # at offset 8 of a DuckDB file
@@ -46,21 +53,29 @@ class Source:
     path: Path | None = None
     url: str | None = None
     tables: tuple[FileTable, ...] = field(default_factory=tuple)
+    #: ``multi``: the sources queried together, each with its alias (see :mod:`._multi`).
+    parts: tuple[tuple[str, Source], ...] = field(default_factory=tuple)
 
     @property
     def dialect(self) -> str:
         """The sqlglot dialect name of the queries this source runs."""
-        return {"sqlite": "sqlite", "duckdb": "duckdb", "files": "duckdb", "postgres": "postgres"}[self.kind]
+        if self.kind in ("files", "multi"):
+            return "duckdb"
+        return {"sqlite": "sqlite", "duckdb": "duckdb", "postgres": "postgres"}[self.kind]
 
     @property
     def files(self) -> list[Path]:
         """Every local file the query must be able to read (what the sandbox mounts)."""
+        if self.kind == "multi":
+            return [f for _, part in self.parts for f in part.files]
         if self.kind == "files":
             return [t.path for t in self.tables]
         return [self.path] if self.path is not None else []
 
     def spec(self) -> dict[str, Any]:
         """The description :mod:`._driver` opens (paths as given; the runner may remap them)."""
+        if self.kind == "multi":
+            return {"kind": "multi", "parts": [{"alias": a, **p.spec()} for a, p in self.parts]}
         if self.kind == "files":
             return {
                 "kind": "files",
@@ -72,7 +87,7 @@ class Source:
 
     def fingerprint(self) -> str:
         """A key that changes when the data may have changed."""
-        parts: list[str] = [self.kind]
+        parts: list[str] = [self.kind, *(f"{alias}:{part.kind}" for alias, part in self.parts)]
         if self.kind == "postgres":
             parts.append(_redact(self.url or ""))
         for path in self.files:
@@ -82,6 +97,8 @@ class Source:
 
     def describe(self) -> str:
         """A short human description, safe to print (no password)."""
+        if self.kind == "multi":
+            return "; ".join(f"{a}: {p.describe()}" for a, p in self.parts)
         if self.kind == "postgres":
             return f"PostgreSQL {_redact(self.url or '')}"
         if self.kind == "files":
@@ -131,15 +148,19 @@ def _file_table(path: Path, taken: set[str]) -> FileTable:
     return FileTable(name=name, path=path, format=fmt)
 
 
-def open_source(db: str | None = None, files: Sequence[str | Path] = ()) -> Source:
-    """Recognise what the user named: a SQLite or DuckDB file, a PostgreSQL URL, or CSV/Parquet files.
+def open_source(db: str | Sequence[str] | None = None, files: Sequence[str | Path] = ()) -> Source:
+    """Recognise what the user named: a SQLite or DuckDB file, a PostgreSQL URL, or CSV/Parquet files; several
+    databases, or databases and files, become one ``multi`` source queried together (see :mod:`._multi`).
 
     Raises :class:`SourceError` with what to do when nothing usable is named or a file does not exist.
     """
+    if db is not None and not isinstance(db, str):
+        dbs = list(db)
+        if len(dbs) > 1 or (dbs and files):
+            return combine([open_source(d) for d in dbs], open_source(files=files) if files else None)
+        db = dbs[0] if dbs else None
     if db is not None and files:
-        raise SourceError(
-            "--db and --files cannot be combined yet: query the files alone, or load them into the database"
-        )
+        return combine([open_source(db)], open_source(files=files))
     if db is None and not files:
         raise SourceError(
             "name the data: --db PATH_OR_URL (SQLite, DuckDB, postgresql://...) or --files F ..."
@@ -162,3 +183,37 @@ def open_source(db: str | None = None, files: Sequence[str | Path] = ()) -> Sour
         raise SourceError(f"{path}: not a SQLite or DuckDB database (for CSV or Parquet files use --files)")
     taken: set[str] = set()
     return Source(kind="files", tables=tuple(_file_table(p.resolve(), taken) for p in paths))
+
+
+def aliases_for(paths: Sequence[str | Path]) -> list[str]:
+    """One alias per database file: its sanitised stem, made unique and never a name DuckDB reserves."""
+    taken: set[str] = set()
+    out = []
+    for path in paths:
+        base = table_name_for(Path(path)).lower()
+        if base in RESERVED_ALIASES or base == "files":
+            base = f"db_{base}"
+        alias, n = base, 2
+        while alias in taken:
+            alias = f"{base}_{n}"
+            n += 1
+        taken.add(alias)
+        out.append(alias)
+    return out
+
+
+def combine(dbs: list[Source], files: Source | None) -> Source:
+    """The ``multi`` source over ``dbs`` (SQLite or DuckDB files) and ``files`` (CSV/Parquet, if any)."""
+    for db in dbs:
+        if db.kind == "postgres":
+            raise SourceError(
+                "a PostgreSQL database cannot be combined with other sources yet: ask it alone, or export "
+                "the tables you need to Parquet and pass them with --files"
+            )
+        if db.kind == "files":
+            raise SourceError(f"{db.describe()}: pass CSV/Parquet files with --files, not --db")
+    aliases = aliases_for([db.path for db in dbs if db.path is not None])
+    parts: list[tuple[str, Source]] = list(zip(aliases, dbs, strict=True))
+    if files is not None:
+        parts.append(("files", files))
+    return Source(kind="multi", parts=tuple(parts))

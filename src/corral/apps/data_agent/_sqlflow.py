@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
+from corral.apps.data_agent import _lessons as lessons
 from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer
 from corral.apps.data_agent._checks import Finding, sanity_check
@@ -56,6 +57,7 @@ class SqlFlow:
         self.full = Schema(dialect="sqlite", tables=[])
         self.schema = self.full
         self.examples: list[VerifiedQuery] = []
+        self.lessons: list[lessons.Lesson] = []
         #: Names failed queries reached for, with whether the schema has something like them.
         self.missing: list[tuple[str, bool]] = []
         self.other_errors = 0
@@ -89,9 +91,19 @@ class SqlFlow:
         if self.examples:
             names = [e.question for e in self.examples]
             emit(q, SchemaRead(message=f"verified examples: {len(names)}", examples=names))
+        self.lessons = await lessons.recall(ctx, q, self.full)
+        if self.lessons:
+            emit(q, SchemaRead(message=f"lessons shown: {', '.join(x.id for x in self.lessons)}"))
         hint = anti_join_hint(q.question, schema)
         previous = str(getattr(self.agent, "previous", ""))
-        user = prompts.sql_user(q.question, schema_text, self.examples, [hint] if hint else [], previous)
+        user = prompts.sql_user(
+            q.question,
+            schema_text,
+            self.examples,
+            [hint] if hint else [],
+            previous=previous,
+            lessons=lessons.render(self.lessons),
+        )
         q.messages = [SystemMessage(content=prompts.sql_system(self.full.dialect)), UserMessage(content=user)]
         return None
 
@@ -261,4 +273,6 @@ class SqlFlow:
         return None
 
     async def compose(self, ctx: RunContext, q: Question) -> Answer:
-        return await compose(ctx, q, self.examples)
+        answer = await compose(ctx, q, self.examples)
+        await lessons.learn(ctx, q, answer, self.full, self.runner.source.describe())
+        return answer

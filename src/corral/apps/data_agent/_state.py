@@ -78,6 +78,8 @@ class Question(BaseModel):
     declined: bool = False
     decline_reason: str | None = None
     last_error: str = "no query was written"
+    #: Each query (or program) sent back, with why: what a lesson is made of (see ``_lessons``).
+    failures: list[tuple[str, str]] = Field(default_factory=list)
     #: The query (or program) of the current attempt, and its result once it ran.
     text: str = ""
     result: QueryResult | None = None
