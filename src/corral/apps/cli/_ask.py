@@ -198,4 +198,11 @@ def _report_table(report: EvalReport) -> Table:
     table.add_row("[bold]all[/bold]", str(report.count()), f"[bold]{report.accuracy():.0%}[/bold]")
     median, cost = report.median_seconds(), report.mean_cost()
     table.caption = f"median {median:.1f} s per question · mean cost ${cost:.4f} per question"
+    judge = report.judge_figures()
+    if judge.judged or judge.skipped:
+        table.caption += (
+            f"\njudge: {judge.judged} verdicts ({judge.fails} fail, {judge.false_fails} of them on a correct "
+            f"result: false-fail rate {judge.false_fail_rate:.0%}), {judge.skipped} skipped · accuracy "
+            f"before the judge {judge.accuracy_before_judge:.0%}"
+        )
     return table

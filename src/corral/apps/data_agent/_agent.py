@@ -102,6 +102,8 @@ class DataAgent:
                 status="failed", answer=f"Stopped by a budget: {exc}", run_id=ctx.run_id, usage=q.usage
             )
         assert q.answer is not None, "every path of the data agent's workflow ends with an answer"
+        if q.judgements:
+            return q.answer.model_copy(update={"judgements": list(q.judgements)})
         return q.answer
 
     async def ask(

@@ -23,7 +23,14 @@ from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent import _run
 from corral.apps.data_agent._agent import DataAgent
 from corral.apps.data_agent._answer import MAX_ROWS, Answer, Status, prose_answer
-from corral.apps.data_agent._eval import EvalQuestion, EvalReport, QuestionOutcome, load_eval_set, score
+from corral.apps.data_agent._eval import (
+    EvalQuestion,
+    EvalReport,
+    QuestionOutcome,
+    judged_results,
+    load_eval_set,
+    score,
+)
 from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
 from corral.apps.data_agent._schema import cached_description, load_schema
@@ -168,6 +175,7 @@ async def run_eval(
             error = f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - started
         correct = score(q, answer, gold_rows)
+        judgements = judged_results(q, answer, gold_rows)
         report.outcomes.append(
             QuestionOutcome(
                 id=q.id,
@@ -182,6 +190,8 @@ async def run_eval(
                 sql=answer.sql or answer.code,
                 gold_sql=q.gold_sql,
                 error=error,
+                correct_before_judge=judgements[0].correct if judgements else None,
+                judgements=judgements,
             )
         )
         if progress is not None:

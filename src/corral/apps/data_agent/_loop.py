@@ -26,6 +26,7 @@ from corral.agents.workflow import Budget
 from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import CheckNoted, Judged, QueryRan, QueryWritten
+from corral.apps.data_agent._judging import record
 from corral.apps.data_agent._outcome import failed
 from corral.apps.data_agent._runner import QueryResult
 from corral.apps.data_agent._state import Decision, Question, Settings, ask_model, emit
@@ -189,9 +190,11 @@ async def review(ctx: RunContext, q: Question) -> Any:
         # Independent samples that agree on the result are the stronger check; the judge (a 0.5B model
         # reading five rows) adds little to it and costs a full prompt.
         q.judge_note = None
+        record(q, "skipped", "the candidate queries agree on the result")
         emit(q, Judged(message="skipped: the candidate queries agree on the result", verdict="agreed"))
         return "finish"
     verdict, reason = await judge(ctx, q)
+    record(q, "fail" if verdict == "fail" else "pass", reason)
     emit(q, Judged(message=f"{verdict}: {reason}", verdict="fail" if verdict == "fail" else "pass"))
     q.judge_note = f"{verdict}: {reason}"
     if verdict == "pass" or q.judge_left <= 0:

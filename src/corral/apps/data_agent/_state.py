@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import DataEvent
+from corral.apps.data_agent._judgement import Judgement
 from corral.apps.data_agent._runner import QueryResult
 from corral.durable import RunContext
 from corral.guards import GuardState
@@ -83,6 +84,8 @@ class Question(BaseModel):
     result: QueryResult | None = None
     best: tuple[str, QueryResult] | None = None
     judge_note: str | None = None
+    #: Each result the judge saw (or was skipped on), in order: kept with the answer.
+    judgements: list[Judgement] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     answer: Answer | None = None
 
