@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +19,9 @@ from corral import CorralError
 from corral.apps.cli._progress import Progress
 from corral.apps.data_agent import Answer
 from corral.apps.data_agent._eval import EvalReport
+
+if TYPE_CHECKING:
+    from corral.durable import Runtime
 
 _HERE = Path(".")
 
@@ -101,11 +105,16 @@ def ask_command(
     ] = "auto",
     allow_writes: Annotated[
         bool,
-        typer.Option("--allow-writes", help="Let a write be proposed; each one is asked on the terminal."),
+        typer.Option(
+            "--allow-writes",
+            help="Let a write be proposed: the question waits for a decision (`corral approvals`; on a "
+            "terminal, also asked here). Without a terminal it exits 3, parked.",
+        ),
     ] = False,
 ) -> None:
     """Answer a question over a database or data files, with the SQL it ran and a chart when it helps."""
     from corral.apps.data_agent import ask
+    from corral.durable import Runtime
 
     all_files = [*(files or []), *(Path(a) for a in ctx.args)]
     err = Console(stderr=True)
@@ -118,8 +127,14 @@ def ask_command(
     }
     if verified is not None:
         options["verified"] = str(verified)
+    runtime = Runtime()
     try:
-        answer = asyncio.run(ask(question, db=db, files=all_files, model=model, on_event=display, **options))
+        answer = _answer_deciding(
+            runtime,
+            ask(question, db=db, files=all_files, model=model, runtime=runtime, on_event=display, **options),
+            display,
+            err,
+        )
     except CorralError as exc:
         display.close()
         if as_json:
@@ -140,11 +155,51 @@ def ask_command(
         raise typer.Exit(2) from exc
     finally:
         display.close()
+        runtime.close()
     if as_json:
         sys.stdout.write(json.dumps(answer.to_json(), ensure_ascii=False, default=str) + "\n")
     else:
         _print_answer(Console(), answer)
     raise typer.Exit(0 if answer.status != "failed" else 1)
+
+
+#: ``corral ask``'s exit status when the question is parked on a decision nobody took here.
+EXIT_PARKED = 3
+
+
+def _answer_deciding(
+    runtime: Runtime, started: Coroutine[Any, Any, Answer], display: Progress, err: Console
+) -> Answer:
+    """Run the question; while it parks on a write's approval, offer the decision on this terminal (through
+    the ledger, so anyone else may decide first) and go on. Parked with no terminal: exit 3, saying how
+    to decide and resume."""
+    from corral.apps.cli._approvals import _who
+    from corral.apps.cli._decide import decide_here, how_to_decide, parked_request
+    from corral.apps.data_agent._run import resume
+    from corral.durable import RunSuspended
+    from corral.guards import Approvals
+
+    work: Coroutine[Any, Any, Answer] = started
+    while True:
+        try:
+            return asyncio.run(work)
+        except RunSuspended as parked:
+            display.close()
+            approvals = Approvals(runtime)
+            record = parked_request(approvals, parked.signal)
+            if record is None:
+                err.print(f"[yellow]{escape(str(parked))}[/yellow]")
+                raise typer.Exit(EXIT_PARKED) from None
+            interactive = sys.stdin is not None and sys.stdin.isatty()
+            decided = (
+                decide_here(approvals, record, who=_who(None), console=err, stdin=sys.stdin)
+                if interactive
+                else None
+            )
+            if decided is None:
+                err.print(f"[yellow]parked:[/yellow] {escape(how_to_decide(record))}")
+                raise typer.Exit(EXIT_PARKED) from None
+            work = resume(parked.run_id, runtime=runtime, on_event=display)
 
 
 def eval_command(

@@ -67,6 +67,9 @@ class Question(BaseModel):
     on_event: Any = Field(default=None, exclude=True)
     flow: Any = Field(default=None, exclude=True)
     guard: GuardState | None = Field(default=None, exclude=True)
+    #: The judge guard's :class:`~corral.guards.JudgeState`: spending and revisions (built at its first
+    #: verdict; rebuilt by replay). Typed ``Any``: pydantic need not build a schema for the guard.
+    judging: Any = Field(default=None, exclude=True)
     started: float = 0.0
     messages: list[Message] = Field(default_factory=list)
     #: The prompt of the current attempt (the vote samples more queries from it).
