@@ -128,8 +128,8 @@ def check_fail(subject: Any, reply: Mapping[str, Any]) -> str | None:
     words of the question (``missing``), and at least one content word of the quote must be absent from
     the query and the result's columns — words the query already handles are not missing.
 
-    >>> subject = {"question": "How many tracks in the Rock genre?", "query": "... WHERE g.Name = 'Rock'",
-    ...            "columns": ["n"]}
+    >>> subject = {"question": "How many tracks in the Rock genre?", "columns": ["n"],
+    ...            "query": "SELECT COUNT(*) FROM Track t JOIN Genre g USING (GenreId) WHERE g.Name = 'Rock'"}
     >>> check_fail(subject, {"missing": "Rock genre"})
     "every word of 'Rock genre' is in the query or the result"
     >>> check_fail(subject, {"missing": "in the Pop genre"})
