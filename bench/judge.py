@@ -1,6 +1,7 @@
 """The data agent's judge on the dev sets: accuracy with and without it, and its false-fail rate.
 
     nice python bench/judge.py                          # 0.5B model, the three dev sets, judge on
+    nice python bench/judge.py --sets chinook:14,clinic:8,dabench-dev-sample:8   # the first N of each
     nice python bench/judge.py --reports /tmp/evals --label before   # summarise `corral eval --out` reports
 
 Each set runs once with the judge on. The agent records every result the judge saw and its verdict, so one
@@ -63,7 +64,7 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="local")
-    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--sets", default=",".join(SETS), help="names, each with :N for its first N")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--reports", type=Path, default=None, help="summarise <label>-<set>.json reports")
     parser.add_argument("--label", default="judge")
@@ -71,15 +72,20 @@ async def main() -> None:
     args = parser.parse_args()
     reports: dict[str, dict[str, Any]] = {}
     llm = None if args.reports else resolve_model(args.model)
-    for name in args.sets.split(","):
+    for spec in args.sets.split(","):
+        name, _, first = spec.partition(":")
         if args.reports is not None:
             reports[name] = json.loads((args.reports / f"{args.label}-{name}.json").read_text())
             continue
-        ran = await run_eval(ROOT / "evals" / f"{name}.jsonl", limit=args.limit, model_instance=llm)
+        limit = int(first) if first else args.limit
+        ran = await run_eval(ROOT / "evals" / f"{name}.jsonl", limit=limit, model_instance=llm)
         reports[name] = ran.to_json()
         (args.out / f"{args.label}-{name}.json").write_text(json.dumps(reports[name], indent=2, default=str))
     model = next(iter(reports.values()))["model"]
-    print(f"model {model} · load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    source = f"from {args.reports}" if args.reports else f"load average at the end {load}"
+    print(f"model {model} · {source}")
+    print()
     print(HEADER)
     for name, report in reports.items():
         print(row(name, report))
