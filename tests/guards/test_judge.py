@@ -68,6 +68,36 @@ async def test_llm_judge_reads_rubric_and_evidence() -> None:
     assert call.output_schema is not None and call.output_schema.name == "verdict"
 
 
+async def test_a_fail_that_does_not_hold_against_the_evidence_is_dismissed() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string"},
+            "where": {"type": "string"},
+            "verdict": {"type": "string", "enum": ["pass", "fail"]},
+        },
+        "required": ["reason", "where", "verdict"],
+    }
+
+    def points_at_the_answer(subject: Any, reply: Any) -> str | None:
+        # A fail must name a part of the subject; anything else is not a reason to revise.
+        return None if reply.get("where") in subject else f"{reply.get('where')!r} is not in the answer"
+
+    replies = [
+        json.dumps({"reason": "made up", "where": "total", "verdict": "fail"}),
+        json.dumps({"reason": "count is negative", "where": "count", "verdict": "fail"}),
+        json.dumps({"reason": "ok", "where": "", "verdict": "pass"}),
+    ]
+    model = ScriptedModel(replies)
+    judge = LLMJudge(model, rubric=RUBRIC, votes=3, schema=schema, check_fail=points_at_the_answer)
+    out = await judge_once(judge, {"count": -3})
+    # Two fails, one dismissed: one fail of three readable votes is no majority.
+    assert (out["passed"], out["dismissed"], out["reason"]) == (True, 1, "ok")
+    assert model.calls[0].output_schema is not None and model.calls[0].output_schema.json_schema == schema
+    with pytest.raises(GuardConfigError, match="must require 'reason' and 'verdict'"):
+        LLMJudge(model, rubric=RUBRIC, schema={"type": "object", "required": ["verdict"]})
+
+
 async def test_llm_judge_votes_fail_only_on_a_majority() -> None:
     one_fail = ScriptedModel(verdicts("fail:looks off", "pass:fine", "pass:fine"))
     assert (await judge_once(LLMJudge(one_fail, rubric=RUBRIC, votes=3), 1))["passed"] is True

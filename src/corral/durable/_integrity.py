@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -69,11 +70,30 @@ def _wal_sum(data: bytes | memoryview, big_endian: bool, s0: int, s1: int) -> tu
     return s0, s1
 
 
+#: Descriptors of files SQLite locks (the WAL index, the database), opened once per file and process and
+#: never closed: closing *any* descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+#: included. A dropped lock on the WAL index lets the next process to open the journal think it is the
+#: first, reset the index under this process's feet, and kill it with SIGBUS (seen: a CLI parked on an
+#: approval while another process opened the journal).
+_KEPT: dict[tuple[int, int], int] = {}
+_KEPT_LOCK = threading.Lock()
+
+
+def _read_head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of ``path`` through a descriptor kept open (see :data:`_KEPT`)."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino)
+    with _KEPT_LOCK:
+        fd = _KEPT.get(key)
+        if fd is None:
+            fd = _KEPT[key] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    return os.pread(fd, size, 0)
+
+
 def _max_frame(shm: Path) -> int | None:
     """``mxFrame`` of the WAL index: the last frame SQLite considers committed (None if unreadable)."""
     try:
-        with shm.open("rb") as f:
-            head = f.read(2 * _SHM_HEADER)
+        head = _read_head(shm, 2 * _SHM_HEADER)
     except OSError:
         return None
     if len(head) < 2 * _SHM_HEADER or head[:_SHM_HEADER] != head[_SHM_HEADER:] or not head[12]:
@@ -171,8 +191,7 @@ def _frame_sum(view: memoryview, at: int, frame: int, big: bool, s0: int, s1: in
 def _damaged_header(data: bytes, path: Path) -> str | None:
     """A WAL whose header is damaged is ignored whole by SQLite: damage if it holds any commit frame."""
     try:
-        with path.open("rb") as f:
-            db_header = f.read(100)
+        db_header = _read_head(path, 100)
         page_size = struct.unpack_from(">H", db_header, 16)[0] if len(db_header) >= 18 else 4096
     except OSError:
         page_size = 4096

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -73,6 +73,8 @@ class Verdict(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     #: Model calls the judge made (votes); 0 for a validator.
     calls: int = 0
+    #: Failing votes the judge's ``check_fail`` dismissed (their reason did not hold against the evidence).
+    dismissed: int = 0
 
 
 class JudgeReport(BaseModel):
@@ -164,6 +166,12 @@ class LLMJudge:
     the others sampled) and fail only when more than half of the readable votes fail — a single unlucky
     sample of a small model then cannot fail a correct result. ``unreadable``: the verdict when a reply
     is not the JSON asked for (default pass: a judge that cannot say what is wrong has not found a fault).
+
+    ``schema``: the reply's JSON schema when the rubric asks for more than ``reason`` and ``verdict``
+    (it must keep both). ``check_fail(subject, reply)``: a failing vote counts only if its reply holds
+    against the evidence — the function returns why it does not (the vote then counts as a pass, and
+    ``Verdict.dismissed`` counts it) or ``None``. A fail must point at something checkable; a small model's
+    vague doubt is not a reason to revise a correct output.
     """
 
     def __init__(
@@ -176,9 +184,16 @@ class LLMJudge:
         votes: int = 1,
         max_tokens: int = 120,
         unreadable: Literal["pass", "fail"] = "pass",
+        schema: dict[str, Any] | None = None,
+        check_fail: Callable[[Any, Mapping[str, Any]], str | None] | None = None,
     ) -> None:
         if votes < 1:
             raise GuardConfigError(f"LLMJudge(votes={votes}): must be at least 1")
+        schema = schema if schema is not None else VERDICT_SCHEMA
+        if not {"reason", "verdict"} <= set(schema.get("required") or ()):
+            raise GuardConfigError("LLMJudge(schema=...): the reply must require 'reason' and 'verdict'")
+        self.schema = schema
+        self.check_fail = check_fail
         self.model = model
         self.rubric = rubric
         self.evidence = evidence
@@ -187,14 +202,25 @@ class LLMJudge:
         self.max_tokens = max_tokens
         self.unreadable = unreadable
 
-    def _read(self, text: str) -> tuple[bool, str] | None:
+    def _read(self, text: str) -> dict[str, Any] | None:
         try:
             data = json.loads(text)
         except ValueError:
             return None
         if not isinstance(data, dict) or data.get("verdict") not in ("pass", "fail"):
             return None
-        return data["verdict"] == "pass", str(data.get("reason") or "")[:500]
+        return data
+
+    def _vote(self, subject: Any, data: dict[str, Any]) -> tuple[bool, str, bool]:
+        """``(passed, reason, dismissed)`` of one readable reply, its fail checked by ``check_fail``."""
+        reason = str(data.get("reason") or "")[:500]
+        if data["verdict"] == "pass":
+            return True, reason, False
+        if self.check_fail is not None:
+            why_not = self.check_fail(subject, data)
+            if why_not:
+                return True, f"a fail was dismissed: {why_not}"[:500], True
+        return False, reason, False
 
     async def judge(self, ctx: RunContext, subject: Any) -> Verdict:
         """Ask the model ``votes`` times (each a durable model step); the verdict is journaled as
@@ -203,9 +229,9 @@ class LLMJudge:
             SystemMessage(content=self.rubric),
             UserMessage(content=self.evidence(subject)),
         ]
-        schema = OutputSchema(name="verdict", json_schema=VERDICT_SCHEMA)
+        schema = OutputSchema(name="verdict", json_schema=self.schema)
         usage = Usage()
-        votes: list[tuple[bool, str]] = []
+        votes: list[tuple[bool, str, bool]] = []
         for i in range(self.votes):
             settings = ModelSettings(max_tokens=self.max_tokens, temperature=0.0 if i == 0 else 0.7, seed=i)
             response = await durable_request(
@@ -214,24 +240,31 @@ class LLMJudge:
             usage = usage + response.usage
             read = self._read(response.message.content or "")
             if read is not None:
-                votes.append(read)
+                votes.append(self._vote(subject, read))
         verdict = self._tally(votes, usage)
         return await ctx.step(f"judge:{self.name}", lambda: verdict, returns=Verdict)
 
-    def _tally(self, votes: list[tuple[bool, str]], usage: Usage) -> Verdict:
-        if not votes:
+    def _tally(self, votes: list[tuple[bool, str, bool]], usage: Usage) -> Verdict:
+        dismissed = sum(1 for _, _, d in votes if d)
+
+        def verdict(passed: bool, reason: str) -> Verdict:
             return Verdict(
-                passed=self.unreadable == "pass",
-                reason="the judge's reply was not readable",
+                passed=passed,
+                reason=reason,
                 judge=self.name,
                 usage=usage,
                 calls=self.votes,
+                dismissed=dismissed,
             )
-        fails = [reason for ok, reason in votes if not ok]
+
+        if not votes:
+            return verdict(self.unreadable == "pass", "the judge's reply was not readable")
+        fails = [reason for ok, reason, _ in votes if not ok]
         if len(fails) * 2 > len(votes):
-            return Verdict(passed=False, reason=fails[0], judge=self.name, usage=usage, calls=self.votes)
-        passes = [reason for ok, reason in votes if ok]
-        return Verdict(passed=True, reason=passes[0], judge=self.name, usage=usage, calls=self.votes)
+            return verdict(False, fails[0])
+        # A pass's reason: a vote that passed on its own before one whose fail was dismissed.
+        passes = sorted(((d, reason) for ok, reason, d in votes if ok), key=lambda p: p[0])
+        return verdict(True, passes[0][1])
 
 
 @dataclass(frozen=True, kw_only=True)

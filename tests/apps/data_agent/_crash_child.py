@@ -22,12 +22,12 @@ def main(journal: str, db: str, marker: str) -> None:
         if system.startswith("You check whether"):
             Path(marker).write_text("in judge")
             time.sleep(120)  # killed here
-        return "```sql\nSELECT COUNT(*) AS n FROM Genre\n```"
+        return "```sql\nSELECT Name FROM Genre ORDER BY Name\n```"
 
     _run.make_runner = InProcessRunner
     _run.make_model = lambda name: ScriptedModel(reply)
     rt = Runtime.open(journal)
-    asyncio.run(_run.ask("How many genres are there?", db=db, runtime=rt, run_id="crash-1"))
+    asyncio.run(_run.ask("List the names of the genres.", db=db, runtime=rt, run_id="crash-1"))
 
 
 if __name__ == "__main__":

@@ -16,13 +16,18 @@ from corral.apps.data_agent import (
     VerifiedQuery,
     open_source,
 )
-from corral.models import ScriptedModel, UserMessage
+from corral.models import ScriptedCall, ScriptedModel, UserMessage
 
 from .conftest import InProcessRunner, routed_model
 
 
 def _fence(sql: str) -> str:
     return f"```sql\n{sql}\n```"
+
+
+def _writing(model: ScriptedModel) -> list[ScriptedCall]:
+    """The model calls that wrote queries (not the judge's)."""
+    return [c for c in model.calls if not str(c.messages[0].content).startswith("You check whether")]
 
 
 def _retry_feedback(model: ScriptedModel) -> str:
@@ -45,9 +50,12 @@ async def test_a_simple_question_is_answered_with_table_and_sql(chinook_runner: 
     assert answer.columns == ["tracks"] and answer.rows == [[3503]]
     assert "3503" in answer.answer
     assert answer.run_id == "r-1"
-    assert answer.usage.requests == 2  # one query, one judge
+    # One model call: one value computed by an aggregate leaves the judge nothing to check (skipped).
+    assert answer.usage.requests == 1
+    assert answer.judge is not None and answer.judge.startswith("skipped: one value computed by an aggregate")
     kinds = [e.kind for e in events]
-    assert kinds[0] == "schema" and "sql" in kinds and "query" in kinds and "judge" in kinds
+    assert kinds[0] == "schema" and "sql" in kinds and "query" in kinds
+    assert [e.verdict for e in events if isinstance(e, Judged)] == ["skipped"]
     assert kinds[-1] == "answer"
 
 
@@ -186,31 +194,69 @@ async def test_a_hostile_csv_cell_leads_to_nothing_outside_the_data(tmp_path: Pa
             assert line.lstrip().startswith("comment") and "-- e.g." in line
 
 
+def _verdict(verdict: str, reason: str, missing: str = "") -> str:
+    return json.dumps({"reason": reason, "missing": missing, "verdict": verdict})
+
+
 async def test_a_judge_fail_gets_one_more_bounded_attempt(chinook_runner: InProcessRunner) -> None:
     model = routed_model(
         [
-            _fence("SELECT COUNT(*) FROM Customer"),
-            _fence("SELECT COUNT(*) FROM Customer WHERE Country = 'USA'"),
+            _fence("SELECT FirstName, LastName FROM Customer"),
+            _fence("SELECT FirstName, LastName FROM Customer WHERE Country = 'USA'"),
         ],
         judge=[
-            '{"verdict": "fail", "reason": "the question asks about customers in the USA only"}',
-            '{"verdict": "pass", "reason": "counts USA customers"}',
+            _verdict("fail", "the question asks about customers in the USA only", "live in the USA"),
+            _verdict("pass", "lists USA customers"),
         ],
     )
-    answer = await DataAgent(model=model, runner=chinook_runner).ask("How many customers live in the USA?")
-    assert answer.status == "answered" and answer.rows == [[13]]
-    assert answer.judge == "pass: counts USA customers"
-    feedback = [m.content for m in model.calls[2].messages if isinstance(m, UserMessage)][-1]
+    agent = DataAgent(model=model, runner=chinook_runner, judge_votes=1)
+    answer = await agent.ask("Which customers live in the USA?")
+    assert answer.status == "answered" and answer.row_count == 13
+    assert answer.judge == "pass: lists USA customers"
+    feedback = _retry_feedback(model)
     assert "USA only" in feedback
+    # Both results and verdicts are kept with the answer: what the revision replaced, and why.
+    assert [(j.verdict, j.row_count) for j in answer.judgements] == [("fail", 59), ("pass", 13)]
 
 
 async def test_a_second_judge_fail_still_answers_with_a_caution(chinook_runner: InProcessRunner) -> None:
-    fail = '{"verdict": "fail", "reason": "not sure"}'
-    model = routed_model([_fence("SELECT 1"), _fence("SELECT 2")], judge=[fail, fail])
-    answer = await DataAgent(model=model, runner=chinook_runner).ask("How many customers are there?")
+    fail = _verdict("fail", "no customer is counted", "customers")
+    model = routed_model([_fence("SELECT 1 AS n"), _fence("SELECT 2 AS n")], judge=[fail, fail])
+    agent = DataAgent(model=model, runner=chinook_runner, judge_votes=1)
+    answer = await agent.ask("How many customers are there?")
     assert answer.status == "answered" and answer.rows == [[2]]
     assert "Caution" in answer.answer
     assert model.call_count == 4  # bounded: two queries, two verdicts, no more
+
+
+async def test_a_fail_that_points_at_nothing_missing_is_dismissed(chinook_runner: InProcessRunner) -> None:
+    # Vague doubt, words the question does not hold, and words the query already handles: none stands.
+    vague = _verdict("fail", "not sure")
+    invented = _verdict("fail", "wrong country", "in Canada")
+    handled = _verdict("fail", "needs the USA", "in the USA")
+    sql = "SELECT FirstName FROM Customer WHERE Country = 'USA'"
+    for reply in (vague, invented, handled):
+        model = routed_model([_fence(sql)], judge=[reply])
+        answer = await DataAgent(model=model, runner=chinook_runner, judge_votes=1).ask(
+            "Which customers are in the USA?"
+        )
+        assert answer.row_count == 13 and "Caution" not in answer.answer
+        assert answer.judge is not None and answer.judge.startswith("pass: a fail was dismissed")
+        assert model.call_count == 2  # no revision
+
+
+async def test_a_fail_needs_a_majority_of_the_votes(chinook_runner: InProcessRunner) -> None:
+    sql = "SELECT FirstName FROM Customer"
+    one_fail = [
+        _verdict("fail", "only the USA", "in the USA"),
+        _verdict("pass", "ok"),
+        _verdict("pass", "ok"),
+    ]
+    model = routed_model([_fence(sql)], judge=one_fail)
+    answer = await DataAgent(model=model, runner=chinook_runner).ask("Which customers are in the USA?")
+    assert answer.judge == "pass: ok" and model.call_count == 4  # one query, three votes
+    judge_calls = [c for c in model.calls if str(c.messages[0].content).startswith("You check whether")]
+    assert [c.settings.seed for c in judge_calls if c.settings] == [0, 1, 2]
 
 
 async def test_an_empty_result_is_sent_back_once(chinook_runner: InProcessRunner) -> None:
@@ -366,10 +412,13 @@ async def test_a_write_runs_only_when_approved(chinook: Path) -> None:
             conn.close()
 
     runner = WritableRunner(open_source(str(chinook)))
-    refused = await DataAgent(model=routed_model([delete]), runner=runner, approver=deny_all).ask(
+    model = routed_model([delete, _fence("SELECT COUNT(*) AS n FROM Customer WHERE Country = 'Canada'")])
+    refused = await DataAgent(model=model, runner=runner, approver=deny_all).ask(
         "Delete the customers from Canada"
     )
-    assert refused.status == "cannot_answer" and "refused by policy" in refused.answer
+    # The refusal goes back to the model, which answers without the write.
+    assert refused.status == "answered" and refused.rows == [[8]]
+    assert "the DELETE statement was refused: refused by policy" in _retry_feedback(model)
     assert canadians() == 8
     seen: list[ApprovalRequest] = []
 
@@ -471,7 +520,7 @@ async def test_candidates_that_disagree_are_decided_by_their_results(chinook_run
     assert answer.sql == _SPENT_RIGHT
     assert len(chinook_runner.queries) == 3
     # Candidates are sampled (distinct seeds, so a resumed run replays the same ones), from the first prompt.
-    seeded = [c for c in model.calls if c.settings is not None and c.settings.seed is not None]
+    seeded = [c for c in _writing(model) if c.settings is not None and c.settings.seed is not None]
     assert [c.settings.seed for c in seeded if c.settings] == [1, 2]
     assert all(c.settings and c.settings.temperature == 0.6 for c in seeded)
     assert seeded[0].messages == model.calls[0].messages
@@ -487,7 +536,8 @@ async def test_candidates_that_agree_skip_the_judge(chinook_runner: InProcessRun
         judge=[],  # a judge call would fail the test (nothing scripted)
     )
     answer = await DataAgent(model=model, runner=chinook_runner).ask("Who spent the most in total?")
-    assert answer.rows == [["Helena", "Holý"]] and answer.judge is None
+    assert answer.rows == [["Helena", "Holý"]]
+    assert answer.judge == "skipped: the candidate queries agree on the result"
     # The repeated candidate is a vote for the same result; it is not run again.
     assert len(chinook_runner.queries) == 2
 
@@ -495,7 +545,7 @@ async def test_candidates_that_agree_skip_the_judge(chinook_runner: InProcessRun
 async def test_a_simple_query_gets_no_candidates(chinook_runner: InProcessRunner) -> None:
     model = routed_model([_fence("SELECT COUNT(*) FROM Track")], alternatives=[])
     answer = await DataAgent(model=model, runner=chinook_runner).ask("How many tracks are there?")
-    assert answer.rows == [[3503]] and model.call_count == 2
+    assert answer.rows == [[3503]] and model.call_count == 1  # no candidates (and no judge: one aggregate)
 
 
 async def test_a_failed_first_query_is_replaced_by_a_candidate_that_runs(
@@ -607,7 +657,9 @@ async def test_when_no_two_candidates_agree_two_more_are_drawn(chinook_runner: I
     )
     answer = await DataAgent(model=model, runner=chinook_runner).ask("Who spent the most in total?")
     assert answer.rows == [["Helena", "Holý"]]
-    seeds = [c.settings.seed for c in model.calls if c.settings is not None and c.settings.seed is not None]
+    seeds = [
+        c.settings.seed for c in _writing(model) if c.settings is not None and c.settings.seed is not None
+    ]
     assert seeds == [1, 2, 3, 4]
 
 

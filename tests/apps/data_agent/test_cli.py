@@ -39,7 +39,8 @@ def test_ask_json_prints_exactly_the_contract(
     assert tuple(out) == CONTRACT_KEYS
     assert out["status"] == "answered" and out["rows"] == [[275]] and out["columns"] == ["n"]
     assert out["sql"] == "SELECT COUNT(*) AS n FROM Artist"
-    assert out["run_id"] and out["usage"]["requests"] == 2
+    # One model call: the judge is skipped on one value computed by an aggregate.
+    assert out["run_id"] and out["usage"]["requests"] == 1
     # The question ran as a durable run: its model calls and query are journaled steps.
     rt = Runtime()
     names = [s.name for s in rt.steps(out["run_id"])]

@@ -49,7 +49,7 @@ def test_a_killed_run_resumes_without_repeating_the_model_call(
         system = messages[0].content if isinstance(messages[0], SystemMessage) else ""
         asked.append(system.split(" ")[1])
         if system.startswith("You check whether"):
-            return '{"verdict": "pass", "reason": "counts genres"}'
+            return '{"verdict": "pass", "reason": "lists genres"}'
         return "```sql\nSELECT 'a repeated call would answer this' AS wrong\n```"
 
     runner_calls: list[str] = []
@@ -68,8 +68,8 @@ def test_a_killed_run_resumes_without_repeating_the_model_call(
     finally:
         rt.close()
     answer = Answer.model_validate(result)
-    assert answer.status == "answered" and answer.rows == [[25]]
-    assert answer.sql == "SELECT COUNT(*) AS n FROM Genre"
-    # Only the judge ran again: the query-writing call and the query came from the journal.
-    assert asked == ["check"]
+    assert answer.status == "answered" and answer.row_count == 25
+    assert answer.sql == "SELECT Name FROM Genre ORDER BY Name"
+    # Only the judge ran again (its three votes): the query-writing call and the query came from the journal.
+    assert asked == ["check"] * 3
     assert runner_calls == []

@@ -97,3 +97,40 @@ def test_dabench_answers_match_at_the_gold_precision() -> None:
     assert not dabench_match(gold, Answer(status="answered", answer="x", rows=[[34.7]]))
     two = [["a", "1.5"], ["b", "male"]]
     assert dabench_match(two, Answer(status="answered", answer="", rows=[["Male", 1.52]]))
+
+
+def test_the_judges_verdicts_are_scored_against_the_gold() -> None:
+    from corral.apps.data_agent._eval import EvalQuestion, EvalReport, QuestionOutcome, judged_results
+    from corral.apps.data_agent._judgement import Judgement
+
+    q = EvalQuestion(id="q", question="How many?", gold_sql="SELECT 3")
+    right, wrong = [[3]], [[4]]
+    answer = Answer(
+        status="answered",
+        answer="n: 4",
+        rows=wrong,
+        judgements=[
+            Judgement(verdict="fail", reason="?", rows=right, columns=["n"], row_count=1),  # a false fail
+            Judgement(verdict="pass", reason="ok", rows=wrong, columns=["n"], row_count=1),  # missed
+        ],
+    )
+    judged = judged_results(q, answer, right)
+    assert [(j.verdict, j.correct) for j in judged] == [("fail", True), ("pass", False)]
+    report = EvalReport(system="agent", model="m")
+    outcome = {"difficulty": "easy", "status": "answered", "seconds": 1.0}
+    report.outcomes = [
+        QuestionOutcome(id="q", correct=False, correct_before_judge=True, judgements=judged, **outcome),
+        QuestionOutcome(
+            id="r",
+            correct=True,
+            correct_before_judge=True,
+            judgements=[
+                judged_results(q, answer.model_copy(update={"judgements": [answer.judgements[0]]}), right)[0]
+            ],
+            **outcome,
+        ),
+    ]
+    figures = report.judge_figures()
+    assert (figures.judged, figures.fails, figures.false_fails, figures.missed) == (3, 2, 2, 1)
+    assert figures.false_fail_rate == 1.0 and figures.accuracy_before_judge == 1.0
+    assert report.to_json()["judge"]["false_fails"] == 2

@@ -17,7 +17,7 @@ from corral.apps.data_agent import DataAgent, _run, extract_sql, open_source
 from corral.apps.data_agent._loop import data_workflow
 from corral.durable import FakeClock, MemoryJournal, Runtime, SqliteJournal
 from corral.guards import ApprovalDecision, ApprovalRequest, Guards
-from corral.models import Message, ScriptedModel, ToolDefinition
+from corral.models import Message, ScriptedModel, ToolDefinition, UserMessage
 
 from .conftest import InProcessRunner, WritableRunner, routed_model
 
@@ -119,11 +119,10 @@ def test_the_time_budget_is_checked_on_the_runs_journaled_clock(chinook: Path) -
 
 
 # -- approvals through the Agent's path ----------------------------------------------------------------------
-def test_an_approval_held_open_longer_than_the_lease_keeps_the_lease(
-    chinook: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A person who takes their time at the prompt (a sync approver blocking for 1 s, with a 0.3 s lease)
-    must not cost the run its lease: the approver runs off the event loop, so the renewals go on."""
+async def test_an_approval_held_open_longer_than_the_lease_keeps_the_lease(chinook: Path) -> None:
+    """A person who takes their time with an in-process approver (a sync approver blocking for 1 s, with a
+    0.3 s lease) must not cost the run its lease: the approver runs off the event loop, so the renewals
+    go on."""
     seen: list[ApprovalRequest] = []
 
     def slow_person(request: ApprovalRequest) -> ApprovalDecision:
@@ -132,14 +131,11 @@ def test_an_approval_held_open_longer_than_the_lease_keeps_the_lease(
         return ApprovalDecision(approved=True, reason="looked fine", by="a slow person")
 
     delete = _fence("DELETE FROM Genre WHERE Name = 'Opera'")
-    monkeypatch.setattr(_run, "make_runner", WritableRunner)
-    monkeypatch.setattr(_run, "make_model", lambda name: routed_model([delete]))
-    monkeypatch.setattr(_run, "_models", {})
-    monkeypatch.setattr(_run, "terminal_approver", slow_person)
     rt = Runtime(MemoryJournal(), lease_seconds=0.3)
-    answer = asyncio.run(
-        _run.ask("Delete the opera genre", db=str(chinook), runtime=rt, run_id="w1", allow_writes=True)
+    agent = DataAgent(
+        model=routed_model([delete]), runner=WritableRunner(open_source(str(chinook))), approver=slow_person
     )
+    answer = await agent.ask("Delete the opera genre", runtime=rt, run_id="w1")
     assert seen and answer.status == "answered", answer.answer
     assert "approved by a slow person" in answer.answer
     assert rt.get_run("w1").status.value == "completed"
@@ -158,16 +154,18 @@ async def test_a_refused_write_is_recorded_and_not_asked_again_on_resume(chinook
         return ApprovalDecision(approved=False, reason="not today", by="ops")
 
     journal = MemoryJournal()
-    delete = _fence("DELETE FROM Genre")
-    agent = DataAgent(
-        model=routed_model([delete]), runner=WritableRunner(open_source(str(chinook))), approver=deny
-    )
+    replies = [_fence("DELETE FROM Genre"), _fence("SELECT COUNT(*) AS n FROM Genre")]
+    model = routed_model(replies)
+    agent = DataAgent(model=model, runner=WritableRunner(open_source(str(chinook))), approver=deny)
     first = await agent.ask("Delete every genre", runtime=Runtime(journal), run_id="d1")
-    assert first.status == "cannot_answer" and "not today" in first.answer
+    # The refusal's reason went back to the model, which answered without writing.
+    assert first.status == "answered" and first.rows == [[25]]
+    feedback = [m.content for m in model.calls[-1].messages if isinstance(m, UserMessage)][-1]
+    assert "the DELETE statement was refused: not today" in feedback
     names = [s.name for s in journal.load_steps("d1")]
     assert "approval:sql_write" in names and "node:approve" in names
     again = await DataAgent(
-        model=routed_model([delete]), runner=WritableRunner(open_source(str(chinook))), approver=deny
+        model=routed_model(replies), runner=WritableRunner(open_source(str(chinook))), approver=deny
     ).ask("Delete every genre", runtime=Runtime(journal), run_id="d1")
     assert again == first and len(asked) == 1
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +20,9 @@ from corral.apps.cli._progress import Progress
 from corral.apps.cli._resident import answer_question, print_timings
 from corral.apps.data_agent import Answer
 from corral.apps.data_agent._eval import EvalReport
+
+if TYPE_CHECKING:
+    from corral.durable import Runtime
 
 _HERE = Path(".")
 
@@ -107,7 +111,11 @@ def ask_command(
     ] = "auto",
     allow_writes: Annotated[
         bool,
-        typer.Option("--allow-writes", help="Let a write be proposed; each one is asked on the terminal."),
+        typer.Option(
+            "--allow-writes",
+            help="Let a write be proposed: the question waits for a decision (`corral approvals`; on a "
+            "terminal, also asked here). Without a terminal it exits 3, parked.",
+        ),
     ] = False,
     thread: Annotated[
         str | None,
@@ -129,6 +137,10 @@ def ask_command(
     ] = False,
 ) -> None:
     """Answer a question over a database or data files, with the SQL it ran and a chart when it helps."""
+    from corral.apps.data_agent import ask
+    from corral.apps.data_agent._timings import Warmup
+    from corral.durable import Runtime
+
     all_files = [*(files or []), *(Path(a) for a in ctx.args)]
     err = Console(stderr=True)
     display = Progress.from_flags(quiet=quiet, console=err)
@@ -141,21 +153,43 @@ def ask_command(
     }
     if verified is not None:
         options["verified"] = str(verified.resolve())
+    dbs = db or []
+    one_db = dbs[0] if len(dbs) == 1 else (dbs or None)
+    # A write may park the question on a decision: taken here or elsewhere (`corral approvals`), through
+    # the journal this process opens; everything else may go to the resident process.
+    runtime = Runtime() if allow_writes else None
     try:
-        dbs = db or []
-        answer, warmup = asyncio.run(
-            answer_question(
-                question,
-                db=dbs[0] if len(dbs) == 1 else (dbs or None),
-                files=all_files,
-                model=model,
-                thread=thread,
-                resident=not no_resident,
-                timings=timings,
-                on_event=display,
-                options=options,
+        if runtime is not None:
+            warmup = Warmup()
+            answer = _answer_deciding(
+                runtime,
+                ask(
+                    question,
+                    db=one_db,
+                    files=all_files,
+                    model=model,
+                    runtime=runtime,
+                    on_event=display,
+                    thread=thread,
+                    **options,
+                ),
+                display,
+                err,
             )
-        )
+        else:
+            answer, warmup = asyncio.run(
+                answer_question(
+                    question,
+                    db=one_db,
+                    files=all_files,
+                    model=model,
+                    thread=thread,
+                    resident=not no_resident,
+                    timings=timings,
+                    on_event=display,
+                    options=options,
+                )
+            )
     except CorralError as exc:
         display.close()
         if as_json:
@@ -176,6 +210,8 @@ def ask_command(
         raise typer.Exit(2) from exc
     finally:
         display.close()
+        if runtime is not None:
+            runtime.close()
     if timings:
         print_timings(err, answer.run_id, warmup)
     if as_json:
@@ -183,6 +219,45 @@ def ask_command(
     else:
         _print_answer(Console(), answer)
     raise typer.Exit(0 if answer.status != "failed" else 1)
+
+
+#: ``corral ask``'s exit status when the question is parked on a decision nobody took here.
+EXIT_PARKED = 3
+
+
+def _answer_deciding(
+    runtime: Runtime, started: Coroutine[Any, Any, Answer], display: Progress, err: Console
+) -> Answer:
+    """Run the question; while it parks on a write's approval, offer the decision on this terminal (through
+    the ledger, so anyone else may decide first) and go on. Parked with no terminal: exit 3, saying how
+    to decide and resume."""
+    from corral.apps.cli._approvals import _who
+    from corral.apps.cli._decide import decide_here, how_to_decide, parked_request
+    from corral.apps.data_agent._run import resume
+    from corral.durable import RunSuspended
+    from corral.guards import Approvals
+
+    work: Coroutine[Any, Any, Answer] = started
+    while True:
+        try:
+            return asyncio.run(work)
+        except RunSuspended as parked:
+            display.close()
+            approvals = Approvals(runtime)
+            record = parked_request(approvals, parked.signal)
+            if record is None:
+                err.print(f"[yellow]{escape(str(parked))}[/yellow]")
+                raise typer.Exit(EXIT_PARKED) from None
+            interactive = sys.stdin is not None and sys.stdin.isatty()
+            decided = (
+                decide_here(approvals, record, who=_who(None), console=err, stdin=sys.stdin)
+                if interactive
+                else None
+            )
+            if decided is None:
+                err.print(f"[yellow]parked:[/yellow] {escape(how_to_decide(record))}")
+                raise typer.Exit(EXIT_PARKED) from None
+            work = resume(parked.run_id, runtime=runtime, on_event=display)
 
 
 def eval_command(
@@ -253,4 +328,11 @@ def _report_table(report: EvalReport) -> Table:
     table.add_row("[bold]all[/bold]", str(report.count()), f"[bold]{report.accuracy():.0%}[/bold]")
     median, cost = report.median_seconds(), report.mean_cost()
     table.caption = f"median {median:.1f} s per question · mean cost ${cost:.4f} per question"
+    judge = report.judge_figures()
+    if judge.judged or judge.skipped:
+        table.caption += (
+            f"\njudge: {judge.judged} verdicts ({judge.fails} fail, {judge.false_fails} of them on a correct "
+            f"result: false-fail rate {judge.false_fail_rate:.0%}), {judge.skipped} skipped · accuracy "
+            f"before the judge {judge.accuracy_before_judge:.0%}"
+        )
     return table

@@ -31,7 +31,7 @@ from corral.apps.data_agent._state import BudgetSpent, Question, emit
 from corral.apps.data_agent._verified import VerifiedQuery
 from corral.apps.data_agent.errors import DataAgentError
 from corral.durable import MemoryJournal, RunContext, Runtime, current_context
-from corral.guards import Approver, Guards
+from corral.guards import ApprovalPolicy, Approver, Guards
 from corral.models import Model, ModelSettings
 
 #: The time budget of one question unless ``guards`` says otherwise: the longest a person waits for one.
@@ -47,10 +47,12 @@ class DataAgent:
     sanity findings; the judge gets ``judge_retries`` extra attempts. The first query that joins, groups or
     nests gets ``candidates`` more, sampled at ``candidate_temperature`` from the same prompt and run too;
     the result most of them agree on is kept (self-consistency on results, not on SQL text). A statement
-    that changes data is refused unless ``approver`` (see :mod:`corral.guards`) approves it, through the
-    same approval path an :class:`~corral.agents.Agent`'s tool calls take; it then runs through the
-    runner's separate ``write`` path. ``guards`` bound each question: model calls, tokens, cost, and wall
-    time (by the run's journaled clock, so a resumed question keeps the budget it had).
+    that changes data is refused unless ``allow_writes`` is set: it then takes the approval path an
+    :class:`~corral.agents.Agent`'s tool calls take — journaled, the question parked until a person decides
+    (``corral approvals``; ``write_policy`` sets a deadline and notification), or decided at once by an
+    in-process ``approver`` — and runs through the runner's separate ``write`` path. ``guards`` bound each
+    question: model calls, tokens, cost, and wall time (by the run's journaled clock, so a resumed
+    question keeps the budget it had; a wait for a person does not count).
     """
 
     model: Model
@@ -58,10 +60,16 @@ class DataAgent:
     judge_model: Model | None = None
     verified: Sequence[VerifiedQuery] = ()
     approver: Approver | None = None
+    #: Let a statement that changes data be proposed: it waits, parked, for a person's decision
+    #: (``corral approvals``) under ``write_policy`` (default: wait for ever).
+    allow_writes: bool = False
+    write_policy: ApprovalPolicy | None = None
     guards: Guards = field(default_factory=lambda: Guards(max_steps=12, max_wall_s=DEFAULT_WALL_S))
     max_attempts: int = 3
     judge: bool = True
     judge_retries: int = 1
+    #: Votes of the judge per verdict (a fail needs a majority).
+    judge_votes: int = 3
     charts: bool = True
     chart_dir: Path | None = None
     on_event: Callable[[DataEvent], None] | None = None
@@ -108,6 +116,8 @@ class DataAgent:
                 status="failed", answer=f"Stopped by a budget: {exc}", run_id=ctx.run_id, usage=q.usage
             )
         assert q.answer is not None, "every path of the data agent's workflow ends with an answer"
+        if q.judgements:
+            return q.answer.model_copy(update={"judgements": list(q.judgements)})
         return q.answer
 
     async def ask(

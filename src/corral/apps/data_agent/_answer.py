@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.apps.data_agent._judgement import Judgement
 from corral.models import Usage
 
 Status = Literal["answered", "cannot_answer", "failed"]
@@ -47,6 +48,8 @@ class Answer(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     verified_query: str | None = None
     judge: str | None = None
+    #: The judge's verdicts on each result it saw (or why it was skipped); not in the contract.
+    judgements: list[Judgement] = Field(default_factory=list)
     attempts: int = 0
 
     def to_json(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from corral.apps.data_agent._answer import Answer
+from corral.apps.data_agent._answer import Answer, prose_answer
 from corral.apps.data_agent.errors import EvalSetError
 
 Difficulty = Literal["easy", "medium", "hard"]
@@ -226,6 +226,14 @@ def _same_value(gold: str, got: Any) -> bool:
 # --- running a set --------------------------------------------------------------------------------
 
 
+class JudgedResult(BaseModel):
+    """One verdict of the judge (or a skip) and whether the result it judged matched the gold."""
+
+    verdict: str
+    reason: str = ""
+    correct: bool
+
+
 class QuestionOutcome(BaseModel):
     """What happened on one question."""
 
@@ -241,6 +249,46 @@ class QuestionOutcome(BaseModel):
     sql: str | None = None
     gold_sql: str | None = None
     error: str | None = None
+    #: Whether the result the judge first saw was correct (the answer without the judge); ``None`` when no
+    #: result reached the judge.
+    correct_before_judge: bool | None = None
+    judgements: list[JudgedResult] = Field(default_factory=list)
+
+
+class JudgeFigures(BaseModel):
+    """How the judge did on a set: its verdicts against the gold. A *false fail* is a fail on a result that
+    matched the gold; its rate is over the correct results the judge gave a verdict on."""
+
+    judged: int = 0
+    skipped: int = 0
+    passes: int = 0
+    fails: int = 0
+    false_fails: int = 0
+    caught: int = 0
+    missed: int = 0
+    accuracy_before_judge: float = 0.0
+
+    @property
+    def false_fail_rate(self) -> float:
+        correct = self.false_fails + (self.passes - self.missed)
+        return self.false_fails / correct if correct else 0.0
+
+
+def judged_results(
+    question: EvalQuestion, answer: Answer, gold_rows: list[list[Any]] | None
+) -> list[JudgedResult]:
+    """Each judgement of ``answer`` with its result scored like an answer."""
+    out = []
+    for j in answer.judgements:
+        seen = Answer(
+            status="answered",
+            answer=prose_answer(question.question, j.columns, j.rows, j.row_count),
+            columns=j.columns,
+            rows=j.rows,
+            row_count=j.row_count,
+        )
+        out.append(JudgedResult(verdict=j.verdict, reason=j.reason, correct=score(question, seen, gold_rows)))
+    return out
 
 
 @dataclass
@@ -264,8 +312,29 @@ class EvalReport:
     def mean_cost(self) -> float:
         return statistics.fmean(o.cost_usd for o in self.outcomes) if self.outcomes else 0.0
 
+    def judge_figures(self) -> JudgeFigures:
+        """The judge's verdicts against the gold, over every question."""
+        f = JudgeFigures()
+        for o in self.outcomes:
+            for j in o.judgements:
+                if j.verdict == "skipped":
+                    f.skipped += 1
+                    continue
+                f.judged += 1
+                f.passes += j.verdict == "pass"
+                f.fails += j.verdict == "fail"
+                f.false_fails += j.verdict == "fail" and j.correct
+                f.caught += j.verdict == "fail" and not j.correct
+                f.missed += j.verdict == "pass" and not j.correct
+        before = [
+            o.correct if o.correct_before_judge is None else o.correct_before_judge for o in self.outcomes
+        ]
+        f.accuracy_before_judge = sum(before) / len(before) if before else 0.0
+        return f
+
     def to_json(self) -> dict[str, Any]:
         levels = [d for d in ("easy", "medium", "hard") if self.count(d)]
+        judge = self.judge_figures()
         return {
             "system": self.system,
             "model": self.model,
@@ -275,6 +344,7 @@ class EvalReport:
             "count_by_difficulty": {d: self.count(d) for d in levels},
             "median_seconds": self.median_seconds(),
             "mean_cost_usd": self.mean_cost(),
+            "judge": {**judge.model_dump(), "false_fail_rate": judge.false_fail_rate},
             "outcomes": [o.model_dump() for o in self.outcomes],
         }
 

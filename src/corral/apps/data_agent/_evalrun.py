@@ -23,7 +23,14 @@ from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent import _run
 from corral.apps.data_agent._agent import DataAgent
 from corral.apps.data_agent._answer import MAX_ROWS, Answer, Status, prose_answer
-from corral.apps.data_agent._eval import EvalQuestion, EvalReport, QuestionOutcome, load_eval_set, score
+from corral.apps.data_agent._eval import (
+    EvalQuestion,
+    EvalReport,
+    QuestionOutcome,
+    judged_results,
+    load_eval_set,
+    score,
+)
 from corral.apps.data_agent._lessons import LessonStore
 from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
@@ -175,6 +182,7 @@ async def run_eval(
             error = f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - started
         correct = score(q, answer, gold_rows)
+        judgements = judged_results(q, answer, gold_rows)
         report.outcomes.append(
             QuestionOutcome(
                 id=q.id,
@@ -189,6 +197,8 @@ async def run_eval(
                 sql=answer.sql or answer.code,
                 gold_sql=q.gold_sql,
                 error=error,
+                correct_before_judge=judgements[0].correct if judgements else None,
+                judgements=judgements,
             )
         )
         if progress is not None:

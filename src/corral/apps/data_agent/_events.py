@@ -71,10 +71,11 @@ class CheckNoted(_Event):
 
 
 class Judged(_Event):
-    """The judge's verdict on a result (``agreed``: skipped, the vote's candidates agreed)."""
+    """The judge's verdict on a result, or why it was skipped (``agreed``: the vote's candidates agreed;
+    ``skipped``: another conclusive check, named in the message)."""
 
     type: Literal["judge"] = "judge"
-    verdict: Literal["pass", "fail", "agreed"]
+    verdict: Literal["pass", "fail", "agreed", "skipped"]
 
 
 class Answered(_Event):

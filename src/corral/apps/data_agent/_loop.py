@@ -5,7 +5,7 @@
     prepare ─► write ─► check ─► run ─► review ─► finish ─► end
                  ▲  │      │       │        │
                  └──┴──────┴───────┴────────┘   (a retry: at most max_attempts + judge_retries writes)
-                           └─► approve ─► end    (a statement that changes data)
+                           └─► approve ─► end    (a statement that changes data; refused: back to write)
 
 The loop owns what both flows share: attempts and their limit, the temperature schedule, the set of texts
 already tried, when a decline ends the question, the judge's budget, the time and token budgets (the
@@ -18,21 +18,21 @@ call, query and approval is a step inside one: a killed question resumes where i
 from __future__ import annotations
 
 import functools
-import json
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from corral.agents import End, Workflow
 from corral.agents.workflow import Budget
 from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import Answer
-from corral.apps.data_agent._events import CheckNoted, Judged, QueryRan, QueryWritten
+from corral.apps.data_agent._events import CheckNoted, QueryRan, QueryWritten
+from corral.apps.data_agent._judging import judge_result
 from corral.apps.data_agent._outcome import failed
 from corral.apps.data_agent._runner import QueryResult
 from corral.apps.data_agent._state import Decision, Question, Settings, ask_model, emit
 from corral.apps.data_agent._write import apply_write
 from corral.durable import RunContext
 from corral.guards import GuardState
-from corral.models import AssistantMessage, OutputSchema, SystemMessage, UserMessage
+from corral.models import AssistantMessage, UserMessage
 
 if TYPE_CHECKING:
     from corral.apps.data_agent._checks import Finding
@@ -49,7 +49,6 @@ class Flow(Protocol):
     no_text: tuple[str, str]
     same_text: tuple[str, str]
     failed_text: str
-    judge_system: str
     judge_label: str
 
     async def prepare(self, ctx: RunContext, q: Question) -> Answer | None: ...
@@ -79,33 +78,6 @@ def retry(q: Question, error: str, hints: str = "") -> str:
         q.failures.append((q.text, error))
     q.messages.append(UserMessage(content=q.flow.feedback(error, hints)))
     return again(q)
-
-
-async def judge(ctx: RunContext, q: Question) -> tuple[str, str]:
-    """The judge's ``(verdict, reason)`` on the current query (or program) and its result."""
-    flow: Flow = q.flow
-    result = q.result
-    assert result is not None
-    user = prompts.judge_user(
-        q.question, q.text, result.columns, result.rows[:5], result.row_count, label=flow.judge_label
-    )
-    reply = await ask_model(
-        ctx,
-        q,
-        "judge",
-        [SystemMessage(content=flow.judge_system), UserMessage(content=user)],
-        OutputSchema(name="verdict", json_schema=prompts.JUDGE_SCHEMA),
-        max_tokens=80,
-    )
-    try:
-        data = json.loads(reply)
-    except ValueError:
-        # An unreadable verdict is not a failure of the query: let it pass, and say so.
-        return "pass", "the judge's reply was not readable"
-    if not isinstance(data, dict):
-        return "pass", "the judge's reply was not readable"
-    verdict = "fail" if data.get("verdict") == "fail" else "pass"
-    return verdict, str(data.get("reason") or "")[:300]
 
 
 # -- the nodes ---------------------------------------------------------------------------------------------
@@ -177,7 +149,8 @@ async def run(ctx: RunContext, q: Question) -> Any:
 
 
 async def review(ctx: RunContext, q: Question) -> Any:
-    """Sanity findings, then the judge (within its budget): a blocking finding or a fail is a retry."""
+    """Sanity findings, then the judge guard (within its budget, or skipped when the checks are
+    conclusive): a blocking finding or the judge's fail is a retry."""
     agent: Settings = q.agent
     found = q.flow.findings(q)
     for f in found:
@@ -187,27 +160,22 @@ async def review(ctx: RunContext, q: Question) -> Any:
         return retry(q, "; ".join(blocking))
     if not agent.judge:
         return "finish"
-    if q.flow.skip_judge(q):
-        # Independent samples that agree on the result are the stronger check; the judge (a 0.5B model
-        # reading five rows) adds little to it and costs a full prompt.
-        q.judge_note = None
-        emit(q, Judged(message="skipped: the candidate queries agree on the result", verdict="agreed"))
+    reason = await judge_result(ctx, q, found)
+    if reason is None:
         return "finish"
-    verdict, reason = await judge(ctx, q)
-    emit(q, Judged(message=f"{verdict}: {reason}", verdict="fail" if verdict == "fail" else "pass"))
-    q.judge_note = f"{verdict}: {reason}"
-    if verdict == "pass" or q.judge_left <= 0:
-        return "finish"
-    q.judge_left -= 1
     q.limit = max(q.limit, q.attempts + 1)
     q.messages.append(UserMessage(content=q.flow.feedback(f"a reviewer says: {reason}")))
     return again(q)
 
 
 async def approve(ctx: RunContext, q: Question) -> Any:
-    """A statement that changes data: it runs only if the approver says yes (the Agent's approval path)."""
-    q.answer = await apply_write(ctx, q)
-    return End(q.answer)
+    """A statement that changes data: it runs only if a person (or a policy) approves it, through the
+    Agent's approval path (the run parks until then); a refusal's reason goes back to the model."""
+    answer, refused = await apply_write(ctx, q)
+    if refused is not None and q.attempts < q.limit:
+        return retry(q, refused)
+    q.answer = answer
+    return End(answer)
 
 
 async def finish(ctx: RunContext, q: Question) -> Any:
@@ -234,7 +202,7 @@ def data_workflow(max_writes: int = 4, candidates: int = 2) -> Workflow[Question
     votes = Budget(model_calls=2 * candidates, tokens=None, cost_usd=None)
     wf.node(run, next=["review", "write", "finish", End], budget=votes)
     wf.node(review, next=["write", "finish"], budget=_UNBOUNDED_CALL)
-    wf.node(approve, next=[End])
+    wf.node(approve, next=["write", "finish", End])
     wf.node(finish, next=[End])
     return wf
 

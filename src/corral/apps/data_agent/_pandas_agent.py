@@ -65,14 +65,6 @@ def fix_user(error: str) -> str:
     return prompts.fix_user(error, language="python")
 
 
-JUDGE_SYSTEM = (
-    "You check whether a pandas program and its result answer a question. Reply with JSON: "
-    '{"reason": "<one short sentence>", "verdict": "pass" or "fail"}. Say fail when the result clearly '
-    "answers a different question (wrong column, wrong filter, wrong statistic) or lacks what the question "
-    "asks for; otherwise pass."
-)
-
-
 def extract_code(reply: str) -> str:
     """The Python code of a reply: the first fenced block (```python or bare ```), else ``""``.
 
@@ -171,7 +163,6 @@ class PandasFlow:
     no_text = ("the reply contained no ```python code block", "")
     same_text = ("this is the same code as before, which did not work; write different code", "")
     failed_text = "the code failed"
-    judge_system = JUDGE_SYSTEM
     judge_label = "Code"
 
     def __init__(self, runner: CodeRunner) -> None:

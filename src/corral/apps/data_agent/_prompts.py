@@ -111,26 +111,6 @@ def push_back(tables: list[str]) -> str:
     )
 
 
-JUDGE_SYSTEM = (
-    "You check whether an SQL query and its result answer a question. Reply with JSON: "
-    '{"reason": "<one short sentence>", "verdict": "pass" or "fail"}. Say fail when the result clearly '
-    "answers a different question (wrong filter, wrong measure, missing grouping) or lacks what the question "
-    "asks for; otherwise pass."
-)
-
-# The reason comes first: the grammar makes the model write keys in this order, and a small model that
-# states its reason before its verdict contradicts itself less.
-JUDGE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "reason": {"type": "string"},
-        "verdict": {"type": "string", "enum": ["pass", "fail"]},
-    },
-    "required": ["reason", "verdict"],
-    "additionalProperties": False,
-}
-
-
 def judge_user(
     question: str,
     sql: str,

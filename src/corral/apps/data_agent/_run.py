@@ -24,7 +24,6 @@ from corral.apps.data_agent._thread import Turn, context_text, followup_question
 from corral.apps.data_agent._verified import load_verified
 from corral.apps.data_agent.errors import DataAgentError
 from corral.durable import RunContext, Runtime
-from corral.guards import terminal_approver
 from corral.models import Model, resolve_model
 
 #: Builds the query runner of a source. The product's is the sandbox; tests replace it (and only tests).
@@ -91,8 +90,9 @@ async def ask_run(
         charts=bool(opts.get("charts", True)),
         chart_dir=Path(opts["chart_dir"]) if opts.get("chart_dir") else None,
         on_event=_on_event.get(),
-        # Writes need a person: asked on the terminal when there is one, refused otherwise.
-        approver=terminal_approver if opts.get("allow_writes") else None,
+        # A write parks the question until a person decides (`corral approvals`, or the terminal that
+        # asked, through the same ledger); without --allow-writes it is refused.
+        allow_writes=bool(opts.get("allow_writes")),
         previous=context_text(previous) if previous else "",
         lessons=lessons_for(opts.get("lessons", True)),
     )
@@ -155,4 +155,17 @@ async def ask(
         _on_event.reset(token)
         if runtime is None:
             rt.close()
+    return Answer.model_validate(result)
+
+
+async def resume(
+    run_id: str, *, runtime: Runtime, on_event: Callable[[DataEvent], None] | None = None
+) -> Answer:
+    """Go on with a question's run that was parked (a write waiting for a decision) once it is decided;
+    ``RunSuspended`` again if it is still waiting."""
+    token = _on_event.set(on_event)
+    try:
+        result = await runtime.resume(run_id)
+    finally:
+        _on_event.reset(token)
     return Answer.model_validate(result)

@@ -48,7 +48,6 @@ class SqlFlow:
     no_text = ("the reply contained no SQL query", "")
     same_text = ("this is the same query as before, which did not work", "Write a different query.")
     failed_text = "the query failed"
-    judge_system = prompts.JUDGE_SYSTEM
     judge_label = "SQL"
 
     def __init__(self, agent: Settings) -> None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.apps.data_agent._answer import Answer
 from corral.apps.data_agent._events import DataEvent
+from corral.apps.data_agent._judgement import Judgement
 from corral.apps.data_agent._runner import QueryResult
 from corral.durable import RunContext
 from corral.guards import GuardState
@@ -66,6 +67,9 @@ class Question(BaseModel):
     on_event: Any = Field(default=None, exclude=True)
     flow: Any = Field(default=None, exclude=True)
     guard: GuardState | None = Field(default=None, exclude=True)
+    #: The judge guard's :class:`~corral.guards.JudgeState`: spending and revisions (built at its first
+    #: verdict; rebuilt by replay). Typed ``Any``: pydantic need not build a schema for the guard.
+    judging: Any = Field(default=None, exclude=True)
     started: float = 0.0
     messages: list[Message] = Field(default_factory=list)
     #: The prompt of the current attempt (the vote samples more queries from it).
@@ -85,6 +89,8 @@ class Question(BaseModel):
     result: QueryResult | None = None
     best: tuple[str, QueryResult] | None = None
     judge_note: str | None = None
+    #: Each result the judge saw (or was skipped on), in order: kept with the answer.
+    judgements: list[Judgement] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     answer: Answer | None = None
 
