@@ -4,6 +4,7 @@ never leaking to another source, and never a way to make the agent write or leav
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sqlite3
@@ -67,11 +68,17 @@ async def test_a_fix_the_judge_rejects_teaches_nothing(
     chinook_runner: InProcessRunner, tmp_path: Path
 ) -> None:
     store = LessonStore(tmp_path / "lessons.sqlite")
-    fail = '{"reason": "wrong year", "verdict": "fail"}'
-    model = routed_model(
-        [_fence(WRONG), _fence(RIGHT), _fence(RIGHT.replace("COUNT(*)", "COUNT(*) AS n"))], judge=[fail, fail]
+    # A grouped result, so the judge is not skipped; every vote fails it, naming words no query handles.
+    per_country = " GROUP BY BillingCountry"
+    wrong, right = (
+        f"{q.replace('COUNT(*)', 'BillingCountry, COUNT(*)')}{per_country}" for q in (WRONG, RIGHT)
     )
-    await DataAgent(model=model, runner=chinook_runner, lessons=store).ask("How many invoices in 2023?")
+    fail = json.dumps({"reason": "only Brazil is asked for", "missing": "in Brazil", "verdict": "fail"})
+    model = routed_model([_fence(wrong), _fence(right), _fence(right + " ")], judge=[fail] * 12)
+    answer = await DataAgent(model=model, runner=chinook_runner, lessons=store).ask(
+        "How many invoices per billing country in 2023, in Brazil?"
+    )
+    assert answer.judge is not None and answer.judge.startswith("fail"), answer.judge
     assert store.all() == []
 
 
