@@ -20,4 +20,6 @@ async def test_the_local_model_answers_a_simple_chinook_question(chinook: Path) 
     assert answer.status == "answered", answer.answer
     assert answer.rows == [[59]]
     assert answer.sql is not None and "customer" in answer.sql.lower()
-    assert answer.usage.requests >= 2 and answer.usage.input_tokens > 0
+    assert answer.usage.requests >= 1 and answer.usage.input_tokens > 0
+    # One aggregate value with no finding: the judge is skipped, and the answer says so.
+    assert answer.judge is not None and answer.judge.startswith("skipped"), answer.judge
