@@ -48,7 +48,7 @@ def test_the_clinic_set_matches_a_fresh_build_of_its_database(tmp_path: Path) ->
     import runpy
 
     questions = load_eval_set(ROOT / "evals" / "clinic.jsonl")
-    assert len(questions) == 20 and sum(q.unanswerable for q in questions) == 3
+    assert len(questions) == 23 and sum(q.unanswerable for q in questions) == 6
     fresh = tmp_path / "clinic.sqlite"
     runpy.run_path(str(ROOT / "evals" / "build_clinic.py"))["build"](fresh)
     stored, built = sqlite3.connect(ROOT / "evals" / "clinic.sqlite"), sqlite3.connect(fresh)
