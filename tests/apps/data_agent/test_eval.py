@@ -97,3 +97,33 @@ def test_dabench_answers_match_at_the_gold_precision() -> None:
     assert not dabench_match(gold, Answer(status="answered", answer="x", rows=[[34.7]]))
     two = [["a", "1.5"], ["b", "male"]]
     assert dabench_match(two, Answer(status="answered", answer="", rows=[["Male", 1.52]]))
+
+
+def test_the_report_gives_refusal_recall_false_refusals_and_p90() -> None:
+    from corral.apps.data_agent._eval import EvalReport, QuestionOutcome
+
+    def outcome(i: int, status: str, *, unanswerable: bool, seconds: float) -> QuestionOutcome:
+        correct = (status == "cannot_answer") == unanswerable
+        return QuestionOutcome(
+            id=f"q{i}",
+            difficulty="easy",
+            correct=correct,
+            status=status,
+            seconds=seconds,
+            unanswerable=unanswerable,
+        )
+
+    report = EvalReport(system="agent", model="m")
+    report.outcomes = [
+        outcome(1, "cannot_answer", unanswerable=True, seconds=1.0),
+        outcome(2, "answered", unanswerable=True, seconds=2.0),
+        outcome(3, "cannot_answer", unanswerable=True, seconds=3.0),
+        *(outcome(i, "answered", unanswerable=False, seconds=float(i)) for i in range(4, 12)),
+        outcome(12, "cannot_answer", unanswerable=False, seconds=20.0),
+    ]
+    data = report.to_json()
+    assert data["unanswerable"] == 3
+    assert data["refusal_recall"] == pytest.approx(2 / 3)
+    assert data["false_refusal_rate"] == pytest.approx(1 / 9)
+    assert data["p90_seconds"] == 11.0  # nearest rank: the 11th of 12 sorted times
+    assert EvalReport(system="agent", model="m").refusal_recall() is None

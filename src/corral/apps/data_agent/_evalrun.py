@@ -182,6 +182,7 @@ async def run_eval(
                 sql=answer.sql or answer.code,
                 gold_sql=q.gold_sql,
                 error=error,
+                unanswerable=q.unanswerable,
             )
         )
         if progress is not None:
