@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 #: At most this many model choices per question (each is a short call); later candidates stay unknown.
 MAX_CHOICES = 3
 #: Columns offered to the model for one phrase.
-MAX_OFFERED = 10
+MAX_OFFERED = 12
 
 
 def _bag(text: str) -> frozenset[str]:
@@ -165,7 +165,8 @@ class Grounding:
         for c in self.concepts:
             if not c.grounds:
                 continue
-            named = [g for g in c.grounds if "." not in g]
+            # The shortest name is the closest (Track, not PlaylistTrack, for "track").
+            named = sorted((g for g in c.grounds if "." not in g), key=len)
             owners = [g.split(".", 1)[0] for g in c.grounds]
             pick = named[0] if named else next((t for t in owners if t in chosen), owners[0])
             if pick not in chosen:
@@ -488,8 +489,18 @@ CHOOSE_SYSTEM = (
 )
 
 
-def _offered(concept: Concept, schema: Schema) -> list[str]:
-    return _closest(concept.text, schema, MAX_OFFERED)
+def _offered(concept: Concept, schema: Schema, tables: list[str]) -> list[str]:
+    """The columns offered for ``concept``: those of the tables the question's other words named (the
+    runtime "of a track" is a column of Track), then the names most like the phrase."""
+    own = [
+        f"{t.name}.{c.name}"
+        for name in tables
+        if (t := schema.table(name)) is not None
+        for c in t.columns
+        if not (c.pk or _looks_like_key(c.name))
+    ]
+    near = _closest(concept.text, schema, MAX_OFFERED)
+    return list(dict.fromkeys([*own[: MAX_OFFERED - 3], *near]))[:MAX_OFFERED]
 
 
 def accept(concept: Concept, column: str, schema: Schema) -> bool:
@@ -512,8 +523,9 @@ async def choose(ctx: RunContext, q: Question, grounding: Grounding, schema: Sch
     """For each candidate phrase (at most :data:`MAX_CHOICES`), the model picks the column that holds it or
     "none". "none", or a pick that cannot mean the phrase, makes it missing; an unreadable reply decides
     nothing (it is no evidence either way)."""
+    tables = grounding.tables()
     for concept in grounding.candidates()[:MAX_CHOICES]:
-        offered = _offered(concept, schema)
+        offered = _offered(concept, schema, tables)
         if not offered:
             continue
         options = [*offered, "none"]
