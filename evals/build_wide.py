@@ -22,18 +22,24 @@ import sys
 from pathlib import Path
 
 SEED = 300
-DOMAINS = (
+
+
+def _split(text: str) -> list[str]:
+    return text.split()
+
+
+DOMAINS = _split(
     "library hospital airline school hotel farm bank retail factory museum zoo cinema gym restaurant "
     "university courier insurance telecom energy shipping garden theatre stadium laboratory pharmacy "
     "bakery brewery winery marina ranch"
-).split()
-ENTITIES = (
+)
+ENTITIES = _split(
     "customer order product supplier invoice payment shipment employee department project task ticket "
     "asset vehicle driver route booking room guest event venue member plan subscription device sensor "
     "reading account transaction branch loan policy claim visit course student enrollment teacher book "
     "author review contract warehouse batch inspection schedule shift complaint refund campaign lead "
     "partner license permit survey incident repair"
-).split()
+)
 ATTRIBUTES = {
     "amount": "REAL",
     "quantity": "INTEGER",
