@@ -38,6 +38,8 @@ from corral.apps.data_agent._state import ask_model, emit
 from corral.models import OutputSchema, SystemMessage, UserMessage
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from corral.apps.data_agent._state import Question
     from corral.durable import RunContext
 
@@ -160,17 +162,23 @@ class Grounding:
         return [c for c in self.concepts if not c.grounds and not c.missing]
 
     def tables(self) -> list[str]:
-        """One table per grounded concept: the one it names, else one already chosen, else its first."""
+        """One table per grounded concept: the one it names; for a concept grounded in columns only, a table
+        already chosen that has one of them, else the first."""
         chosen: list[str] = []
         for c in self.concepts:
-            if not c.grounds:
+            # The name with most of the phrase's words, then the shortest: InvoiceLine for "invoice lines",
+            # Track (not PlaylistTrack) for "track".
+            named = sorted(
+                (g for g in c.grounds if "." not in g),
+                key=lambda g: (-len(set(words(g)) & set(c.stems)), len(g)),
+            )
+            if named and named[0] not in chosen:
+                chosen.append(named[0])
+        for c in self.concepts:
+            owners = [g.split(".", 1)[0] for g in c.grounds if "." in g]
+            if not owners or any("." not in g for g in c.grounds) or any(t in chosen for t in owners):
                 continue
-            # The shortest name is the closest (Track, not PlaylistTrack, for "track").
-            named = sorted((g for g in c.grounds if "." not in g), key=len)
-            owners = [g.split(".", 1)[0] for g in c.grounds]
-            pick = named[0] if named else next((t for t in owners if t in chosen), owners[0])
-            if pick not in chosen:
-                chosen.append(pick)
+            chosen.append(owners[0])
         return chosen
 
     def reason(self) -> str:
@@ -205,7 +213,8 @@ def phrases(question: str, names: frozenset[str] = frozenset()) -> list[tuple[st
     >>> [t for t, _, _ in phrases("What is the average blood pressure of the smokers in 'North'?")]
     ['blood pressure', 'smokers']
     """
-    text = re.sub(r"'[^']*'|\"[^\"]*\"|`[^`]*`", " , ", question_text(question))
+    # Quoted literals; an apostrophe inside a word ("employee's") opens none.
+    text = re.sub(r"(?<![A-Za-z])'[^']*'(?![A-Za-z])|\"[^\"]*\"|`[^`]*`", " , ", question_text(question))
     out: list[tuple[str, list[str], str]] = []
     current: list[str] = []
     before: list[str] = []
@@ -376,6 +385,10 @@ def _concept(text: str, stems: list[str], schema: Schema) -> Concept | None:
             concept.how = concept.how or how
             matched.update(parts)
     content = [st for st in stems if st not in _GENERIC and not _ignorable(st)]
+    # A verb form is not a head: "customers generated" is about customers.
+    nouns = [st for st in content if not re.search(r"(?:ed|ing)$", st) or st in matched]
+    if nouns and nouns[-1] in matched:
+        return concept
     if not content:
         return concept if concept.grounds else None
     if content[-1] in matched:
@@ -619,17 +632,18 @@ def frames_schema(described: dict[str, object]) -> Schema:
     return Schema(dialect="duckdb", tables=tables)
 
 
-def widen(narrowed: Schema, full: Schema, grounding: Grounding) -> Schema:
+def widen(narrowed: Schema, full: Schema, grounding: Grounding, planned: Sequence[str] = ()) -> Schema:
     """``narrowed`` plus the tables a value or the model grounded a phrase in (narrowing matches names only),
-    at most two."""
+    at most two, and the tables of a plan's joins."""
     have = {t.name for t in narrowed.tables}
-    extra = [
+    grounded = [
         name
         for c in grounding.concepts
         if c.how in ("value", "model")
         for name in dict.fromkeys(g.split(".", 1)[0] for g in c.grounds)
         if name not in have
     ][:2]
+    extra = list(dict.fromkeys([*grounded, *(n for n in planned if n not in have)]))
     if not extra:
         return narrowed
     add = [t for t in full.tables if t.name in extra]

@@ -19,6 +19,7 @@ from corral.apps.data_agent._grounding import Grounding, grounded, note, settled
 from corral.apps.data_agent._hints import anti_join_hint, failure_hint, missing_name
 from corral.apps.data_agent._loop import retry
 from corral.apps.data_agent._outcome import cannot, compose
+from corral.apps.data_agent._plan import check_plan, make_plan
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
 from corral.apps.data_agent._schema import Schema, load_schema, narrow
 from corral.apps.data_agent._sqlcheck import (
@@ -78,7 +79,10 @@ class SqlFlow:
             # A concept the question needs is in no column, table or value: that is the answer.
             note(q, grounding)
             return cannot(q, grounding.reason())
-        schema = self.schema = widen(narrow(self.full, q.question), self.full, grounding)
+        plan = make_plan(q.question, self.full, grounding)
+        schema = self.schema = widen(
+            narrow(self.full, q.question), self.full, grounding, plan.tables if plan else []
+        )
         emit(
             q,
             SchemaRead(
@@ -98,7 +102,10 @@ class SqlFlow:
         if self.examples:
             names = [e.question for e in self.examples]
             emit(q, SchemaRead(message=f"verified examples: {len(names)}", examples=names))
-        hints = [h for h in (anti_join_hint(q.question, schema), grounding.hint()) if h]
+        if plan is not None:
+            # A hard question: its joins and filters, checked in the sandbox, before the model composes.
+            plan = await check_plan(ctx, q, plan, self.query)
+        hints = [h for h in (anti_join_hint(q.question, schema), grounding.hint(), plan and plan.hint()) if h]
         user = prompts.sql_user(q.question, schema_text, self.examples, hints)
         q.messages = [SystemMessage(content=prompts.sql_system(self.full.dialect)), UserMessage(content=user)]
         return None
