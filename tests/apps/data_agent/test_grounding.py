@@ -26,8 +26,10 @@ def _texts(question: str, schema: Schema) -> dict[str, tuple[bool, bool]]:
 
 
 def test_quoted_values_numbers_and_names_are_not_concepts() -> None:
-    found = [t for t, _, _ in phrases("How many tracks by 'AC/DC' in Rock cost more than 0.99 in 2023?")]
-    assert found == ["tracks", "cost"]
+    found = [t for t, _, _ in phrases("How many tracks by 'AC/DC' in Rock sold in 2023 at Lyon?")]
+    assert found == ["tracks", "sold"]
+    # A verb before a determiner is not a concept: "cost" here is what the tracks do.
+    assert [t for t, _, _ in phrases("How many tracks cost more than 0.99?")] == ["tracks"]
 
 
 @pytest.mark.parametrize(

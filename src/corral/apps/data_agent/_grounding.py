@@ -206,43 +206,53 @@ def question_text(question: str) -> str:
 
 
 def phrases(question: str, names: frozenset[str] = frozenset()) -> list[tuple[str, list[str], str]]:
-    """Runs of content words, as ``(text, stems, words before)``: quoted literals, numbers and capitalised
-    names inside the sentence are values (not concepts) unless they are one of the schema's ``names`` words,
-    and function or asking words end a phrase.
+    """Runs of content words, as ``(text, stems, context)`` (the context is the two words before, ``|`` and
+    the token after): quoted literals, numbers and
+    capitalised names inside the sentence are values (not concepts) unless they are one of the schema's
+    ``names`` words, and function or asking words end a phrase. A phrase's last word is a verb, and is
+    dropped, before a determiner ("author *wrote* the most books") or at the end of a question with an
+    auxiliary ("how many copies does the branch *hold*?").
 
     >>> [t for t, _, _ in phrases("What is the average blood pressure of the smokers in 'North'?")]
     ['blood pressure', 'smokers']
+    >>> [t for t, _, _ in phrases("Which author wrote the most books? How many copies does a branch hold?")]
+    ['author', 'books', 'copies', 'branch']
     """
     # Quoted literals; an apostrophe inside a word ("employee's") opens none.
     text = re.sub(r"(?<![A-Za-z])'[^']*'(?![A-Za-z])|\"[^\"]*\"|`[^`]*`", " , ", question_text(question))
-    out: list[tuple[str, list[str], str]] = []
-    current: list[str] = []
-    before: list[str] = []
+    tokens = re.findall(r"[A-Za-z][A-Za-z0-9_-]*|[0-9][0-9.,]*|[^\sA-Za-z0-9]", text)
+    content: list[bool] = []
     first = True
-    for token in re.findall(r"[A-Za-z][A-Za-z0-9_-]*|[0-9][0-9.,]*|[^\sA-Za-z0-9]", text):
-        word = token.lower().strip("'")
+    for token in tokens:
+        word = token.lower()
         stem = words(word)[0] if words(word) else word
-        value = not first and token[0].isupper()
+        value = not first and token[0].isupper() and not _is_name(stem, names)
         first = token in (".", "?", "!", "\n")
-        if value and token[0].isalpha() and _is_name(stem, names):
-            value = False  # a capitalised column name ("BMI", "Fare") is a concept
-        if not token[0].isalpha() or value or word in _STOP or stem in _STOP or len(word) < 3:
-            if current:
-                out.append((" ".join(current), [words(w)[0] for w in current], " ".join(before[-2:])))
-                current = []
-            before.append(word)
-            continue
-        current.append(word)
-        before.append(word)
-    if current:
-        out.append(
-            (
-                " ".join(current),
-                [words(w)[0] for w in current],
-                " ".join(before[-len(current) - 2 : -len(current)]),
-            )
+        content.append(
+            token[0].isalpha() and not value and word not in _STOP and stem not in _STOP and len(word) >= 3
         )
+    out: list[tuple[str, list[str], str]] = []
+    i = 0
+    while i < len(tokens):
+        if not content[i]:
+            i += 1
+            continue
+        start = i
+        while i < len(tokens) and content[i]:
+            i += 1
+        run = [t.lower() for t in tokens[start:i]]
+        after = tokens[i].lower() if i < len(tokens) else "?"
+        sentence = re.split(r"[.?!]", " ".join(tokens[:start]).lower())[-1]
+        if after in _DETERMINERS or (after in ("?", ".", "!") and re.search(_AUXILIARY, sentence)):
+            run = run[:-1]
+        if run:
+            before = [t.lower() for t in tokens[:start] if t[0].isalpha()][-2:]
+            out.append((" ".join(run), [words(w)[0] for w in run], " ".join([*before, "|", after])))
     return out
+
+
+_DETERMINERS = frozenset(["the", "a", "an", "most", "more", "all", "each", "every", "any", "some", "their"])
+_AUXILIARY = r"\b(?:does|did|do|will|can|could|would|should)\b"
 
 
 # --- matching -------------------------------------------------------------------------------------------
@@ -349,7 +359,7 @@ def ground(question: str, schema: Schema) -> Grounding:
         concept = _concept(text, stems, schema)
         if concept is None:
             continue
-        concept.measured = bool(set(before.split()) & _AGGREGATE)
+        concept.measured = bool(set(before.split("|")[0].split() + text.split()) & _AGGREGATE)
         if not concept.grounds:
             needed = [st for st in concept.stems if st in _NEEDS]
             concept.closest = _closest(concept.text, schema, 3)
@@ -405,9 +415,11 @@ def _minor(stems: list[str], before: str, *, last: bool, single: bool) -> bool:
     content = [s for s in stems if s not in _GENERIC]
     if not content or re.search(r"(?:ed|ing|ly)$", content[-1]):
         return True
-    if single and re.search(r"\b(?:which|what|many|each|every|per|the)$", before):
+    if single and re.search(
+        r"\b(?:which|many|each|every|per)\b[^|]*\||\bthe \| (?:with|that|who|whose|where)$", before
+    ):
         return True  # the rows themselves ("the vehicle with the highest horsepower" over one table)
-    return last and bool(re.search(r"\b(?:in|at|on|from|to|for|with|within) (?:the|this|our|a)$", before))
+    return last and bool(re.search(r"\b(?:in|at|on|from|to|for|with|within) (?:the|this|our|a) \|", before))
 
 
 def _ignorable(stem: str) -> bool:
