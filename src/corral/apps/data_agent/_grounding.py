@@ -16,6 +16,7 @@ Pure functions except :func:`choose`, which asks the model (journaled, through t
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import json
 import re
@@ -258,11 +259,13 @@ _AUXILIARY = r"\b(?:does|did|do|will|can|could|would|should)\b"
 # --- matching -------------------------------------------------------------------------------------------
 
 
-def _name_words(name: str) -> set[str]:
+@functools.lru_cache(maxsize=65536)
+def _name_words(name: str) -> frozenset[str]:
     squashed = re.sub(r"[^a-z0-9]", "", name.lower())
-    return set(words(name)) | {squashed}
+    return frozenset(words(name)) | {squashed}
 
 
+@functools.lru_cache(maxsize=262144)
 def _similar(w: str, nw: str) -> bool:
     """Same word, or one a form of the other (``purchase``/``purchased``, ``closing``/``close``), or a part
     of a compound name (``class`` in ``pclass``, ``speed`` in ``windspeed``)."""
