@@ -150,6 +150,8 @@ class Grounding:
 
     concepts: list[Concept] = field(default_factory=list)
     joins: list[str] = field(default_factory=list)
+    #: The question's word stems (a tie between tables goes to the one whose name has more of them).
+    asked: frozenset[str] = frozenset()
 
     def missing(self) -> list[Concept]:
         return [c for c in self.concepts if c.missing]
@@ -167,11 +169,12 @@ class Grounding:
         already chosen that has one of them, else the first."""
         chosen: list[str] = []
         for c in self.concepts:
-            # The name with most of the phrase's words, then the shortest: InvoiceLine for "invoice lines",
-            # Track (not PlaylistTrack) for "track".
+            # The name with most of the phrase's words, then of the question's, then the shortest:
+            # InvoiceLine for "invoice lines", Track (not PlaylistTrack) for "track", hotel_guest (not
+            # zoo_guest) for "guests" in a question about a hotel.
             named = sorted(
                 (g for g in c.grounds if "." not in g),
-                key=lambda g: (-len(set(words(g)) & set(c.stems)), len(g)),
+                key=lambda g: (-len(set(words(g)) & set(c.stems)), -len(set(words(g)) & self.asked), len(g)),
             )
             if named and named[0] not in chosen:
                 chosen.append(named[0])
@@ -353,7 +356,7 @@ def ground(question: str, schema: Schema) -> Grounding:
     """The system's grounding of ``question`` in ``schema`` (no model): phrases matched to names, synonyms
     and values; phrases with a known grounding that the schema lacks are missing; the rest are candidates
     for :func:`choose`."""
-    result = Grounding()
+    result = Grounding(asked=frozenset(words(question_text(question))))
     names = frozenset(
         w for t in schema.tables for n in [t.name, *(c.name for c in t.columns)] for w in _name_words(n)
     )
