@@ -28,8 +28,16 @@ def _texts(question: str, schema: Schema) -> dict[str, tuple[bool, bool]]:
 def test_quoted_values_numbers_and_names_are_not_concepts() -> None:
     found = [t for t, _, _ in phrases("How many tracks by 'AC/DC' in Rock sold in 2023 at Lyon?")]
     assert found == ["tracks", "sold"]
-    # A verb before a determiner is not a concept: "cost" here is what the tracks do.
-    assert [t for t, _, _ in phrases("How many tracks cost more than 0.99?")] == ["tracks"]
+    # A verb before a determiner is a phrase of its own: "cost" here is what the tracks do.
+    assert [t for t, _, _ in phrases("How many tracks cost more than 0.99?")] == ["tracks", "cost"]
+
+
+def test_a_verb_leaves_the_question_unresolved_never_missing(chinook_schema: Schema) -> None:
+    # "streamed ... on Spotify": nothing in the data, but a verb is no evidence either way.
+    grounding = ground("Which tracks were streamed more than a million times on Spotify?", chinook_schema)
+    assert not grounding.missing() and not grounding.candidates()
+    assert [c.text for c in grounding.unresolved()] == ["streamed"]
+    assert not settled(grounding)
 
 
 @pytest.mark.parametrize(

@@ -214,13 +214,13 @@ def phrases(question: str, names: frozenset[str] = frozenset()) -> list[tuple[st
     the token after): quoted literals, numbers and
     capitalised names inside the sentence are values (not concepts) unless they are one of the schema's
     ``names`` words, and function or asking words end a phrase. A phrase's last word is a verb, and is
-    dropped, before a determiner ("author *wrote* the most books") or at the end of a question with an
-    auxiliary ("how many copies does the branch *hold*?").
+    its own phrase (its context ends with :data:`VERB`), before a determiner ("author *wrote* the most
+    books") or at the end of a question with an auxiliary ("how many copies does the branch *hold*?").
 
     >>> [t for t, _, _ in phrases("What is the average blood pressure of the smokers in 'North'?")]
     ['blood pressure', 'smokers']
     >>> [t for t, _, _ in phrases("Which author wrote the most books? How many copies does a branch hold?")]
-    ['author', 'books', 'copies', 'branch']
+    ['author', 'wrote', 'books', 'copies', 'branch', 'hold']
     """
     # Quoted literals; an apostrophe inside a word ("employee's") opens none.
     text = re.sub(r"(?<![A-Za-z])'[^']*'(?![A-Za-z])|\"[^\"]*\"|`[^`]*`", " , ", question_text(question))
@@ -247,14 +247,20 @@ def phrases(question: str, names: frozenset[str] = frozenset()) -> list[tuple[st
         run = [t.lower() for t in tokens[start:i]]
         after = tokens[i].lower() if i < len(tokens) else "?"
         sentence = re.split(r"[.?!]", " ".join(tokens[:start]).lower())[-1]
+        before = [t.lower() for t in tokens[:start] if t[0].isalpha()][-2:]
+        verb = ""
         if after in _DETERMINERS or (after in ("?", ".", "!") and re.search(_AUXILIARY, sentence)):
-            run = run[:-1]
+            verb, run = run[-1], run[:-1]
         if run:
-            before = [t.lower() for t in tokens[:start] if t[0].isalpha()][-2:]
             out.append((" ".join(run), [words(w)[0] for w in run], " ".join([*before, "|", after])))
+        if verb:
+            # Kept, marked: what a verb asks ("streamed a million times") may be what the data lacks.
+            out.append((verb, [words(verb)[0]], " ".join([*before, *run, "|", after, VERB])))
     return out
 
 
+#: Marks the context of a verb's phrase (see :func:`phrases`).
+VERB = "<verb>"
 _DETERMINERS = frozenset(["the", "a", "an", "most", "more", "all", "each", "every", "any", "some", "their"])
 _AUXILIARY = r"\b(?:does|did|do|will|can|could|would|should)\b"
 
@@ -364,6 +370,11 @@ def ground(question: str, schema: Schema) -> Grounding:
     for i, (text, stems, before) in enumerate(found_phrases):
         concept = _concept(text, stems, schema)
         if concept is None:
+            continue
+        if before.endswith(VERB) and not concept.grounds:
+            # A verb is never declared missing, nor offered to the model; it leaves the question unresolved.
+            concept.how = "unknown"
+            result.concepts.append(concept)
             continue
         concept.measured = bool(set(before.split("|")[0].split() + text.split()) & _AGGREGATE)
         if not concept.grounds:
