@@ -126,9 +126,17 @@ async def test_a_column_the_model_picks_reaches_the_query_writer_as_a_hint() -> 
     )
     answer = await DataAgent(model=model, runner=runner).ask("What is the mean runtime of a track?")
     assert answer.status == "answered"
+    # The model's choice is a hint, not a settled grounding (it also picks columns for what the data lacks).
     writer = [
         c
         for c in model.calls
         if "```sql" in str(c.messages[0].content) or "SQL" in str(c.messages[0].content)
     ]
     assert any("'runtime' is Track.Milliseconds" in str(m.content) for c in writer for m in c.messages)
+
+
+def test_a_column_the_model_chose_does_not_settle_the_question(chinook_schema: Schema) -> None:
+    grounding = ground("How many podcasts are there?", chinook_schema)
+    (concept,) = grounding.candidates()
+    decide(concept, '{"column": "Track.Name"}', ["Track.Name"], chinook_schema)
+    assert concept.grounds == ["Track.Name"] and not settled(grounding)
