@@ -85,11 +85,13 @@ def routed_model(
     judge: list[str] | None = None,
     answerable: str = '{"answerable": true, "reason": "ok"}',
     alternatives: list[str] | None = None,
+    grounding: str = "{}",
 ) -> ScriptedModel:
     """A ScriptedModel that answers each kind of request from its own list: query-writing requests take
     ``sql_replies`` in order, judge requests ``judge`` (default: always pass), answerability checks
     ``answerable``, and the sampled candidate queries of the vote (requests with a seed) ``alternatives``
-    (default: a reply without a query, so no candidate joins the vote)."""
+    (default: a reply without a query, so no candidate joins the vote), and the grounding's choices of a
+    column ``grounding`` (default: a reply that decides nothing)."""
     sql_left = list(sql_replies)
     judge_left = list(judge) if judge is not None else None
     alt_left = list(alternatives) if alternatives is not None else None
@@ -102,6 +104,8 @@ def routed_model(
             return judge_left.pop(0)
         if system.startswith("You decide whether"):
             return answerable
+        if system.startswith("You match a phrase"):
+            return grounding
         settings = model.calls[-1].settings
         if settings is not None and settings.seed is not None:
             if alt_left is None:

@@ -48,7 +48,7 @@ def test_the_clinic_set_matches_a_fresh_build_of_its_database(tmp_path: Path) ->
     import runpy
 
     questions = load_eval_set(ROOT / "evals" / "clinic.jsonl")
-    assert len(questions) == 20 and sum(q.unanswerable for q in questions) == 3
+    assert len(questions) == 23 and sum(q.unanswerable for q in questions) == 6
     fresh = tmp_path / "clinic.sqlite"
     runpy.run_path(str(ROOT / "evals" / "build_clinic.py"))["build"](fresh)
     stored, built = sqlite3.connect(ROOT / "evals" / "clinic.sqlite"), sqlite3.connect(fresh)
@@ -134,3 +134,33 @@ def test_the_judges_verdicts_are_scored_against_the_gold() -> None:
     assert (figures.judged, figures.fails, figures.false_fails, figures.missed) == (3, 2, 2, 1)
     assert figures.false_fail_rate == 1.0 and figures.accuracy_before_judge == 1.0
     assert report.to_json()["judge"]["false_fails"] == 2
+
+
+def test_the_report_gives_refusal_recall_false_refusals_and_p90() -> None:
+    from corral.apps.data_agent._eval import EvalReport, QuestionOutcome
+
+    def outcome(i: int, status: str, *, unanswerable: bool, seconds: float) -> QuestionOutcome:
+        correct = (status == "cannot_answer") == unanswerable
+        return QuestionOutcome(
+            id=f"q{i}",
+            difficulty="easy",
+            correct=correct,
+            status=status,
+            seconds=seconds,
+            unanswerable=unanswerable,
+        )
+
+    report = EvalReport(system="agent", model="m")
+    report.outcomes = [
+        outcome(1, "cannot_answer", unanswerable=True, seconds=1.0),
+        outcome(2, "answered", unanswerable=True, seconds=2.0),
+        outcome(3, "cannot_answer", unanswerable=True, seconds=3.0),
+        *(outcome(i, "answered", unanswerable=False, seconds=float(i)) for i in range(4, 12)),
+        outcome(12, "cannot_answer", unanswerable=False, seconds=20.0),
+    ]
+    data = report.to_json()
+    assert data["unanswerable"] == 3
+    assert data["refusal_recall"] == pytest.approx(2 / 3)
+    assert data["false_refusal_rate"] == pytest.approx(1 / 9)
+    assert data["p90_seconds"] == 11.0  # nearest rank: the 11th of 12 sorted times
+    assert EvalReport(system="agent", model="m").refusal_recall() is None

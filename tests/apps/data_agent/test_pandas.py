@@ -245,3 +245,19 @@ async def test_the_dataframes_are_described_once_until_the_file_changes(
     _append(sales, "west,1.0,5\n")
     answer = await _agent(sales, ["```python\nresult = len(df)\n```"], judge=False).ask("How many rows?")
     assert answer.rows == [[5]] and len(scans) == 2
+
+
+async def test_a_concept_no_column_holds_is_named_before_any_code(sales: Path) -> None:
+    # The grounding reads the files' columns: a "salary" needs a salary-like column, none here.
+    agent = _agent(sales, [])
+    answer = await agent.ask("What is the average salary per region?")
+    assert answer.status == "cannot_answer"
+    assert "the data has no salary" in answer.answer and answer.code is None
+
+
+async def test_a_decline_when_every_concept_is_a_column_is_pushed_back(sales: Path) -> None:
+    code = "result = df.groupby('region')['units'].sum().reset_index()"
+    answer = await _agent(sales, ["CANNOT_ANSWER: no units", f"```python\n{code}\n```"]).ask(
+        "What are the total units per region?"
+    )
+    assert answer.status == "answered" and answer.code == code

@@ -326,8 +326,14 @@ def _report_table(report: EvalReport) -> Table:
         if report.count(level):
             table.add_row(level, str(report.count(level)), f"{report.accuracy(level):.0%}")
     table.add_row("[bold]all[/bold]", str(report.count()), f"[bold]{report.accuracy():.0%}[/bold]")
-    median, cost = report.median_seconds(), report.mean_cost()
-    table.caption = f"median {median:.1f} s per question · mean cost ${cost:.4f} per question"
+    median, p90, cost = report.median_seconds(), report.p90_seconds(), report.mean_cost()
+    recall, false_refusals = report.refusal_recall(), report.false_refusal_rate()
+    refusals = "" if recall is None else f"unanswerable recognised {recall:.0%} · "
+    if false_refusals is not None:
+        refusals += f"false refusals {false_refusals:.0%} · "
+    table.caption = (
+        f"{refusals}median {median:.1f} s, p90 {p90:.1f} s per question · mean cost ${cost:.4f} per question"
+    )
     judge = report.judge_figures()
     if judge.judged or judge.skipped:
         table.caption += (

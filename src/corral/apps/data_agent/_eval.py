@@ -253,6 +253,8 @@ class QuestionOutcome(BaseModel):
     #: result reached the judge.
     correct_before_judge: bool | None = None
     judgements: list[JudgedResult] = Field(default_factory=list)
+    #: The data cannot answer the question (its gold is ``cannot_answer``).
+    unanswerable: bool = False
 
 
 class JudgeFigures(BaseModel):
@@ -309,6 +311,23 @@ class EvalReport:
     def median_seconds(self) -> float:
         return statistics.median(o.seconds for o in self.outcomes) if self.outcomes else 0.0
 
+    def p90_seconds(self) -> float:
+        """The 90th percentile of the seconds per question (nearest rank)."""
+        if not self.outcomes:
+            return 0.0
+        ordered = sorted(o.seconds for o in self.outcomes)
+        return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+    def refusal_recall(self) -> float | None:
+        """Of the questions the data cannot answer, the share answered ``cannot_answer`` (``None``: none)."""
+        chosen = [o for o in self.outcomes if o.unanswerable]
+        return sum(o.status == "cannot_answer" for o in chosen) / len(chosen) if chosen else None
+
+    def false_refusal_rate(self) -> float | None:
+        """Of the questions the data answers, the share wrongly answered ``cannot_answer``."""
+        chosen = [o for o in self.outcomes if not o.unanswerable]
+        return sum(o.status == "cannot_answer" for o in chosen) / len(chosen) if chosen else None
+
     def mean_cost(self) -> float:
         return statistics.fmean(o.cost_usd for o in self.outcomes) if self.outcomes else 0.0
 
@@ -343,6 +362,10 @@ class EvalReport:
             "accuracy_by_difficulty": {d: self.accuracy(d) for d in levels},
             "count_by_difficulty": {d: self.count(d) for d in levels},
             "median_seconds": self.median_seconds(),
+            "p90_seconds": self.p90_seconds(),
+            "unanswerable": len([o for o in self.outcomes if o.unanswerable]),
+            "refusal_recall": self.refusal_recall(),
+            "false_refusal_rate": self.false_refusal_rate(),
             "mean_cost_usd": self.mean_cost(),
             "judge": {**judge.model_dump(), "false_fail_rate": judge.false_fail_rate},
             "outcomes": [o.model_dump() for o in self.outcomes],

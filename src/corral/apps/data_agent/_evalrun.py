@@ -199,6 +199,7 @@ async def run_eval(
                 error=error,
                 correct_before_judge=judgements[0].correct if judgements else None,
                 judgements=judgements,
+                unanswerable=q.unanswerable,
             )
         )
         if progress is not None:

@@ -21,6 +21,7 @@ from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer
 from corral.apps.data_agent._checks import Finding
 from corral.apps.data_agent._events import CheckNoted, SchemaRead
+from corral.apps.data_agent._grounding import Grounding, frames_schema, grounded, note, settled
 from corral.apps.data_agent._outcome import cannot, compose
 from corral.apps.data_agent._pandas_runner import CodeRunner
 from corral.apps.data_agent._runner import QueryResult
@@ -169,6 +170,7 @@ class PandasFlow:
         self.runner = runner
         self.described: dict[str, Any] = {}
         self.names: list[str] = []
+        self.grounding: Grounding | None = None
 
     async def prepare(self, ctx: RunContext, q: Question) -> Answer | None:
         runner = self.runner
@@ -179,6 +181,10 @@ class PandasFlow:
         self.described = await ctx.step("frames", describe)
         self.names = [str(t["name"]) for t in self.described.get("tables") or []]
         emit(q, SchemaRead(message=f"dataframes: {', '.join(self.names)}", tables=self.names))
+        self.grounding = await grounded(ctx, q, frames_schema(self.described))
+        note(q, self.grounding)
+        if self.grounding.missing():
+            return cannot(q, self.grounding.reason())
         q.last_error = "no code was written"
         q.messages = [
             SystemMessage(content=code_system(self.names)),
@@ -201,6 +207,17 @@ class PandasFlow:
         q.decline_reason = reason
         if q.best is not None:
             return "finish"
+        if settled(self.grounding):
+            # Every concept of the question is a column or a value: a decline is a mistake to fix.
+            q.decline_reason = None
+            if q.attempts >= q.limit:
+                return "finish"
+            q.messages.append(
+                UserMessage(
+                    content=f"The data holds what the question asks for. {fix_user('the reply declined')}"
+                )
+            )
+            return "again"
         asked = matching_columns(self.described, q.question)
         if not self.names or q.attempts >= q.limit or (q.declined and not asked):
             return cannot(q, reason)

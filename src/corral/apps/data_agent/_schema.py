@@ -147,41 +147,53 @@ def _looks_like_key(name: str) -> bool:
 
 def infer_joins(tables: list[Table]) -> None:
     """Add undeclared joins: a column ``XId`` in one table that is the primary key (or the only ``XId``
-    column of a table named like ``X``) of another. Files and many databases declare no foreign keys."""
+    column of a table named like ``X``) of another; ``x_id`` also refers to the key of a table named
+    ``x``/``xs`` or, in schemas that prefix names, ``<prefix>_x`` (the one of the same prefix). A generic
+    ``id`` refers to nothing. Files and many databases declare no foreign keys."""
     pk_owner: dict[str, Table] = {}
     for table in tables:
         pks = [c for c in table.columns if c.pk]
-        if len(pks) == 1:
+        if len(pks) == 1 and pks[0].name.lower() != "id":
             pk_owner.setdefault(pks[0].name.lower(), table)
     for table in tables:
         for col in table.columns:
-            if not _looks_like_key(col.name):
-                continue
             key = col.name.lower()
+            if not _looks_like_key(col.name) or key == "id":
+                continue
             owner = pk_owner.get(key)
             if owner is None:
                 # Undeclared keys: a table whose name is the column's name without its "id" suffix.
-                stem = re.sub(r"_?id$", "", key)
-                owner = next(
-                    (
-                        t
-                        for t in tables
-                        if _norm(t.name) in (stem, stem + "s") and t.column(col.name) is not None
-                    ),
-                    None,
-                )
+                owner = _table_named(tables, re.sub(r"_?id$", "", key), near=table)
             if owner is None or owner is table:
                 continue
             if col.pk and len([c for c in table.columns if c.pk]) == 1 and not owner.column(col.name):
                 continue
             if any(fk.column.lower() == key for fk in table.foreign_keys):
                 continue
-            ref = owner.column(col.name)
+            owner_pks = [c for c in owner.columns if c.pk]
+            ref = owner.column(col.name) or (owner_pks[0] if len(owner_pks) == 1 else None)
             if ref is None:
                 continue
             table.foreign_keys.append(
                 ForeignKey(column=col.name, ref_table=owner.name, ref_column=ref.name, declared=False)
             )
+
+
+def _table_named(tables: list[Table], stem: str, *, near: Table) -> Table | None:
+    """The table named ``stem`` (or its plural), else the one named ``<prefix>_stem`` that shares
+    ``near``'s prefix, else the only one so named; ``None`` when it is not clear."""
+    if not stem:
+        return None
+    forms = {stem, stem + "s", stem + "es", re.sub(r"y$", "ies", stem)}
+    exact = [t for t in tables if _norm(t.name) in forms]
+    if exact:
+        return exact[0]
+    tail = [t for t in tables if re.split(r"[_.]", t.name.lower())[-1] in forms]
+    prefix = re.split(r"[_.]", near.name.lower())[0]
+    same = [t for t in tail if re.split(r"[_.]", t.name.lower())[0] == prefix]
+    if len(same) == 1:
+        return same[0]
+    return tail[0] if len(tail) == 1 else None
 
 
 def _norm(name: str) -> str:
@@ -443,10 +455,34 @@ def _path(g: dict[str, set[str]], a: str, b: str) -> list[str]:
     return []
 
 
+#: The most characters of schema text a question's prompt gets (about 1,700 tokens: the 0.5B model's context
+#: is 8,192 tokens, and every prompt token costs time on a CPU).
+PROMPT_BUDGET = 6000
+
+
 def narrow(
-    schema: Schema, question: str, *, max_tables: int = 5, keep_all_under: int = 4, brief_all_under: int = 16
+    schema: Schema,
+    question: str,
+    *,
+    max_tables: int = 5,
+    keep_all_under: int = 4,
+    brief_all_under: int = 16,
+    budget: int = PROMPT_BUDGET,
 ) -> Schema:
-    """The part of ``schema`` that ``question`` needs (see the module docstring)."""
+    """The part of ``schema`` that ``question`` needs (see the module docstring). Over ``budget``
+    characters of text, the neighbours shown briefly are dropped, half at a time; the selected tables stay."""
+    return _within(_narrow(schema, question, max_tables, keep_all_under, brief_all_under), budget)
+
+
+def _within(schema: Schema, budget: int) -> Schema:
+    while len(schema.render()) > budget and schema.brief:
+        schema = schema.model_copy(update={"brief": schema.brief[: len(schema.brief) // 2]})
+    return schema
+
+
+def _narrow(
+    schema: Schema, question: str, max_tables: int, keep_all_under: int, brief_all_under: int
+) -> Schema:
     if len(schema.tables) <= keep_all_under:
         return schema
     qwords = expand(set(words(question)) - _STOP)

@@ -16,9 +16,11 @@ from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer
 from corral.apps.data_agent._checks import Finding, sanity_check
 from corral.apps.data_agent._events import CheckNoted, SchemaRead
+from corral.apps.data_agent._grounding import Grounding, grounded, note, settled, widen
 from corral.apps.data_agent._hints import anti_join_hint, failure_hint, missing_name
 from corral.apps.data_agent._loop import retry
 from corral.apps.data_agent._outcome import cannot, compose
+from corral.apps.data_agent._plan import check_plan, make_plan
 from corral.apps.data_agent._runner import QueryResult, QueryRunner
 from corral.apps.data_agent._schema import Schema, load_schema, narrow
 from corral.apps.data_agent._sqlcheck import (
@@ -65,13 +67,23 @@ class SqlFlow:
         self.last_failure: str | None = None
         #: Whether the vote's candidates all agreed (then the judge is skipped).
         self.agreed = False
+        #: Each concept of the question, grounded in the data or missing (see ``_grounding``).
+        self.grounding: Grounding | None = None
 
     # -- before the loop ---------------------------------------------------------------------------------
     async def prepare(self, ctx: RunContext, q: Question) -> Answer | None:
         # The runner is a process-local handle (its type may differ in the process that resumes the run);
         # the source it reads is fixed by the run's input, so there is no argument worth comparing.
         self.full = await ctx.step("schema", load_schema, self.runner, returns=Schema, check_args=False)
-        schema = self.schema = narrow(self.full, q.question)
+        grounding = self.grounding = await grounded(ctx, q, self.full)
+        if grounding.missing():
+            # A concept the question needs is in no column, table or value: that is the answer.
+            note(q, grounding)
+            return cannot(q, grounding.reason())
+        plan = make_plan(q.question, self.full, grounding)
+        schema = self.schema = widen(
+            narrow(self.full, q.question), self.full, grounding, plan.tables if plan else []
+        )
         emit(
             q,
             SchemaRead(
@@ -80,8 +92,9 @@ class SqlFlow:
                 brief=[t.name for t in schema.brief],
             ),
         )
+        note(q, grounding)
         schema_text = schema.render()
-        if not schema.tables:
+        if not schema.tables and not settled(grounding):
             # Nothing in the schema matches the question's words: ask whether the data can answer at all.
             verdict = await self._answerable(ctx, q, schema_text)
             if verdict is not None:
@@ -93,13 +106,16 @@ class SqlFlow:
         self.lessons = await lessons.recall(ctx, q, self.full)
         if self.lessons:
             emit(q, SchemaRead(message=f"lessons shown: {', '.join(x.id for x in self.lessons)}"))
-        hint = anti_join_hint(q.question, schema)
+        if plan is not None:
+            # A hard question: its joins and filters, checked in the sandbox, before the model composes.
+            plan = await check_plan(ctx, q, plan, self.query)
+        hints = [h for h in (anti_join_hint(q.question, schema), grounding.hint(), plan and plan.hint()) if h]
         previous = str(getattr(self.agent, "previous", ""))
         user = prompts.sql_user(
             q.question,
             schema_text,
             self.examples,
-            [hint] if hint else [],
+            hints,
             previous=previous,
             lessons=lessons.render(self.lessons),
         )
@@ -142,6 +158,18 @@ class SqlFlow:
         giving up on a fixable error; a first decline when tables matched the question is pushed back once
         (small models decline too readily); otherwise it is the answer."""
         q.decline_reason = reason
+        if settled(self.grounding):
+            # Every concept is in the data: a decline is a mistake (the reason is kept for a failed answer).
+            q.decline_reason = None
+            if q.attempts >= q.limit:
+                return "finish"
+            assert self.grounding is not None
+            q.messages.append(
+                UserMessage(
+                    content=prompts.fix_user("the data holds everything asked for", self.grounding.hint())
+                )
+            )
+            return "again"
         if self.wrote_query and not self.missing and q.attempts < q.limit:
             q.last_error = "the query needs fixing, not giving up: " + (self.last_failure or "")
             joins = "; ".join(self.schema.joins())
@@ -238,7 +266,7 @@ class SqlFlow:
         """``cannot_answer`` when an earlier query reached for a name none of the question's tables has and
         the query that ran reads none of them: it answers a question about something else (the customers'
         phone numbers for "the phone number of each artist")."""
-        if not self.missing or not self.schema.tables:
+        if not self.missing or not self.schema.tables or settled(self.grounding):
             return None
         read = {name.lower() for name in table_aliases(q.text, dialect=self.full.dialect).values()}
         selected = [t.name for t in self.schema.tables]
@@ -261,7 +289,10 @@ class SqlFlow:
     # -- after the loop ----------------------------------------------------------------------------------
     def conclude(self, q: Question) -> Answer | None:
         """No query worked. If every failure reached for names the data does not have, or the model said the
-        data cannot answer, that finding is the answer; otherwise ``None`` (the question failed)."""
+        data cannot answer, that finding is the answer; otherwise ``None`` (the question failed). Not when
+        every concept of the question is grounded: then a wrong name was a mistake, not a finding."""
+        if settled(self.grounding):
+            return None
         if self.missing and not self.other_errors:
             unknown = [n for n, like in self.missing if not like] or [n for n, _ in self.missing]
             return cannot(
