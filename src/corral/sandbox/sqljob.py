@@ -27,7 +27,10 @@ sqlite3.OperationalError: not authorized to use function: fts3_tokenizer
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import tempfile
 from typing import Any
 
 #: Where a ``run_sql`` job writes its answer (the host collects it as a result file, untrusted).
@@ -38,6 +41,22 @@ def real_path(path: str) -> str:
     """The path an engine opens itself for ``path``: the same, except on the rootless Landlock backend, where
     the worker replaces this with the map of ``/work`` and ``/data`` to the job's real directories."""
     return path
+
+
+def duckdb_path(path: str) -> str:
+    """The path DuckDB can open for the database file ``path``.
+
+    On the rootless backend an input is a sealed memfd behind a ``/proc/self/fd`` link; DuckDB resolves the
+    link and cannot open ``/memfd:…`` by that name, so it gets a copy in the job's own ``/tmp`` (counted
+    against the job's scratch limit). Anywhere else the path is the same.
+    """
+    path = real_path(path)
+    if not os.path.realpath(path).startswith("/memfd:"):
+        return path
+    fd, copy = tempfile.mkstemp(suffix=".duckdb")
+    with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return copy
 
 
 #: SQL functions that reach native code, memory addresses or files: refused by name, in any mode.
@@ -147,7 +166,7 @@ def connect_duckdb(path: str | None, *, read_only: bool, files: list[dict[str, s
 
     files = [dict(f, path=real_path(f["path"])) for f in files or []]
     if path is not None:
-        con = duckdb.connect(real_path(path), read_only=read_only, config=dict(DUCKDB_CONFIG))
+        con = duckdb.connect(duckdb_path(path), read_only=read_only, config=dict(DUCKDB_CONFIG))
     else:
         con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
     if files:
@@ -196,14 +215,14 @@ def connect_attached(parts: list[dict[str, Any]]) -> Any:
     import duckdb
 
     con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
-    files = [f for p in parts if p["kind"] == "files" for f in p["tables"]]
+    files = [dict(f, path=real_path(f["path"])) for p in parts if p["kind"] == "files" for f in p["tables"]]
     listed: list[tuple[str, list[str]]] = []
     for part in parts:
         alias = part["alias"]
         if not alias.isidentifier() or alias.lower() in RESERVED_ALIASES:
             raise ValueError(f"unusable source alias {alias!r}")
         if part["kind"] == "duckdb":
-            con.execute(f"ATTACH {_literal(part['path'])} AS {_quote(alias)} (READ_ONLY)")
+            con.execute(f"ATTACH {_literal(duckdb_path(part['path']))} AS {_quote(alias)} (READ_ONLY)")
         elif part["kind"] == "sqlite":
             con.execute(f"ATTACH ':memory:' AS {_quote(alias)}")
             _copy_sqlite(con, part["path"], alias)
