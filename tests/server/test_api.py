@@ -179,6 +179,15 @@ def test_reject_needs_a_reason_and_edit_needs_an_object(client: TestClient, runt
     assert edited.json()["status"] == "edited"
 
 
+def test_a_blank_decider_name_is_the_servers_decider(client: TestClient, runtime: Runtime) -> None:
+    # Found by schemathesis: "\x1c" is a non-empty string to the schema but blank to Python's strip().
+    park_remover(runtime)
+    [request] = client.get("/api/approvals").json()
+    decided = client.post(f"/api/approvals/{request['id']}/reject", json={"reason": "no", "by": "\x1c "})
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["decision"]["by"].strip()
+
+
 def test_signal_and_cancel(client: TestClient, runtime: Runtime) -> None:
     park_remover(runtime)
     signalled = client.post("/api/runs/remove-bob/signals/poke", json={"payload": {"x": 1}})

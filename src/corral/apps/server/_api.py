@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from corral.agents.workflow import END, mermaid, run_path
 from corral.apps.server._problems import PROBLEM_RESPONSES, ProblemError
@@ -146,6 +146,12 @@ class Decide(BaseModel):
     reason: str = Field("", max_length=4000)
     by: str | None = Field(None, min_length=1, max_length=200)
     args_hash: str | None = Field(None, max_length=128)
+
+    @field_validator("by")
+    @classmethod
+    def _blank_is_not_given(cls, value: str | None) -> str | None:
+        # A name of only blanks (control characters count) names nobody: the server's decider decides.
+        return value if value is not None and value.strip() else None
 
 
 class Reject(Decide):
