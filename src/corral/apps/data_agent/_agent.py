@@ -105,7 +105,6 @@ class DataAgent:
             on_event=self.on_event,
             flow=self._flow(),
             limit=self.max_attempts,
-            judge_left=judge_left,
         )
         workflow = data_workflow(self.max_attempts + judge_left, self.candidates)
         try:

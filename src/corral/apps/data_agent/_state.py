@@ -76,7 +76,6 @@ class Question(BaseModel):
     prompt: list[Message] = Field(default_factory=list)
     attempts: int = 0
     limit: int = 3
-    judge_left: int = 0
     model_calls: int = 0
     tried: set[str] = Field(default_factory=set)
     declined: bool = False
