@@ -108,6 +108,25 @@ async def test_llm_judge_votes_fail_only_on_a_majority() -> None:
     assert (out["passed"], out["reason"]) == (False, "wrong table")
 
 
+@pytest.mark.parametrize(
+    ("replies", "passed", "calls"),
+    [
+        (("pass:fine", "pass:fine", "fail:never asked"), True, 2),
+        (("fail:wrong table", "fail:wrong filter", "pass:never asked"), False, 2),
+        (("pass:fine", "fail:wrong table", "fail:wrong filter"), False, 3),
+        (("not json", "pass:fine", "fail:never asked"), True, 2),
+    ],
+)
+async def test_llm_judge_stops_asking_once_the_majority_is_decided(
+    replies: tuple[str, ...], passed: bool, calls: int
+) -> None:
+    model = ScriptedModel([r if r == "not json" else verdicts(r)[0] for r in replies])
+    out = await judge_once(LLMJudge(model, rubric=RUBRIC, votes=3), 1)
+    # Two agreeing votes of three decide: the third is not asked. An unreadable vote counts for neither
+    # side: after it, one pass already outweighs the one fail still possible.
+    assert (out["passed"], out["calls"], model.call_count) == (passed, calls, calls)
+
+
 async def test_llm_judge_unreadable_replies() -> None:
     model = ScriptedModel(["not json"])
     out = await judge_once(LLMJudge(model, rubric=RUBRIC), 1)

@@ -113,12 +113,18 @@ def test_resolve_model_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 
 def test_local_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from corral import UsageError
-    from corral.models._local import default_threads
+    from corral.models import LocalModel
+    from corral.models._local import configured_threads
 
     monkeypatch.setenv("CORRAL_LOCAL_THREADS", "3")
-    assert default_threads() == 3
+    assert configured_threads() == 3
+    assert LocalModel("x.gguf").n_threads == 3
     monkeypatch.setenv("CORRAL_LOCAL_THREADS", "many")
     with pytest.raises(UsageError, match="local_threads"):
-        default_threads()
+        configured_threads()
+    monkeypatch.setenv("CORRAL_LOCAL_THREADS", "auto")
+    assert configured_threads() is None
     monkeypatch.delenv("CORRAL_LOCAL_THREADS")
-    assert default_threads() >= 1
+    assert configured_threads() is None
+    assert LocalModel("x.gguf").n_threads is None
+    assert LocalModel("x.gguf", n_threads=2).n_threads == 2

@@ -158,14 +158,31 @@ class Validator:
         return await ctx.step(f"judge:{self.name}", self._verdict, subject, returns=Verdict)
 
 
+def decided(votes: Sequence[tuple[bool, str, bool]], remaining: int) -> bool:
+    """Whether ``remaining`` more votes can no longer change the majority (an unreadable one does not count):
+    the passes already match the fails plus every vote to come, or the fails outnumber the passes plus them.
+
+    >>> ok, bad = (True, "", False), (False, "", False)
+    >>> decided([ok, ok], 1), decided([ok, bad], 1), decided([], 3), decided([bad, bad], 1)
+    (True, False, False, True)
+    """
+    if not votes:
+        return False
+    fails = sum(1 for ok, _, _ in votes if not ok)
+    passes = len(votes) - fails
+    return passes >= fails + remaining or fails > passes + remaining
+
+
 class LLMJudge:
     """A model that reads a rubric and the evidence and answers ``{"reason": ..., "verdict": ...}``.
 
     ``rubric``: the system prompt — what to check, when to fail. ``evidence(subject)``: the text the judge
-    reads (default :func:`default_evidence`). ``votes``: ask this many times (the first at temperature 0,
-    the others sampled) and fail only when more than half of the readable votes fail — a single unlucky
-    sample of a small model then cannot fail a correct result. ``unreadable``: the verdict when a reply
-    is not the JSON asked for (default pass: a judge that cannot say what is wrong has not found a fault).
+    reads (default :func:`default_evidence`). ``votes``: ask up to this many times (the first at
+    temperature 0, the others sampled) and fail only when more than half of the readable votes fail — a
+    single unlucky sample of a small model then cannot fail a correct result. Asking stops once the votes
+    still to come could not change the majority (two of three agree: the third is not asked).
+    ``unreadable``: the verdict when a reply is not the JSON asked for (default pass: a judge that cannot say
+    what is wrong has not found a fault).
 
     ``schema``: the reply's JSON schema when the rubric asks for more than ``reason`` and ``verdict``
     (it must keep both). ``check_fail(subject, reply)``: a failing vote counts only if its reply holds
@@ -232,19 +249,23 @@ class LLMJudge:
         schema = OutputSchema(name="verdict", json_schema=self.schema)
         usage = Usage()
         votes: list[tuple[bool, str, bool]] = []
-        for i in range(self.votes):
-            settings = ModelSettings(max_tokens=self.max_tokens, temperature=0.0 if i == 0 else 0.7, seed=i)
+        calls = 0
+        while calls < self.votes and not decided(votes, self.votes - calls):
+            settings = ModelSettings(
+                max_tokens=self.max_tokens, temperature=0.0 if calls == 0 else 0.7, seed=calls
+            )
             response = await durable_request(
                 ctx, self.model, messages, output_schema=schema, settings=settings
             )
+            calls += 1
             usage = usage + response.usage
             read = self._read(response.message.content or "")
             if read is not None:
                 votes.append(self._vote(subject, read))
-        verdict = self._tally(votes, usage)
+        verdict = self._tally(votes, usage, calls)
         return await ctx.step(f"judge:{self.name}", lambda: verdict, returns=Verdict)
 
-    def _tally(self, votes: list[tuple[bool, str, bool]], usage: Usage) -> Verdict:
+    def _tally(self, votes: list[tuple[bool, str, bool]], usage: Usage, calls: int) -> Verdict:
         dismissed = sum(1 for _, _, d in votes if d)
 
         def verdict(passed: bool, reason: str) -> Verdict:
@@ -253,7 +274,7 @@ class LLMJudge:
                 reason=reason,
                 judge=self.name,
                 usage=usage,
-                calls=self.votes,
+                calls=calls,
                 dismissed=dismissed,
             )
 

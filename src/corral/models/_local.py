@@ -17,7 +17,6 @@ import atexit
 import contextlib
 import importlib
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,7 @@ from corral.models._messages import (
     Usage,
     UserMessage,
 )
+from corral.models._threads import threads_for_call, usable_cores
 from corral.models._weights import install_weights
 from corral.models.errors import ModelNotInstalledError, ModelTimeoutError
 
@@ -72,6 +72,8 @@ class _Loaded:
     lock: threading.Lock
     #: Saved states for prompts that share a prefix (None: the setting ``local_kv_cache`` is off).
     cache: PrefixCache | None = None
+    #: The threads llama.cpp was last told to use (0: as loaded).
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -305,20 +307,23 @@ def parse_reply(
     return AssistantMessage(content=text)
 
 
-def default_threads() -> int:
-    """Threads for llama.cpp: the setting ``local_threads``, else half the cores (at least one).
+def configured_threads() -> int | None:
+    """The setting ``local_threads``: a fixed number of threads, or ``None`` for ``auto`` (the default): each
+    call then uses the cores idle just before it (see ``corral.models._threads``)."""
+    configured = get_setting("local_threads", default="auto").strip().lower()
+    if configured in {"", "auto"}:
+        return None
+    try:
+        return max(1, int(configured))
+    except ValueError:
+        raise UsageError(
+            f"the setting local_threads must be an integer or auto, not {configured!r}"
+        ) from None
 
-    Not all the cores: llama.cpp's threads meet at a barrier for every token, so when another process holds
-    one core the others spin and wait. Measured on 2 shared cores (0.5B model, short structured answer):
-    median 0.78 s with one thread against 4.84 s with two; on an idle machine both took 0.8 s.
-    """
-    configured = get_setting("local_threads", default="")
-    if configured:
-        try:
-            return max(1, int(configured))
-        except ValueError:
-            raise UsageError(f"the setting local_threads must be an integer, not {configured!r}") from None
-    return max(1, (os.cpu_count() or 1) // 2)
+
+def default_threads() -> int:
+    """Threads for a call when the idle cores cannot be measured: half the cores, at least one."""
+    return max(1, usable_cores() // 2)
 
 
 class LocalModel(Model):
@@ -338,7 +343,8 @@ class LocalModel(Model):
     ) -> None:
         self.source = source
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or default_threads()
+        #: ``None``: each call uses the cores idle just before it (the setting ``local_threads``).
+        self.n_threads = n_threads or configured_threads()
         self.name = name or f"local:{source}"
 
     def path(self) -> Path:
@@ -352,12 +358,12 @@ class LocalModel(Model):
 
     def load(self) -> Any:
         """Load the model now (it otherwise loads on the first request); returns the ``llama_cpp.Llama``."""
-        return _load(self.path(), self.n_ctx, self.n_threads).llama
+        return _load(self.path(), self.n_ctx, self.n_threads or default_threads()).llama
 
     def _complete(
         self, chat: list[dict[str, str]], schema: dict[str, Any] | None, settings: ModelSettings
     ) -> Any:
-        loaded = _load(self.path(), self.n_ctx, self.n_threads)
+        loaded = _load(self.path(), self.n_ctx, self.n_threads or default_threads())
         kwargs: dict[str, Any] = {
             "messages": chat,
             "max_tokens": settings.max_tokens or _DEFAULT_MAX_TOKENS,
@@ -370,6 +376,7 @@ class LocalModel(Model):
             kwargs["grammar"] = _grammar(json.dumps(schema))
         with loaded.lock:
             llama = loaded.llama
+            _use_threads(loaded, self.n_threads or threads_for_call() or default_threads())
             _perf_reset(llama)
             result = llama.create_chat_completion(**kwargs)
             perf = _perf(llama)
@@ -430,6 +437,14 @@ class LocalModel(Model):
             ),
             model=self.name,
         )
+
+
+def _use_threads(loaded: _Loaded, threads: int) -> None:
+    if loaded.threads != threads:
+        import llama_cpp
+
+        llama_cpp.llama_set_n_threads(loaded.llama.ctx, threads, threads)
+        loaded.threads = threads
 
 
 def _perf_reset(llama: Any) -> None:

@@ -109,14 +109,19 @@ def _count(q: Question, flow: SqlFlow, pool: _Pool) -> tuple[int, dict[tuple[str
 async def vote(
     ctx: RunContext, q: Question, flow: SqlFlow, sql: str, result: QueryResult
 ) -> tuple[str, QueryResult, bool]:
-    """``candidates`` more queries sampled from the attempt's prompt are checked and run like the first; the
-    result most candidates give wins (ties: a result that is not a single row of zeros/NULLs, then the
-    first query's, then the earliest). When no two results agree, ``candidates`` more are drawn, once.
-    Returns the winner and whether every candidate that ran agreed on it (two at least)."""
+    """Up to ``candidates`` more queries sampled from the attempt's prompt are checked and run like the first;
+    the result most candidates give wins (ties: a result that is not a single row of zeros/NULLs, then the
+    first query's, then the earliest). Drawing stops once more than half of all the candidates agree (with
+    two more, the first two agreeing), since the rest could not change the winner. When no two results
+    agree, ``candidates`` more are drawn, once. Returns the winner and whether every candidate that ran
+    agreed on it (two at least)."""
     n = q.agent.candidates
     pool = _Pool([(sql, result)], {" ".join(sql.split()): result})
-    await _draw(ctx, q, flow, pool, range(1, n + 1))
-    ran, groups = _count(q, flow, pool)
+    for seed in range(1, n + 1):
+        await _draw(ctx, q, flow, pool, range(seed, seed + 1))
+        ran, groups = _count(q, flow, pool)
+        if max((len(g) for g in groups.values()), default=0) * 2 > n + 1:
+            break  # a majority of all the candidates already agrees: the rest could not change the winner
     if len(groups) > 1 and max(len(g) for g in groups.values()) == 1:
         # No two results agree: one more round decides more often than a tie-break.
         await _draw(ctx, q, flow, pool, range(n + 1, 2 * n + 1))
