@@ -134,3 +134,50 @@ def test_ask_over_csv_files_answers_with_pandas_code(
     answer = run["output"]
     assert answer["rows"] == [[10]] and answer["code"] == "result = df.units.sum()" and answer["sql"] is None
     assert {"frames", "code"} <= {s["name"] for s in run["steps"] if s["kind"] == "sandbox"}
+
+
+def test_a_thread_follows_up_through_the_api_one_question_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, client: TestClient
+) -> None:
+    import threading
+    import time
+
+    by_country = "SELECT Country, COUNT(*) AS customers FROM Customer GROUP BY Country ORDER BY 2 DESC"
+    only_brazil = "SELECT COUNT(*) AS customers FROM Customer WHERE Country = 'Brazil'"
+    model = data_model([f"```sql\n{by_country}\n```", f"```sql\n{only_brazil}\n```"])
+    release = threading.Event()
+    request = model.request
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        # The first question's model call waits, so a second question of the thread arrives mid-way.
+        while not release.is_set():
+            await __import__("asyncio").sleep(0.02)
+        return await request(*args, **kwargs)
+
+    monkeypatch.setattr(model, "request", held)
+    monkeypatch.setattr(_run, "_models", {})
+    monkeypatch.setattr(_run, "make_model", lambda name: model)
+
+    def wait(run_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while (run := client.get(f"/api/runs/{run_id}").json())["status"] != "completed":
+            assert run["status"] not in ("failed", "cancelled") and time.monotonic() < deadline, run
+            time.sleep(0.1)
+        return run
+
+    body = {"question": "How many customers per country?", "source": "chinook", "thread": "sales"}
+    first = client.post("/api/ask", json=body)
+    assert first.status_code == 202 and first.json()["run_id"] == "sales.1"
+    busy = client.post("/api/ask", json={**body, "question": "only Brazil"})
+    assert busy.status_code == 409 and "sales.1" in busy.json()["detail"]
+    release.set()
+    assert wait("sales.1")["output"]["row_count"] == 24
+    second = client.post("/api/ask", json={**body, "question": "only Brazil"})
+    assert second.status_code == 202 and second.json()["run_id"] == "sales.2"
+    run = wait("sales.2")
+    assert run["output"]["rows"] == [[5]]
+    # The follow-up's prompt carried the previous question and its SQL.
+    prompt = next(c.messages[1].content for c in model.calls if "only Brazil" in str(c.messages[1].content))
+    assert "How many customers per country?" in prompt and by_country in prompt
+    bad = client.post("/api/ask", json={**body, "thread": "../etc"})
+    assert bad.status_code == 422

@@ -32,6 +32,7 @@ from corral.apps.data_agent._sandbox_runner import SandboxQueryRunner
 from corral.apps.data_agent._schema import Column, ForeignKey, Schema, Table, load_schema, narrow
 from corral.apps.data_agent._sources import FileTable, Source, open_source, table_name_for
 from corral.apps.data_agent._sqlcheck import check_read_only, extract_sql, is_read_only, quote_identifier
+from corral.apps.data_agent._thread import Turn, next_turn
 from corral.apps.data_agent._verified import VerifiedQuery, closest, load_verified
 from corral.apps.data_agent.errors import (
     DataAgentError,
@@ -72,6 +73,7 @@ __all__ = [
     "SourceError",
     "Status",
     "Table",
+    "Turn",
     "VerifiedQuery",
     "WriteRefusedError",
     "ask",
@@ -84,6 +86,7 @@ __all__ = [
     "load_schema",
     "load_verified",
     "narrow",
+    "next_turn",
     "open_source",
     "prose_answer",
     "quote_identifier",

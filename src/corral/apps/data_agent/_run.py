@@ -120,10 +120,13 @@ async def ask(
     run_id: str | None = None,
     on_event: Callable[[DataEvent], None] | None = None,
     thread: str | None = None,
+    previous: Turn | None = None,
     **options: Any,
 ) -> Answer:
     """Answer ``question`` as a durable run on ``runtime`` (default: the user's journal); in ``thread``, as a
-    follow-up of the thread's previous question (see :mod:`._thread`)."""
+    follow-up of the thread's previous question (see :mod:`._thread`). ``previous``: the turn this question
+    follows, for a caller that placed it in its thread itself with :func:`next_turn` (as the server does, to
+    know the run id first)."""
     source = check_question(db, files, options.get("language", "auto"))
     journaled_db: str | list[str] | None = db if db is None or isinstance(db, str) else [str(d) for d in db]
     if isinstance(db, str) and source.kind == "postgres":
@@ -135,13 +138,13 @@ async def ask(
     token = _on_event.set(on_event)
     try:
         if thread is not None:
-            if run_id is not None:
-                raise DataAgentError("give a thread or a run id, not both: a thread names its runs")
+            if run_id is not None or previous is not None:
+                raise DataAgentError("give a thread or a run id and a previous turn, not both")
             run_id, previous, resumed = await next_turn(rt, thread, question)
             if resumed is not None:
                 return resumed
-            if previous is not None:
-                options = {**options, "previous": previous.model_dump(mode="json")}
+        if previous is not None:
+            options = {**options, "previous": previous.model_dump(mode="json")}
         result = await rt.run(
             ask_run,
             question,

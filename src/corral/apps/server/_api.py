@@ -178,6 +178,8 @@ class AskBody(BaseModel):
     question: str = Field(min_length=1, max_length=2000)
     source: str = Field(min_length=1, max_length=200)
     language: Literal["auto", "sql", "python"] = "auto"
+    #: A conversation: the question follows up the thread's previous one (runs ``THREAD.1``, ``THREAD.2``…).
+    thread: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class AskStarted(BaseModel):
@@ -433,7 +435,7 @@ async def post_ask(state: State, body: AskBody) -> AskStarted:
     """Ask the data agent; the answer is the run's output (watch its events, then get the run)."""
     from corral.apps.server._ask import start_ask
 
-    run_id = await start_ask(state, body.question, body.source, body.language)
+    run_id = await start_ask(state, body.question, body.source, body.language, thread=body.thread)
     return AskStarted(run_id=run_id, events=f"/api/runs/{run_id}/events")
 
 

@@ -9,7 +9,7 @@ import logging
 import uuid
 
 from corral import CorralError
-from corral.apps.data_agent import DataEvent
+from corral.apps.data_agent import DataAgentError, DataEvent, Turn, next_turn
 from corral.apps.server._problems import ProblemError
 from corral.apps.server._state import ServerState
 
@@ -21,21 +21,50 @@ MAX_REMEMBERED = 200
 FILE_SUFFIXES = (".csv", ".parquet")
 
 
-def split_source(where: str) -> tuple[str | None, list[str]]:
-    """A configured source as the data agent takes it: a database (``db``), or CSV/Parquet files given as
-    a comma-separated list (queried together, with pandas by default).
+def split_source(where: str) -> tuple[str | list[str] | None, list[str]]:
+    """A configured source as the data agent takes it: databases (``db``: one, or a list when there are
+    several) and CSV/Parquet files, from a comma-separated list; several are queried together.
 
     >>> split_source("shop.sqlite"), split_source("a.csv,b.parquet")
     (('shop.sqlite', []), (None, ['a.csv', 'b.parquet']))
+    >>> split_source("shop.sqlite, stock.duckdb, prices.csv")
+    (['shop.sqlite', 'stock.duckdb'], ['prices.csv'])
     """
-    parts = [p.strip() for p in where.split(",")]
-    if "://" not in where and all(p.lower().endswith(FILE_SUFFIXES) for p in parts):
-        return None, parts
-    return where, []
+    if "://" in where:
+        return where, []  # a database URL is one source, whatever it contains
+    parts = [p.strip() for p in where.split(",") if p.strip()]
+    files = [p for p in parts if p.lower().endswith(FILE_SUFFIXES)]
+    dbs = [p for p in parts if p not in files]
+    return (dbs[0] if len(dbs) == 1 else dbs or None), files
 
 
-async def start_ask(state: ServerState, question: str, source: str, language: str) -> str:
-    """Start answering ``question`` over the configured ``source``; return the run's id at once."""
+async def _place(state: ServerState, thread: str, question: str) -> tuple[str, Turn | None, bool]:
+    """The question's run id in ``thread``, the turn it follows, and whether it is already answered; the
+    thread is held for the question from here on (``state.threads``) unless it is already answered."""
+    busy = state.threads.get(thread)
+    if busy is not None:
+        raise ProblemError(409, f"thread {thread!r} is answering {busy!r}: ask again once it is answered")
+    state.threads[thread] = "a question being placed"  # held before the first await: no two placements
+    held = False
+    try:
+        run_id, previous, resumed = await next_turn(state.runtime, thread, question)
+        held = resumed is None
+        if held:
+            state.threads[thread] = run_id
+        return run_id, previous, not held
+    except DataAgentError as exc:
+        raise ProblemError(400, str(exc)) from None
+    finally:
+        if not held:
+            state.threads.pop(thread, None)
+
+
+async def start_ask(
+    state: ServerState, question: str, source: str, language: str, *, thread: str | None = None
+) -> str:
+    """Start answering ``question`` over the configured ``source``; return the run's id at once. In
+    ``thread``, the question follows up the thread's previous one (its runs are ``THREAD.1``, ``THREAD.2``,
+    …, as with ``corral ask --thread``); a thread takes one question at a time."""
     # The data agent's durable entry point (the one `corral ask` uses).
     from corral.apps.data_agent import ask
 
@@ -44,7 +73,11 @@ async def start_ask(state: ServerState, question: str, source: str, language: st
         known = ", ".join(sorted(state.config.sources)) or "none; start the server with --source NAME=PATH"
         raise ProblemError(404, f"no source named {source!r} (configured: {known})")
     db, files = split_source(where)
-    run_id = "ask-" + uuid.uuid4().hex[:12]
+    run_id, previous = "ask-" + uuid.uuid4().hex[:12], None
+    if thread is not None:
+        run_id, previous, answered = await _place(state, thread, question)
+        if answered:
+            return run_id  # the thread's last question, killed mid-way and asked again: it is answered now
     state.config.chart_dir.mkdir(parents=True, exist_ok=True)
 
     events = state.ask_events.setdefault(run_id, [])
@@ -68,6 +101,7 @@ async def start_ask(state: ServerState, question: str, source: str, language: st
                 language=language,
                 chart_dir=str(state.config.chart_dir),
                 on_event=on_event,
+                previous=previous,
             )
         except CorralError as exc:  # recorded in the journal as the run's failure, or raised before it
             log.info("ask %s failed: %s", run_id, exc)
@@ -78,6 +112,8 @@ async def start_ask(state: ServerState, question: str, source: str, language: st
             return None
         finally:
             state.asks.pop(run_id, None)
+            if thread is not None:
+                state.threads.pop(thread, None)
 
     task = asyncio.create_task(answer(), name=f"corral-ask-{run_id}")
     state.asks[run_id] = task

@@ -47,6 +47,8 @@ class ServerState:
         self.tokens = TokenStore(config.token_file)
         self.facts = FactsCache()
         self.asks: dict[str, asyncio.Task[object]] = {}
+        #: Threads with a question in flight here, and its run: a thread takes one question at a time.
+        self.threads: dict[str, str] = {}
         #: The data agent's typed events of the questions asked here (what it wrote, ran, noted, judged),
         #: by run: streamed beside the steps. In memory: a question asked elsewhere shows its steps only.
         self.ask_events: dict[str, list[dict[str, Any]]] = {}
