@@ -140,3 +140,32 @@ def test_a_column_the_model_chose_does_not_settle_the_question(chinook_schema: S
     (concept,) = grounding.candidates()
     decide(concept, '{"column": "Track.Name"}', ["Track.Name"], chinook_schema)
     assert concept.grounds == ["Track.Name"] and not settled(grounding)
+
+
+async def test_every_query_failing_on_the_one_phrase_grounded_nowhere_names_it() -> None:
+    # Nothing grounds "podcasts" (the model's reply decides nothing), then every query fails, and not on
+    # a missing name: the answer is the finding, with the closest columns, not a bare failure.
+    runner = InProcessRunner(open_source(str(CHINOOK)))
+    failing = "```sql\nSELECT COUNT(*), abs(-9223372036854775808) FROM Track\n```"
+    model = routed_model([failing] * 8)
+    answer = await DataAgent(model=model, runner=runner).ask("How many podcasts are there?")
+    assert answer.status == "cannot_answer", answer
+    assert "the data has no podcasts; the closest columns are" in answer.answer
+    assert runner.queries and all("abs(" in sql for sql in runner.queries)
+
+
+async def test_a_failure_with_every_phrase_grounded_stays_a_failure() -> None:
+    # "tracks" and "genre" are in the data: queries that fail are mistakes, never evidence of a lack.
+    runner = InProcessRunner(open_source(str(CHINOOK)))
+    model = routed_model(["```sql\nSELECT COUNT(*) FROM Tracks WHERE Genre = 1\n```"] * 8)
+    answer = await DataAgent(model=model, runner=runner).ask("How many tracks per genre?")
+    assert answer.status == "failed"
+
+
+def test_unfound_names_exactly_one_phrase_grounded_nowhere(chinook_schema: Schema) -> None:
+    one = ground("How many podcasts are there?", chinook_schema)
+    assert one.unfound() is not None and "podcasts" in str(one.unfound())
+    two = ground("How many podcasts have subtitles?", chinook_schema)
+    assert len(two.guessed()) != 1 or two.unfound() is not None
+    grounded_all = ground("How many tracks per genre?", chinook_schema)
+    assert grounded_all.guessed() == [] and grounded_all.unfound() is None

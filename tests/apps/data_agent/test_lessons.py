@@ -33,8 +33,9 @@ def _first_prompt(model: ScriptedModel) -> str:
     return str(model.calls[0].messages[1].content)
 
 
-async def _learn_once(runner: InProcessRunner, store: LessonStore) -> None:
-    model = routed_model([_fence(WRONG), _fence(RIGHT)])
+async def _learn_once(runner: InProcessRunner, store: LessonStore, confirmation: str = RIGHT) -> None:
+    # The fix is confirmed by one more query sampled from the corrected prompt (an alternative).
+    model = routed_model([_fence(WRONG), _fence(RIGHT)], alternatives=[_fence(confirmation)])
     answer = await DataAgent(model=model, runner=runner, lessons=store).ask("How many invoices in 2023?")
     assert answer.status == "answered" and answer.rows == [[83]]
 
@@ -53,6 +54,22 @@ async def test_a_correction_is_kept_as_a_lesson_of_its_source(
     # The same fix learned again is the same lesson, not a second one.
     await _learn_once(chinook_runner, store)
     assert [x.id for x in store.all()] == [lesson.id]
+
+
+async def test_a_fix_an_independent_query_does_not_confirm_teaches_nothing(
+    chinook_runner: InProcessRunner, tmp_path: Path
+) -> None:
+    # The confirming sample counts all invoices: its rows differ from the fix's, so the fix may be luck.
+    store = LessonStore(tmp_path / "lessons.sqlite")
+    await _learn_once(chinook_runner, store, confirmation="SELECT COUNT(*) FROM Invoice")
+    assert store.all() == []
+    await _learn_once(chinook_runner, store, confirmation="no query at all")
+    assert store.all() == []
+    # Written differently, the same rows: confirmed.
+    await _learn_once(
+        chinook_runner, store, confirmation="SELECT COUNT(*) AS n FROM Invoice WHERE InvoiceDate LIKE '2023%'"
+    )
+    assert [x.fixed_sql for x in store.all()] == [RIGHT]
 
 
 async def test_a_question_without_a_correction_teaches_nothing(
@@ -126,7 +143,7 @@ async def test_a_replayed_question_shows_and_keeps_the_same_lessons(
 ) -> None:
     store = LessonStore(tmp_path / "lessons.sqlite")
     journal = MemoryJournal()
-    model = routed_model([_fence(WRONG), _fence(RIGHT)])
+    model = routed_model([_fence(WRONG), _fence(RIGHT)], alternatives=[_fence(RIGHT)])
     agent = DataAgent(model=model, runner=chinook_runner, lessons=store)
     first = await agent.ask("How many invoices in 2023?", runtime=Runtime(journal), run_id="q1")
     (lesson,) = store.all()
@@ -186,7 +203,8 @@ async def test_a_hostile_cell_in_a_lesson_cannot_leave_the_sandboxed_data(tmp_pa
         [
             _fence(f"SELECT CAST('{hostile.replace(chr(39), chr(39) * 2)}' AS INTEGER)"),
             _fence("SELECT AVG(stars) FROM reviews"),
-        ]
+        ],
+        alternatives=[_fence("SELECT AVG(stars) AS rating FROM reviews")],
     )
     agent = DataAgent(model=model, runner=runner, lessons=store, language="sql")
     assert (await agent.ask("What is the average rating?")).status == "answered"

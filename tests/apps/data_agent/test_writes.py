@@ -45,11 +45,15 @@ def _plug(monkeypatch: pytest.MonkeyPatch, replies: list[str], seen: list[list[M
         system = messages[0].content if isinstance(messages[0], SystemMessage) else ""
         if system.startswith("You check whether"):
             return PASS
+        settings = model.calls[-1].settings
+        if settings is not None and settings.seed is not None:
+            return "no alternative"  # a sampled candidate (the vote, a lesson's confirmation) writes nothing
         seen.append(list(messages))
         return f"```sql\n{left.pop(0)}\n```"
 
+    model = ScriptedModel(reply)
     monkeypatch.setattr(_run, "make_runner", WritableRunner)
-    monkeypatch.setattr(_run, "make_model", lambda name: ScriptedModel(reply))
+    monkeypatch.setattr(_run, "make_model", lambda name: model)
     monkeypatch.setattr(_run, "_models", {})
 
 

@@ -164,6 +164,10 @@ class Grounding:
         """Phrases neither grounded nor missing: what the data holds for them is not known."""
         return [c for c in self.concepts if not c.grounds and not c.missing]
 
+    def guessed(self) -> list[Concept]:
+        """Phrases the system grounded nowhere: unresolved, or grounded only by the model's choice."""
+        return [c for c in self.concepts if not c.missing and (not c.grounds or c.how == "model")]
+
     def tables(self) -> list[str]:
         """One table per grounded concept: the one it names; for a concept grounded in columns only, a table
         already chosen that has one of them, else the first."""
@@ -188,6 +192,17 @@ class Grounding:
     def reason(self) -> str:
         """Why the data cannot answer: each missing concept with its evidence."""
         return "; ".join(c.evidence for c in self.missing())
+
+    def unfound(self) -> str | None:
+        """After every query failed: when exactly one phrase of the question was grounded nowhere by the
+        system, that is the likeliest reason, said as the finding (the model's pick, if any, named as tried);
+        otherwise ``None``."""
+        guessed = self.guessed()
+        if len(guessed) != 1:
+            return None
+        c = guessed[0]
+        tried = f"; the queries that read {c.grounds[0]} for it failed" if c.grounds else ""
+        return _evidence(c.text, [g for g in c.closest if g not in c.grounds][:3]) + tried
 
     def hint(self) -> str:
         """For the query writer: what each phrase is in the data, and how the tables join."""

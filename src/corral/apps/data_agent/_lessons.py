@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -247,14 +248,22 @@ def lesson_of(q: Question, answer: Answer, schema: Schema, source_name: str) -> 
 
 
 async def learn(
-    ctx: RunContext, q: Question, answer: Answer, schema: Schema, source_name: str
+    ctx: RunContext,
+    q: Question,
+    answer: Answer,
+    schema: Schema,
+    source_name: str,
+    confirm: Callable[[], Awaitable[bool]],
 ) -> Lesson | None:
-    """Keep the lesson ``q`` taught with ``answer``, if any, as a step (a replay does not add it twice)."""
+    """Keep the lesson ``q`` taught with ``answer``, if any and if ``confirm()`` (asked only then) agrees, as
+    a step (a replay does not add it twice)."""
     store = store_of(q)
     if store is None:
         return None
     lesson = lesson_of(q, answer, schema, source_name)
     if lesson is None:
+        return None
+    if not await confirm():
         return None
     lesson = lesson.model_copy(update={"created": ctx.now().isoformat(timespec="seconds")})
     kept: Lesson = await ctx.step("lesson", store.add, lesson, returns=Lesson, check_args=False)

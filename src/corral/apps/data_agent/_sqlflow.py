@@ -36,7 +36,7 @@ from corral.apps.data_agent._sqlcheck import (
 )
 from corral.apps.data_agent._state import Decision, Question, Settings, ask_model, emit
 from corral.apps.data_agent._verified import VerifiedQuery, closest
-from corral.apps.data_agent._vote import vote
+from corral.apps.data_agent._vote import confirmed, vote
 from corral.durable import RunContext
 from corral.models import OutputSchema, SystemMessage, UserMessage
 
@@ -288,9 +288,10 @@ class SqlFlow:
 
     # -- after the loop ----------------------------------------------------------------------------------
     def conclude(self, q: Question) -> Answer | None:
-        """No query worked. If every failure reached for names the data does not have, or the model said the
-        data cannot answer, that finding is the answer; otherwise ``None`` (the question failed). Not when
-        every concept of the question is grounded: then a wrong name was a mistake, not a finding."""
+        """No query worked. If every failure reached for names the data does not have, the model said the data
+        cannot answer, or exactly one phrase of the question is grounded nowhere, that finding is the answer;
+        otherwise ``None`` (the question failed). Not when every concept of the question is grounded: then a
+        wrong name was a mistake, not a finding."""
         if settled(self.grounding):
             return None
         if self.missing and not self.other_errors:
@@ -300,9 +301,19 @@ class SqlFlow:
             )
         if q.decline_reason is not None:
             return cannot(q, q.decline_reason)
-        return None
+        # Every query failed and one phrase of the question is in no column, table or value the system
+        # found: the data most likely lacks it (a failure would say less).
+        unfound = self.grounding.unfound() if self.grounding is not None else None
+        return cannot(q, unfound) if unfound is not None else None
 
     async def compose(self, ctx: RunContext, q: Question) -> Answer:
         answer = await compose(ctx, q, self.examples)
-        await lessons.learn(ctx, q, answer, self.full, self.runner.source.describe())
+
+        async def confirm() -> bool:
+            if q.result is not None and await confirmed(ctx, q, self, q.result):
+                return True
+            emit(q, CheckNoted(message="the fix is not kept as a lesson: an independent query did not agree"))
+            return False
+
+        await lessons.learn(ctx, q, answer, self.full, self.runner.source.describe(), confirm)
         return answer

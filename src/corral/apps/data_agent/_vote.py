@@ -145,3 +145,16 @@ async def vote(
     kept_sql, kept = pool.entries[groups[best][0]]
     unanimous = _clean(q, flow, kept_sql, kept) and size >= 2 and len(groups) == 1 and ran == voters
     return kept_sql, kept, unanimous
+
+
+#: The seed of the query that confirms a fix (the vote's candidates use 1 to 2 × ``candidates``).
+CONFIRM_SEED = 99
+
+
+async def confirmed(ctx: RunContext, q: Question, flow: SqlFlow, result: QueryResult) -> bool:
+    """Whether one more query sampled from the attempt's prompt returns the same rows as ``result``: an
+    independent sample agreeing is the check a fix gets before it is kept as a lesson (a fix that only
+    happened to run is not one)."""
+    pool = _Pool([])
+    await _draw(ctx, q, flow, pool, range(CONFIRM_SEED, CONFIRM_SEED + 1))
+    return any(r.ok and result_key(r) == result_key(result) for _, r in pool.entries)
