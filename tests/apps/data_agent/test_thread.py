@@ -143,3 +143,37 @@ def test_corral_chat_follows_up_line_by_line(recorder: Recorder, chinook: Path, 
     assert "59" in result.output and "WHERE Country = 'Brazil'" in result.output
     assert "run c.2" in result.output
     assert "Previous question: How many customers are there?" in recorder.prompts[-1]
+
+
+@pytest.mark.sandbox
+async def test_a_follow_up_over_files_sees_the_previous_pandas_code(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    sales = tmp_path / "sales.csv"
+    sales.write_text("region,units\nnorth,1\nsouth,2\nnorth,3\n")
+    prompts: list[str] = []
+
+    def reply(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> str:
+        system = messages[0].content if isinstance(messages[0], SystemMessage) else ""
+        if system.startswith("You check whether"):
+            return '{"reason": "fits", "verdict": "pass"}'
+        user = str(messages[-1].content)
+        prompts.append(user)
+        if "only north" in user.rsplit("Question:", 1)[-1]:
+            return "```python\nresult = df[df.region == 'north'].units.sum()\n```"
+        return "```python\nresult = df.units.sum()\n```"
+
+    monkeypatch.setattr(_run, "make_model", lambda name: ScriptedModel(reply))
+    monkeypatch.setattr(_run, "_models", {})
+    rt = Runtime.open(tmp_path / "journal.sqlite")
+    try:
+        first = await _run.ask("How many units in total?", files=[sales], runtime=rt, thread="p", judge=False)
+        second = await _run.ask("only north", files=[sales], runtime=rt, thread="p", judge=False)
+    finally:
+        rt.close()
+    assert (first.code, first.rows) == ("result = df.units.sum()", [[6]])
+    assert second.rows == [[4]] and second.sql is None
+    follow_up = prompts[-1]
+    assert "Previous question: How many units in total?" in follow_up
+    assert "Its code:\n```python\nresult = df.units.sum()\n```" in follow_up
+    assert "start from that code" in follow_up

@@ -69,7 +69,7 @@ def chat_command(
     options: dict[str, Any] = {
         "judge": not no_judge,
         "chart_dir": str(Path(".").resolve()),
-        "language": "sql",
+        "language": "auto",  # SQL over databases, pandas over files; both follow up on the previous turn
     }
     pending = _unfinished(name)
     if pending is not None:

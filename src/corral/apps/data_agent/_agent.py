@@ -81,7 +81,7 @@ class DataAgent:
     settings: ModelSettings = field(default_factory=lambda: ModelSettings(temperature=0.0, max_tokens=400))
     candidates: int = 2
     candidate_temperature: float = 0.6
-    #: In a thread, the previous question, its SQL and first rows (:func:`._thread.context_text`).
+    #: In a thread, the previous question, its SQL or code and first rows (:func:`._thread.context_text`).
     previous: str = ""
     #: Where the loop keeps what its corrections taught and finds lessons for new questions (``_lessons``);
     #: ``None`` keeps none.

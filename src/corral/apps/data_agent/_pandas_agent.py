@@ -52,14 +52,16 @@ def code_system(frames: list[str]) -> str:
     )
 
 
-def code_user(question: str, frames_text: str) -> str:
-    """The user prompt: the DataFrames, the question, and how to shape a named answer."""
+def code_user(question: str, frames_text: str, previous: str = "") -> str:
+    """The user prompt: the DataFrames, the previous question of a thread when there is one, the question,
+    and how to shape a named answer."""
     names = list(dict.fromkeys(_FORMAT.findall(question)))
     shape = ""
     if names:
         keys = ", ".join(repr(n) for n in names)
         shape = f"\nMake `result` a dict with the keys {keys}."
-    return f"Data (already loaded):\n{frames_text}\n\nQuestion: {question}{shape}"
+    before = f"{previous}\n\n" if previous else ""
+    return f"Data (already loaded):\n{frames_text}\n\n{before}Question: {question}{shape}"
 
 
 def fix_user(error: str) -> str:
@@ -188,7 +190,13 @@ class PandasFlow:
         q.last_error = "no code was written"
         q.messages = [
             SystemMessage(content=code_system(self.names)),
-            UserMessage(content=code_user(q.question, render_frames(self.described, q.question))),
+            UserMessage(
+                content=code_user(
+                    q.question,
+                    render_frames(self.described, q.question),
+                    str(getattr(q.agent, "previous", "")),
+                )
+            ),
         ]
         return None
 
