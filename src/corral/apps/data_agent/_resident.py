@@ -202,7 +202,7 @@ class Resident:
 
 def _warm(model: str | None) -> Warmup:
     # The sandbox pool is the product's runner's; a process that plugged another one has none to warm.
-    return warm_up(_run._model(model), sandbox=_run.make_runner is SandboxQueryRunner)
+    return warm_up(_run.loaded_model(model), sandbox=_run.make_runner is SandboxQueryRunner)
 
 
 def _warm_quietly() -> None:

@@ -58,7 +58,7 @@ _models: dict[str | None, Model] = {}
 _passwords: dict[str, str] = {}
 
 
-def _model(name: str | None) -> Model:
+def loaded_model(name: str | None) -> Model:
     # Loading a local model takes seconds: one instance per name and process.
     if name not in _models:
         _models[name] = make_model(name)
@@ -81,7 +81,7 @@ async def ask_run(
     # takes it from PGPASSWORD).
     source = open_source(_passwords.get(db, db) if isinstance(db, str) else db, list(files))
     agent = DataAgent(
-        model=_model(model),
+        model=loaded_model(model),
         runner=make_runner(source),
         code_runner=code_runner_for(source, opts.get("language", "auto")),
         language=opts.get("language", "auto"),
