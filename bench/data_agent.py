@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corral.apps.data_agent._evalrun import run_eval
+from corral.apps.data_agent import run_eval
 from corral.models import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
