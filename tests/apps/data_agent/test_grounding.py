@@ -151,7 +151,21 @@ async def test_every_query_failing_on_the_one_phrase_grounded_nowhere_names_it()
     answer = await DataAgent(model=model, runner=runner).ask("How many podcasts are there?")
     assert answer.status == "cannot_answer", answer
     assert "the data has no podcasts; the closest columns are" in answer.answer
-    assert runner.queries and all("abs(" in sql for sql in runner.queries)
+    # The model's queries ran and failed; then one lookup query found no value holding the word.
+    *written, lookup = runner.queries
+    assert written and all("abs(" in sql for sql in written)
+    assert "LIKE '%podcast%'" in lookup and "UNION ALL" in lookup
+
+
+async def test_a_phrase_a_query_finds_among_the_values_is_no_finding() -> None:
+    # "requiems" is in no name and no sample value, but a track's name holds it: the lookup query finds it,
+    # so the failed queries stay a failure instead of a claim that the data lacks it.
+    runner = InProcessRunner(open_source(str(CHINOOK)))
+    failing = "```sql\nSELECT COUNT(*), abs(-9223372036854775808) FROM Track\n```"
+    model = routed_model([failing] * 8)
+    answer = await DataAgent(model=model, runner=runner).ask("How many requiems are there?")
+    assert answer.status == "failed"
+    assert any("LIKE '%requiem%'" in sql for sql in runner.queries)
 
 
 async def test_a_failure_with_every_phrase_grounded_stays_a_failure() -> None:

@@ -630,6 +630,37 @@ def decide(concept: Concept, reply: str, offered: list[str], schema: Schema) -> 
 
 # --- what the flows call --------------------------------------------------------------------------------
 
+#: Text columns one value lookup reads at most (a wide schema is not scanned whole).
+LOOKUP_COLUMNS = 40
+_TEXT_TYPES = ("char", "text", "string", "varchar", "clob", "")
+
+
+def value_lookup(schema: Schema, stems: Sequence[str]) -> str | None:
+    """One query that returns a row when any text column holds a word starting with one of ``stems`` (at
+    most :data:`LOOKUP_COLUMNS` columns, the tables in schema order), or ``None`` when there is nothing to
+    look in. Names are quoted for the dialect and the stems are letters only, so the query is the system's.
+
+    >>> from corral.apps.data_agent._schema import Column, Table
+    >>> staff = Table(name="staff", columns=[Column(name="role", type="TEXT"), Column(name="id", type="INT")])
+    >>> print(value_lookup(Schema(dialect="sqlite", tables=[staff]), ["nurse"]))
+    SELECT 1 FROM (SELECT 1 FROM staff WHERE LOWER(CAST(role AS TEXT)) LIKE '%nurse%' LIMIT 1) AS t0 LIMIT 1
+    """
+    safe = [s for s in stems if s.isascii() and s.isalpha() and len(s) >= 3]
+    columns = [
+        (t.name, c.name)
+        for t in schema.tables
+        for c in t.columns
+        if c.type.lower().split("(")[0].strip() in _TEXT_TYPES or "char" in c.type.lower()
+    ][:LOOKUP_COLUMNS]
+    if not safe or not columns:
+        return None
+    q = schema._q
+    parts = []
+    for i, (table, column) in enumerate(columns):
+        where = " OR ".join(f"LOWER(CAST({q(column)} AS TEXT)) LIKE '%{s.lower()}%'" for s in safe)
+        parts.append(f"SELECT 1 FROM (SELECT 1 FROM {q(table)} WHERE {where} LIMIT 1) AS t{i}")
+    return " UNION ALL ".join(parts) + " LIMIT 1"
+
 
 def settled(grounding: Grounding | None) -> bool:
     """Every concept of the question is grounded by the system: a decline, or a query that used a wrong

@@ -264,7 +264,7 @@ class PandasFlow:
     def skip_judge(self, q: Question) -> bool:
         return False
 
-    def conclude(self, q: Question) -> Answer | None:
+    async def conclude(self, ctx: RunContext, q: Question) -> Answer | None:
         """No program worked: if the model only ever said the data cannot answer, that is the answer."""
         if q.decline_reason is not None and not q.tried:
             return cannot(q, q.decline_reason)

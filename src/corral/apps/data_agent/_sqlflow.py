@@ -16,7 +16,7 @@ from corral.apps.data_agent import _prompts as prompts
 from corral.apps.data_agent._answer import MAX_ROWS, Answer
 from corral.apps.data_agent._checks import Finding, sanity_check
 from corral.apps.data_agent._events import CheckNoted, SchemaRead
-from corral.apps.data_agent._grounding import Grounding, grounded, note, settled, widen
+from corral.apps.data_agent._grounding import Grounding, grounded, note, settled, value_lookup, widen
 from corral.apps.data_agent._hints import anti_join_hint, failure_hint, missing_name
 from corral.apps.data_agent._loop import retry
 from corral.apps.data_agent._outcome import cannot, compose
@@ -287,7 +287,7 @@ class SqlFlow:
         return self.agreed
 
     # -- after the loop ----------------------------------------------------------------------------------
-    def conclude(self, q: Question) -> Answer | None:
+    async def conclude(self, ctx: RunContext, q: Question) -> Answer | None:
         """No query worked. If every failure reached for names the data does not have, the model said the data
         cannot answer, or exactly one phrase of the question is grounded nowhere, that finding is the answer;
         otherwise ``None`` (the question failed). Not when every concept of the question is grounded: then a
@@ -301,10 +301,18 @@ class SqlFlow:
             )
         if q.decline_reason is not None:
             return cannot(q, q.decline_reason)
-        # Every query failed and one phrase of the question is in no column, table or value the system
-        # found: the data most likely lacks it (a failure would say less).
+        # Every query failed and one phrase of the question is in no column, table or sample value: the
+        # data most likely lacks it (a failure would say less), unless a query finds it among the values.
         unfound = self.grounding.unfound() if self.grounding is not None else None
-        return cannot(q, unfound) if unfound is not None else None
+        if unfound is None or self.grounding is None:
+            return None
+        (concept,) = self.grounding.guessed()
+        lookup = value_lookup(self.full, concept.stems)
+        if lookup is not None:
+            found = await self.query(ctx, lookup)
+            if not found.ok or found.rows:
+                return None  # a value holds it (or the lookup could not tell): a failure, not a finding
+        return cannot(q, unfound)
 
     async def compose(self, ctx: RunContext, q: Question) -> Answer:
         answer = await compose(ctx, q, self.examples)
