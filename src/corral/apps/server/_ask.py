@@ -73,12 +73,13 @@ async def start_ask(
         known = ", ".join(sorted(state.config.sources)) or "none; start the server with --source NAME=PATH"
         raise ProblemError(404, f"no source named {source!r} (configured: {known})")
     db, files = split_source(where)
+    state.config.chart_dir.mkdir(parents=True, exist_ok=True)
     run_id, previous = "ask-" + uuid.uuid4().hex[:12], None
     if thread is not None:
+        # From here to the task's start nothing can fail: the task's end lets go of the thread.
         run_id, previous, answered = await _place(state, thread, question)
         if answered:
             return run_id  # the thread's last question, killed mid-way and asked again: it is answered now
-    state.config.chart_dir.mkdir(parents=True, exist_ok=True)
 
     events = state.ask_events.setdefault(run_id, [])
     while len(state.ask_events) > MAX_REMEMBERED:
