@@ -13,7 +13,7 @@ EXPECTED = {
     "RetryPolicy", "ScriptedCall", "ScriptedModel", "SystemMessage", "ToolCall", "ToolDefinition",
     "ToolResultMessage", "Usage", "UserMessage", "breaker_for", "check_reply", "durable_request",
     "find_problems", "install_weights", "parse_tool_call", "part_files", "pip_command", "price_for",
-    "resolve_model", "schema_error", "weights_path",
+    "resolve_model", "schema_error", "sha256_file", "weights_path",
 }  # fmt: skip
 
 
