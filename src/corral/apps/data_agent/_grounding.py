@@ -35,6 +35,7 @@ from corral.apps.data_agent._schema import (
     join_path,
     words,
 )
+from corral.apps.data_agent._sqlcheck import quote_identifier
 from corral.apps.data_agent._state import ask_model, emit
 from corral.models import OutputSchema, SystemMessage, UserMessage
 
@@ -636,9 +637,9 @@ _TEXT_TYPES = ("char", "text", "string", "varchar", "clob", "")
 
 
 def value_lookup(schema: Schema, stems: Sequence[str]) -> str | None:
-    """One query that returns a row when any text column holds a word starting with one of ``stems`` (at
-    most :data:`LOOKUP_COLUMNS` columns, the tables in schema order), or ``None`` when there is nothing to
-    look in. Names are quoted for the dialect and the stems are letters only, so the query is the system's.
+    """One query that returns a row when a value of any text column contains one of ``stems`` (at most
+    :data:`LOOKUP_COLUMNS` columns, the tables in schema order), or ``None`` when there is nothing to look
+    in. Names are quoted for the dialect and the stems are letters only, so the query is the system's.
 
     >>> from corral.apps.data_agent._schema import Column, Table
     >>> staff = Table(name="staff", columns=[Column(name="role", type="TEXT"), Column(name="id", type="INT")])
@@ -654,7 +655,10 @@ def value_lookup(schema: Schema, stems: Sequence[str]) -> str | None:
     ][:LOOKUP_COLUMNS]
     if not safe or not columns:
         return None
-    q = schema._q
+
+    def q(name: str) -> str:
+        return quote_identifier(name, dialect=schema.dialect)
+
     parts = []
     for i, (table, column) in enumerate(columns):
         where = " OR ".join(f"LOWER(CAST({q(column)} AS TEXT)) LIKE '%{s.lower()}%'" for s in safe)
