@@ -39,31 +39,6 @@ def _layer_of(module: str) -> int | None:
     return LAYERS.get(parts[1])
 
 
-def _imports(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append(node.module)
-    return found
-
-
-def test_imports_point_down_the_layers() -> None:
-    violations = []
-    for path in SRC.rglob("*.py"):
-        rel = path.relative_to(SRC.parent).with_suffix("")
-        own = _layer_of(".".join(rel.parts))
-        if own is None:
-            continue
-        for imported in _imports(path):
-            other = _layer_of(imported)
-            if other is not None and other > own:
-                violations.append(f"{rel} imports {imported}")
-    assert not violations, "imports must point down the layers:\n" + "\n".join(violations)
-
-
 def _imported_names(path: Path) -> list[str]:
     """Every dotted name an absolute import reaches: the module, and the module plus each name taken from it
     (``from corral.apps.data_agent import _run`` reaches ``corral.apps.data_agent._run``)."""
@@ -75,6 +50,20 @@ def _imported_names(path: Path) -> list[str]:
             found.append(node.module)
             found.extend(f"{node.module}.{alias.name}" for alias in node.names)
     return found
+
+
+def test_imports_point_down_the_layers() -> None:
+    violations = []
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        own = _layer_of(".".join(rel.parts))
+        if own is None:
+            continue
+        for imported in _imported_names(path):
+            other = _layer_of(imported)
+            if other is not None and other > own:
+                violations.append(f"{rel} imports {imported}")
+    assert not violations, "imports must point down the layers:\n" + "\n".join(violations)
 
 
 def private_reach(importer_package: str, imported: str) -> str | None:

@@ -1,20 +1,10 @@
 """How many threads llama.cpp gets for one call: the cores that are idle right now.
 
 llama.cpp's threads meet at a barrier for every batch, so a thread whose core another process holds makes the
-others spin and wait. Measured on 2 cores (0.5B model, 500-token prompt, then 30 tokens):
-
-==========================  ===============  ============
-                            prompt (tok/s)   reply (tok/s)
-==========================  ===============  ============
-idle machine, 1 thread      93               11.4
-idle machine, 2 threads     207              22.5
-one core busy, 1 thread     105              13.0
-one core busy, 2 threads    64               1.4
-==========================  ===============  ============
-
-So a fixed count is wrong half the time: all the cores double the speed on an idle machine and cut it by ten
-when one core is taken. :func:`threads_for_call` samples the CPU's idle time for a moment before each call and
-uses the cores that were idle (at least one).
+others spin and wait: on 2 cores, two threads double prompt and reply speed on an idle machine and make
+replies several times slower when one core is busy (``bench/local_threads.py``; figures in
+docs/data-agent.md, Speed). So a fixed count is wrong half the time: :func:`threads_for_call` samples the
+CPU's idle time for a moment before each call and uses the cores that were idle (at least one).
 """
 
 from __future__ import annotations
